@@ -1,0 +1,105 @@
+//! The one error type of the crate.
+
+use std::path::PathBuf;
+
+/// What went wrong in a store operation.
+///
+/// Every variant is a final answer for that call: a failed append wrote nothing that will ever be
+/// acknowledged or read.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// The optimistic concurrency check failed.
+    #[error("wrong expected revision: expected {expected}, actual {actual}")]
+    WrongExpectedRevision {
+        /// The expectation as sent.
+        expected: crate::ExpectedRevision,
+        /// The stream's state when the append was checked.
+        actual: crate::CurrentRevision,
+    },
+    /// Some (not all, or not as one contiguous run) of the append's event ids already exist in the stream.
+    #[error("duplicate event id {id} in stream {stream}")]
+    DuplicateEventId {
+        /// The stream appended to.
+        stream: String,
+        /// One of the ids that already exists.
+        id: uuid::Uuid,
+    },
+    /// The stream was deleted (soft-deleted streams answer this to reads until re-created).
+    #[error("stream {stream} is deleted")]
+    StreamDeleted {
+        /// The stream.
+        stream: String,
+    },
+    /// The stream was never written.
+    #[error("stream {stream} not found")]
+    StreamNotFound {
+        /// The stream.
+        stream: String,
+    },
+    /// The request is malformed; nothing was written.
+    #[error("invalid {field}: {reason}")]
+    InvalidInput {
+        /// The offending field (e.g. `stream`, `events[3].type`).
+        field: String,
+        /// Why it was refused.
+        reason: String,
+    },
+    /// The store refuses writes after a storage fault (failed write or fsync, corruption).
+    #[error("store is read-only: {reason}")]
+    ReadOnly {
+        /// The fault that made the store read-only.
+        reason: String,
+    },
+    /// Stored bytes fail their checksum or are inconsistent.
+    #[error("corruption in {} at offset {offset}: {detail}", file.display())]
+    Corruption {
+        /// The damaged file.
+        file: PathBuf,
+        /// Byte offset of the damaged frame or structure.
+        offset: u64,
+        /// What is wrong.
+        detail: String,
+    },
+    /// The store has been closed.
+    #[error("store is closed")]
+    Closed,
+    /// An operating-system I/O error.
+    #[error("i/o error on {}: {source}", path.display())]
+    Io {
+        /// The file or directory involved.
+        path: PathBuf,
+        /// The underlying error.
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+/// Result alias of the crate.
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+impl Error {
+    /// Wraps an I/O error with the path it concerns.
+    pub fn io(path: impl Into<PathBuf>, source: std::io::Error) -> Self {
+        Error::Io {
+            path: path.into(),
+            source,
+        }
+    }
+
+    /// Builds an [`Error::InvalidInput`].
+    pub fn invalid(field: impl Into<String>, reason: impl Into<String>) -> Self {
+        Error::InvalidInput {
+            field: field.into(),
+            reason: reason.into(),
+        }
+    }
+
+    /// Builds an [`Error::Corruption`].
+    pub fn corruption(file: impl Into<PathBuf>, offset: u64, detail: impl Into<String>) -> Self {
+        Error::Corruption {
+            file: file.into(),
+            offset,
+            detail: detail.into(),
+        }
+    }
+}

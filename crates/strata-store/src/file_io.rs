@@ -1,0 +1,69 @@
+//! The writer's file I/O, behind a small trait so tests can inject failures and lost writes.
+//!
+//! Only the write path goes through this trait: it is where durability is decided. Readers use
+//! `pread` and memory maps on the same files directly.
+
+use std::fs::{File, OpenOptions};
+use std::io::{self, Seek, SeekFrom, Write};
+use std::path::Path;
+
+/// Opens segment files for appending.
+pub trait FileIo: Send + Sync + 'static {
+    /// Opens (creating if missing) the segment file at `path` for appending at its end.
+    fn open_append(&self, path: &Path) -> io::Result<Box<dyn AppendFile>>;
+}
+
+/// A segment file being appended to by the single writer.
+///
+/// Contract: bytes passed to [`AppendFile::write_all`] are durable only once a later
+/// [`AppendFile::sync_data`] returned `Ok`. After any error the store stops writing.
+pub trait AppendFile: Send {
+    /// Appends all of `buf` at the end of the file.
+    fn write_all(&mut self, buf: &[u8]) -> io::Result<()>;
+    /// Makes every byte written so far durable (`fdatasync`).
+    fn sync_data(&mut self) -> io::Result<()>;
+    /// Cuts the file back to `len` bytes (used to drop an unacknowledged, failed write).
+    fn truncate(&mut self, len: u64) -> io::Result<()>;
+}
+
+/// The real file system.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct StdFileIo;
+
+impl FileIo for StdFileIo {
+    fn open_append(&self, path: &Path) -> io::Result<Box<dyn AppendFile>> {
+        let mut file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(path)?;
+        file.seek(SeekFrom::End(0))?;
+        Ok(Box::new(StdAppendFile { file }))
+    }
+}
+
+struct StdAppendFile {
+    file: File,
+}
+
+impl AppendFile for StdAppendFile {
+    fn write_all(&mut self, buf: &[u8]) -> io::Result<()> {
+        self.file.write_all(buf)
+    }
+
+    fn sync_data(&mut self) -> io::Result<()> {
+        self.file.sync_data()
+    }
+
+    fn truncate(&mut self, len: u64) -> io::Result<()> {
+        self.file.set_len(len)?;
+        self.file.seek(SeekFrom::Start(len))?;
+        self.file.sync_data()
+    }
+}
+
+/// `fsync` on a directory, so that file creations and renames in it are durable.
+pub(crate) fn sync_dir(dir: &Path) -> io::Result<()> {
+    File::open(dir)?.sync_all()
+}

@@ -1,0 +1,59 @@
+//! # strata-store
+//!
+//! The embedded engine of Strata, an append-only event store: immutable events, grouped in
+//! streams, totally ordered in one segmented, checksummed write-ahead log.
+//!
+//! - [`Store::append`]: atomic appends with optimistic concurrency ([`ExpectedRevision`]) and
+//!   idempotent retries by event id, made durable by group commit (one writer thread, one
+//!   `write` + one `fdatasync` for everything queued).
+//! - Reads of a stream by revision, of the whole log by position with type / category / prefix
+//!   filters answered from indexes, of one event, and of the stream list.
+//! - Soft and hard deletes and stream metadata (`max_count`, `max_age_seconds`,
+//!   `truncate_before`, custom JSON), enforced by every stream read.
+//! - [`Subscription`]s that catch up from the log and then follow live commits, blocking or async.
+//!
+//! Durability rule: an acknowledged append survives a crash; a failed one wrote nothing that will
+//! ever be read. After a failed write or fsync, or detected corruption, the store turns read-only.
+//!
+//! ```no_run
+//! use strata_store::{Direction, ExpectedRevision, NewEvent, Options, ReadFrom, Store};
+//!
+//! let store = Store::open("./data", Options::default())?;
+//! store.append("order-1", ExpectedRevision::NoStream, vec![NewEvent::json("Placed", r#"{"total":5}"#)])?;
+//! let page = store.read_stream("order-1", ReadFrom::Start, Direction::Forward, 100)?;
+//! assert_eq!(page.events.len(), 1);
+//! # Ok::<(), strata_store::Error>(())
+//! ```
+#![deny(unsafe_op_in_unsafe_fn)]
+#![warn(missing_docs)]
+
+mod bloom;
+mod error;
+mod event;
+pub mod file_io;
+mod frame;
+mod hash;
+mod index_file;
+mod log;
+mod memtable;
+mod options;
+mod read;
+mod segment;
+mod stats;
+mod store;
+mod subscription;
+pub mod verify;
+mod writer;
+
+pub use error::{Error, Result};
+pub use event::{
+    AllFilter, AppendResult, ContentType, CurrentRevision, DeleteResult, Deletion, Direction,
+    ExpectedRevision, NewEvent, ReadFrom, ReadSlice, RecordedEvent, StreamHead, StreamInfo,
+    StreamMetadata,
+};
+pub use frame::EventView;
+pub use hash::category_of;
+pub use options::{FsyncPolicy, Limits, Options};
+pub use stats::{StatsSnapshot, FSYNC_BUCKETS_MICROS};
+pub use store::{Health, Store, StoreInfo};
+pub use subscription::{Subscription, SubscriptionTarget};

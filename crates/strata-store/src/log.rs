@@ -1,0 +1,400 @@
+//! The shared state of an open store: the segment set, the published end of the log, the fault
+//! flag, and the lookups every reader and the writer build on.
+
+use std::ops::ControlFlow;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+
+use parking_lot::{Mutex, RwLock};
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
+
+use crate::error::{Error, Result};
+use crate::event::{Deletion, StreamHead, StreamMetadata};
+use crate::frame::{decode_frame, EventView, FrameError};
+use crate::hash::hash_str;
+use crate::options::Options;
+use crate::segment::{frame_error, OpenSegment, SealedSegment};
+use crate::stats::Stats;
+
+/// Prefix of the stream that holds a stream's metadata and deletion records: `$$<stream>`.
+pub(crate) const META_STREAM_PREFIX: &str = "$$";
+/// Event type of the records in a metadata stream.
+pub(crate) const META_EVENT_TYPE: &str = "$metadata";
+
+/// The name of the metadata stream of `stream`.
+pub(crate) fn meta_stream_name(stream: &str) -> String {
+    format!("{META_STREAM_PREFIX}{stream}")
+}
+
+/// The JSON body of a `$metadata` record: the complete metadata state after it.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub(crate) struct MetaRecord {
+    pub metadata: StreamMetadata,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub deletion: Option<Deletion>,
+}
+
+/// The segments as one consistent set. Replaced as a whole when a segment is sealed.
+pub(crate) struct LogState {
+    pub sealed: Vec<Arc<SealedSegment>>,
+    pub open: Arc<OpenSegment>,
+}
+
+/// Everything the store handles, the writer and subscriptions share.
+pub(crate) struct Shared {
+    pub dir: PathBuf,
+    pub options: Options,
+    pub state: RwLock<Arc<LogState>>,
+    /// Every position below this is durable (per the fsync policy) and readable. Published by
+    /// the writer only after the bytes are written and synced and the memtable updated.
+    pub committed: AtomicU64,
+    pub read_only: AtomicBool,
+    pub fault: Mutex<Option<String>>,
+    pub closed: AtomicBool,
+    /// Notified after every publish of `committed`, and on close.
+    pub commits: event_listener::Event,
+    pub stats: Stats,
+}
+
+impl Shared {
+    pub fn snapshot(&self) -> Arc<LogState> {
+        self.state.read().clone()
+    }
+
+    pub fn committed(&self) -> u64 {
+        self.committed.load(Ordering::Acquire)
+    }
+
+    /// Makes the store read-only for good, remembering the first reason.
+    pub fn poison(&self, reason: impl Into<String>) {
+        let mut fault = self.fault.lock();
+        if fault.is_none() {
+            *fault = Some(reason.into());
+        }
+        self.read_only.store(true, Ordering::Release);
+    }
+
+    /// `Err(ReadOnly)` once the store refuses writes.
+    pub fn check_writable(&self) -> Result<()> {
+        if self.closed.load(Ordering::Acquire) {
+            return Err(Error::Closed);
+        }
+        if self.read_only.load(Ordering::Acquire) {
+            let reason = self
+                .fault
+                .lock()
+                .clone()
+                .unwrap_or_else(|| "opened read-only".into());
+            return Err(Error::ReadOnly { reason });
+        }
+        Ok(())
+    }
+
+    /// Poisons the store on corruption, passes every result through.
+    fn note<T>(&self, r: Result<T>) -> Result<T> {
+        if let Err(e @ Error::Corruption { .. }) = &r {
+            self.poison(e.to_string());
+        }
+        r
+    }
+
+    /// Calls `f` with the event at `position` (which must be below the limit the caller uses).
+    pub fn with_event<T>(
+        &self,
+        state: &LogState,
+        position: u64,
+        f: impl FnOnce(&EventView<'_>) -> T,
+    ) -> Result<T> {
+        let r = self.with_event_inner(state, position, f);
+        self.note(r)
+    }
+
+    fn with_event_inner<T>(
+        &self,
+        state: &LogState,
+        position: u64,
+        f: impl FnOnce(&EventView<'_>) -> T,
+    ) -> Result<T> {
+        if position >= state.open.first_position {
+            let open = &state.open;
+            let offset = {
+                let table = open.table.read();
+                let i = (position - open.first_position) as usize;
+                table.offsets.get(i).copied()
+            }
+            .ok_or_else(|| {
+                Error::invalid("position", format!("{position} is past the end of the log"))
+            })?;
+            let mut buf = Vec::new();
+            open.read_frame(offset, &mut buf)?;
+            let (view, _) = decode_frame(&buf).map_err(|e| frame_error(&open.path, offset, e))?;
+            if view.position != position {
+                return Err(Error::corruption(
+                    &open.path,
+                    offset,
+                    format!(
+                        "frame holds position {}, expected {position}",
+                        view.position
+                    ),
+                ));
+            }
+            return Ok(f(&view));
+        }
+        let seg = sealed_for(state, position)
+            .ok_or_else(|| Error::invalid("position", format!("{position} is not in the log")))?;
+        let view = seg.event(position)?;
+        Ok(f(&view))
+    }
+
+    /// Visits events with positions in `[from, to)` in ascending order, reading sequentially.
+    /// `f` returns `Break` to stop early.
+    pub fn scan_forward(
+        &self,
+        state: &LogState,
+        from: u64,
+        to: u64,
+        mut f: impl FnMut(&EventView<'_>) -> ControlFlow<()>,
+    ) -> Result<()> {
+        let r = self.scan_forward_inner(state, from, to, &mut f);
+        self.note(r)
+    }
+
+    fn scan_forward_inner(
+        &self,
+        state: &LogState,
+        from: u64,
+        to: u64,
+        f: &mut dyn FnMut(&EventView<'_>) -> ControlFlow<()>,
+    ) -> Result<()> {
+        let mut position = from;
+        let start = state
+            .sealed
+            .partition_point(|s| s.end_position() <= position);
+        for seg in &state.sealed[start..] {
+            if position >= to {
+                return Ok(());
+            }
+            let Some(mut offset) = seg.index.offset(position) else {
+                continue;
+            };
+            let end = seg.end_position().min(to);
+            while position < end {
+                let (view, len) = seg.frame_at(offset)?;
+                if view.position != position {
+                    return Err(Error::corruption(
+                        &seg.path,
+                        offset,
+                        format!(
+                            "frame holds position {}, expected {position}",
+                            view.position
+                        ),
+                    ));
+                }
+                if f(&view).is_break() {
+                    return Ok(());
+                }
+                position += 1;
+                offset += len as u64;
+            }
+        }
+        if position >= to {
+            return Ok(());
+        }
+        let open = &state.open;
+        if position < open.first_position {
+            return Ok(());
+        }
+        let Some(mut offset) = ({
+            let table = open.table.read();
+            table
+                .offsets
+                .get((position - open.first_position) as usize)
+                .copied()
+        }) else {
+            return Ok(());
+        };
+        // Sequential reads of the open segment in large chunks.
+        const CHUNK: usize = 1 << 20;
+        let mut buf = vec![0u8; CHUNK];
+        let mut have = 0usize; // valid bytes in buf
+        let mut at = 0usize; // parse cursor in buf
+        while position < to {
+            match decode_frame(&buf[at..have]) {
+                Ok((view, len)) => {
+                    if view.position != position {
+                        return Err(Error::corruption(
+                            &open.path,
+                            offset,
+                            format!(
+                                "frame holds position {}, expected {position}",
+                                view.position
+                            ),
+                        ));
+                    }
+                    if f(&view).is_break() {
+                        return Ok(());
+                    }
+                    position += 1;
+                    offset += len as u64;
+                    at += len;
+                }
+                Err(FrameError::Short) => {
+                    // Refill from `offset`, growing the buffer for frames larger than it.
+                    let need = if have - at >= 4 {
+                        let n = &buf[at..at + 4];
+                        8 + u32::from_le_bytes([n[0], n[1], n[2], n[3]]) as usize
+                    } else {
+                        0
+                    };
+                    if need > buf.len() {
+                        buf.resize(need, 0);
+                    }
+                    let n = open.read_at_most(offset, &mut buf)?;
+                    if n == have - at && at == 0 {
+                        return Err(frame_error(&open.path, offset, FrameError::Short));
+                    }
+                    have = n;
+                    at = 0;
+                }
+                Err(e) => return Err(frame_error(&open.path, offset, e)),
+            }
+        }
+        Ok(())
+    }
+
+    /// Stream-index entries `(revision, position)` for revisions in `[from, to]`, ascending, with
+    /// position below `limit`. Entries of other streams sharing the hash are included; callers
+    /// compare the stream name of the events they read.
+    pub fn stream_entries(
+        &self,
+        state: &LogState,
+        stream: &str,
+        from: u64,
+        to: u64,
+        limit: u64,
+    ) -> Vec<(u64, u64)> {
+        let hash = hash_str(stream);
+        let mut out = Vec::new();
+        for seg in &state.sealed {
+            if seg.index.may_contain_stream(hash) {
+                out.extend(
+                    seg.index
+                        .stream_entries(hash, from, to)
+                        .into_iter()
+                        .map(|e| (e.revision, e.position)),
+                );
+            }
+        }
+        let table = state.open.table.read();
+        if let Some(v) = table.streams.get(stream) {
+            let lo = v.partition_point(|&(r, _)| r < from);
+            out.extend(
+                v[lo..]
+                    .iter()
+                    .take_while(|&&(r, p)| r <= to && p < limit)
+                    .copied(),
+            );
+        }
+        out.retain(|&(_, p)| p < limit);
+        out
+    }
+
+    /// The last `(revision, position)` of `stream` below `limit`, verified by name.
+    pub fn stream_last(
+        &self,
+        state: &LogState,
+        stream: &str,
+        limit: u64,
+    ) -> Result<Option<(u64, u64)>> {
+        {
+            let table = state.open.table.read();
+            if let Some(v) = table.streams.get(stream) {
+                if let Some(&e) = v.iter().rev().find(|&&(_, p)| p < limit) {
+                    return Ok(Some(e));
+                }
+            }
+        }
+        let hash = hash_str(stream);
+        for seg in state.sealed.iter().rev() {
+            if !seg.index.may_contain_stream(hash) {
+                continue;
+            }
+            let Some(last) = seg.index.last_stream_entry(hash) else {
+                continue;
+            };
+            if self.with_event(state, last.position, |v| v.stream == stream)? {
+                return Ok(Some((last.revision, last.position)));
+            }
+            // A hash collision: look for the stream's own entries.
+            for e in seg.index.all_stream_entries(hash).into_iter().rev() {
+                if self.with_event(state, e.position, |v| v.stream == stream)? {
+                    return Ok(Some((e.revision, e.position)));
+                }
+            }
+        }
+        Ok(None)
+    }
+
+    /// Where `(stream, id)` was appended: `(revision, position)`, verified against the event.
+    pub fn find_id(&self, state: &LogState, stream: &str, id: Uuid) -> Result<Option<(u64, u64)>> {
+        let hash = hash_str(stream);
+        let id128 = id.as_u128();
+        let mut candidates: Vec<u64> = Vec::new();
+        for seg in &state.sealed {
+            candidates.extend(seg.index.find_id(hash, id128));
+        }
+        if let Some(&rev) = state.open.table.read().ids.get(&(hash, id128)) {
+            candidates.push(rev);
+        }
+        for rev in candidates {
+            for (r, p) in self.stream_entries(state, stream, rev, rev, u64::MAX) {
+                if r == rev && self.with_event(state, p, |v| v.stream == stream && v.id == id)? {
+                    return Ok(Some((r, p)));
+                }
+            }
+        }
+        Ok(None)
+    }
+
+    /// The head of `stream` as of positions below `limit`.
+    pub fn head(&self, state: &LogState, stream: &str, limit: u64) -> Result<StreamHead> {
+        let last = self.stream_last(state, stream, limit)?;
+        let meta = self.meta_record(state, stream, limit)?;
+        Ok(StreamHead {
+            name: stream.to_owned(),
+            last_revision: last.map(|(r, _)| r),
+            last_position: last.map(|(_, p)| p),
+            deletion: meta.deletion,
+            metadata: meta.metadata,
+        })
+    }
+
+    /// The latest metadata record of `stream` below `limit` (default when none).
+    pub fn meta_record(&self, state: &LogState, stream: &str, limit: u64) -> Result<MetaRecord> {
+        let meta_stream = meta_stream_name(stream);
+        let Some((_, pos)) = self.stream_last(state, &meta_stream, limit)? else {
+            return Ok(MetaRecord::default());
+        };
+        let parsed = self.with_event(state, pos, |v| {
+            serde_json::from_slice::<MetaRecord>(v.data).map_err(|e| e.to_string())
+        })?;
+        parsed.map_err(|why| {
+            Error::corruption(
+                &self.dir,
+                pos,
+                format!("metadata record of {stream} at position {pos} is not valid: {why}"),
+            )
+        })
+    }
+}
+
+/// The sealed segment holding `position`, if any.
+pub(crate) fn sealed_for(state: &LogState, position: u64) -> Option<&Arc<SealedSegment>> {
+    let i = state
+        .sealed
+        .partition_point(|s| s.first_position <= position);
+    let seg = state.sealed.get(i.checked_sub(1)?)?;
+    (position < seg.end_position()).then_some(seg)
+}

@@ -1,0 +1,99 @@
+//! The in-memory index of the open segment, turned into an index file when the segment is sealed.
+//!
+//! Its size is bounded by the segment size, not by the history of the store.
+
+use std::collections::{BTreeSet, HashMap};
+
+use crate::hash::{category_of, hash_str};
+use crate::index_file::{IdEntry, IndexInput, Posting, StreamEntry};
+
+/// Index entries of the events of the open segment that are committed (or being published).
+#[derive(Default, Debug)]
+pub(crate) struct Memtable {
+    /// `offsets[i]`: frame offset of the event at `first_position + i`.
+    pub offsets: Vec<u64>,
+    /// Stream name → (revision, position), ascending.
+    pub streams: HashMap<String, Vec<(u64, u64)>>,
+    /// (stream hash, event id) → revision.
+    pub ids: HashMap<(u64, u128), u64>,
+    /// Category hash → positions, ascending.
+    pub categories: HashMap<u64, Vec<u64>>,
+    /// Event-type hash → positions, ascending.
+    pub types: HashMap<u64, Vec<u64>>,
+    /// Streams whose revision 0 lies in this segment.
+    pub created: BTreeSet<String>,
+}
+
+/// What the memtable records of one event.
+pub(crate) struct MemEntry<'a> {
+    pub stream: &'a str,
+    pub event_type: &'a str,
+    pub id: u128,
+    pub revision: u64,
+    pub position: u64,
+    pub offset: u64,
+}
+
+impl Memtable {
+    /// Records one committed event. Events must be inserted in position order.
+    pub fn insert(&mut self, e: &MemEntry<'_>) {
+        self.offsets.push(e.offset);
+        match self.streams.get_mut(e.stream) {
+            Some(v) => v.push((e.revision, e.position)),
+            None => {
+                self.streams
+                    .insert(e.stream.to_owned(), vec![(e.revision, e.position)]);
+            }
+        }
+        self.ids.insert((hash_str(e.stream), e.id), e.revision);
+        self.categories
+            .entry(hash_str(category_of(e.stream)))
+            .or_default()
+            .push(e.position);
+        self.types
+            .entry(hash_str(e.event_type))
+            .or_default()
+            .push(e.position);
+        if e.revision == 0 {
+            self.created.insert(e.stream.to_owned());
+        }
+    }
+
+    /// The index-file input describing this memtable's segment.
+    pub fn to_index_input(&self, first_position: u64, segment_len: u64) -> IndexInput {
+        let mut streams = Vec::new();
+        for (name, entries) in &self.streams {
+            let hash = hash_str(name);
+            streams.extend(entries.iter().map(|&(revision, position)| StreamEntry {
+                hash,
+                revision,
+                position,
+            }));
+        }
+        let postings = |m: &HashMap<u64, Vec<u64>>| {
+            let mut out = Vec::new();
+            for (&hash, positions) in m {
+                out.extend(positions.iter().map(|&position| Posting { hash, position }));
+            }
+            out
+        };
+        IndexInput {
+            first_position,
+            segment_len,
+            offsets: self.offsets.clone(),
+            streams,
+            ids: self
+                .ids
+                .iter()
+                .map(|(&(stream_hash, id), &revision)| IdEntry {
+                    stream_hash,
+                    id,
+                    revision,
+                })
+                .collect(),
+            categories: postings(&self.categories),
+            types: postings(&self.types),
+            created: self.created.iter().cloned().collect(),
+        }
+    }
+}

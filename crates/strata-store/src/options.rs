@@ -1,0 +1,127 @@
+//! How a store is opened: segment size, durability policy, input limits.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::file_io::{FileIo, StdFileIo};
+
+/// When appended bytes are forced to stable storage.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum FsyncPolicy {
+    /// `fdatasync` after every group commit, before any append in it is acknowledged (default).
+    Always,
+    /// Acknowledge after `write`; `fdatasync` at most this often. A crash may lose the last interval.
+    Interval(Duration),
+    /// Never sync (tests, bulk import). Segments are still synced when sealed and on close.
+    Never,
+}
+
+impl std::str::FromStr for FsyncPolicy {
+    type Err = String;
+
+    /// Parses `always`, `never`, or `interval:<ms>` (as the server's `--fsync` flag).
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "always" => Ok(FsyncPolicy::Always),
+            "never" => Ok(FsyncPolicy::Never),
+            _ => {
+                let ms = s
+                    .strip_prefix("interval:")
+                    .and_then(|ms| ms.parse::<u64>().ok())
+                    .filter(|ms| *ms > 0)
+                    .ok_or_else(|| {
+                        format!(
+                            "invalid fsync policy {s:?}: expected always, never or interval:<ms>"
+                        )
+                    })?;
+                Ok(FsyncPolicy::Interval(Duration::from_millis(ms)))
+            }
+        }
+    }
+}
+
+/// Input limits enforced on every append (violations are [`crate::Error::InvalidInput`]).
+#[derive(Clone, Debug)]
+pub struct Limits {
+    /// Maximum bytes of one event's data plus metadata.
+    pub max_event_size: usize,
+    /// Maximum events in one append.
+    pub max_events_per_append: usize,
+    /// Maximum stream-name length in bytes (at most 65535).
+    pub max_stream_name_len: usize,
+    /// Maximum event-type length in bytes (at most 65535).
+    pub max_event_type_len: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            max_event_size: 4 * 1024 * 1024,
+            max_events_per_append: 10_000,
+            max_stream_name_len: 255,
+            max_event_type_len: 255,
+        }
+    }
+}
+
+/// Options for [`crate::Store::open`].
+#[derive(Clone)]
+pub struct Options {
+    /// Size at which the open segment is sealed and a new one started (default 256 MiB). A single
+    /// append is never split across segments, so a segment may exceed this by one append.
+    pub segment_size: u64,
+    /// Durability policy (default [`FsyncPolicy::Always`]).
+    pub fsync: FsyncPolicy,
+    /// Input limits.
+    pub limits: Limits,
+    /// How many stream heads the writer keeps cached; beyond it heads are looked up in the
+    /// indexes again. Bounds memory independently of the number of streams.
+    pub head_cache_capacity: usize,
+    /// Open without the writer: every write answers [`crate::Error::ReadOnly`]; nothing on disk is
+    /// changed (no torn-tail truncation, no index files written).
+    pub read_only: bool,
+    /// File I/O used by the writer (replace it in tests to inject faults).
+    pub file_io: Arc<dyn FileIo>,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Options {
+            segment_size: 256 * 1024 * 1024,
+            fsync: FsyncPolicy::Always,
+            limits: Limits::default(),
+            head_cache_capacity: 100_000,
+            read_only: false,
+            file_io: Arc::new(StdFileIo),
+        }
+    }
+}
+
+impl std::fmt::Debug for Options {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Options")
+            .field("segment_size", &self.segment_size)
+            .field("fsync", &self.fsync)
+            .field("limits", &self.limits)
+            .field("head_cache_capacity", &self.head_cache_capacity)
+            .field("read_only", &self.read_only)
+            .finish_non_exhaustive()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_fsync_policies() {
+        assert_eq!("always".parse(), Ok(FsyncPolicy::Always));
+        assert_eq!("never".parse(), Ok(FsyncPolicy::Never));
+        assert_eq!(
+            "interval:5".parse(),
+            Ok(FsyncPolicy::Interval(Duration::from_millis(5)))
+        );
+        assert!("interval:0".parse::<FsyncPolicy>().is_err());
+        assert!("sometimes".parse::<FsyncPolicy>().is_err());
+    }
+}

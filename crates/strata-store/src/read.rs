@@ -1,0 +1,462 @@
+//! Reads: a stream by revision, the whole log by position (filtered through the category and
+//! event-type indexes), the stream listing. Readers see only positions below the published end.
+
+use std::collections::BTreeSet;
+use std::ops::ControlFlow;
+
+use crate::error::{Error, Result};
+use crate::event::{
+    now_micros, AllFilter, Direction, ReadFrom, ReadSlice, RecordedEvent, StreamHead, StreamInfo,
+};
+use crate::hash::{category_of, hash_str};
+use crate::log::{LogState, Shared};
+
+/// Positions examined per index window when answering a filtered read.
+const WINDOW: u64 = 1 << 16;
+
+/// Reads one page of a stream, enforcing deletion and metadata limits.
+pub(crate) fn read_stream(
+    shared: &Shared,
+    stream: &str,
+    from: ReadFrom,
+    direction: Direction,
+    limit: usize,
+) -> Result<ReadSlice> {
+    let limit = limit.max(1) as u64;
+    let committed = shared.committed();
+    let state = shared.snapshot();
+    let head = readable_head(shared, &state, stream, committed)?;
+    let Some(last) = head.last_revision else {
+        return Err(Error::StreamNotFound {
+            stream: stream.to_owned(),
+        });
+    };
+    let first_visible = head.first_visible_revision();
+    let age_cutoff = head.metadata.max_age_seconds.map(|s| {
+        now_micros().saturating_sub(i64::try_from(s.saturating_mul(1_000_000)).unwrap_or(i64::MAX))
+    });
+    let keep = |e: &RecordedEvent| age_cutoff.is_none_or(|c| e.timestamp_micros >= c);
+    let mut events = Vec::new();
+    match direction {
+        Direction::Forward => {
+            let start = match from {
+                ReadFrom::Start => 0,
+                ReadFrom::End => last + 1,
+                ReadFrom::At(r) => r,
+            };
+            let mut lo = start.max(first_visible);
+            while lo <= last && (events.len() as u64) < limit {
+                let hi = last.min(lo + (limit - events.len() as u64) - 1);
+                for e in stream_events(shared, &state, stream, lo, hi, committed)? {
+                    if keep(&e) {
+                        events.push(e);
+                    }
+                }
+                lo = hi + 1;
+            }
+            Ok(ReadSlice {
+                events,
+                next: Some(lo.max(start)),
+                end: lo > last,
+            })
+        }
+        Direction::Backward => {
+            let start = match from {
+                ReadFrom::Start => 0,
+                ReadFrom::End => last,
+                ReadFrom::At(r) => r.min(last),
+            };
+            // `hi` is the next revision to read, `None` once below the first visible one.
+            let mut hi = (start >= first_visible).then_some(start);
+            while let Some(h) = hi {
+                if events.len() as u64 >= limit {
+                    break;
+                }
+                let want = limit - events.len() as u64;
+                let lo = first_visible.max(h.saturating_sub(want - 1));
+                let mut page = stream_events(shared, &state, stream, lo, h, committed)?;
+                page.reverse();
+                events.extend(page.into_iter().filter(|e| keep(e)));
+                hi = (lo > first_visible).then(|| lo - 1);
+            }
+            Ok(ReadSlice {
+                events,
+                next: hi,
+                end: hi.is_none(),
+            })
+        }
+    }
+}
+
+/// The head of a stream that may be read: `StreamDeleted` while deleted.
+fn readable_head(
+    shared: &Shared,
+    state: &LogState,
+    stream: &str,
+    committed: u64,
+) -> Result<StreamHead> {
+    let head = shared.head(state, stream, committed)?;
+    if head.is_deleted() {
+        return Err(Error::StreamDeleted {
+            stream: stream.to_owned(),
+        });
+    }
+    Ok(head)
+}
+
+/// The events of `stream` with revisions in `[lo, hi]`, ascending (colliding streams skipped).
+fn stream_events(
+    shared: &Shared,
+    state: &LogState,
+    stream: &str,
+    lo: u64,
+    hi: u64,
+    committed: u64,
+) -> Result<Vec<RecordedEvent>> {
+    let mut out = Vec::new();
+    for (_, position) in shared.stream_entries(state, stream, lo, hi, committed) {
+        if let Some(e) = shared.with_event(state, position, |v| {
+            (v.stream == stream).then(|| v.to_owned_event())
+        })? {
+            out.push(e);
+        }
+    }
+    Ok(out)
+}
+
+/// One event of a stream by revision; `None` if it does not exist or is hidden by metadata.
+pub(crate) fn read_event(
+    shared: &Shared,
+    stream: &str,
+    revision: u64,
+) -> Result<Option<RecordedEvent>> {
+    let slice = read_stream(
+        shared,
+        stream,
+        ReadFrom::At(revision),
+        Direction::Forward,
+        1,
+    )?;
+    Ok(slice.events.into_iter().find(|e| e.revision == revision))
+}
+
+/// Reads one page of the whole log.
+pub(crate) fn read_all(
+    shared: &Shared,
+    from: ReadFrom,
+    direction: Direction,
+    limit: usize,
+    filter: &AllFilter,
+) -> Result<ReadSlice> {
+    let limit = limit.max(1);
+    let committed = shared.committed();
+    let state = shared.snapshot();
+    // One event more than asked tells whether the page is the end.
+    let want = limit + 1;
+    let mut events: Vec<RecordedEvent> = Vec::new();
+    match direction {
+        Direction::Forward => {
+            let start = match from {
+                ReadFrom::Start => 0,
+                ReadFrom::End => committed,
+                ReadFrom::At(p) => p.min(committed),
+            };
+            if indexable(filter) {
+                let mut lo = start;
+                while lo < committed && events.len() < want {
+                    let hi = committed.min(lo.saturating_add(WINDOW));
+                    for p in candidates(shared, &state, filter, lo, hi) {
+                        if events.len() >= want {
+                            break;
+                        }
+                        if let Some(e) = matching_event(shared, &state, p, filter)? {
+                            events.push(e);
+                        }
+                    }
+                    lo = hi;
+                }
+            } else {
+                shared.scan_forward(&state, start, committed, |v| {
+                    if filter.matches(v.stream, v.event_type) {
+                        events.push(v.to_owned_event());
+                    }
+                    if events.len() >= want {
+                        ControlFlow::Break(())
+                    } else {
+                        ControlFlow::Continue(())
+                    }
+                })?;
+            }
+            if events.len() > limit {
+                events.truncate(limit);
+                let next = events.last().map_or(start, |e| e.position + 1);
+                Ok(ReadSlice {
+                    events,
+                    next: Some(next),
+                    end: false,
+                })
+            } else {
+                Ok(ReadSlice {
+                    events,
+                    next: Some(committed.max(start)),
+                    end: true,
+                })
+            }
+        }
+        Direction::Backward => {
+            if committed == 0 {
+                return Ok(ReadSlice {
+                    events,
+                    next: None,
+                    end: true,
+                });
+            }
+            let start = match from {
+                ReadFrom::Start => 0,
+                ReadFrom::End => committed - 1,
+                ReadFrom::At(p) => p.min(committed - 1),
+            };
+            // Exclusive upper bound of the positions still to look at.
+            let mut hi = start + 1;
+            while hi > 0 && events.len() < want {
+                let lo = hi.saturating_sub(WINDOW);
+                let positions: Vec<u64> = if indexable(filter) {
+                    candidates(shared, &state, filter, lo, hi)
+                } else {
+                    (lo..hi).collect()
+                };
+                for &p in positions.iter().rev() {
+                    if events.len() >= want {
+                        break;
+                    }
+                    if let Some(e) = matching_event(shared, &state, p, filter)? {
+                        events.push(e);
+                    }
+                }
+                hi = lo;
+            }
+            if events.len() > limit {
+                events.truncate(limit);
+                let next = events.last().map(|e| e.position - 1);
+                Ok(ReadSlice {
+                    events,
+                    next,
+                    end: false,
+                })
+            } else {
+                Ok(ReadSlice {
+                    events,
+                    next: None,
+                    end: true,
+                })
+            }
+        }
+    }
+}
+
+fn matching_event(
+    shared: &Shared,
+    state: &LogState,
+    position: u64,
+    filter: &AllFilter,
+) -> Result<Option<RecordedEvent>> {
+    shared.with_event(state, position, |v| {
+        filter
+            .matches(v.stream, v.event_type)
+            .then(|| v.to_owned_event())
+    })
+}
+
+/// The category an index lookup can narrow to: the filter's own, or the one implied by a stream
+/// prefix that contains a `-` (every stream starting with `order-4` is in category `order`).
+fn index_category(filter: &AllFilter) -> Option<&str> {
+    filter.category.as_deref().or_else(|| {
+        filter
+            .stream_prefix
+            .as_deref()
+            .filter(|p| p.contains('-'))
+            .map(category_of)
+    })
+}
+
+/// True when the category or event-type indexes can narrow the filter.
+fn indexable(filter: &AllFilter) -> bool {
+    !filter.types.is_empty() || index_category(filter).is_some()
+}
+
+/// Ascending candidate positions in `[lo, hi)` from the category and type indexes. A superset
+/// of the matches (hash collisions, prefixes): callers check each event against the filter.
+fn candidates(shared: &Shared, state: &LogState, filter: &AllFilter, lo: u64, hi: u64) -> Vec<u64> {
+    let _ = shared;
+    if hi <= lo {
+        return Vec::new();
+    }
+    let to = hi - 1;
+    let by_type = (!filter.types.is_empty()).then(|| {
+        let hashes: BTreeSet<u64> = filter.types.iter().map(|t| hash_str(t)).collect();
+        let mut out = Vec::new();
+        for &h in &hashes {
+            out.extend(postings(
+                state,
+                lo,
+                to,
+                |idx, f, t| idx.type_positions(h, f, t),
+                |m| m.types.get(&h).cloned(),
+            ));
+        }
+        if hashes.len() > 1 {
+            out.sort_unstable();
+            out.dedup();
+        }
+        out
+    });
+    let by_category = index_category(filter).map(|c| {
+        let h = hash_str(c);
+        postings(
+            state,
+            lo,
+            to,
+            |idx, f, t| idx.category_positions(h, f, t),
+            |m| m.categories.get(&h).cloned(),
+        )
+    });
+    match (by_type, by_category) {
+        (Some(a), Some(b)) => intersect(&a, &b),
+        (Some(a), None) | (None, Some(a)) => a,
+        (None, None) => (lo..hi).collect(),
+    }
+}
+
+/// Positions in `[from, to]` from every segment's index and the open segment's memtable.
+fn postings(
+    state: &LogState,
+    from: u64,
+    to: u64,
+    sealed: impl Fn(&crate::index_file::SegmentIndex, u64, u64) -> Vec<u64>,
+    open: impl Fn(&crate::memtable::Memtable) -> Option<Vec<u64>>,
+) -> Vec<u64> {
+    let mut out = Vec::new();
+    let first = state.sealed.partition_point(|s| s.end_position() <= from);
+    for seg in &state.sealed[first..] {
+        if seg.first_position > to {
+            break;
+        }
+        out.extend(sealed(&seg.index, from, to));
+    }
+    if to >= state.open.first_position {
+        let table = state.open.table.read();
+        if let Some(v) = open(&table) {
+            let a = v.partition_point(|&p| p < from);
+            out.extend(v[a..].iter().take_while(|&&p| p <= to));
+        }
+    }
+    out
+}
+
+fn intersect(a: &[u64], b: &[u64]) -> Vec<u64> {
+    let (mut i, mut j, mut out) = (0, 0, Vec::new());
+    while i < a.len() && j < b.len() {
+        match a[i].cmp(&b[j]) {
+            std::cmp::Ordering::Less => i += 1,
+            std::cmp::Ordering::Greater => j += 1,
+            std::cmp::Ordering::Equal => {
+                out.push(a[i]);
+                i += 1;
+                j += 1;
+            }
+        }
+    }
+    out
+}
+
+/// Lists live streams (not deleted, not `$`-reserved) whose names start with `prefix`, in
+/// byte order, after `after` (exclusive). Returns the page and the `after` for the next one.
+pub(crate) fn list_streams(
+    shared: &Shared,
+    prefix: &str,
+    after: Option<&str>,
+    limit: usize,
+) -> Result<(Vec<StreamInfo>, Option<String>)> {
+    let limit = limit.max(1);
+    let committed = shared.committed();
+    let state = shared.snapshot();
+    // Candidate names from every segment's "created" list and the memtable, merged in order.
+    let mut key: (String, bool) = match after {
+        Some(a) if a >= prefix => (a.to_owned(), false),
+        _ => (prefix.to_owned(), true),
+    };
+    let mut out = Vec::new();
+    loop {
+        let batch = next_names(&state, prefix, &key.0, key.1, 256)?;
+        if batch.is_empty() {
+            return Ok((out, None));
+        }
+        for name in &batch {
+            if name.starts_with('$') {
+                continue;
+            }
+            let head = shared.head(&state, name, committed)?;
+            if head.is_deleted() {
+                continue;
+            }
+            let (Some(last_revision), Some(last_position)) =
+                (head.last_revision, head.last_position)
+            else {
+                continue;
+            };
+            if out.len() == limit {
+                let next = out.last().map(|s: &StreamInfo| s.name.clone());
+                return Ok((out, next));
+            }
+            out.push(StreamInfo {
+                name: name.clone(),
+                last_revision,
+                last_position,
+            });
+        }
+        if let Some(last) = batch.last() {
+            key = (last.clone(), false);
+        }
+    }
+}
+
+/// Up to `n` distinct created-stream names with `prefix`, ordered, starting at `key`.
+fn next_names(
+    state: &LogState,
+    prefix: &str,
+    key: &str,
+    inclusive: bool,
+    n: usize,
+) -> Result<Vec<String>> {
+    let mut set = BTreeSet::new();
+    for seg in &state.sealed {
+        let idx = &seg.index;
+        let mut i = idx.created_lower_bound(key, inclusive)?;
+        let mut taken = 0;
+        while i < idx.created_count() && taken < n {
+            let name = idx.created_name(i)?;
+            if !name.starts_with(prefix) {
+                break;
+            }
+            set.insert(name.to_owned());
+            taken += 1;
+            i += 1;
+        }
+    }
+    {
+        let table = state.open.table.read();
+        let range = if inclusive {
+            table
+                .created
+                .range::<str, _>((std::ops::Bound::Included(key), std::ops::Bound::Unbounded))
+        } else {
+            table
+                .created
+                .range::<str, _>((std::ops::Bound::Excluded(key), std::ops::Bound::Unbounded))
+        };
+        for name in range.take_while(|n| n.starts_with(prefix)).take(n) {
+            set.insert(name.clone());
+        }
+    }
+    Ok(set.into_iter().take(n).collect())
+}

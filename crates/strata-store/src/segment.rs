@@ -1,0 +1,308 @@
+//! Segment files: naming, the sealed (memory-mapped) and open (pread) read paths, and the scan
+//! that validates frames for recovery and index rebuilds.
+
+use std::fs::File;
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+
+use memmap2::Mmap;
+use parking_lot::RwLock;
+
+use crate::error::{Error, Result};
+use crate::frame::{
+    decode_frame, decode_segment_header, EventView, FrameError, BODY_FIXED_LEN, FRAME_PREFIX_LEN,
+    SEGMENT_HEADER_LEN,
+};
+use crate::index_file::SegmentIndex;
+use crate::memtable::Memtable;
+
+/// File name of the segment whose first event has `first_position` (zero-padded: name order is log order).
+pub(crate) fn segment_file_name(first_position: u64) -> String {
+    format!("{first_position:020}.seg")
+}
+
+/// File name of the index of that segment.
+pub(crate) fn index_file_name(first_position: u64) -> String {
+    format!("{first_position:020}.idx")
+}
+
+/// The segments in `dir`, ordered by first position.
+pub(crate) fn list_segments(dir: &Path) -> Result<Vec<(u64, PathBuf)>> {
+    let mut out = Vec::new();
+    let rd = std::fs::read_dir(dir).map_err(|e| Error::io(dir, e))?;
+    for entry in rd {
+        let entry = entry.map_err(|e| Error::io(dir, e))?;
+        let name = entry.file_name();
+        let Some(name) = name.to_str() else { continue };
+        let Some(stem) = name.strip_suffix(".seg") else {
+            continue;
+        };
+        if stem.len() == 20 && stem.bytes().all(|b| b.is_ascii_digit()) {
+            if let Ok(first) = stem.parse::<u64>() {
+                out.push((first, entry.path()));
+            }
+        }
+    }
+    out.sort_by_key(|(first, _)| *first);
+    Ok(out)
+}
+
+/// Maps a file read-only.
+pub(crate) fn map_file(path: &Path) -> Result<Mmap> {
+    let file = File::open(path).map_err(|e| Error::io(path, e))?;
+    // SAFETY: segment files are only ever appended to by this process's single writer, and the
+    // bytes a map covers are never modified again (sealed segments are immutable; the open segment
+    // is mapped only during recovery, before the writer starts). Outside modification of the data
+    // directory while the store runs is outside the store's contract.
+    unsafe { Mmap::map(&file) }.map_err(|e| Error::io(path, e))
+}
+
+/// A sealed, immutable segment: memory-mapped bytes plus its index file.
+pub(crate) struct SealedSegment {
+    pub path: PathBuf,
+    pub first_position: u64,
+    pub map: Mmap,
+    pub index: SegmentIndex,
+}
+
+impl SealedSegment {
+    /// One past the last position in this segment.
+    pub fn end_position(&self) -> u64 {
+        self.first_position + self.index.event_count()
+    }
+
+    /// Decodes and checks the frame at `offset`.
+    pub fn frame_at(&self, offset: u64) -> Result<(EventView<'_>, usize)> {
+        let bytes = usize::try_from(offset)
+            .ok()
+            .and_then(|o| self.map.get(o..))
+            .ok_or_else(|| {
+                Error::corruption(&self.path, offset, "index points past segment end")
+            })?;
+        decode_frame(bytes).map_err(|e| frame_error(&self.path, offset, e))
+    }
+
+    /// The event at `position`, which must lie in this segment.
+    pub fn event(&self, position: u64) -> Result<EventView<'_>> {
+        let offset = self.index.offset(position).ok_or_else(|| {
+            Error::corruption(
+                self.index.path(),
+                0,
+                format!("position {position} missing from index"),
+            )
+        })?;
+        let (view, _) = self.frame_at(offset)?;
+        if view.position != position {
+            return Err(Error::corruption(
+                &self.path,
+                offset,
+                format!(
+                    "frame holds position {}, index says {position}",
+                    view.position
+                ),
+            ));
+        }
+        Ok(view)
+    }
+}
+
+/// Converts a frame decoding failure into a corruption error naming the file and offset.
+pub(crate) fn frame_error(path: &Path, offset: u64, e: FrameError) -> Error {
+    let detail = match e {
+        FrameError::Short => "truncated frame".to_owned(),
+        FrameError::Zero => "zeroed frame".to_owned(),
+        FrameError::Bad(why) => why,
+    };
+    Error::corruption(path, offset, detail)
+}
+
+/// The segment being written: read with `pread` up to the published end, indexed by a memtable.
+pub(crate) struct OpenSegment {
+    pub path: PathBuf,
+    pub first_position: u64,
+    pub file: File,
+    pub table: RwLock<Memtable>,
+}
+
+impl OpenSegment {
+    /// Opens the read handle of the open segment.
+    pub fn open(path: &Path, first_position: u64, table: Memtable) -> Result<OpenSegment> {
+        let file = File::open(path).map_err(|e| Error::io(path, e))?;
+        Ok(OpenSegment {
+            path: path.to_owned(),
+            first_position,
+            file,
+            table: RwLock::new(table),
+        })
+    }
+
+    /// Reads the whole frame at `offset` into `buf` (replacing its contents) and checks it.
+    pub fn read_frame(&self, offset: u64, buf: &mut Vec<u8>) -> Result<()> {
+        buf.clear();
+        buf.resize(FRAME_PREFIX_LEN + BODY_FIXED_LEN + 256, 0);
+        let n = self.read_at_most(offset, buf)?;
+        if n < FRAME_PREFIX_LEN {
+            return Err(frame_error(&self.path, offset, FrameError::Short));
+        }
+        let body_len = u32::from_le_bytes([buf[0], buf[1], buf[2], buf[3]]) as usize;
+        let total = FRAME_PREFIX_LEN + body_len;
+        if total > n {
+            buf.resize(total, 0);
+            let more = self.read_at_most(offset + n as u64, &mut buf[n..])?;
+            if n + more < total {
+                return Err(frame_error(&self.path, offset, FrameError::Short));
+            }
+        }
+        buf.truncate(total);
+        Ok(())
+    }
+
+    /// Reads as many bytes as are available at `offset` into `buf`; returns how many.
+    pub fn read_at_most(&self, offset: u64, buf: &mut [u8]) -> Result<usize> {
+        let mut done = 0;
+        while done < buf.len() {
+            match self.file.read_at(&mut buf[done..], offset + done as u64) {
+                Ok(0) => break,
+                Ok(n) => done += n,
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(Error::io(&self.path, e)),
+            }
+        }
+        Ok(done)
+    }
+}
+
+/// How the scan treats damage.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub(crate) enum ScanMode {
+    /// A sealed segment: every byte must be whole frames ending in a commit end.
+    Sealed,
+    /// The last segment: a torn tail is expected after a crash and is reported as such.
+    Open,
+}
+
+/// The result of scanning a segment's bytes.
+#[derive(Debug)]
+pub(crate) struct ScanOutcome {
+    /// Byte length up to and including the last whole commit.
+    pub committed_len: u64,
+    /// Position after the last committed event.
+    pub next_position: u64,
+    /// What lies past `committed_len`, if anything (torn tail, uncommitted frames).
+    pub torn: Option<String>,
+    /// Corruption that stopped the scan before the end.
+    pub corruption: Option<Error>,
+}
+
+/// Validates every frame of a segment, calling `on_event(view, offset)` for each event of each
+/// whole commit, in order. Never panics on damaged bytes.
+pub(crate) fn scan_segment<'a>(
+    path: &Path,
+    bytes: &'a [u8],
+    expected_first_position: u64,
+    mode: ScanMode,
+    mut on_event: impl FnMut(&EventView<'a>, u64),
+) -> ScanOutcome {
+    let mut out = ScanOutcome {
+        committed_len: SEGMENT_HEADER_LEN,
+        next_position: expected_first_position,
+        torn: None,
+        corruption: None,
+    };
+    match decode_segment_header(bytes) {
+        Ok(first) if first == expected_first_position => {}
+        Ok(first) => {
+            out.committed_len = 0;
+            out.corruption = Some(Error::corruption(
+                path,
+                16,
+                format!(
+                    "header says first position {first}, file name says {expected_first_position}"
+                ),
+            ));
+            return out;
+        }
+        Err(why) => {
+            out.committed_len = 0;
+            if mode == ScanMode::Open && bytes.len() < SEGMENT_HEADER_LEN as usize {
+                out.torn = Some(format!("segment header torn ({} bytes)", bytes.len()));
+            } else {
+                out.corruption = Some(Error::corruption(path, 0, why));
+            }
+            return out;
+        }
+    }
+    let mut pending: Vec<(EventView<'a>, u64)> = Vec::new();
+    let mut offset = SEGMENT_HEADER_LEN as usize;
+    let mut position = expected_first_position;
+    while offset < bytes.len() {
+        match decode_frame(&bytes[offset..]) {
+            Ok((view, len)) => {
+                if view.position != position {
+                    out.corruption = Some(Error::corruption(
+                        path,
+                        offset as u64,
+                        format!(
+                            "frame holds position {}, expected {position}",
+                            view.position
+                        ),
+                    ));
+                    return out;
+                }
+                pending.push((view, offset as u64));
+                position += 1;
+                offset += len;
+                if view.commit_end {
+                    for (v, o) in pending.drain(..) {
+                        on_event(&v, o);
+                    }
+                    out.committed_len = offset as u64;
+                    out.next_position = position;
+                }
+            }
+            Err(e) => {
+                let sealed_or_mid_log =
+                    mode == ScanMode::Sealed || followed_by_valid_frame(&bytes[offset..], position);
+                if sealed_or_mid_log {
+                    out.corruption = Some(frame_error(path, offset as u64, e));
+                } else {
+                    out.torn = Some(format!(
+                        "torn tail at offset {offset}: {} bytes cut",
+                        bytes.len() as u64 - out.committed_len
+                    ));
+                }
+                return out;
+            }
+        }
+    }
+    if !pending.is_empty() {
+        let first_uncommitted = pending[0].1;
+        if mode == ScanMode::Sealed {
+            out.corruption = Some(Error::corruption(
+                path,
+                first_uncommitted,
+                "sealed segment ends inside an append",
+            ));
+        } else {
+            out.torn = Some(format!(
+                "{} frames of an unfinished append at offset {first_uncommitted} cut",
+                pending.len()
+            ));
+        }
+    }
+    out
+}
+
+/// True when the bytes after a damaged frame hold a valid frame at the next position: then the
+/// damage is in the middle of the log, not a torn tail, and must not be truncated away.
+fn followed_by_valid_frame(at_bad: &[u8], bad_position: u64) -> bool {
+    if at_bad.len() < FRAME_PREFIX_LEN {
+        return false;
+    }
+    let body_len = u32::from_le_bytes([at_bad[0], at_bad[1], at_bad[2], at_bad[3]]) as usize;
+    let next = FRAME_PREFIX_LEN + body_len;
+    if body_len < BODY_FIXED_LEN || next >= at_bad.len() {
+        return false;
+    }
+    matches!(decode_frame(&at_bad[next..]), Ok((v, _)) if v.position == bad_position + 1)
+}

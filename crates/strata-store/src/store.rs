@@ -1,0 +1,577 @@
+//! The public handle: opening (recovery), appends through the writer, reads, subscriptions, close.
+
+use std::fs::{File, OpenOptions};
+use std::os::unix::io::AsRawFd;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::mpsc::{self, Sender};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+
+use parking_lot::{Mutex, RwLock};
+
+use crate::error::{Error, Result};
+use crate::event::{
+    AllFilter, AppendResult, DeleteResult, Direction, ExpectedRevision, NewEvent, ReadFrom,
+    ReadSlice, RecordedEvent, StreamHead, StreamInfo, StreamMetadata,
+};
+use crate::file_io::sync_dir;
+use crate::frame::{encode_segment_header, SEGMENT_HEADER_LEN};
+use crate::index_file::{write_index, SegmentIndex};
+use crate::log::{LogState, Shared};
+use crate::memtable::{MemEntry, Memtable};
+use crate::options::Options;
+use crate::read;
+use crate::segment::{
+    index_file_name, list_segments, map_file, scan_segment, segment_file_name, OpenSegment,
+    ScanMode, SealedSegment,
+};
+use crate::stats::{Stats, StatsSnapshot};
+use crate::subscription::{Subscription, SubscriptionTarget};
+use crate::writer::{Request, Writer};
+
+/// An open event store. Cheap to clone; all clones share one writer. The store closes when the
+/// last clone is dropped (or on [`Store::close`]); everything acknowledged before is durable.
+#[derive(Clone)]
+pub struct Store {
+    shared: Arc<Shared>,
+    handle: Arc<Handle>,
+}
+
+/// Owns the writer thread; closing it is the last clone's job.
+struct Handle {
+    shared: Arc<Shared>,
+    tx: Option<Sender<Request>>,
+    thread: Mutex<Option<JoinHandle<()>>>,
+    /// Held for the store's lifetime: the directory's exclusive lock.
+    _lock: Option<File>,
+}
+
+impl Drop for Handle {
+    fn drop(&mut self) {
+        let _ = self.shutdown();
+    }
+}
+
+impl Handle {
+    fn shutdown(&self) -> Result<()> {
+        let Some(thread) = self.thread.lock().take() else {
+            return Ok(());
+        };
+        let mut result = Ok(());
+        if let Some(tx) = &self.tx {
+            let (reply, rx) = oneshot::channel();
+            if tx.send(Request::Shutdown { reply }).is_ok() {
+                result = rx.recv().unwrap_or(Err(Error::Closed));
+            }
+        }
+        self.shared.closed.store(true, Ordering::Release);
+        self.shared.commits.notify(usize::MAX);
+        if thread.join().is_err() {
+            result = Err(Error::ReadOnly {
+                reason: "writer thread panicked".into(),
+            });
+        }
+        result
+    }
+}
+
+/// Health of the store as a whole.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Health {
+    /// Accepting writes.
+    Ok,
+    /// Refusing writes; the reason (storage fault, corruption, or opened read-only).
+    ReadOnly(String),
+}
+
+/// Size and position facts for `/info`-style reporting.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct StoreInfo {
+    /// The data directory.
+    pub dir: PathBuf,
+    /// Number of events in the log (the next position to be assigned).
+    pub next_position: u64,
+    /// Number of segment files.
+    pub segment_count: usize,
+    /// Bytes of segment and index files.
+    pub bytes_on_disk: u64,
+}
+
+impl Store {
+    /// Opens (creating if needed) the store in `dir`.
+    ///
+    /// Recovery reads the index files of sealed segments (rebuilding any that is missing or
+    /// damaged from its segment) and scans only the open segment, cutting a torn tail back to the
+    /// last whole append. Corruption found in the middle of the log opens the store read-only
+    /// (see [`Store::health`]); corruption that makes a sealed segment unindexable is an error.
+    pub fn open(dir: impl AsRef<Path>, options: Options) -> Result<Store> {
+        let dir = dir.as_ref().to_path_buf();
+        if options.segment_size < 4096 {
+            return Err(Error::invalid(
+                "segment_size",
+                "must be at least 4096 bytes",
+            ));
+        }
+        if !options.read_only {
+            std::fs::create_dir_all(&dir).map_err(|e| Error::io(&dir, e))?;
+        }
+        let lock = if options.read_only {
+            None
+        } else {
+            Some(lock_dir(&dir)?)
+        };
+        let recovered = recover(&dir, &options)?;
+        let shared = Arc::new(Shared {
+            dir: dir.clone(),
+            state: RwLock::new(Arc::new(recovered.state)),
+            committed: AtomicU64::new(recovered.next_position),
+            read_only: AtomicBool::new(options.read_only || recovered.fault.is_some()),
+            fault: Mutex::new(recovered.fault),
+            closed: AtomicBool::new(false),
+            commits: event_listener::Event::new(),
+            stats: Stats::default(),
+            options,
+        });
+        let (tx, thread) = if shared.options.read_only {
+            (None, None)
+        } else {
+            let open_path = shared.snapshot().open.path.clone();
+            let file = shared
+                .options
+                .file_io
+                .open_append(&open_path)
+                .map_err(|e| Error::io(&open_path, e))?;
+            let writer = Writer::new(shared.clone(), file, recovered.open_len);
+            let (tx, rx) = mpsc::channel();
+            let thread = std::thread::Builder::new()
+                .name("strata-writer".into())
+                .spawn(move || writer.run(rx))
+                .map_err(|e| Error::io(&dir, e))?;
+            (Some(tx), Some(thread))
+        };
+        Ok(Store {
+            handle: Arc::new(Handle {
+                shared: shared.clone(),
+                tx,
+                thread: Mutex::new(thread),
+                _lock: lock,
+            }),
+            shared,
+        })
+    }
+
+    /// Closes the store: waits for queued appends, syncs, stops the writer. Later calls on any
+    /// clone answer [`Error::Closed`]. Calling it again is a no-op.
+    pub fn close(&self) -> Result<()> {
+        self.handle.shutdown()
+    }
+
+    fn send(&self, req: Request) -> Result<()> {
+        self.shared.check_writable()?;
+        let tx = self.handle.tx.as_ref().ok_or(Error::ReadOnly {
+            reason: "opened read-only".into(),
+        })?;
+        tx.send(req).map_err(|_| Error::Closed)
+    }
+
+    /// Appends `events` to `stream` atomically (all or none, contiguous revisions) if `expected`
+    /// holds, and returns once they are durable under the fsync policy.
+    ///
+    /// If every event id was already appended to the stream as this same run, nothing is written
+    /// and the original result comes back with `idempotent_replay` set.
+    pub fn append(
+        &self,
+        stream: &str,
+        expected: ExpectedRevision,
+        events: Vec<NewEvent>,
+    ) -> Result<AppendResult> {
+        let (reply, rx) = oneshot::channel();
+        self.send(Request::Append {
+            stream: stream.to_owned(),
+            expected,
+            events,
+            reply,
+        })?;
+        rx.recv().unwrap_or(Err(Error::Closed))
+    }
+
+    /// [`Store::append`] for async callers: waiting for the group commit does not block the
+    /// executor thread.
+    pub async fn append_async(
+        &self,
+        stream: &str,
+        expected: ExpectedRevision,
+        events: Vec<NewEvent>,
+    ) -> Result<AppendResult> {
+        let (reply, rx) = oneshot::channel();
+        self.send(Request::Append {
+            stream: stream.to_owned(),
+            expected,
+            events,
+            reply,
+        })?;
+        rx.await.unwrap_or(Err(Error::Closed))
+    }
+
+    /// Deletes a stream. Soft (`hard == false`): reads answer [`Error::StreamDeleted`] until the
+    /// stream is appended to again, and its earlier events stay hidden. Hard: a tombstone, the
+    /// name can never be written again. `expected` is checked as for appends.
+    pub fn delete_stream(
+        &self,
+        stream: &str,
+        expected: ExpectedRevision,
+        hard: bool,
+    ) -> Result<DeleteResult> {
+        let (reply, rx) = oneshot::channel();
+        self.send(Request::Delete {
+            stream: stream.to_owned(),
+            expected,
+            hard,
+            reply,
+        })?;
+        rx.recv().unwrap_or(Err(Error::Closed))
+    }
+
+    /// Replaces the metadata of `stream` (which need not exist yet). Enforced by every later read.
+    pub fn set_metadata(&self, stream: &str, metadata: StreamMetadata) -> Result<DeleteResult> {
+        let (reply, rx) = oneshot::channel();
+        self.send(Request::SetMetadata {
+            stream: stream.to_owned(),
+            metadata,
+            reply,
+        })?;
+        rx.recv().unwrap_or(Err(Error::Closed))
+    }
+
+    /// Makes everything acknowledged so far durable, whatever the fsync policy.
+    pub fn flush(&self) -> Result<()> {
+        let (reply, rx) = oneshot::channel();
+        self.send(Request::Flush { reply })?;
+        rx.recv().unwrap_or(Err(Error::Closed))
+    }
+
+    /// The metadata of `stream` (default when never set).
+    pub fn metadata(&self, stream: &str) -> Result<StreamMetadata> {
+        Ok(self.head(stream)?.metadata)
+    }
+
+    /// The head of `stream`: last revision and position, deletion and metadata. Never fails for
+    /// a missing stream (its `last_revision` is `None`).
+    pub fn head(&self, stream: &str) -> Result<StreamHead> {
+        let committed = self.shared.committed();
+        let state = self.shared.snapshot();
+        self.shared.head(&state, stream, committed)
+    }
+
+    /// Reads up to `limit` events of `stream` from `from` in `direction`, enforcing deletion and
+    /// metadata. [`Error::StreamNotFound`] if never written, [`Error::StreamDeleted`] if deleted.
+    pub fn read_stream(
+        &self,
+        stream: &str,
+        from: ReadFrom,
+        direction: Direction,
+        limit: usize,
+    ) -> Result<ReadSlice> {
+        read::read_stream(&self.shared, stream, from, direction, limit)
+    }
+
+    /// One event of `stream` by revision; `Ok(None)` if it does not exist or is hidden.
+    pub fn read_event(&self, stream: &str, revision: u64) -> Result<Option<RecordedEvent>> {
+        read::read_event(&self.shared, stream, revision)
+    }
+
+    /// Reads up to `limit` events of the whole log matching `filter`. Type and category filters
+    /// (and prefixes containing `-`) are answered from the indexes.
+    pub fn read_all(
+        &self,
+        from: ReadFrom,
+        direction: Direction,
+        limit: usize,
+        filter: &AllFilter,
+    ) -> Result<ReadSlice> {
+        read::read_all(&self.shared, from, direction, limit, filter)
+    }
+
+    /// Calls `f` for every event in positions `[from, end)` without copying payloads (the fast
+    /// replay path). Returns the position after the last event visited.
+    pub fn replay(&self, from: u64, mut f: impl FnMut(&crate::EventView<'_>)) -> Result<u64> {
+        let committed = self.shared.committed();
+        let state = self.shared.snapshot();
+        let mut next = from.min(committed);
+        self.shared.scan_forward(&state, next, committed, |v| {
+            f(v);
+            next = v.position + 1;
+            std::ops::ControlFlow::Continue(())
+        })?;
+        Ok(next)
+    }
+
+    /// Lists live streams whose names start with `prefix`, after `after`, in byte order. The
+    /// second value is the `after` of the next page, `None` on the last page.
+    pub fn list_streams(
+        &self,
+        prefix: &str,
+        after: Option<&str>,
+        limit: usize,
+    ) -> Result<(Vec<StreamInfo>, Option<String>)> {
+        read::list_streams(&self.shared, prefix, after, limit)
+    }
+
+    /// A subscription to the whole log, starting at `from_position`.
+    pub fn subscribe_all(&self, from_position: u64, filter: AllFilter) -> Subscription {
+        Subscription::new(
+            self.shared.clone(),
+            SubscriptionTarget::All(filter),
+            from_position,
+        )
+    }
+
+    /// A subscription to one stream, starting at `from_revision`.
+    pub fn subscribe_stream(&self, stream: &str, from_revision: u64) -> Subscription {
+        Subscription::new(
+            self.shared.clone(),
+            SubscriptionTarget::Stream(stream.to_owned()),
+            from_revision,
+        )
+    }
+
+    /// The number of events in the log: the position the next append will get.
+    pub fn next_position(&self) -> u64 {
+        self.shared.committed()
+    }
+
+    /// Whether the store accepts writes.
+    pub fn health(&self) -> Health {
+        if self.shared.read_only.load(Ordering::Acquire) {
+            Health::ReadOnly(
+                self.shared
+                    .fault
+                    .lock()
+                    .clone()
+                    .unwrap_or_else(|| "opened read-only".into()),
+            )
+        } else {
+            Health::Ok
+        }
+    }
+
+    /// Counters since open.
+    pub fn stats(&self) -> StatsSnapshot {
+        self.shared.stats.snapshot()
+    }
+
+    /// Facts about the data directory.
+    pub fn info(&self) -> StoreInfo {
+        let state = self.shared.snapshot();
+        let mut bytes = 0;
+        let mut paths: Vec<PathBuf> = state.sealed.iter().map(|s| s.path.clone()).collect();
+        paths.extend(state.sealed.iter().map(|s| s.index.path().to_path_buf()));
+        paths.push(state.open.path.clone());
+        for p in paths {
+            bytes += std::fs::metadata(&p).map(|m| m.len()).unwrap_or(0);
+        }
+        StoreInfo {
+            dir: self.shared.dir.clone(),
+            next_position: self.shared.committed(),
+            segment_count: state.sealed.len() + 1,
+            bytes_on_disk: bytes,
+        }
+    }
+
+    /// The options the store was opened with.
+    pub fn options(&self) -> &Options {
+        &self.shared.options
+    }
+}
+
+impl std::fmt::Debug for Store {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Store")
+            .field("dir", &self.shared.dir)
+            .field("next_position", &self.shared.committed())
+            .finish()
+    }
+}
+
+/// Takes the directory's exclusive lock so that two processes never write one store.
+fn lock_dir(dir: &Path) -> Result<File> {
+    let path = dir.join("LOCK");
+    let file = OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&path)
+        .map_err(|e| Error::io(&path, e))?;
+    // SAFETY: flock on a file descriptor we own; no memory is passed.
+    let rc = unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) };
+    if rc != 0 {
+        return Err(Error::io(
+            &path,
+            std::io::Error::new(
+                std::io::ErrorKind::WouldBlock,
+                "the data directory is in use by another process",
+            ),
+        ));
+    }
+    Ok(file)
+}
+
+/// What recovery found.
+struct Recovered {
+    state: LogState,
+    next_position: u64,
+    open_len: u64,
+    fault: Option<String>,
+}
+
+/// Opens the segment set: sealed segments through their index files, the last by a scan.
+fn recover(dir: &Path, options: &Options) -> Result<Recovered> {
+    let mut segments = list_segments(dir)?;
+    if segments.is_empty() {
+        if options.read_only {
+            return Err(Error::io(
+                dir,
+                std::io::Error::new(
+                    std::io::ErrorKind::NotFound,
+                    "no segments in data directory",
+                ),
+            ));
+        }
+        let path = dir.join(segment_file_name(0));
+        create_segment(dir, &path, 0, options)?;
+        segments.push((0, path));
+    }
+    let (last_first, last_path) = segments
+        .pop()
+        .ok_or_else(|| Error::invalid("dir", "no segments"))?;
+    let mut sealed = Vec::with_capacity(segments.len());
+    let mut expected_first = segments.first().map_or(last_first, |s| s.0);
+    for (first, path) in segments {
+        if first != expected_first {
+            return Err(Error::corruption(
+                &path,
+                0,
+                format!(
+                    "segment starts at position {first}, the previous one ends at {expected_first}"
+                ),
+            ));
+        }
+        let seg = open_sealed(dir, &path, first, options)?;
+        expected_first = seg.end_position();
+        sealed.push(Arc::new(seg));
+    }
+    if last_first != expected_first {
+        return Err(Error::corruption(
+            &last_path,
+            0,
+            format!("segment starts at position {last_first}, the previous one ends at {expected_first}"),
+        ));
+    }
+    let map = map_file(&last_path)?;
+    let mut table = Memtable::default();
+    let outcome = scan_segment(&last_path, &map, last_first, ScanMode::Open, |v, offset| {
+        table.insert(&MemEntry {
+            stream: v.stream,
+            event_type: v.event_type,
+            id: v.id.as_u128(),
+            revision: v.revision,
+            position: v.position,
+            offset,
+        });
+    });
+    let file_len = map.len() as u64;
+    drop(map);
+    let mut fault = outcome.corruption.as_ref().map(|e| e.to_string());
+    if options.read_only && fault.is_none() {
+        fault = Some("opened read-only".into());
+    }
+    let mut open_len = outcome.committed_len;
+    if fault.is_none() && (outcome.torn.is_some() || file_len != open_len) {
+        // Cut the torn tail (or an unfinished append) back to the last whole commit.
+        if open_len < SEGMENT_HEADER_LEN {
+            create_segment(dir, &last_path, last_first, options)?;
+            open_len = SEGMENT_HEADER_LEN;
+        } else {
+            let f = OpenOptions::new()
+                .write(true)
+                .open(&last_path)
+                .map_err(|e| Error::io(&last_path, e))?;
+            f.set_len(open_len)
+                .and_then(|()| f.sync_all())
+                .map_err(|e| Error::io(&last_path, e))?;
+        }
+    }
+    let open = OpenSegment::open(&last_path, last_first, table)?;
+    Ok(Recovered {
+        state: LogState {
+            sealed,
+            open: Arc::new(open),
+        },
+        next_position: outcome.next_position,
+        open_len,
+        fault,
+    })
+}
+
+/// Writes a fresh segment file holding only its header, durably.
+fn create_segment(dir: &Path, path: &Path, first_position: u64, options: &Options) -> Result<()> {
+    let f = File::create(path).map_err(|e| Error::io(path, e))?;
+    drop(f);
+    let mut file = options
+        .file_io
+        .open_append(path)
+        .map_err(|e| Error::io(path, e))?;
+    file.write_all(&encode_segment_header(first_position))
+        .and_then(|()| file.sync_data())
+        .map_err(|e| Error::io(path, e))?;
+    sync_dir(dir).map_err(|e| Error::io(dir, e))
+}
+
+/// Opens a sealed segment through its index file, rebuilding the index if it is missing or
+/// does not validate.
+fn open_sealed(dir: &Path, path: &Path, first: u64, options: &Options) -> Result<SealedSegment> {
+    let map = map_file(path)?;
+    let len = map.len() as u64;
+    let idx_path = dir.join(index_file_name(first));
+    let index = match SegmentIndex::open(&idx_path, first, len) {
+        Ok(index) => index,
+        Err(_) if !options.read_only => {
+            rebuild_index(path, &map, first, &idx_path)?;
+            SegmentIndex::open(&idx_path, first, len)?
+        }
+        Err(e) => return Err(e),
+    };
+    Ok(SealedSegment {
+        path: path.to_owned(),
+        first_position: first,
+        map,
+        index,
+    })
+}
+
+/// Rebuilds the index file of a sealed segment by scanning (and checking) every frame.
+pub(crate) fn rebuild_index(path: &Path, bytes: &[u8], first: u64, idx_path: &Path) -> Result<()> {
+    let mut table = Memtable::default();
+    let outcome = scan_segment(path, bytes, first, ScanMode::Sealed, |v, offset| {
+        table.insert(&MemEntry {
+            stream: v.stream,
+            event_type: v.event_type,
+            id: v.id.as_u128(),
+            revision: v.revision,
+            position: v.position,
+            offset,
+        });
+    });
+    if let Some(e) = outcome.corruption {
+        return Err(e);
+    }
+    if outcome.committed_len != bytes.len() as u64 {
+        return Err(Error::corruption(
+            path,
+            outcome.committed_len,
+            "sealed segment has bytes after its last append",
+        ));
+    }
+    write_index(idx_path, table.to_index_input(first, bytes.len() as u64))
+}

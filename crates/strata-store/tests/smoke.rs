@@ -1,0 +1,101 @@
+use strata_store::*;
+
+#[test]
+fn smoke() {
+    let dir = tempfile::tempdir().unwrap();
+    let opts = Options {
+        segment_size: 8192,
+        ..Options::default()
+    };
+    let store = Store::open(dir.path(), opts.clone()).unwrap();
+    for i in 0..200u64 {
+        let r = store
+            .append(
+                &format!("order-{}", i % 7),
+                ExpectedRevision::Any,
+                vec![NewEvent::json("Placed", format!("{{\"i\":{i}}}"))],
+            )
+            .unwrap();
+        assert_eq!(r.first_position, i);
+    }
+    let s = store
+        .read_stream("order-3", ReadFrom::Start, Direction::Forward, 1000)
+        .unwrap();
+    assert_eq!(s.events.len(), 29);
+    assert!(store.info().segment_count > 2, "{:?}", store.info());
+    let all = store
+        .read_all(
+            ReadFrom::Start,
+            Direction::Forward,
+            1000,
+            &AllFilter::default(),
+        )
+        .unwrap();
+    assert_eq!(all.events.len(), 200);
+    let f = AllFilter {
+        category: Some("order".into()),
+        types: vec!["Placed".into()],
+        ..Default::default()
+    };
+    let all = store
+        .read_all(ReadFrom::End, Direction::Backward, 50, &f)
+        .unwrap();
+    assert_eq!(all.events.len(), 50);
+    assert_eq!(all.events[0].position, 199);
+    let id = uuid::Uuid::new_v4();
+    let a = store
+        .append(
+            "x-1",
+            ExpectedRevision::NoStream,
+            vec![NewEvent::json("T", "1").with_id(id)],
+        )
+        .unwrap();
+    let b = store
+        .append(
+            "x-1",
+            ExpectedRevision::NoStream,
+            vec![NewEvent::json("T", "1").with_id(id)],
+        )
+        .unwrap();
+    assert!(b.idempotent_replay);
+    assert_eq!(a.first_position, b.first_position);
+    store
+        .delete_stream("order-1", ExpectedRevision::Any, false)
+        .unwrap();
+    assert!(matches!(
+        store.read_stream("order-1", ReadFrom::Start, Direction::Forward, 10),
+        Err(Error::StreamDeleted { .. })
+    ));
+    let (list, next) = store.list_streams("order-", None, 3).unwrap();
+    assert_eq!(list.len(), 3);
+    assert_eq!(next.as_deref(), Some("order-3"));
+    store.close().unwrap();
+    drop(store);
+    let store = Store::open(dir.path(), opts).unwrap();
+    let s = store
+        .read_stream("order-3", ReadFrom::Start, Direction::Forward, 1000)
+        .unwrap();
+    assert_eq!(s.events.len(), 29);
+    assert!(matches!(
+        store.read_stream("order-1", ReadFrom::Start, Direction::Forward, 10),
+        Err(Error::StreamDeleted { .. })
+    ));
+    let b = store
+        .append(
+            "x-1",
+            ExpectedRevision::Exact(0),
+            vec![NewEvent::json("T", "2")],
+        )
+        .unwrap();
+    assert_eq!(b.first_revision, 1);
+    let mut sub = store.subscribe_all(0, AllFilter::default());
+    let mut n = 0;
+    loop {
+        let b = sub.poll(64).unwrap();
+        if b.is_empty() {
+            break;
+        }
+        n += b.len();
+    }
+    assert_eq!(n, 202);
+}
