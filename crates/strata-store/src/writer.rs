@@ -399,8 +399,16 @@ impl Writer {
             overlay,
             appends,
         } = group;
+        let flush_asked = replies.iter().any(|r| matches!(r, Reply::Flush(_)));
         if !buf.is_empty() {
-            if let Err(e) = self.write_durably(&buf) {
+            let written = self.write_durably(&buf).and_then(|()| {
+                if flush_asked && self.unsynced {
+                    self.sync()
+                } else {
+                    Ok(())
+                }
+            });
+            if let Err(e) = written {
                 let reason = format!("write to {} failed: {e}", self.state.open.path.display());
                 self.shared.poison(reason.clone());
                 // Best effort: cut the unacknowledged bytes so a restart does not resurrect them.
@@ -438,7 +446,7 @@ impl Writer {
                 .committed
                 .store(self.next_position, Ordering::Release);
             self.shared.commits.notify(usize::MAX);
-        } else if replies.iter().any(|r| matches!(r, Reply::Flush(_))) && self.unsynced {
+        } else if flush_asked && self.unsynced {
             if let Err(e) = self.sync() {
                 let reason = format!("fsync failed: {e}");
                 self.shared.poison(reason.clone());
