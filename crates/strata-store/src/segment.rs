@@ -293,16 +293,144 @@ pub(crate) fn scan_segment<'a>(
     out
 }
 
-/// True when the bytes after a damaged frame hold a valid frame at the next position: then the
-/// damage is in the middle of the log, not a torn tail, and must not be truncated away.
+/// True when a valid frame of a later position lies anywhere after the damaged frame at the
+/// start of `at_bad`: then the damage is in the middle of the log, not a torn tail, and must
+/// not be truncated away. The search tries every byte offset (damage may have hit the length
+/// prefix), so it costs time only on this failure path.
 fn followed_by_valid_frame(at_bad: &[u8], bad_position: u64) -> bool {
-    if at_bad.len() < FRAME_PREFIX_LEN {
-        return false;
+    (1..at_bad
+        .len()
+        .saturating_sub(FRAME_PREFIX_LEN + BODY_FIXED_LEN - 1))
+        .any(|o| matches!(decode_frame(&at_bad[o..]), Ok((v, _)) if v.position > bad_position))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::event::ContentType;
+    use crate::frame::{encode_frame, encode_segment_header, FrameFields};
+    use uuid::Uuid;
+
+    /// A segment starting at position 10 with appends of the given sizes; returns the bytes and
+    /// the offset where each append starts.
+    fn segment(appends: &[usize]) -> (Vec<u8>, Vec<usize>) {
+        let mut buf = encode_segment_header(10).to_vec();
+        let mut starts = Vec::new();
+        let mut position = 10;
+        for (a, &k) in appends.iter().enumerate() {
+            starts.push(buf.len());
+            for i in 0..k {
+                encode_frame(
+                    &mut buf,
+                    &FrameFields {
+                        position,
+                        revision: position - 10,
+                        timestamp_micros: 0,
+                        id: Uuid::from_u128(position as u128),
+                        commit_end: i + 1 == k,
+                        content_type: ContentType::Json,
+                        stream: "s-1",
+                        event_type: "T",
+                        data: format!("{{\"a\":{a}}}").as_bytes(),
+                        metadata: &[],
+                    },
+                );
+                position += 1;
+            }
+        }
+        (buf, starts)
     }
-    let body_len = u32::from_le_bytes([at_bad[0], at_bad[1], at_bad[2], at_bad[3]]) as usize;
-    let next = FRAME_PREFIX_LEN + body_len;
-    if body_len < BODY_FIXED_LEN || next >= at_bad.len() {
-        return false;
+
+    fn scan(bytes: &[u8], mode: ScanMode) -> (ScanOutcome, Vec<u64>) {
+        let mut seen = Vec::new();
+        let out = scan_segment(Path::new("t.seg"), bytes, 10, mode, |v, _| {
+            seen.push(v.position)
+        });
+        (out, seen)
     }
-    matches!(decode_frame(&at_bad[next..]), Ok((v, _)) if v.position == bad_position + 1)
+
+    #[test]
+    fn whole_segment_scans_clean() {
+        let (bytes, _) = segment(&[1, 3, 2]);
+        let (out, seen) = scan(&bytes, ScanMode::Sealed);
+        assert!(out.corruption.is_none() && out.torn.is_none());
+        assert_eq!(out.committed_len, bytes.len() as u64);
+        assert_eq!(out.next_position, 16);
+        assert_eq!(seen, (10..16).collect::<Vec<_>>());
+    }
+
+    #[test]
+    fn every_cut_inside_the_last_append_is_a_torn_tail_back_to_the_previous_commit() {
+        let (bytes, starts) = segment(&[2, 3]);
+        for cut in starts[1]..bytes.len() {
+            let (out, seen) = scan(&bytes[..cut], ScanMode::Open);
+            assert!(out.corruption.is_none(), "cut {cut}: {:?}", out.corruption);
+            assert_eq!(out.committed_len, starts[1] as u64, "cut {cut}");
+            assert_eq!(out.next_position, 12);
+            assert_eq!(seen, vec![10, 11]);
+            assert_eq!(out.torn.is_some(), cut > starts[1], "cut {cut}");
+        }
+    }
+
+    #[test]
+    fn zeroed_tail_is_torn_not_corrupt() {
+        let (mut bytes, _) = segment(&[2]);
+        let len = bytes.len() as u64;
+        bytes.extend_from_slice(&[0u8; 100]);
+        let (out, _) = scan(&bytes, ScanMode::Open);
+        assert!(out.corruption.is_none());
+        assert_eq!(out.committed_len, len);
+    }
+
+    #[test]
+    fn damage_followed_by_valid_frames_is_corruption_in_open_segment() {
+        let (mut bytes, starts) = segment(&[1, 1, 1]);
+        bytes[starts[1] + 30] ^= 0xff;
+        let (out, seen) = scan(&bytes, ScanMode::Open);
+        let err = out.corruption.expect("mid-log damage must be reported");
+        assert!(matches!(err, Error::Corruption { offset, .. } if offset == starts[1] as u64));
+        assert_eq!(seen, vec![10]);
+        assert_eq!(out.committed_len, starts[1] as u64);
+    }
+
+    #[test]
+    fn damage_in_the_last_frame_is_a_torn_tail_in_open_segment_and_corruption_when_sealed() {
+        let (mut bytes, starts) = segment(&[1, 1]);
+        let last = bytes.len() - 1;
+        bytes[last] ^= 0xff;
+        let (out, _) = scan(&bytes, ScanMode::Open);
+        assert!(out.corruption.is_none() && out.torn.is_some());
+        assert_eq!(out.committed_len, starts[1] as u64);
+        let (out, _) = scan(&bytes, ScanMode::Sealed);
+        assert!(out.corruption.is_some());
+    }
+
+    #[test]
+    fn damaged_length_prefix_mid_log_is_corruption_not_a_torn_tail() {
+        let (mut bytes, starts) = segment(&[1, 1, 1]);
+        bytes[starts[1]] ^= 0x10;
+        let (out, _) = scan(&bytes, ScanMode::Open);
+        assert!(out.corruption.is_some(), "{out:?}");
+        assert_eq!(out.committed_len, starts[1] as u64);
+    }
+
+    #[test]
+    fn wrong_position_or_header_is_corruption() {
+        let (bytes, _) = segment(&[1]);
+        let out = scan_segment(Path::new("t.seg"), &bytes, 11, ScanMode::Open, |_, _| {});
+        assert!(out.corruption.is_some());
+        let mut bad = bytes.clone();
+        bad[3] ^= 1;
+        let (out, _) = scan(&bad, ScanMode::Open);
+        assert!(out.corruption.is_some());
+        let (out, _) = scan(&bytes[..20], ScanMode::Open);
+        assert!(out.corruption.is_none() && out.torn.is_some());
+    }
+
+    #[test]
+    fn names_sort_in_log_order() {
+        assert!(segment_file_name(9) < segment_file_name(10));
+        assert_eq!(segment_file_name(42), "00000000000000000042.seg");
+        assert_eq!(index_file_name(42), "00000000000000000042.idx");
+    }
 }
