@@ -53,7 +53,7 @@ pub use event::{
 };
 pub use frame::EventView;
 pub use hash::category_of;
-pub use options::{FsyncPolicy, Limits, Options};
+pub use options::{FsyncPolicy, Limits, Options, RebuildProgress};
 pub use stats::{StatsSnapshot, FSYNC_BUCKETS_MICROS};
 pub use store::{Health, Store, StoreInfo};
 pub use subscription::{Subscription, SubscriptionTarget};

@@ -82,7 +82,13 @@ pub struct Options {
     pub read_only: bool,
     /// File I/O used by the writer (replace it in tests to inject faults).
     pub file_io: Arc<dyn FileIo>,
+    /// Called while [`crate::Store::open`] rebuilds a missing or damaged index file, with the
+    /// segment path, bytes scanned so far and the segment's size (for a progress bar).
+    pub rebuild_progress: Option<RebuildProgress>,
 }
+
+/// Progress callback for index rebuilds: `(segment, bytes_done, bytes_total)`.
+pub type RebuildProgress = Arc<dyn Fn(&std::path::Path, u64, u64) + Send + Sync>;
 
 impl Default for Options {
     fn default() -> Self {
@@ -93,6 +99,7 @@ impl Default for Options {
             head_cache_capacity: 100_000,
             read_only: false,
             file_io: Arc::new(StdFileIo),
+            rebuild_progress: None,
         }
     }
 }

@@ -20,7 +20,7 @@ use crate::frame::{encode_segment_header, SEGMENT_HEADER_LEN};
 use crate::index_file::{write_index, SegmentIndex};
 use crate::log::{LogState, Shared};
 use crate::memtable::{MemEntry, Memtable};
-use crate::options::Options;
+use crate::options::{Options, RebuildProgress};
 use crate::read;
 use crate::segment::{
     index_file_name, list_segments, map_file, scan_segment, segment_file_name, OpenSegment,
@@ -537,7 +537,13 @@ fn open_sealed(dir: &Path, path: &Path, first: u64, options: &Options) -> Result
     let index = match SegmentIndex::open(&idx_path, first, len) {
         Ok(index) => index,
         Err(_) if !options.read_only => {
-            rebuild_index(path, &map, first, &idx_path)?;
+            rebuild_index(
+                path,
+                &map,
+                first,
+                &idx_path,
+                options.rebuild_progress.as_ref(),
+            )?;
             SegmentIndex::open(&idx_path, first, len)?
         }
         Err(e) => return Err(e),
@@ -551,9 +557,24 @@ fn open_sealed(dir: &Path, path: &Path, first: u64, options: &Options) -> Result
 }
 
 /// Rebuilds the index file of a sealed segment by scanning (and checking) every frame.
-pub(crate) fn rebuild_index(path: &Path, bytes: &[u8], first: u64, idx_path: &Path) -> Result<()> {
+fn rebuild_index(
+    path: &Path,
+    bytes: &[u8],
+    first: u64,
+    idx_path: &Path,
+    progress: Option<&RebuildProgress>,
+) -> Result<()> {
+    const REPORT_EVERY: u64 = 4 << 20;
+    let total = bytes.len() as u64;
+    let mut reported = 0;
     let mut table = Memtable::default();
     let outcome = scan_segment(path, bytes, first, ScanMode::Sealed, |v, offset| {
+        if let Some(p) = progress {
+            if offset >= reported + REPORT_EVERY {
+                reported = offset;
+                p(path, offset, total);
+            }
+        }
         table.insert(&MemEntry {
             stream: v.stream,
             event_type: v.event_type,
@@ -573,5 +594,8 @@ pub(crate) fn rebuild_index(path: &Path, bytes: &[u8], first: u64, idx_path: &Pa
             "sealed segment has bytes after its last append",
         ));
     }
-    write_index(idx_path, table.to_index_input(first, bytes.len() as u64))
+    if let Some(p) = progress {
+        p(path, total, total);
+    }
+    write_index(idx_path, table.to_index_input(first, total))
 }
