@@ -677,14 +677,9 @@ impl SegmentIndex {
         })
     }
 
-    /// Full check of the body: its CRC32 against the header, then the consistency of every
-    /// section (frame offsets strictly increasing and below `segment_len`, entries sorted, all
-    /// positions inside the segment, created names valid UTF-8 and strictly increasing, every
-    /// entry present in its bloom filter). Reads the whole file.
-    ///
-    /// Any failure is an [`Error::Corruption`] with the file and the offset of the first
-    /// offending structure.
-    pub fn verify(&self) -> Result<()> {
+    /// The body's CRC32 against the header: catches any damage to the body, in one pass at
+    /// memory speed (the store runs it before first use of a segment's index).
+    pub fn verify_checksum(&self) -> Result<()> {
         let bytes: &[u8] = &self.map;
         let crc = crc32fast::hash(&bytes[INDEX_HEADER_LEN..]);
         if crc != self.body_crc {
@@ -696,6 +691,19 @@ impl SegmentIndex {
                 ),
             ));
         }
+        Ok(())
+    }
+
+    /// Full check of the body: its CRC32 against the header, then the consistency of every
+    /// section (frame offsets strictly increasing and below `segment_len`, entries sorted, all
+    /// positions inside the segment, created names valid UTF-8 and strictly increasing, every
+    /// entry present in its bloom filter). Reads the whole file.
+    ///
+    /// Any failure is an [`Error::Corruption`] with the file and the offset of the first
+    /// offending structure.
+    pub fn verify(&self) -> Result<()> {
+        self.verify_checksum()?;
+        let bytes: &[u8] = &self.map;
         let end = self.first_position + self.event_count;
         let in_range = |p: u64| (self.first_position..end).contains(&p);
 

@@ -93,7 +93,7 @@ impl Shared {
     }
 
     /// Poisons the store on corruption, passes every result through.
-    fn note<T>(&self, r: Result<T>) -> Result<T> {
+    pub fn note<T>(&self, r: Result<T>) -> Result<T> {
         if let Err(e @ Error::Corruption { .. }) = &r {
             self.poison(e.to_string());
         }
@@ -176,7 +176,7 @@ impl Shared {
             if position >= to {
                 return Ok(());
             }
-            let Some(mut offset) = seg.index.offset(position) else {
+            let Some(mut offset) = seg.index()?.offset(position) else {
                 continue;
             };
             let end = seg.end_position().min(to);
@@ -274,13 +274,14 @@ impl Shared {
         from: u64,
         to: u64,
         limit: u64,
-    ) -> Vec<(u64, u64)> {
+    ) -> Result<Vec<(u64, u64)>> {
         let hash = hash_str(stream);
         let mut out = Vec::new();
         for seg in &state.sealed {
-            if seg.index.may_contain_stream(hash) {
+            let index = self.note(seg.index())?;
+            if index.may_contain_stream(hash) {
                 out.extend(
-                    seg.index
+                    index
                         .stream_entries(hash, from, to)
                         .into_iter()
                         .map(|e| (e.revision, e.position)),
@@ -298,7 +299,7 @@ impl Shared {
             );
         }
         out.retain(|&(_, p)| p < limit);
-        out
+        Ok(out)
     }
 
     /// The last `(revision, position)` of `stream` below `limit`, verified by name.
@@ -318,17 +319,18 @@ impl Shared {
         }
         let hash = hash_str(stream);
         for seg in state.sealed.iter().rev() {
-            if !seg.index.may_contain_stream(hash) {
+            let index = self.note(seg.index())?;
+            if !index.may_contain_stream(hash) {
                 continue;
             }
-            let Some(last) = seg.index.last_stream_entry(hash) else {
+            let Some(last) = index.last_stream_entry(hash) else {
                 continue;
             };
             if self.with_event(state, last.position, |v| v.stream == stream)? {
                 return Ok(Some((last.revision, last.position)));
             }
             // A hash collision: look for the stream's own entries.
-            for e in seg.index.all_stream_entries(hash).into_iter().rev() {
+            for e in index.all_stream_entries(hash).into_iter().rev() {
                 if self.with_event(state, e.position, |v| v.stream == stream)? {
                     return Ok(Some((e.revision, e.position)));
                 }
@@ -343,13 +345,13 @@ impl Shared {
         let id128 = id.as_u128();
         let mut candidates: Vec<u64> = Vec::new();
         for seg in &state.sealed {
-            candidates.extend(seg.index.find_id(hash, id128));
+            candidates.extend(self.note(seg.index())?.find_id(hash, id128));
         }
         if let Some(&rev) = state.open.table.read().ids.get(&(hash, id128)) {
             candidates.push(rev);
         }
         for rev in candidates {
-            for (r, p) in self.stream_entries(state, stream, rev, rev, u64::MAX) {
+            for (r, p) in self.stream_entries(state, stream, rev, rev, u64::MAX)? {
                 if r == rev && self.with_event(state, p, |v| v.stream == stream && v.id == id)? {
                     return Ok(Some((r, p)));
                 }

@@ -46,7 +46,7 @@ pub(crate) fn read_stream(
             };
             let mut lo = start.max(first_visible);
             while lo <= last && (events.len() as u64) < limit {
-                let hi = last.min(lo + (limit - events.len() as u64) - 1);
+                let hi = last.min(lo.saturating_add(limit - events.len() as u64 - 1));
                 for e in stream_events(shared, &state, stream, lo, hi, committed)? {
                     if keep(&e) {
                         events.push(e);
@@ -114,7 +114,7 @@ fn stream_events(
     committed: u64,
 ) -> Result<Vec<RecordedEvent>> {
     let mut out = Vec::new();
-    for (_, position) in shared.stream_entries(state, stream, lo, hi, committed) {
+    for (_, position) in shared.stream_entries(state, stream, lo, hi, committed)? {
         if let Some(e) = shared.with_event(state, position, |v| {
             (v.stream == stream).then(|| v.to_owned_event())
         })? {
@@ -152,7 +152,7 @@ pub(crate) fn read_all(
     let committed = shared.committed();
     let state = shared.snapshot();
     // One event more than asked tells whether the page is the end.
-    let want = limit + 1;
+    let want = limit.saturating_add(1);
     let mut events: Vec<RecordedEvent> = Vec::new();
     match direction {
         Direction::Forward => {
@@ -165,7 +165,7 @@ pub(crate) fn read_all(
                 let mut lo = start;
                 while lo < committed && events.len() < want {
                     let hi = committed.min(lo.saturating_add(WINDOW));
-                    for p in candidates(shared, &state, filter, lo, hi) {
+                    for p in candidates(shared, &state, filter, lo, hi)? {
                         if events.len() >= want {
                             break;
                         }
@@ -221,7 +221,7 @@ pub(crate) fn read_all(
             while hi > 0 && events.len() < want {
                 let lo = hi.saturating_sub(WINDOW);
                 let positions: Vec<u64> = if indexable(filter) {
-                    candidates(shared, &state, filter, lo, hi)
+                    candidates(shared, &state, filter, lo, hi)?
                 } else {
                     (lo..hi).collect()
                 };
@@ -286,62 +286,75 @@ fn indexable(filter: &AllFilter) -> bool {
 
 /// Ascending candidate positions in `[lo, hi)` from the category and type indexes. A superset
 /// of the matches (hash collisions, prefixes): callers check each event against the filter.
-fn candidates(shared: &Shared, state: &LogState, filter: &AllFilter, lo: u64, hi: u64) -> Vec<u64> {
-    let _ = shared;
+fn candidates(
+    shared: &Shared,
+    state: &LogState,
+    filter: &AllFilter,
+    lo: u64,
+    hi: u64,
+) -> Result<Vec<u64>> {
     if hi <= lo {
-        return Vec::new();
+        return Ok(Vec::new());
     }
     let to = hi - 1;
-    let by_type = (!filter.types.is_empty()).then(|| {
+    let by_type = if filter.types.is_empty() {
+        None
+    } else {
         let hashes: BTreeSet<u64> = filter.types.iter().map(|t| hash_str(t)).collect();
         let mut out = Vec::new();
         for &h in &hashes {
             out.extend(postings(
+                shared,
                 state,
                 lo,
                 to,
                 |idx, f, t| idx.type_positions(h, f, t),
                 |m| m.types.get(&h).cloned(),
-            ));
+            )?);
         }
         if hashes.len() > 1 {
             out.sort_unstable();
             out.dedup();
         }
-        out
-    });
-    let by_category = index_category(filter).map(|c| {
-        let h = hash_str(c);
-        postings(
-            state,
-            lo,
-            to,
-            |idx, f, t| idx.category_positions(h, f, t),
-            |m| m.categories.get(&h).cloned(),
-        )
-    });
-    match (by_type, by_category) {
+        Some(out)
+    };
+    let by_category = match index_category(filter) {
+        None => None,
+        Some(c) => {
+            let h = hash_str(c);
+            Some(postings(
+                shared,
+                state,
+                lo,
+                to,
+                |idx, f, t| idx.category_positions(h, f, t),
+                |m| m.categories.get(&h).cloned(),
+            )?)
+        }
+    };
+    Ok(match (by_type, by_category) {
         (Some(a), Some(b)) => intersect(&a, &b),
         (Some(a), None) | (None, Some(a)) => a,
         (None, None) => (lo..hi).collect(),
-    }
+    })
 }
 
 /// Positions in `[from, to]` from every segment's index and the open segment's memtable.
 fn postings(
+    shared: &Shared,
     state: &LogState,
     from: u64,
     to: u64,
     sealed: impl Fn(&crate::index_file::SegmentIndex, u64, u64) -> Vec<u64>,
     open: impl Fn(&crate::memtable::Memtable) -> Option<Vec<u64>>,
-) -> Vec<u64> {
+) -> Result<Vec<u64>> {
     let mut out = Vec::new();
     let first = state.sealed.partition_point(|s| s.end_position() <= from);
     for seg in &state.sealed[first..] {
         if seg.first_position > to {
             break;
         }
-        out.extend(sealed(&seg.index, from, to));
+        out.extend(sealed(shared.note(seg.index())?, from, to));
     }
     if to >= state.open.first_position {
         let table = state.open.table.read();
@@ -350,7 +363,7 @@ fn postings(
             out.extend(v[a..].iter().take_while(|&&p| p <= to));
         }
     }
-    out
+    Ok(out)
 }
 
 fn intersect(a: &[u64], b: &[u64]) -> Vec<u64> {
@@ -430,7 +443,7 @@ fn next_names(
 ) -> Result<Vec<String>> {
     let mut set = BTreeSet::new();
     for seg in &state.sealed {
-        let idx = &seg.index;
+        let idx = seg.index()?;
         let mut i = idx.created_lower_bound(key, inclusive)?;
         let mut taken = 0;
         while i < idx.created_count() && taken < n {

@@ -5,6 +5,8 @@ use std::fs::File;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 
+use std::sync::OnceLock;
+
 use memmap2::Mmap;
 use parking_lot::RwLock;
 
@@ -13,8 +15,9 @@ use crate::frame::{
     decode_frame, decode_segment_header, EventView, FrameError, BODY_FIXED_LEN, FRAME_PREFIX_LEN,
     SEGMENT_HEADER_LEN,
 };
-use crate::index_file::SegmentIndex;
-use crate::memtable::Memtable;
+use crate::index_file::{write_index, SegmentIndex};
+use crate::memtable::{MemEntry, Memtable};
+use crate::options::RebuildProgress;
 
 /// File name of the segment whose first event has `first_position` (zero-padded: name order is log order).
 pub(crate) fn segment_file_name(first_position: u64) -> String {
@@ -58,17 +61,96 @@ pub(crate) fn map_file(path: &Path) -> Result<Mmap> {
 }
 
 /// A sealed, immutable segment: memory-mapped bytes plus its index file.
+///
+/// The index file's header is checked when the segment is opened; its body is checksummed on
+/// first use ([`SealedSegment::index`]) and rebuilt from the segment if that fails, so a damaged
+/// index is never trusted and opening stays independent of the history's size.
 pub(crate) struct SealedSegment {
     pub path: PathBuf,
     pub first_position: u64,
     pub map: Mmap,
-    pub index: SegmentIndex,
+    /// Header-checked index (its event count is trusted: it matched the segment length).
+    header_index: SegmentIndex,
+    /// The body-checked index: `None` when `header_index` passed its checksum, a rebuilt index
+    /// when it did not, or why neither is usable.
+    checked: OnceLock<std::result::Result<Option<SegmentIndex>, String>>,
+    /// Whether a damaged index may be rewritten (false for read-only stores).
+    may_rebuild: bool,
+    /// Told about a rebuild's progress.
+    progress: Option<RebuildProgress>,
 }
 
 impl SealedSegment {
+    /// A segment whose index was opened (header checked) from `index`.
+    pub fn new(
+        path: PathBuf,
+        first_position: u64,
+        map: Mmap,
+        index: SegmentIndex,
+        may_rebuild: bool,
+        progress: Option<RebuildProgress>,
+    ) -> Self {
+        SealedSegment {
+            path,
+            first_position,
+            map,
+            header_index: index,
+            checked: OnceLock::new(),
+            may_rebuild,
+            progress,
+        }
+    }
+
+    /// A segment whose index was just written by this process (already known good).
+    pub fn freshly_indexed(
+        path: PathBuf,
+        first_position: u64,
+        map: Mmap,
+        index: SegmentIndex,
+    ) -> Self {
+        let seg = SealedSegment::new(path, first_position, map, index, true, None);
+        let _ = seg.checked.set(Ok(None));
+        seg
+    }
+
     /// One past the last position in this segment.
     pub fn end_position(&self) -> u64 {
-        self.first_position + self.index.event_count()
+        self.first_position + self.header_index.event_count()
+    }
+
+    /// The index file's path.
+    pub fn index_path(&self) -> &Path {
+        self.header_index.path()
+    }
+
+    /// The segment's index, checksummed (and rebuilt if damaged) on first use.
+    pub fn index(&self) -> Result<&SegmentIndex> {
+        let checked = self.checked.get_or_init(|| {
+            let Err(damage) = self.header_index.verify_checksum() else {
+                return Ok(None);
+            };
+            if !self.may_rebuild {
+                return Err(damage.to_string());
+            }
+            let idx_path = self.header_index.path().to_path_buf();
+            rebuild_index(
+                &self.path,
+                &self.map,
+                self.first_position,
+                &idx_path,
+                self.progress.as_ref(),
+            )
+            .and_then(|()| {
+                SegmentIndex::open(&idx_path, self.first_position, self.map.len() as u64)
+            })
+            .map(Some)
+            .map_err(|e| format!("{damage}; rebuilding it failed: {e}"))
+        });
+        match checked {
+            Ok(Some(rebuilt)) => Ok(rebuilt),
+            Ok(None) => Ok(&self.header_index),
+            Err(why) => Err(Error::corruption(self.header_index.path(), 0, why.clone())),
+        }
     }
 
     /// Decodes and checks the frame at `offset`.
@@ -84,9 +166,9 @@ impl SealedSegment {
 
     /// The event at `position`, which must lie in this segment.
     pub fn event(&self, position: u64) -> Result<EventView<'_>> {
-        let offset = self.index.offset(position).ok_or_else(|| {
+        let offset = self.index()?.offset(position).ok_or_else(|| {
             Error::corruption(
-                self.index.path(),
+                self.index_path(),
                 0,
                 format!("position {position} missing from index"),
             )
@@ -170,6 +252,50 @@ impl OpenSegment {
         }
         Ok(done)
     }
+}
+
+/// Rebuilds the index file of a sealed segment by scanning (and checking) every frame.
+pub(crate) fn rebuild_index(
+    path: &Path,
+    bytes: &[u8],
+    first: u64,
+    idx_path: &Path,
+    progress: Option<&RebuildProgress>,
+) -> Result<()> {
+    const REPORT_EVERY: u64 = 4 << 20;
+    let total = bytes.len() as u64;
+    let mut reported = 0;
+    let mut table = Memtable::default();
+    let outcome = scan_segment(path, bytes, first, ScanMode::Sealed, |v, offset| {
+        if let Some(p) = progress {
+            if offset >= reported + REPORT_EVERY {
+                reported = offset;
+                p(path, offset, total);
+            }
+        }
+        table.insert(&MemEntry {
+            stream: v.stream,
+            event_type: v.event_type,
+            id: v.id.as_u128(),
+            revision: v.revision,
+            position: v.position,
+            offset,
+        });
+    });
+    if let Some(e) = outcome.corruption {
+        return Err(e);
+    }
+    if outcome.committed_len != total {
+        return Err(Error::corruption(
+            path,
+            outcome.committed_len,
+            "sealed segment has bytes after its last append",
+        ));
+    }
+    if let Some(p) = progress {
+        p(path, total, total);
+    }
+    write_index(idx_path, table.to_index_input(first, total))
 }
 
 /// How the scan treats damage.

@@ -17,14 +17,14 @@ use crate::event::{
 };
 use crate::file_io::sync_dir;
 use crate::frame::{encode_segment_header, SEGMENT_HEADER_LEN};
-use crate::index_file::{write_index, SegmentIndex};
+use crate::index_file::SegmentIndex;
 use crate::log::{LogState, Shared};
 use crate::memtable::{MemEntry, Memtable};
-use crate::options::{Options, RebuildProgress};
+use crate::options::Options;
 use crate::read;
 use crate::segment::{
-    index_file_name, list_segments, map_file, scan_segment, segment_file_name, OpenSegment,
-    ScanMode, SealedSegment,
+    index_file_name, list_segments, map_file, rebuild_index, scan_segment, segment_file_name,
+    OpenSegment, ScanMode, SealedSegment,
 };
 use crate::stats::{Stats, StatsSnapshot};
 use crate::subscription::{Subscription, SubscriptionTarget};
@@ -366,7 +366,7 @@ impl Store {
         let state = self.shared.snapshot();
         let mut bytes = 0;
         let mut paths: Vec<PathBuf> = state.sealed.iter().map(|s| s.path.clone()).collect();
-        paths.extend(state.sealed.iter().map(|s| s.index.path().to_path_buf()));
+        paths.extend(state.sealed.iter().map(|s| s.index_path().to_path_buf()));
         paths.push(state.open.path.clone());
         for p in paths {
             bytes += std::fs::metadata(&p).map(|m| m.len()).unwrap_or(0);
@@ -446,7 +446,8 @@ fn recover(dir: &Path, options: &Options) -> Result<Recovered> {
         .pop()
         .ok_or_else(|| Error::invalid("dir", "no segments"))?;
     let mut sealed = Vec::with_capacity(segments.len());
-    let mut expected_first = segments.first().map_or(last_first, |s| s.0);
+    // The log starts at position 0: a first segment with another name means segments are missing.
+    let mut expected_first = 0;
     for (first, path) in segments {
         if first != expected_first {
             return Err(Error::corruption(
@@ -548,54 +549,12 @@ fn open_sealed(dir: &Path, path: &Path, first: u64, options: &Options) -> Result
         }
         Err(e) => return Err(e),
     };
-    Ok(SealedSegment {
-        path: path.to_owned(),
-        first_position: first,
+    Ok(SealedSegment::new(
+        path.to_owned(),
+        first,
         map,
         index,
-    })
-}
-
-/// Rebuilds the index file of a sealed segment by scanning (and checking) every frame.
-fn rebuild_index(
-    path: &Path,
-    bytes: &[u8],
-    first: u64,
-    idx_path: &Path,
-    progress: Option<&RebuildProgress>,
-) -> Result<()> {
-    const REPORT_EVERY: u64 = 4 << 20;
-    let total = bytes.len() as u64;
-    let mut reported = 0;
-    let mut table = Memtable::default();
-    let outcome = scan_segment(path, bytes, first, ScanMode::Sealed, |v, offset| {
-        if let Some(p) = progress {
-            if offset >= reported + REPORT_EVERY {
-                reported = offset;
-                p(path, offset, total);
-            }
-        }
-        table.insert(&MemEntry {
-            stream: v.stream,
-            event_type: v.event_type,
-            id: v.id.as_u128(),
-            revision: v.revision,
-            position: v.position,
-            offset,
-        });
-    });
-    if let Some(e) = outcome.corruption {
-        return Err(e);
-    }
-    if outcome.committed_len != bytes.len() as u64 {
-        return Err(Error::corruption(
-            path,
-            outcome.committed_len,
-            "sealed segment has bytes after its last append",
-        ));
-    }
-    if let Some(p) = progress {
-        p(path, total, total);
-    }
-    write_index(idx_path, table.to_index_input(first, total))
+        !options.read_only,
+        options.rebuild_progress.clone(),
+    ))
 }

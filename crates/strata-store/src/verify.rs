@@ -31,7 +31,7 @@ pub fn verify_dir(dir: &Path, mut progress: impl FnMut(u64, u64)) -> Result<Veri
         total += std::fs::metadata(p).map_err(|e| Error::io(p, e))?.len();
     }
     let mut report = VerifyReport::default();
-    let mut expected_first = segments.first().map_or(0, |s| s.0);
+    let mut expected_first = 0;
     for (i, (first, path)) in segments.iter().enumerate() {
         let is_last = i + 1 == segments.len();
         if *first != expected_first {
@@ -51,14 +51,20 @@ pub fn verify_dir(dir: &Path, mut progress: impl FnMut(u64, u64)) -> Result<Veri
         report.events += events;
         report.segments += 1;
         report.bytes += map.len() as u64;
+        let damaged = outcome.corruption.is_some();
         if let Some(e) = outcome.corruption {
             report.problems.push(e.to_string());
         }
         if let Some(t) = outcome.torn {
             report.notes.push(format!("{}: {t}", path.display()));
         }
-        expected_first = outcome.next_position;
-        if !is_last {
+        expected_first = if damaged {
+            // The scan stopped early: judge the next segment on its own.
+            segments.get(i + 1).map_or(outcome.next_position, |s| s.0)
+        } else {
+            outcome.next_position
+        };
+        if !is_last && !damaged {
             let idx = dir.join(index_file_name(*first));
             match SegmentIndex::open(&idx, *first, map.len() as u64).and_then(|ix| {
                 ix.verify()?;

@@ -486,12 +486,12 @@ impl Writer {
             .to_index_input(open.first_position, self.seg_len);
         let idx_path = dir.join(index_file_name(open.first_position));
         write_index(&idx_path, input)?;
-        let sealed = SealedSegment {
-            path: open.path.clone(),
-            first_position: open.first_position,
-            map: map_file(&open.path)?,
-            index: SegmentIndex::open(&idx_path, open.first_position, self.seg_len)?,
-        };
+        let sealed = SealedSegment::freshly_indexed(
+            open.path.clone(),
+            open.first_position,
+            map_file(&open.path)?,
+            SegmentIndex::open(&idx_path, open.first_position, self.seg_len)?,
+        );
         let path = dir.join(segment_file_name(self.next_position));
         let mut file = self
             .shared
