@@ -33,6 +33,7 @@ mod event;
 pub mod file_io;
 mod frame;
 mod hash;
+mod id_gen;
 mod index_file;
 mod log;
 mod memtable;

@@ -4,6 +4,8 @@
 
 use std::collections::{BTreeSet, HashMap};
 
+use foldhash::fast::RandomState;
+
 use crate::hash::{category_of, hash_str};
 use crate::index_file::{IdEntry, IndexInput, Posting, StreamEntry};
 
@@ -13,25 +15,43 @@ pub(crate) struct Memtable {
     /// `offsets[i]`: frame offset of the event at `first_position + i`.
     pub offsets: Vec<u64>,
     /// Stream name → (revision, position), ascending.
-    pub streams: HashMap<String, Vec<(u64, u64)>>,
+    pub streams: HashMap<String, Vec<(u64, u64)>, RandomState>,
     /// (stream hash, event id) → revision.
-    pub ids: HashMap<(u64, u128), u64>,
+    pub ids: HashMap<(u64, u128), u64, RandomState>,
     /// Category hash → positions, ascending.
-    pub categories: HashMap<u64, Vec<u64>>,
+    pub categories: HashMap<u64, Vec<u64>, RandomState>,
     /// Event-type hash → positions, ascending.
-    pub types: HashMap<u64, Vec<u64>>,
+    pub types: HashMap<u64, Vec<u64>, RandomState>,
     /// Streams whose revision 0 lies in this segment.
     pub created: BTreeSet<String>,
 }
 
-/// What the memtable records of one event.
+/// What the memtable records of one event (hashes precomputed by the caller).
 pub(crate) struct MemEntry<'a> {
     pub stream: &'a str,
-    pub event_type: &'a str,
+    pub stream_hash: u64,
+    pub category_hash: u64,
+    pub type_hash: u64,
     pub id: u128,
     pub revision: u64,
     pub position: u64,
     pub offset: u64,
+}
+
+impl<'a> MemEntry<'a> {
+    /// The entry for an event read back from a segment.
+    pub fn from_view(v: &crate::frame::EventView<'a>, offset: u64) -> Self {
+        MemEntry {
+            stream: v.stream,
+            stream_hash: hash_str(v.stream),
+            category_hash: hash_str(category_of(v.stream)),
+            type_hash: hash_str(v.event_type),
+            id: v.id.as_u128(),
+            revision: v.revision,
+            position: v.position,
+            offset,
+        }
+    }
 }
 
 impl Memtable {
@@ -45,15 +65,12 @@ impl Memtable {
                     .insert(e.stream.to_owned(), vec![(e.revision, e.position)]);
             }
         }
-        self.ids.insert((hash_str(e.stream), e.id), e.revision);
+        self.ids.insert((e.stream_hash, e.id), e.revision);
         self.categories
-            .entry(hash_str(category_of(e.stream)))
+            .entry(e.category_hash)
             .or_default()
             .push(e.position);
-        self.types
-            .entry(hash_str(e.event_type))
-            .or_default()
-            .push(e.position);
+        self.types.entry(e.type_hash).or_default().push(e.position);
         if e.revision == 0 {
             self.created.insert(e.stream.to_owned());
         }
@@ -70,7 +87,7 @@ impl Memtable {
                 position,
             }));
         }
-        let postings = |m: &HashMap<u64, Vec<u64>>| {
+        let postings = |m: &HashMap<u64, Vec<u64>, RandomState>| {
             let mut out = Vec::new();
             for (&hash, positions) in m {
                 out.extend(positions.iter().map(|&position| Posting { hash, position }));

@@ -273,14 +273,7 @@ pub(crate) fn rebuild_index(
                 p(path, offset, total);
             }
         }
-        table.insert(&MemEntry {
-            stream: v.stream,
-            event_type: v.event_type,
-            id: v.id.as_u128(),
-            revision: v.revision,
-            position: v.position,
-            offset,
-        });
+        table.insert(&MemEntry::from_view(v, offset));
     });
     if let Some(e) = outcome.corruption {
         return Err(e);

@@ -472,14 +472,7 @@ fn recover(dir: &Path, options: &Options) -> Result<Recovered> {
     let map = map_file(&last_path)?;
     let mut table = Memtable::default();
     let outcome = scan_segment(&last_path, &map, last_first, ScanMode::Open, |v, offset| {
-        table.insert(&MemEntry {
-            stream: v.stream,
-            event_type: v.event_type,
-            id: v.id.as_u128(),
-            revision: v.revision,
-            position: v.position,
-            offset,
-        });
+        table.insert(&MemEntry::from_view(v, offset));
     });
     let file_len = map.len() as u64;
     drop(map);

@@ -10,6 +10,7 @@ use std::sync::mpsc::{Receiver, RecvTimeoutError};
 use std::sync::Arc;
 use std::time::Instant;
 
+use foldhash::fast::RandomState;
 use uuid::Uuid;
 
 use crate::error::{Error, Result};
@@ -19,6 +20,8 @@ use crate::event::{
 };
 use crate::file_io::{sync_dir, AppendFile};
 use crate::frame::{encode_frame, encode_segment_header, FrameFields, SEGMENT_HEADER_LEN};
+use crate::hash::{category_of, hash_str};
+use crate::id_gen::IdGen;
 use crate::index_file::{write_index, SegmentIndex};
 use crate::log::{
     meta_stream_name, LogState, MetaRecord, Shared, META_EVENT_TYPE, META_STREAM_PREFIX,
@@ -106,7 +109,9 @@ impl Reply {
 /// A memtable entry of a pending frame, its offset relative to the group buffer.
 struct PendingEntry {
     stream: Arc<str>,
-    event_type: Arc<str>,
+    stream_hash: u64,
+    category_hash: u64,
+    type_hash: u64,
     id: u128,
     revision: u64,
     position: u64,
@@ -117,9 +122,9 @@ struct PendingEntry {
 #[derive(Default)]
 struct Overlay {
     /// Heads changed by this group.
-    heads: HashMap<String, Head>,
-    /// Ids appended by this group: (stream, id) → (revision, position).
-    ids: HashMap<(String, Uuid), (u64, u64)>,
+    heads: HashMap<String, Head, RandomState>,
+    /// Client-chosen ids appended by this group: (stream, id) → (revision, position).
+    ids: HashMap<(String, Uuid), (u64, u64), RandomState>,
     /// Next position to assign.
     next_position: u64,
 }
@@ -162,7 +167,8 @@ pub(crate) struct Writer {
     seg_len: u64,
     /// Next position to assign outside a group (equals `shared.committed` between groups).
     next_position: u64,
-    heads: HashMap<String, Head>,
+    heads: HashMap<String, Head, RandomState>,
+    ids: IdGen,
     unsynced: bool,
     last_sync: Instant,
 }
@@ -177,7 +183,8 @@ impl Writer {
             state,
             seg_len,
             next_position,
-            heads: HashMap::new(),
+            heads: HashMap::default(),
+            ids: IdGen::new(),
             unsynced: false,
             last_sync: Instant::now(),
         }
@@ -425,7 +432,9 @@ impl Writer {
                 for e in &entries {
                     table.insert(&MemEntry {
                         stream: &e.stream,
-                        event_type: &e.event_type,
+                        stream_hash: e.stream_hash,
+                        category_hash: e.category_hash,
+                        type_hash: e.type_hash,
                         id: e.id,
                         revision: e.revision,
                         position: e.position,
@@ -573,13 +582,30 @@ impl Writer {
         let mut entries = Vec::with_capacity(events.len());
         let mut ids = Vec::with_capacity(events.len());
         let stream_arc: Arc<str> = Arc::from(stream);
-        for (i, e) in events.into_iter().enumerate() {
-            let id = e.id.unwrap_or_else(Uuid::new_v4);
+        let stream_hash = hash_str(stream);
+        let category_hash = hash_str(category_of(stream));
+        let mut last_type: (&str, u64) = ("", hash_str(""));
+        for (i, e) in events.iter().enumerate() {
+            let id = match e.id {
+                Some(id) => {
+                    ids.push((
+                        (stream.to_owned(), id),
+                        (first_revision + i as u64, first_position + i as u64),
+                    ));
+                    id
+                }
+                None => self.ids.next_id(),
+            };
+            if last_type.0 != e.event_type {
+                last_type = (&e.event_type, hash_str(&e.event_type));
+            }
             let revision = first_revision + i as u64;
             let position = first_position + i as u64;
             entries.push(PendingEntry {
                 stream: stream_arc.clone(),
-                event_type: Arc::from(e.event_type.as_str()),
+                stream_hash,
+                category_hash,
+                type_hash: last_type.1,
                 id: id.as_u128(),
                 revision,
                 position,
@@ -600,7 +626,6 @@ impl Writer {
                     metadata: &e.metadata,
                 },
             );
-            ids.push(((stream.to_owned(), id), (revision, position)));
         }
         let last_revision = first_revision + n - 1;
         let last_position = first_position + n - 1;
@@ -761,10 +786,12 @@ impl Writer {
         }
         let revision = meta_head.last.map_or(0, |(r, _)| r + 1);
         let position = overlay.next_position;
-        let id = Uuid::new_v4();
+        let id = self.ids.next_id();
         let entry = PendingEntry {
             stream: Arc::from(meta_stream.as_str()),
-            event_type: Arc::from(META_EVENT_TYPE),
+            stream_hash: hash_str(&meta_stream),
+            category_hash: hash_str(category_of(&meta_stream)),
+            type_hash: hash_str(META_EVENT_TYPE),
             id: id.as_u128(),
             revision,
             position,
@@ -803,7 +830,7 @@ impl Writer {
                     },
                 ),
             ],
-            ids: vec![((meta_stream, id), (revision, position))],
+            ids: Vec::new(),
             result: DeleteResult { position },
         })
     }
@@ -901,7 +928,7 @@ fn validate_events(events: &[NewEvent], limits: &Limits) -> Result<()> {
             ),
         ));
     }
-    let mut seen = HashSet::new();
+    let mut seen: HashSet<Uuid, RandomState> = HashSet::default();
     for (i, e) in events.iter().enumerate() {
         if e.event_type.is_empty()
             || e.event_type.len() > limits.max_event_type_len.min(u16::MAX as usize)
