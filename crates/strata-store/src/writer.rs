@@ -169,6 +169,8 @@ pub(crate) struct Writer {
     next_position: u64,
     heads: HashMap<String, Head, RandomState>,
     ids: IdGen,
+    /// Hands acknowledgements of large groups to the acker thread.
+    acks: Option<std::sync::mpsc::Sender<Vec<Reply>>>,
     unsynced: bool,
     last_sync: Instant,
 }
@@ -185,6 +187,7 @@ impl Writer {
             next_position,
             heads: HashMap::default(),
             ids: IdGen::new(),
+            acks: None,
             unsynced: false,
             last_sync: Instant::now(),
         }
@@ -192,6 +195,36 @@ impl Writer {
 
     /// The thread body: serve requests until shutdown or until every sender is gone.
     pub fn run(mut self, rx: Receiver<Request>) {
+        // Waking the callers of a large group costs one futex wake each: a second thread does
+        // that while the writer already writes the next group.
+        let (acks, acks_rx) = std::sync::mpsc::channel::<Vec<Reply>>();
+        let acker = std::thread::Builder::new()
+            .name("strata-acker".into())
+            .spawn(move || {
+                for replies in acks_rx {
+                    for r in replies {
+                        r.send_ok();
+                    }
+                }
+            })
+            .ok();
+        if acker.is_some() {
+            self.acks = Some(acks);
+        }
+        let shutdown = self.serve(&rx);
+        let r = self.final_sync();
+        // Every acknowledgement goes out before close returns.
+        self.acks = None;
+        if let Some(acker) = acker {
+            let _ = acker.join();
+        }
+        if let Some(reply) = shutdown {
+            drop(reply.send(r));
+        }
+    }
+
+    /// Serves requests until shutdown (returning its reply channel) or until every sender is gone.
+    fn serve(&mut self, rx: &Receiver<Request>) -> Option<oneshot::Sender<Result<()>>> {
         loop {
             let first = match self.sync_deadline() {
                 Some(deadline) => {
@@ -201,12 +234,12 @@ impl Writer {
                             self.periodic_sync();
                             continue;
                         }
-                        Err(RecvTimeoutError::Disconnected) => break,
+                        Err(RecvTimeoutError::Disconnected) => return None,
                     }
                 }
                 None => match rx.recv() {
                     Ok(r) => r,
-                    Err(_) => break,
+                    Err(_) => return None,
                 },
             };
             let mut batch = vec![first];
@@ -217,12 +250,9 @@ impl Writer {
                 }
             }
             if let Some(reply) = self.process(batch) {
-                let r = self.final_sync();
-                drop(reply.send(r));
-                return;
+                return Some(reply);
             }
         }
-        let _ = self.final_sync();
     }
 
     fn sync_deadline(&self) -> Option<Instant> {
@@ -467,6 +497,14 @@ impl Writer {
                 return;
             }
         }
+        const INLINE_ACKS: usize = 2;
+        let replies = match &self.acks {
+            Some(acks) if replies.len() > INLINE_ACKS => match acks.send(replies) {
+                Ok(()) => return,
+                Err(std::sync::mpsc::SendError(replies)) => replies,
+            },
+            _ => replies,
+        };
         for r in replies {
             r.send_ok();
         }
