@@ -1,0 +1,203 @@
+//! The state every handler shares ([`App`]) and the route table.
+//!
+//! The route table is the single list of `(method, path)` pairs the server answers; the router is
+//! built from it and the OpenAPI document is checked against it. Consumer groups (`/groups/...`)
+//! and projections (`/projections/...`) will be added here as their own modules.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use axum::extract::Request;
+use axum::handler::Handler;
+use axum::middleware;
+use axum::routing::{on, MethodFilter, MethodRouter};
+use axum::Router;
+use strata_store::{Health, Store};
+use tokio::sync::watch;
+
+use crate::auth::Auth;
+use crate::config::{Config, HttpLimits};
+use crate::error::{Error, Result};
+use crate::metrics::Metrics;
+use crate::{append, auth, metrics, openapi, ops, read, streams};
+
+/// The shared state of the HTTP handlers: the store, auth, limits, metrics, the shutdown flag.
+/// Cheap to clone. Build a router for it with [`App::router`].
+#[derive(Clone)]
+pub struct App {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    store: Store,
+    auth: Auth,
+    limits: HttpLimits,
+    metrics: Metrics,
+    keepalive_interval: Duration,
+    started: Instant,
+    shutdown: watch::Sender<bool>,
+}
+
+impl App {
+    /// State serving `store` with the auth, limits and keepalive interval of `config`. The store
+    /// should have been opened with [`Config::store_options`] so that its limits match.
+    pub fn new(store: Store, config: &Config) -> Self {
+        App {
+            inner: Arc::new(Inner {
+                store,
+                auth: config.auth.clone(),
+                limits: config.limits,
+                metrics: Metrics::default(),
+                keepalive_interval: config.keepalive_interval,
+                started: Instant::now(),
+                shutdown: watch::Sender::new(false),
+            }),
+        }
+    }
+
+    /// The router of the whole API (see `route_table` for the list), with the JSON 404/405
+    /// fallbacks and the authentication and metrics middleware.
+    pub fn router(&self) -> Router {
+        let mut router = Router::new();
+        for route in routes() {
+            router = router.route(route.path, route.handler);
+        }
+        router
+            .fallback(not_found)
+            .method_not_allowed_fallback(method_not_allowed)
+            // Layers run outside-in in reverse order: metrics see every response, auth's too.
+            .layer(middleware::from_fn_with_state(
+                self.clone(),
+                auth::authenticate,
+            ))
+            .layer(middleware::from_fn_with_state(self.clone(), metrics::track))
+            .with_state(self.clone())
+    }
+
+    /// Ends the streamed responses (NDJSON replays, SSE subscriptions) so that a graceful
+    /// shutdown does not wait for them forever. Idempotent.
+    pub fn begin_shutdown(&self) {
+        self.inner.shutdown.send_replace(true);
+    }
+
+    /// The store served.
+    pub fn store(&self) -> &Store {
+        &self.inner.store
+    }
+
+    pub(crate) fn auth(&self) -> &Auth {
+        &self.inner.auth
+    }
+
+    pub(crate) fn limits(&self) -> &HttpLimits {
+        &self.inner.limits
+    }
+
+    pub(crate) fn metrics(&self) -> &Metrics {
+        &self.inner.metrics
+    }
+
+    pub(crate) fn keepalive_interval(&self) -> Duration {
+        self.inner.keepalive_interval
+    }
+
+    pub(crate) fn uptime(&self) -> Duration {
+        self.inner.started.elapsed()
+    }
+
+    /// Resolves once [`App::begin_shutdown`] was called.
+    pub(crate) async fn shutting_down(&self) {
+        let mut rx = self.inner.shutdown.subscribe();
+        // The sender lives in `self`, so `wait_for` only returns once the flag is set.
+        let _ = rx.wait_for(|stop| *stop).await;
+    }
+
+    /// Runs a blocking store call on tokio's blocking pool and maps its error.
+    pub(crate) async fn blocking<T, F>(&self, f: F) -> Result<T>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Store) -> strata_store::Result<T> + Send + 'static,
+    {
+        let store = self.inner.store.clone();
+        match tokio::task::spawn_blocking(move || f(&store)).await {
+            Ok(Ok(v)) => Ok(v),
+            Ok(Err(e)) => Err(self.store_error(e)),
+            Err(e) => Err(Error::Internal(format!("store task failed: {e}"))),
+        }
+    }
+
+    /// Maps a store error to its API error: corruption and I/O errors are 500, or 503
+    /// `unavailable` once the store has turned read-only because of them.
+    pub(crate) fn store_error(&self, e: strata_store::Error) -> Error {
+        match Error::from(e) {
+            Error::Internal(message) if self.inner.store.health() != Health::Ok => {
+                Error::Unavailable(message)
+            }
+            other => other,
+        }
+    }
+}
+
+/// One entry of the route table.
+pub(crate) struct Route {
+    pub method: &'static str,
+    pub path: &'static str,
+    pub handler: MethodRouter<App>,
+}
+
+fn route<H, T>(method: &'static str, path: &'static str, handler: H) -> Route
+where
+    H: Handler<T, App>,
+    T: 'static,
+{
+    let filter = match method {
+        "POST" => MethodFilter::POST,
+        "PUT" => MethodFilter::PUT,
+        "DELETE" => MethodFilter::DELETE,
+        // GET answers HEAD too.
+        _ => MethodFilter::GET.or(MethodFilter::HEAD),
+    };
+    Route {
+        method,
+        path,
+        handler: on(filter, handler),
+    }
+}
+
+/// Every route the server answers. Later: `/groups/...` (consumer groups) and
+/// `/projections/...` (projections), each from its own module.
+pub(crate) fn routes() -> Vec<Route> {
+    vec![
+        route("GET", "/health", ops::health),
+        route("GET", "/info", ops::info),
+        route("GET", "/metrics", ops::metrics),
+        route("GET", "/openapi.json", openapi::serve),
+        route("GET", "/streams", streams::list),
+        route("GET", "/all", read::read_all),
+        route("GET", "/streams/{stream}", read::read_stream),
+        route("POST", "/streams/{stream}", append::append),
+        route("DELETE", "/streams/{stream}", streams::delete),
+        route("GET", "/streams/{stream}/metadata", streams::get_metadata),
+        route("PUT", "/streams/{stream}/metadata", streams::put_metadata),
+        route("GET", "/streams/{stream}/{revision}", read::read_event),
+    ]
+}
+
+/// `(method, path)` of every route.
+pub(crate) fn route_table() -> Vec<(&'static str, &'static str)> {
+    routes().into_iter().map(|r| (r.method, r.path)).collect()
+}
+
+/// Fallback for unknown paths: JSON 404 `not_found`.
+async fn not_found(req: Request) -> Error {
+    Error::NotFound(format!("no resource at {}", req.uri().path()))
+}
+
+/// Fallback for a known path with another method: JSON 405 (axum adds the `Allow` header).
+async fn method_not_allowed(req: Request) -> Error {
+    Error::MethodNotAllowed(format!(
+        "{} is not allowed on {}",
+        req.method(),
+        req.uri().path()
+    ))
+}

@@ -1,0 +1,138 @@
+//! Request and response bodies: reading a JSON request body within the size limit, and the
+//! streamed response body that NDJSON replays and SSE subscriptions are fed through.
+
+use std::convert::Infallible;
+use std::pin::Pin;
+use std::task::{Context, Poll};
+
+use axum::body::Body;
+use axum::http::{header, HeaderMap};
+use bytes::Bytes;
+use http_body::Frame;
+use http_body_util::{BodyExt, LengthLimitError, Limited};
+use tokio::sync::mpsc;
+
+use crate::error::{Error, Result};
+
+/// Reads a request body that must be JSON: 415 unless `Content-Type` is `application/json`
+/// (parameters such as `charset=utf-8` allowed), 413 when `Content-Length` announces more than
+/// `max` bytes (before reading anything) or when more than `max` bytes arrive.
+pub(crate) async fn read_json_body(headers: &HeaderMap, body: Body, max: usize) -> Result<Bytes> {
+    require_json(headers)?;
+    if let Some(len) = headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().parse::<u64>().ok())
+    {
+        if len > max as u64 {
+            return Err(too_large(max));
+        }
+    }
+    match Limited::new(body, max).collect().await {
+        Ok(collected) => Ok(collected.to_bytes()),
+        Err(e) if e.downcast_ref::<LengthLimitError>().is_some() => Err(too_large(max)),
+        Err(e) => Err(Error::invalid(format!(
+            "could not read the request body: {e}"
+        ))),
+    }
+}
+
+fn too_large(max: usize) -> Error {
+    Error::PayloadTooLarge(format!("the request body is over the limit of {max} bytes"))
+}
+
+/// 415 unless the request's `Content-Type` is `application/json`.
+fn require_json(headers: &HeaderMap) -> Result<()> {
+    let Some(value) = headers.get(header::CONTENT_TYPE) else {
+        return Err(Error::UnsupportedMediaType(
+            "the body must be JSON: send Content-Type: application/json".into(),
+        ));
+    };
+    let essence = value
+        .to_str()
+        .ok()
+        .and_then(|v| v.split(';').next())
+        .map(str::trim)
+        .unwrap_or("");
+    if essence.eq_ignore_ascii_case("application/json") {
+        Ok(())
+    } else {
+        Err(Error::UnsupportedMediaType(format!(
+            "the body must be application/json, not {:?}",
+            value.to_str().unwrap_or("(not text)")
+        )))
+    }
+}
+
+/// A response body that yields `first` and then whatever arrives on a bounded channel, ending
+/// when every sender is gone. The producer waits while the channel is full, so a slow client
+/// costs at most the channel's capacity in buffered chunks.
+pub(crate) struct ChannelBody {
+    first: Option<Bytes>,
+    rx: mpsc::Receiver<Bytes>,
+}
+
+impl ChannelBody {
+    /// A body starting with `first` (if not empty), then the chunks from `rx`.
+    pub(crate) fn body(first: Bytes, rx: mpsc::Receiver<Bytes>) -> Body {
+        Body::new(ChannelBody {
+            first: (!first.is_empty()).then_some(first),
+            rx,
+        })
+    }
+}
+
+impl http_body::Body for ChannelBody {
+    type Data = Bytes;
+    type Error = Infallible;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<std::result::Result<Frame<Bytes>, Infallible>>> {
+        if let Some(first) = self.first.take() {
+            return Poll::Ready(Some(Ok(Frame::data(first))));
+        }
+        self.rx
+            .poll_recv(cx)
+            .map(|chunk| chunk.map(|b| Ok(Frame::data(b))))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use axum::http::HeaderValue;
+
+    #[test]
+    fn content_type_checks() {
+        let mut h = HeaderMap::new();
+        assert!(matches!(
+            require_json(&h),
+            Err(Error::UnsupportedMediaType(_))
+        ));
+        h.insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain"));
+        assert!(require_json(&h).is_err());
+        h.insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("Application/JSON; charset=utf-8"),
+        );
+        assert!(require_json(&h).is_ok());
+    }
+
+    #[tokio::test]
+    async fn bodies_over_the_limit_are_413() {
+        let mut h = HeaderMap::new();
+        h.insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/json"),
+        );
+        let ok = read_json_body(&h, Body::from("12345"), 5).await;
+        assert_eq!(ok.unwrap(), Bytes::from_static(b"12345"));
+        let big = read_json_body(&h, Body::from("123456"), 5).await;
+        assert!(matches!(big, Err(Error::PayloadTooLarge(_))));
+        h.insert(header::CONTENT_LENGTH, HeaderValue::from_static("1000"));
+        let announced = read_json_body(&h, Body::from("1"), 5).await;
+        assert!(matches!(announced, Err(Error::PayloadTooLarge(_))));
+    }
+}

@@ -1,0 +1,95 @@
+//! How a server is set up: where the data lives, where to listen, durability, auth, limits.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use strata_store::{Limits, Options};
+
+use crate::auth::Auth;
+
+/// Everything [`crate::Server::bind`] needs. Start from [`Config::new`] and adjust fields.
+#[derive(Clone, Debug)]
+pub struct Config {
+    /// The data directory (created if missing). Default `./strata-data`.
+    pub data_dir: PathBuf,
+    /// `host:port` to listen on. Default `127.0.0.1:2113`; port 0 picks a free port.
+    pub listen: String,
+    /// Options the store is opened with (fsync policy, segment size, rebuild progress, ...).
+    /// Its `limits` are replaced by the ones derived from [`Config::limits`].
+    pub store: Options,
+    /// Bearer-token authentication; off when it holds no token.
+    pub auth: Auth,
+    /// Allow a non-loopback listen address with auth off.
+    pub insecure: bool,
+    /// Request size limits.
+    pub limits: HttpLimits,
+    /// An SSE response that has sent nothing for this long sends a `: keepalive` comment.
+    /// Default 15 s (API.md: at least every 15 s).
+    pub keepalive_interval: Duration,
+    /// After the shutdown signal, how long open connections may take to finish before the
+    /// server stops waiting for them and closes the store. Default 10 s.
+    pub shutdown_grace: Duration,
+}
+
+impl Config {
+    /// The defaults of API.md ("Running"), serving `data_dir`.
+    pub fn new(data_dir: impl Into<PathBuf>) -> Self {
+        Config {
+            data_dir: data_dir.into(),
+            listen: "127.0.0.1:2113".into(),
+            store: Options::default(),
+            auth: Auth::default(),
+            insecure: false,
+            limits: HttpLimits::default(),
+            keepalive_interval: Duration::from_secs(15),
+            shutdown_grace: Duration::from_secs(10),
+        }
+    }
+
+    /// The store options with the limits of [`Config::limits`] applied.
+    pub fn store_options(&self) -> Options {
+        let mut options = self.store.clone();
+        options.limits = self.limits.store_limits();
+        options
+    }
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config::new("./strata-data")
+    }
+}
+
+/// Size limits on requests (API.md, "Security").
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct HttpLimits {
+    /// Largest request body in bytes (default 16 MiB). Larger: 413.
+    pub max_body_bytes: usize,
+    /// Largest event (`data` plus `metadata` bytes, after base64 decoding; default 4 MiB).
+    /// Larger: 413.
+    pub max_event_bytes: usize,
+    /// Most events in one append (default 10,000). More: 413.
+    pub max_events_per_append: usize,
+}
+
+impl Default for HttpLimits {
+    fn default() -> Self {
+        HttpLimits {
+            max_body_bytes: 16 * 1024 * 1024,
+            max_event_bytes: 4 * 1024 * 1024,
+            max_events_per_append: 10_000,
+        }
+    }
+}
+
+impl HttpLimits {
+    /// The store's limits matching these (the server checks first, so that oversized input is
+    /// a 413 rather than the store's 400).
+    pub fn store_limits(&self) -> Limits {
+        Limits {
+            max_event_size: self.max_event_bytes,
+            max_events_per_append: self.max_events_per_append,
+            ..Limits::default()
+        }
+    }
+}

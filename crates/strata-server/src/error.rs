@@ -1,0 +1,293 @@
+//! The crate's one error type.
+//!
+//! Every request failure becomes a response with the shape of API.md, "Errors":
+//! `{"error": "<code>", "message": "<human text>"}` plus the extra fields some codes carry
+//! (`expected`/`actual` for `wrong_expected_revision`). Start-up failures (bind, tokens file,
+//! opening the store) use the same type so that the binary has one error to report.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use axum::http::{header, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use serde_json::{json, Map, Value};
+use strata_store::{CurrentRevision, ExpectedRevision};
+
+/// Result alias of the crate.
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// What went wrong: a request refused with an API error, or the server failing to start.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// 400 `invalid_request`: malformed JSON, bad field, bad name, bad query parameter or header.
+    #[error("{0}")]
+    InvalidRequest(String),
+    /// 401 `unauthorized`: auth is on and the bearer token is missing or unknown.
+    #[error("{0}")]
+    Unauthorized(String),
+    /// 403 `forbidden`: the token may not do this.
+    #[error("{0}")]
+    Forbidden(String),
+    /// 404 `stream_not_found`: the stream was never written.
+    #[error("stream {stream:?} not found")]
+    StreamNotFound {
+        /// The stream.
+        stream: String,
+    },
+    /// 404 `not_found`: no such resource (unknown route, event revision, ...).
+    #[error("{0}")]
+    NotFound(String),
+    /// 405 `method_not_allowed`: the path exists but not with this method.
+    #[error("{0}")]
+    MethodNotAllowed(String),
+    /// 409 `wrong_expected_revision`: the optimistic concurrency check failed.
+    #[error("wrong expected revision: expected {expected}, actual {actual}")]
+    WrongExpectedRevision {
+        /// The expectation as sent.
+        expected: ExpectedRevision,
+        /// The stream's state when the append was checked.
+        actual: CurrentRevision,
+    },
+    /// 409 `duplicate_event_id`: some (not all, or not as one run) of the ids already exist.
+    #[error("event id {id} already exists in stream {stream:?}, but not as this same append")]
+    DuplicateEventId {
+        /// The stream appended to.
+        stream: String,
+        /// One of the ids that already exists.
+        id: uuid::Uuid,
+    },
+    /// 410 `stream_deleted`: the stream was deleted.
+    #[error("stream {stream:?} is deleted")]
+    StreamDeleted {
+        /// The stream.
+        stream: String,
+    },
+    /// 413 `payload_too_large`: the body or one event is over the configured limit.
+    #[error("{0}")]
+    PayloadTooLarge(String),
+    /// 415 `unsupported_media_type`: the body is not `application/json` where JSON is required.
+    #[error("{0}")]
+    UnsupportedMediaType(String),
+    /// 503 `unavailable`: the store refuses writes after a storage fault, or is shutting down.
+    #[error("{0}")]
+    Unavailable(String),
+    /// 500 `internal`: an unexpected failure (corruption or I/O error on a read).
+    #[error("{0}")]
+    Internal(String),
+    /// Start-up: the listen address could not be resolved or bound.
+    #[error("cannot listen on {addr}: {source}")]
+    Bind {
+        /// The address as configured.
+        addr: String,
+        /// The underlying error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// Start-up: refusing a non-loopback address while authentication is off.
+    #[error(
+        "refusing to listen on non-loopback address {addr} with authentication off: \
+         give --auth-token or --tokens-file, or --insecure to accept the risk"
+    )]
+    InsecureListen {
+        /// The resolved address.
+        addr: SocketAddr,
+    },
+    /// Start-up: the tokens file could not be read or parsed.
+    #[error("tokens file {}: {reason}", path.display())]
+    TokensFile {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong (with the line number).
+        reason: String,
+    },
+    /// Start-up or shutdown: the store failed to open or to close cleanly.
+    #[error("store: {0}")]
+    Store(#[source] strata_store::Error),
+    /// The server's accept loop failed.
+    #[error("server i/o error: {0}")]
+    Io(#[from] std::io::Error),
+}
+
+impl Error {
+    /// Builds an [`Error::InvalidRequest`].
+    pub fn invalid(message: impl Into<String>) -> Self {
+        Error::InvalidRequest(message.into())
+    }
+
+    /// The HTTP status and the API error code of this error.
+    pub fn status_and_code(&self) -> (StatusCode, &'static str) {
+        match self {
+            Error::InvalidRequest(_) => (StatusCode::BAD_REQUEST, "invalid_request"),
+            Error::Unauthorized(_) => (StatusCode::UNAUTHORIZED, "unauthorized"),
+            Error::Forbidden(_) => (StatusCode::FORBIDDEN, "forbidden"),
+            Error::StreamNotFound { .. } => (StatusCode::NOT_FOUND, "stream_not_found"),
+            Error::NotFound(_) => (StatusCode::NOT_FOUND, "not_found"),
+            Error::MethodNotAllowed(_) => (StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed"),
+            Error::WrongExpectedRevision { .. } => {
+                (StatusCode::CONFLICT, "wrong_expected_revision")
+            }
+            Error::DuplicateEventId { .. } => (StatusCode::CONFLICT, "duplicate_event_id"),
+            Error::StreamDeleted { .. } => (StatusCode::GONE, "stream_deleted"),
+            Error::PayloadTooLarge(_) => (StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large"),
+            Error::UnsupportedMediaType(_) => {
+                (StatusCode::UNSUPPORTED_MEDIA_TYPE, "unsupported_media_type")
+            }
+            Error::Unavailable(_) => (StatusCode::SERVICE_UNAVAILABLE, "unavailable"),
+            Error::Internal(_)
+            | Error::Bind { .. }
+            | Error::InsecureListen { .. }
+            | Error::TokensFile { .. }
+            | Error::Store(_)
+            | Error::Io(_) => (StatusCode::INTERNAL_SERVER_ERROR, "internal"),
+        }
+    }
+
+    /// The JSON body of the error response: `error`, `message` and the code's extra fields.
+    pub fn body(&self) -> Value {
+        let (_, code) = self.status_and_code();
+        let mut body = Map::new();
+        body.insert("error".into(), json!(code));
+        body.insert("message".into(), json!(self.to_string()));
+        match self {
+            Error::WrongExpectedRevision { expected, actual } => {
+                body.insert("expected".into(), expected_json(*expected));
+                body.insert("actual".into(), actual_json(*actual));
+            }
+            Error::DuplicateEventId { stream, id } => {
+                body.insert("stream".into(), json!(stream));
+                body.insert("id".into(), json!(id.to_string()));
+            }
+            Error::StreamNotFound { stream } | Error::StreamDeleted { stream } => {
+                body.insert("stream".into(), json!(stream));
+            }
+            _ => {}
+        }
+        Value::Object(body)
+    }
+}
+
+/// `expected` as sent: an integer for a revision, the keyword otherwise.
+fn expected_json(expected: ExpectedRevision) -> Value {
+    match expected {
+        ExpectedRevision::Exact(n) => json!(n),
+        other => json!(other.to_string()),
+    }
+}
+
+/// `actual`: the stream's last revision, or `"no_stream"`.
+fn actual_json(actual: CurrentRevision) -> Value {
+    match actual {
+        CurrentRevision::Revision(n) => json!(n),
+        CurrentRevision::NoStream => json!("no_stream"),
+    }
+}
+
+impl From<strata_store::Error> for Error {
+    /// Maps a store error to its API error. Corruption and I/O errors become 500 here; callers
+    /// that can see the store turn them into 503 once it is read-only (see `App::store_error`).
+    fn from(e: strata_store::Error) -> Self {
+        use strata_store::Error as S;
+        match e {
+            S::WrongExpectedRevision { expected, actual } => {
+                Error::WrongExpectedRevision { expected, actual }
+            }
+            S::DuplicateEventId { stream, id } => Error::DuplicateEventId { stream, id },
+            S::StreamDeleted { stream } => Error::StreamDeleted { stream },
+            S::StreamNotFound { stream } => Error::StreamNotFound { stream },
+            e @ S::InvalidInput { .. } => Error::InvalidRequest(e.to_string()),
+            e @ S::ReadOnly { .. } => Error::Unavailable(e.to_string()),
+            S::Closed => Error::Unavailable("the server is shutting down".into()),
+            e @ (S::Corruption { .. } | S::Io { .. }) => Error::Internal(e.to_string()),
+        }
+    }
+}
+
+impl IntoResponse for Error {
+    fn into_response(self) -> Response {
+        let (status, _) = self.status_and_code();
+        if status.is_server_error() {
+            tracing::warn!(error = %self, status = status.as_u16(), "request failed");
+        }
+        let body = self.body().to_string();
+        let mut response = (
+            status,
+            [(
+                header::CONTENT_TYPE,
+                HeaderValue::from_static("application/json"),
+            )],
+            body,
+        )
+            .into_response();
+        if status == StatusCode::UNAUTHORIZED {
+            response.headers_mut().insert(
+                header::WWW_AUTHENTICATE,
+                HeaderValue::from_static("Bearer realm=\"strata\""),
+            );
+        }
+        response
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn wrong_expected_revision_carries_expected_and_actual() {
+        let e = Error::from(strata_store::Error::WrongExpectedRevision {
+            expected: ExpectedRevision::Exact(3),
+            actual: CurrentRevision::NoStream,
+        });
+        assert_eq!(
+            e.status_and_code(),
+            (StatusCode::CONFLICT, "wrong_expected_revision")
+        );
+        let body = e.body();
+        assert_eq!(body["expected"], json!(3));
+        assert_eq!(body["actual"], json!("no_stream"));
+        let e = Error::WrongExpectedRevision {
+            expected: ExpectedRevision::NoStream,
+            actual: CurrentRevision::Revision(7),
+        };
+        assert_eq!(e.body()["expected"], json!("no_stream"));
+        assert_eq!(e.body()["actual"], json!(7));
+    }
+
+    #[test]
+    fn store_errors_map_to_api_codes() {
+        let cases = [
+            (
+                strata_store::Error::StreamDeleted { stream: "s".into() },
+                410,
+                "stream_deleted",
+            ),
+            (
+                strata_store::Error::StreamNotFound { stream: "s".into() },
+                404,
+                "stream_not_found",
+            ),
+            (
+                strata_store::Error::invalid("stream", "bad"),
+                400,
+                "invalid_request",
+            ),
+            (
+                strata_store::Error::ReadOnly {
+                    reason: "disk full".into(),
+                },
+                503,
+                "unavailable",
+            ),
+            (strata_store::Error::Closed, 503, "unavailable"),
+            (
+                strata_store::Error::corruption("/x", 5, "bad crc"),
+                500,
+                "internal",
+            ),
+        ];
+        for (e, status, code) in cases {
+            let (s, c) = Error::from(e).status_and_code();
+            assert_eq!((s.as_u16(), c), (status, code));
+        }
+    }
+}

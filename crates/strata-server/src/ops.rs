@@ -1,0 +1,102 @@
+//! Operations endpoints: `GET /health` (open even with auth on), `GET /info`, `GET /metrics`.
+
+use axum::extract::{RawQuery, State};
+use axum::http::{header, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use serde_json::json;
+use strata_store::{FsyncPolicy, Health};
+
+use crate::app::App;
+use crate::auth::{Action, Principal};
+use crate::error::Result;
+use crate::metrics::{self, Snapshot};
+use crate::query::Query;
+use crate::read::json_response;
+
+/// `GET /health`: 200 `{"status": "ok"}`, or 503 `{"status": "read_only", "error":
+/// "unavailable", "message": <the fault>}` once the store refuses writes.
+pub(crate) async fn health(State(app): State<App>) -> Response {
+    match app.store().health() {
+        Health::Ok => json_response(json!({"status": "ok"}).to_string().into_bytes()),
+        Health::ReadOnly(reason) => {
+            let body = json!({
+                "status": "read_only",
+                "error": "unavailable",
+                "message": format!("the store is read-only: {reason}"),
+            });
+            (
+                StatusCode::SERVICE_UNAVAILABLE,
+                [(
+                    header::CONTENT_TYPE,
+                    HeaderValue::from_static("application/json"),
+                )],
+                body.to_string(),
+            )
+                .into_response()
+        }
+    }
+}
+
+/// `GET /info`: version, data directory, log positions, segments, bytes on disk, uptime.
+pub(crate) async fn info(
+    State(app): State<App>,
+    principal: Principal,
+    RawQuery(raw_query): RawQuery,
+) -> Result<Response> {
+    principal.authorize(Action::ServerInfo)?;
+    Query::parse(raw_query.as_deref(), &[])?;
+    let info = app.blocking(|store| Ok(store.info())).await?;
+    let (status, read_only_reason) = match app.store().health() {
+        Health::Ok => ("ok", None),
+        Health::ReadOnly(reason) => ("read_only", Some(reason)),
+    };
+    let body = json!({
+        "version": env!("CARGO_PKG_VERSION"),
+        "data_dir": info.dir.display().to_string(),
+        "next_position": info.next_position,
+        "last_position": info.next_position.checked_sub(1),
+        "segment_count": info.segment_count,
+        "bytes_on_disk": info.bytes_on_disk,
+        "uptime_seconds": app.uptime().as_secs(),
+        "fsync": fsync_name(app.store().options().fsync),
+        "status": status,
+        "read_only_reason": read_only_reason,
+        "open_subscriptions": app.metrics().open_subscriptions(),
+    });
+    Ok(json_response(body.to_string().into_bytes()))
+}
+
+/// The `--fsync` spelling of a policy.
+fn fsync_name(policy: FsyncPolicy) -> String {
+    match policy {
+        FsyncPolicy::Always => "always".into(),
+        FsyncPolicy::Never => "never".into(),
+        FsyncPolicy::Interval(d) => format!("interval:{}", d.as_millis()),
+    }
+}
+
+/// `GET /metrics`: Prometheus text.
+pub(crate) async fn metrics(
+    State(app): State<App>,
+    principal: Principal,
+    RawQuery(raw_query): RawQuery,
+) -> Result<Response> {
+    principal.authorize(Action::ServerInfo)?;
+    Query::parse(raw_query.as_deref(), &[])?;
+    let info = app.blocking(|store| Ok(store.info())).await?;
+    let snapshot = Snapshot {
+        stats: app.store().stats(),
+        info,
+        read_only: app.store().health() != Health::Ok,
+        uptime: app.uptime(),
+    };
+    let text = metrics::render(app.metrics(), &snapshot);
+    Ok((
+        [(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"),
+        )],
+        text,
+    )
+        .into_response())
+}

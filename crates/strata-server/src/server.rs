@@ -1,0 +1,138 @@
+//! The server's life: bind, open the store, serve, shut down gracefully, close the store.
+//!
+//! Shutdown, when the signal future resolves: stop accepting connections; end streamed
+//! responses (SSE subscriptions, NDJSON replays) at a message boundary; let in-flight requests
+//! — appends above all — finish (at most [`Config::shutdown_grace`]); then close the store,
+//! which waits for queued appends and syncs the log.
+
+use std::future::{Future, IntoFuture};
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use axum::serve::ListenerExt;
+use strata_store::Store;
+use tokio::net::TcpListener;
+
+use crate::app::App;
+use crate::config::Config;
+use crate::error::{Error, Result};
+
+/// A bound server with its store open, ready to [`Server::run`].
+pub struct Server {
+    listener: TcpListener,
+    local_addr: SocketAddr,
+    app: App,
+    shutdown_grace: Duration,
+}
+
+impl Server {
+    /// Resolves and checks the listen address (a non-loopback address needs auth or
+    /// `insecure`), binds it, and opens the store (on the blocking pool: recovery may rebuild
+    /// index files).
+    pub async fn bind(config: Config) -> Result<Server> {
+        let bind_error = |source| Error::Bind {
+            addr: config.listen.clone(),
+            source,
+        };
+        let addr = tokio::net::lookup_host(config.listen.as_str())
+            .await
+            .map_err(bind_error)?
+            .next()
+            .ok_or_else(|| {
+                bind_error(std::io::Error::new(
+                    std::io::ErrorKind::NotFound,
+                    "the address resolves to nothing",
+                ))
+            })?;
+        if !addr.ip().is_loopback() && !config.auth.is_enabled() && !config.insecure {
+            return Err(Error::InsecureListen { addr });
+        }
+        let listener = TcpListener::bind(addr).await.map_err(bind_error)?;
+        let local_addr = listener.local_addr().map_err(bind_error)?;
+        let dir = config.data_dir.clone();
+        let options = config.store_options();
+        let store = tokio::task::spawn_blocking(move || Store::open(dir, options))
+            .await
+            .map_err(|e| Error::Internal(format!("opening the store failed: {e}")))?
+            .map_err(Error::Store)?;
+        tracing::info!(
+            addr = %local_addr,
+            data_dir = %config.data_dir.display(),
+            next_position = store.next_position(),
+            auth = config.auth.is_enabled(),
+            "store open"
+        );
+        Ok(Server {
+            listener,
+            local_addr,
+            app: App::new(store, &config),
+            shutdown_grace: config.shutdown_grace,
+        })
+    }
+
+    /// The address actually bound (with the real port when the configured one was 0).
+    pub fn local_addr(&self) -> SocketAddr {
+        self.local_addr
+    }
+
+    /// The handlers' state (and through it the store).
+    pub fn app(&self) -> &App {
+        &self.app
+    }
+
+    /// Serves until `shutdown` resolves, then shuts down gracefully (module docs) and closes
+    /// the store. `Ok` means everything acknowledged is durable.
+    pub async fn run(self, shutdown: impl Future<Output = ()> + Send + 'static) -> Result<()> {
+        let Server {
+            listener,
+            app,
+            shutdown_grace,
+            ..
+        } = self;
+        let listener = listener.tap_io(|tcp| {
+            // Small SSE messages and responses must not wait for Nagle's algorithm.
+            if let Err(e) = tcp.set_nodelay(true) {
+                tracing::debug!(error = %e, "could not set TCP_NODELAY");
+            }
+        });
+        let signal_app = app.clone();
+        let signal = async move {
+            shutdown.await;
+            tracing::info!("shutting down: finishing in-flight requests");
+            signal_app.begin_shutdown();
+        };
+        let serving = axum::serve(listener, app.router())
+            .with_graceful_shutdown(signal)
+            .into_future();
+        let grace_app = app.clone();
+        let grace = async move {
+            grace_app.shutting_down().await;
+            tokio::time::sleep(shutdown_grace).await;
+        };
+        let served = tokio::select! {
+            r = serving => r.map_err(Error::Io),
+            () = grace => {
+                tracing::warn!(?shutdown_grace, "connections still open after the grace period; closing anyway");
+                Ok(())
+            }
+        };
+        let store = app.store().clone();
+        let closed = tokio::task::spawn_blocking(move || store.close())
+            .await
+            .map_err(|e| Error::Internal(format!("closing the store failed: {e}")))?
+            .map_err(Error::Store);
+        match (&served, &closed) {
+            (Ok(()), Ok(())) => tracing::info!("store closed; bye"),
+            _ => tracing::error!(?served, ?closed, "shutdown was not clean"),
+        }
+        served.and(closed)
+    }
+}
+
+/// Binds per `config` and serves until `shutdown` resolves ([`Server::bind`] + [`Server::run`]).
+pub async fn serve(
+    config: Config,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<()> {
+    Server::bind(config).await?.run(shutdown).await
+}

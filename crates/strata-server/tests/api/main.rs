@@ -1,0 +1,12 @@
+//! The HTTP API of `shared/API.md`, exercised in-process against the real router and a real
+//! store: every endpoint, representation, parameter and error (consumer groups and projections
+//! come later).
+
+mod append;
+mod auth;
+mod ops;
+mod read;
+mod server;
+mod streams;
+mod subscribe;
+mod support;

@@ -1,0 +1,179 @@
+//! `/health`, `/info`, `/metrics`, `/openapi.json`, unknown routes and methods, storage faults.
+
+use std::io;
+use std::path::Path;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+
+use serde_json::Value;
+use strata_store::file_io::{AppendFile, FileIo, StdFileIo};
+
+use crate::support::TestServer;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn health_info_metrics() {
+    let s = TestServer::start();
+    let r = s.get("/health").await;
+    assert_eq!(
+        (r.status, r.json()),
+        (200, serde_json::json!({"status": "ok"}))
+    );
+    s.append_many("m-1", 3).await;
+    let info = s.get("/info").await.json();
+    assert_eq!(info["version"], env!("CARGO_PKG_VERSION"));
+    assert_eq!(info["next_position"], 3);
+    assert_eq!(info["last_position"], 2);
+    assert_eq!(info["segment_count"], 1);
+    assert!(info["bytes_on_disk"].as_u64().unwrap() > 0);
+    assert!(info["uptime_seconds"].is_u64());
+    assert_eq!(info["data_dir"], s.dir.path().display().to_string());
+    assert_eq!(info["fsync"], "never");
+    let _ = s.get("/streams/m-1").await;
+    let r = s.get("/metrics").await;
+    assert_eq!(r.status, 200);
+    assert!(r.header("content-type").unwrap().starts_with("text/plain"));
+    let text = r.text();
+    for needle in [
+        "strata_appends_total 1\n",
+        "strata_events_written_total 3\n",
+        "# TYPE strata_fsync_duration_seconds histogram\n",
+        "strata_fsync_duration_seconds_bucket{le=\"+Inf\"}",
+        "strata_append_duration_seconds_count 1\n",
+        "strata_subscriptions_open 0\n",
+        "strata_log_next_position 3\n",
+        "strata_http_requests_total{route=\"/streams/{stream}\",method=\"POST\",status=\"201\"} 1\n",
+        "strata_http_requests_total{route=\"/streams/{stream}\",method=\"GET\",status=\"200\"} 1\n",
+        "strata_http_request_duration_seconds_count{route=\"/info\",method=\"GET\"} 1\n",
+        "strata_events_read_total 3\n",
+    ] {
+        assert!(text.contains(needle), "missing {needle:?} in\n{text}");
+    }
+    let bytes: u64 = text
+        .lines()
+        .find_map(|l| l.strip_prefix("strata_bytes_written_total "))
+        .and_then(|v| v.parse().ok())
+        .unwrap();
+    assert!(bytes > 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unknown_routes_and_methods_are_json() {
+    let s = TestServer::start();
+    for uri in [
+        "/",
+        "/nope",
+        "/streams/a/b/c",
+        "/groups/g",
+        "/projections/p",
+    ] {
+        s.get(uri).await.assert_error(404, "not_found");
+    }
+    let r = s.call("PATCH", "/streams/s", &[], "").await;
+    r.assert_error(405, "method_not_allowed");
+    let allow = r.header("allow").unwrap_or_default().to_owned();
+    assert!(
+        allow.contains("GET") && allow.contains("POST") && allow.contains("DELETE"),
+        "{allow}"
+    );
+    s.call("POST", "/all", &[], "")
+        .await
+        .assert_error(405, "method_not_allowed");
+    s.call("DELETE", "/health", &[], "")
+        .await
+        .assert_error(405, "method_not_allowed");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn openapi_document_covers_the_router() {
+    let s = TestServer::start();
+    let r = s.get("/openapi.json").await;
+    assert_eq!(r.status, 200);
+    let doc = r.json();
+    assert_eq!(doc["openapi"], "3.1.0");
+    let paths = doc["paths"].as_object().unwrap();
+    for (method, path) in strata_server::routes() {
+        let op = &paths[path][method.to_lowercase()];
+        assert!(op.is_object(), "{method} {path} undocumented");
+        assert!(op["responses"].is_object());
+        // The route really exists: a request to it is not the router's 404.
+        let uri = path.replace("{stream}", "doc-1").replace("{revision}", "0");
+        let reply = s.call(method, &uri, &[], "").await;
+        let code = serde_json::from_slice::<Value>(&reply.body)
+            .ok()
+            .map(|v| v["error"].clone());
+        assert!(
+            !(reply.status == 404 && code == Some(Value::from("not_found"))),
+            "{method} {path} is not routed"
+        );
+        assert_ne!(reply.status, 405, "{method} {path}");
+    }
+}
+
+/// Writes fail once `fail` is set: the store turns read-only.
+struct FlakyIo {
+    fail: Arc<AtomicBool>,
+}
+
+struct FlakyFile {
+    inner: Box<dyn AppendFile>,
+    fail: Arc<AtomicBool>,
+}
+
+impl FileIo for FlakyIo {
+    fn open_append(&self, path: &Path) -> io::Result<Box<dyn AppendFile>> {
+        Ok(Box::new(FlakyFile {
+            inner: StdFileIo.open_append(path)?,
+            fail: self.fail.clone(),
+        }))
+    }
+}
+
+impl AppendFile for FlakyFile {
+    fn write_all(&mut self, buf: &[u8]) -> io::Result<()> {
+        if self.fail.load(Ordering::SeqCst) {
+            return Err(io::Error::other("injected: no space left on device"));
+        }
+        self.inner.write_all(buf)
+    }
+    fn sync_data(&mut self) -> io::Result<()> {
+        self.inner.sync_data()
+    }
+    fn truncate(&mut self, len: u64) -> io::Result<()> {
+        self.inner.truncate(len)
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn storage_faults_are_503_and_reads_go_on() {
+    let fail = Arc::new(AtomicBool::new(false));
+    let io = FlakyIo { fail: fail.clone() };
+    let s = TestServer::with(move |c| c.store.file_io = Arc::new(io));
+    s.append_many("f-1", 2).await;
+    fail.store(true, Ordering::SeqCst);
+    s.post("/streams/f-1", r#"{"type":"T"}"#, &[])
+        .await
+        .assert_error(503, "unavailable");
+    s.post("/streams/f-1", r#"{"type":"T"}"#, &[])
+        .await
+        .assert_error(503, "unavailable");
+    s.call("DELETE", "/streams/f-1", &[], "")
+        .await
+        .assert_error(503, "unavailable");
+    let h = s.get("/health").await;
+    let v = h.assert_error(503, "unavailable");
+    assert_eq!(v["status"], "read_only");
+    assert_eq!(s.get("/info").await.json()["status"], "read_only");
+    assert!(s
+        .get("/metrics")
+        .await
+        .text()
+        .contains("strata_read_only 1\n"));
+    // Reads still work.
+    assert_eq!(
+        s.get("/streams/f-1").await.json()["events"]
+            .as_array()
+            .unwrap()
+            .len(),
+        2
+    );
+}

@@ -1,0 +1,37 @@
+//! `strata`: the Strata event store's command line.
+//!
+//! - `strata serve`: run the HTTP server (`shared/API.md`, reference in `docs/http-api.md`).
+//! - `strata append` / `read` / `tail`: client commands talking to a running server.
+//! - `strata verify`: check a data directory offline (every CRC, every index file).
+//!
+//! Every flag can also be given as a `STRATA_*` environment variable (see `--help`).
+
+mod cli;
+mod client;
+mod error;
+mod serve;
+mod verify;
+
+use std::process::ExitCode;
+
+use clap::Parser;
+
+use crate::cli::{Cli, Command};
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Serve(args) => serve::run(args),
+        Command::Append(args) => client::append(args),
+        Command::Read(args) => client::read(args),
+        Command::Tail(args) => client::tail(args),
+        Command::Verify(args) => verify::run(args),
+    };
+    match result {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("strata: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}

@@ -1,0 +1,115 @@
+//! `strata serve`: run the HTTP server until SIGTERM or Ctrl-C.
+
+use std::io::{IsTerminal, Write};
+use std::process::ExitCode;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use indicatif::{ProgressBar, ProgressStyle};
+use strata_server::{Auth, Config, HttpLimits, Server};
+
+use crate::cli::ServeArgs;
+use crate::error::Result;
+
+/// Runs the server; returns once it has shut down cleanly (exit code 0).
+pub fn run(args: ServeArgs) -> Result<ExitCode> {
+    tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_max_level(args.log_level)
+        .with_ansi(std::io::stderr().is_terminal())
+        .init();
+    let config = config(&args)?;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .thread_name("strata-http")
+        .build()?;
+    runtime.block_on(async move {
+        let server = Server::bind(config).await?;
+        // The line tests and scripts wait for; flushed at once (stdout may be a pipe).
+        let mut stdout = std::io::stdout().lock();
+        writeln!(stdout, "listening on http://{}", server.local_addr())?;
+        stdout.flush()?;
+        drop(stdout);
+        tracing::info!(addr = %server.local_addr(), "listening");
+        server.run(shutdown_signal()).await?;
+        Ok(ExitCode::SUCCESS)
+    })
+}
+
+/// The server configuration from the flags.
+fn config(args: &ServeArgs) -> Result<Config> {
+    let mut auth = Auth::none();
+    for token in &args.auth_tokens {
+        if !token.is_empty() {
+            auth.add_admin_token(token.clone());
+        }
+    }
+    if let Some(path) = &args.tokens_file {
+        auth.load_tokens_file(path)?;
+    }
+    let mut config = Config::new(&args.data_dir);
+    config.listen = args.listen.clone();
+    config.auth = auth;
+    config.insecure = args.insecure;
+    config.limits = HttpLimits {
+        max_body_bytes: args.max_body_bytes,
+        max_event_bytes: args.max_event_bytes,
+        max_events_per_append: args.max_events_per_append,
+    };
+    config.shutdown_grace = Duration::from_secs(args.shutdown_grace);
+    config.store.fsync = args.fsync;
+    config.store.segment_size = args.segment_size;
+    config.store.rebuild_progress = Some(rebuild_progress());
+    Ok(config)
+}
+
+/// A progress bar on stderr while the store rebuilds a missing or damaged index file.
+fn rebuild_progress() -> strata_store::RebuildProgress {
+    let bar: Arc<Mutex<Option<ProgressBar>>> = Arc::new(Mutex::new(None));
+    Arc::new(move |segment, done, total| {
+        let Ok(mut slot) = bar.lock() else { return };
+        let pb = slot.get_or_insert_with(|| {
+            tracing::warn!(segment = %segment.display(), "rebuilding index file");
+            let pb = ProgressBar::new(total);
+            if let Ok(style) = ProgressStyle::with_template(
+                "rebuilding index {msg} [{bar:40}] {bytes}/{total_bytes} ({eta})",
+            ) {
+                pb.set_style(style.progress_chars("=> "));
+            }
+            pb.set_message(
+                segment
+                    .file_name()
+                    .map(|n| n.to_string_lossy().into_owned())
+                    .unwrap_or_default(),
+            );
+            pb
+        });
+        pb.set_length(total);
+        pb.set_position(done);
+        if done >= total {
+            pb.finish_and_clear();
+            *slot = None;
+        }
+    })
+}
+
+/// Resolves on SIGTERM or Ctrl-C (SIGINT).
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        if tokio::signal::ctrl_c().await.is_err() {
+            std::future::pending::<()>().await;
+        }
+    };
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    tokio::select! {
+        () = ctrl_c => tracing::info!("Ctrl-C received"),
+        () = term => tracing::info!("SIGTERM received"),
+    }
+}

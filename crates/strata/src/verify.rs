@@ -1,0 +1,52 @@
+//! `strata verify --data-dir DIR`: check every segment's frames (CRC, order) and every index
+//! file, offline and without changing anything. Exits 1 when a problem is found.
+
+use std::process::ExitCode;
+
+use indicatif::{ProgressBar, ProgressStyle};
+use strata_store::verify::verify_dir;
+
+use crate::cli::VerifyArgs;
+use crate::error::{Error, Result};
+
+/// Runs the check; prints each problem on stdout, notes on stderr.
+pub fn run(args: VerifyArgs) -> Result<ExitCode> {
+    if !args.data_dir.is_dir() {
+        return Err(Error::Usage(format!(
+            "{} is not a directory",
+            args.data_dir.display()
+        )));
+    }
+    let bar = ProgressBar::new(0);
+    if let Ok(style) =
+        ProgressStyle::with_template("verifying [{bar:40}] {bytes}/{total_bytes} ({eta})")
+    {
+        bar.set_style(style.progress_chars("=> "));
+    }
+    let report = verify_dir(&args.data_dir, |done, total| {
+        bar.set_length(total);
+        bar.set_position(done);
+    });
+    bar.finish_and_clear();
+    let report = report?;
+    for note in &report.notes {
+        eprintln!("note: {note}");
+    }
+    for problem in &report.problems {
+        println!("problem: {problem}");
+    }
+    let summary = format!(
+        "{}: {} segments, {} events, {} bytes checked",
+        args.data_dir.display(),
+        report.segments,
+        report.events,
+        report.bytes
+    );
+    if report.problems.is_empty() {
+        println!("{summary}: ok");
+        Ok(ExitCode::SUCCESS)
+    } else {
+        println!("{summary}: {} problem(s)", report.problems.len());
+        Ok(ExitCode::FAILURE)
+    }
+}
