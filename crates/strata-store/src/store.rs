@@ -1,6 +1,7 @@
 //! The public handle: opening (recovery), appends through the writer, reads, subscriptions, close.
 
 use std::fs::{File, OpenOptions};
+use std::ops::ControlFlow;
 use std::os::unix::io::AsRawFd;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -296,14 +297,29 @@ impl Store {
     /// Calls `f` for every event in positions `[from, end)` without copying payloads (the fast
     /// replay path). Returns the position after the last event visited.
     pub fn replay(&self, from: u64, mut f: impl FnMut(&crate::EventView<'_>)) -> Result<u64> {
+        self.replay_range(from, u64::MAX, |v| {
+            f(v);
+            ControlFlow::Continue(())
+        })
+    }
+
+    /// Like [`Store::replay`] for positions `[from, to)` (clamped to the end of the log), and
+    /// `f` may stop early with `ControlFlow::Break`. Returns the position after the last event
+    /// `f` was called with (so a caller can resume exactly there).
+    pub fn replay_range(
+        &self,
+        from: u64,
+        to: u64,
+        mut f: impl FnMut(&crate::EventView<'_>) -> ControlFlow<()>,
+    ) -> Result<u64> {
         let committed = self.shared.committed();
         let state = self.shared.snapshot();
         let mut next = from.min(committed);
-        self.shared.scan_forward(&state, next, committed, |v| {
-            f(v);
-            next = v.position + 1;
-            std::ops::ControlFlow::Continue(())
-        })?;
+        self.shared
+            .scan_forward(&state, next, to.min(committed), |v| {
+                next = v.position + 1;
+                f(v)
+            })?;
         Ok(next)
     }
 

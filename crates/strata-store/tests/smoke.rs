@@ -99,3 +99,51 @@ fn smoke() {
     }
     assert_eq!(n, 202);
 }
+
+#[test]
+fn replay_range_is_bounded_and_stoppable() {
+    let dir = tempfile::tempdir().unwrap();
+    let opts = Options {
+        segment_size: 4096,
+        fsync: FsyncPolicy::Never,
+        ..Options::default()
+    };
+    let store = Store::open(dir.path(), opts).unwrap();
+    for i in 0..100u64 {
+        store
+            .append(
+                "r-1",
+                if i == 0 {
+                    ExpectedRevision::NoStream
+                } else {
+                    ExpectedRevision::Exact(i - 1)
+                },
+                vec![NewEvent::json("T", "{}")],
+            )
+            .unwrap();
+    }
+    let mut seen = Vec::new();
+    let next = store
+        .replay_range(5, 10, |v| {
+            seen.push(v.position);
+            std::ops::ControlFlow::Continue(())
+        })
+        .unwrap();
+    assert_eq!(seen, (5..10).collect::<Vec<_>>());
+    assert_eq!(next, 10);
+    let mut n = 0;
+    let next = store
+        .replay_range(40, u64::MAX, |_| {
+            n += 1;
+            if n == 3 {
+                std::ops::ControlFlow::Break(())
+            } else {
+                std::ops::ControlFlow::Continue(())
+            }
+        })
+        .unwrap();
+    assert_eq!((n, next), (3, 43));
+    let mut all = 0;
+    assert_eq!(store.replay(0, |_| all += 1).unwrap(), 100);
+    assert_eq!(all, 100);
+}
