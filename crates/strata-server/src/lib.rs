@@ -35,6 +35,7 @@
 //! server.run(std::future::pending()).await
 //! # }
 //! ```
+#![deny(unsafe_op_in_unsafe_fn)]
 #![warn(missing_docs)]
 
 mod app;

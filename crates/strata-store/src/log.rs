@@ -319,6 +319,10 @@ impl Shared {
         }
         let hash = hash_str(stream);
         for seg in state.sealed.iter().rev() {
+            // A segment sealed after the caller read `limit` may hold positions past it.
+            if seg.first_position >= limit {
+                continue;
+            }
             let index = self.note(seg.index())?;
             if !index.may_contain_stream(hash) {
                 continue;
@@ -326,12 +330,16 @@ impl Shared {
             let Some(last) = index.last_stream_entry(hash) else {
                 continue;
             };
-            if self.with_event(state, last.position, |v| v.stream == stream)? {
+            if last.position < limit
+                && self.with_event(state, last.position, |v| v.stream == stream)?
+            {
                 return Ok(Some((last.revision, last.position)));
             }
-            // A hash collision: look for the stream's own entries.
+            // Past the limit, or a hash collision: look for the stream's own entries below it.
             for e in index.all_stream_entries(hash).into_iter().rev() {
-                if self.with_event(state, e.position, |v| v.stream == stream)? {
+                if e.position < limit
+                    && self.with_event(state, e.position, |v| v.stream == stream)?
+                {
                     return Ok(Some((e.revision, e.position)));
                 }
             }
