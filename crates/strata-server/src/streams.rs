@@ -124,7 +124,13 @@ pub(crate) async fn put_metadata(
             bytes.len()
         )));
     }
-    let metadata: StreamMetadata = serde_json::from_slice(&bytes)
+    // An object only: serde's derived deserializer would also read an array positionally.
+    let value: serde_json::Value = serde_json::from_slice(&bytes)
+        .map_err(|e| Error::invalid(format!("malformed stream metadata: {e}")))?;
+    if !value.is_object() {
+        return Err(Error::invalid("stream metadata must be a JSON object"));
+    }
+    let metadata: StreamMetadata = serde_json::from_value(value)
         .map_err(|e| Error::invalid(format!("malformed stream metadata: {e}")))?;
     let stored = metadata.clone();
     app.blocking(move |store| store.set_metadata(&stream, metadata))

@@ -1,0 +1,441 @@
+//! End-to-end: the client subcommands `strata append`, `strata read` and `strata tail`, run as
+//! processes against a running `strata serve`.
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::mpsc;
+use std::time::Duration;
+
+use serde_json::{json, Value};
+use strata_suite::{strata_binary, TestServer};
+
+/// `strata ARGS` against `server`, with `stdin` piped in; waits for it.
+fn strata(server: &str, args: &[&str], stdin: Option<&str>) -> Output {
+    let mut cmd = Command::new(strata_binary());
+    cmd.args(args)
+        .env("STRATA_SERVER", server)
+        .env_remove("STRATA_TOKEN");
+    run(cmd, stdin)
+}
+
+/// Runs `cmd` (stdout and stderr captured) for at most 60 s.
+fn run(mut cmd: Command, stdin: Option<&str>) -> Output {
+    let mut child = cmd
+        .stdin(if stdin.is_some() {
+            Stdio::piped()
+        } else {
+            Stdio::null()
+        })
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    if let Some(input) = stdin {
+        let mut pipe = child.stdin.take().unwrap();
+        pipe.write_all(input.as_bytes()).unwrap();
+    }
+    let mut stdout = child.stdout.take().unwrap();
+    let mut stderr = child.stderr.take().unwrap();
+    let out = std::thread::spawn(move || {
+        let mut v = Vec::new();
+        let _ = stdout.read_to_end(&mut v);
+        v
+    });
+    let err = std::thread::spawn(move || {
+        let mut v = Vec::new();
+        let _ = stderr.read_to_end(&mut v);
+        v
+    });
+    let Some(status) =
+        strata_suite::wait_for(Duration::from_secs(60), || child.try_wait().unwrap())
+    else {
+        child.kill().unwrap();
+        child.wait().unwrap();
+        panic!("{cmd:?} did not finish within 60 s");
+    };
+    Output {
+        status,
+        stdout: out.join().unwrap(),
+        stderr: err.join().unwrap(),
+    }
+}
+
+#[track_caller]
+fn ok(out: &Output) -> String {
+    assert!(
+        out.status.success(),
+        "exit {:?}\nstdout: {}\nstderr: {}",
+        out.status,
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout.clone()).unwrap()
+}
+
+#[track_caller]
+fn fails(out: &Output) -> String {
+    assert!(
+        !out.status.success(),
+        "expected a failure; stdout: {}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    String::from_utf8(out.stderr.clone()).unwrap()
+}
+
+fn json_lines(text: &str) -> Vec<Value> {
+    text.lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not a JSON line ({e}): {l}")))
+        .collect()
+}
+
+#[test]
+fn append_and_read_subcommands() {
+    let server = TestServer::start();
+    let url = server.url();
+    let url = url.as_str();
+
+    // --type with DATA as an argument: the data is passed through exactly.
+    let out = ok(&strata(
+        url,
+        &[
+            "append",
+            "cli-1",
+            "--type",
+            "Greeted",
+            r#"{"name": "ada", "n": 1.0}"#,
+        ],
+        None,
+    ));
+    let v: Value = serde_json::from_str(out.trim()).unwrap();
+    assert_eq!(
+        v,
+        json!({"stream": "cli-1", "first_revision": 0, "last_revision": 0, "first_position": 0, "last_position": 0})
+    );
+    let raw = server.client().get("/streams/cli-1/0").text();
+    assert!(raw.contains(r#"{"name": "ada", "n": 1.0}"#), "{raw}");
+    // DATA from stdin.
+    let out = ok(&strata(
+        url,
+        &["append", "cli-1", "--type", "Greeted"],
+        Some(r#"{"name": "bob"}"#),
+    ));
+    assert_eq!(
+        serde_json::from_str::<Value>(out.trim()).unwrap()["first_revision"],
+        1
+    );
+    // Without --type: the body as given (a batch).
+    let out = ok(&strata(
+        url,
+        &["append", "cli-1"],
+        Some(r#"[{"type": "A", "data": 1}, {"type": "B", "data": 2}]"#),
+    ));
+    let v: Value = serde_json::from_str(out.trim()).unwrap();
+    assert_eq!(
+        (v["first_revision"].as_u64(), v["last_revision"].as_u64()),
+        (Some(2), Some(3))
+    );
+    // --expected-revision: a conflict is a failure with the API error on stderr.
+    let err = fails(&strata(
+        url,
+        &[
+            "append",
+            "cli-1",
+            "--type",
+            "X",
+            "--expected-revision",
+            "0",
+            "{}",
+        ],
+        None,
+    ));
+    assert!(
+        err.contains("409") && err.contains("wrong_expected_revision"),
+        "{err}"
+    );
+    ok(&strata(
+        url,
+        &[
+            "append",
+            "cli-1",
+            "--type",
+            "X",
+            "--expected-revision",
+            "3",
+            "{}",
+        ],
+        None,
+    ));
+    let err = fails(&strata(
+        url,
+        &[
+            "append",
+            "cli-new",
+            "--type",
+            "X",
+            "--expected-revision",
+            "stream_exists",
+            "{}",
+        ],
+        None,
+    ));
+    assert!(err.contains("wrong_expected_revision"), "{err}");
+    // --id makes a retry idempotent; --metadata is stored.
+    let id = uuid::Uuid::new_v4().to_string();
+    let args = [
+        "append",
+        "cli-1",
+        "--type",
+        "Once",
+        "--id",
+        &id,
+        "--metadata",
+        r#"{"by": "cli"}"#,
+        "null",
+    ];
+    let first = ok(&strata(url, &args, None));
+    let again = ok(&strata(url, &args, None));
+    assert_eq!(
+        serde_json::from_str::<Value>(&first).unwrap(),
+        serde_json::from_str::<Value>(&again).unwrap()
+    );
+    // Bad input is refused.
+    fails(&strata(
+        url,
+        &["append", "cli-1", "--type", "X", "not json"],
+        None,
+    ));
+    let err = fails(&strata(
+        url,
+        &["append", "cli-1"],
+        Some(r#"{"type": "A", "colour": 1}"#),
+    ));
+    assert!(
+        err.contains("400") && err.contains("invalid_request"),
+        "{err}"
+    );
+    let err = fails(&strata(url, &["append", "$x", "--type", "X", "1"], None));
+    assert!(err.contains("400"), "{err}");
+
+    // read: every event, one JSON per line, as the server returns them.
+    let events = json_lines(&ok(&strata(url, &["read", "cli-1"], None)));
+    assert_eq!(events.len(), 6);
+    for (i, e) in events.iter().enumerate() {
+        assert_eq!(e["revision"], i as u64);
+    }
+    assert_eq!(events[0]["data"], json!({"name": "ada", "n": 1.0}));
+    assert_eq!(events[5]["id"], id.as_str());
+    assert_eq!(events[5]["metadata"], json!({"by": "cli"}));
+    assert_eq!(events, server.client().read_stream("cli-1"));
+    // --from / --limit / --direction.
+    let revs = |out: &str| -> Vec<u64> {
+        json_lines(out)
+            .iter()
+            .map(|e| e["revision"].as_u64().unwrap())
+            .collect()
+    };
+    assert_eq!(
+        revs(&ok(&strata(
+            url,
+            &["read", "cli-1", "--from", "1", "--limit", "2"],
+            None
+        ))),
+        [1, 2]
+    );
+    assert_eq!(
+        revs(&ok(&strata(
+            url,
+            &["read", "cli-1", "--direction", "backward", "--limit", "2"],
+            None
+        ))),
+        [5, 4]
+    );
+    assert_eq!(
+        revs(&ok(&strata(url, &["read", "cli-1", "--from", "4"], None))),
+        [4, 5]
+    );
+    assert_eq!(
+        revs(&ok(&strata(url, &["read", "cli-1", "--from", "end"], None))),
+        Vec::<u64>::new()
+    );
+    // --all with filters.
+    ok(&strata(
+        url,
+        &["append", "other-1", "--type", "Greeted", "{}"],
+        None,
+    ));
+    let all = json_lines(&ok(&strata(url, &["read", "--all"], None)));
+    assert_eq!(all.len(), 7);
+    let greeted = json_lines(&ok(&strata(
+        url,
+        &["read", "--all", "--types", "Greeted"],
+        None,
+    )));
+    assert_eq!(greeted.len(), 3);
+    let other = json_lines(&ok(&strata(
+        url,
+        &["read", "--all", "--category", "other"],
+        None,
+    )));
+    assert_eq!(other.len(), 1);
+    let prefixed = json_lines(&ok(&strata(
+        url,
+        &["read", "--all", "--stream-prefix", "cli-", "--limit", "2"],
+        None,
+    )));
+    assert_eq!(prefixed.len(), 2);
+    // Errors: a missing stream, a bad limit, no server.
+    let err = fails(&strata(url, &["read", "never-1"], None));
+    assert!(
+        err.contains("404") && err.contains("stream_not_found"),
+        "{err}"
+    );
+    let err = fails(&strata(url, &["read", "cli-1", "--limit", "0"], None));
+    assert!(err.contains("400"), "{err}");
+    // --server wins over STRATA_SERVER.
+    let out = ok(&strata(
+        "http://127.0.0.1:9",
+        &["read", "cli-1", "--server", url, "--limit", "1"],
+        None,
+    ));
+    assert_eq!(json_lines(&out).len(), 1);
+    fails(&strata("http://127.0.0.1:9", &["read", "cli-1"], None));
+}
+
+/// Lines of a child's stdout, through a channel (for reading with a timeout).
+fn lines_of(child: &mut Child) -> mpsc::Receiver<String> {
+    let stdout = child.stdout.take().unwrap();
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines() {
+            let Ok(line) = line else { return };
+            if tx.send(line).is_err() {
+                return;
+            }
+        }
+    });
+    rx
+}
+
+fn tail(url: &str, args: &[&str]) -> (Child, mpsc::Receiver<String>) {
+    let mut child = Command::new(strata_binary())
+        .arg("tail")
+        .args(args)
+        .args(["--server", url])
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let rx = lines_of(&mut child);
+    (child, rx)
+}
+
+#[track_caller]
+fn next_event(rx: &mpsc::Receiver<String>) -> Value {
+    let line = rx
+        .recv_timeout(Duration::from_secs(20))
+        .expect("no line from strata tail");
+    serde_json::from_str(&line).unwrap_or_else(|e| panic!("not JSON ({e}): {line}"))
+}
+
+#[test]
+fn tail_follows_a_stream_and_the_whole_log() {
+    let server = TestServer::start();
+    let url = server.url();
+    let c = server.client();
+    c.append(
+        "tail-1",
+        &json!([{"type": "A", "data": 0}, {"type": "A", "data": 1}]),
+    );
+
+    let (mut from_start, rx_start) = tail(&url, &["tail-1", "--from", "start"]);
+    let (mut from_end, rx_end) = tail(&url, &["tail-1"]);
+    let (mut all, rx_all) = tail(&url, &["--all", "--types", "B"]);
+    let (mut not_yet, rx_not_yet) = tail(&url, &["tail-2", "--from", "start"]);
+    // History first.
+    assert_eq!(next_event(&rx_start)["revision"], 0);
+    assert_eq!(next_event(&rx_start)["revision"], 1);
+    // Give the from-end tails time to subscribe before appending.
+    let subscribed = strata_suite::wait_for(Duration::from_secs(20), || {
+        let info = c.get("/info").json();
+        (info["open_subscriptions"].as_u64() == Some(4)).then_some(())
+    });
+    assert!(subscribed.is_some(), "the tails did not subscribe");
+    // Live.
+    for i in 2..5 {
+        c.append("tail-1", &json!({"type": "B", "data": i}));
+    }
+    c.append("tail-2", &json!({"type": "C"}));
+    for i in 2..5u64 {
+        let e = next_event(&rx_start);
+        assert_eq!(
+            (e["revision"].as_u64(), e["data"].as_u64()),
+            (Some(i), Some(i))
+        );
+        assert_eq!(
+            next_event(&rx_end)["revision"],
+            i,
+            "from end: only new events"
+        );
+        let e = next_event(&rx_all);
+        assert_eq!(
+            (e["type"].as_str(), e["stream"].as_str()),
+            (Some("B"), Some("tail-1"))
+        );
+    }
+    assert_eq!(next_event(&rx_not_yet)["stream"], "tail-2");
+    // Nothing else was printed.
+    std::thread::sleep(Duration::from_millis(200));
+    assert!(rx_start.try_recv().is_err());
+    assert!(rx_all.try_recv().is_err());
+    for child in [&mut from_start, &mut from_end, &mut all, &mut not_yet] {
+        assert!(child.try_wait().unwrap().is_none(), "tail exited early");
+        child.kill().unwrap();
+        child.wait().unwrap();
+    }
+
+    // A deleted stream ends the tail with an error.
+    let (mut gone, rx_gone) = tail(&url, &["tail-1", "--from", "start"]);
+    assert_eq!(next_event(&rx_gone)["revision"], 0);
+    c.delete("/streams/tail-1", &[]).assert_status(204);
+    let status = strata_suite::wait_for(Duration::from_secs(20), || gone.try_wait().unwrap());
+    match status {
+        Some(status) => assert!(!status.success()),
+        None => {
+            gone.kill().unwrap();
+            gone.wait().unwrap();
+            panic!("strata tail did not end after its stream was deleted");
+        }
+    }
+}
+
+#[test]
+fn client_subcommands_with_auth() {
+    let server = TestServer::start_with(&["--auth-token", "t0ken"]);
+    let url = server.url();
+    let err = fails(&strata(
+        &url,
+        &["append", "auth-1", "--type", "A", "{}"],
+        None,
+    ));
+    assert!(err.contains("401") && err.contains("unauthorized"), "{err}");
+    ok(&strata(
+        &url,
+        &["append", "auth-1", "--type", "A", "{}", "--token", "t0ken"],
+        None,
+    ));
+    let err = fails(&strata(&url, &["read", "auth-1"], None));
+    assert!(err.contains("401"), "{err}");
+    let out = ok(&strata(&url, &["read", "auth-1", "--token", "t0ken"], None));
+    assert_eq!(json_lines(&out).len(), 1);
+    // STRATA_TOKEN in the environment.
+    let mut cmd = Command::new(strata_binary());
+    cmd.args(["read", "auth-1", "--server", &url])
+        .env("STRATA_TOKEN", "t0ken");
+    assert_eq!(json_lines(&ok(&run(cmd, None))).len(), 1);
+    // tail with a bad token fails at once instead of retrying forever.
+    let mut cmd = Command::new(strata_binary());
+    cmd.args(["tail", "auth-1", "--server", &url, "--token", "wrong"]);
+    let err = fails(&run(cmd, None));
+    assert!(err.contains("401"), "{err}");
+}
