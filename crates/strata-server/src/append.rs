@@ -7,8 +7,8 @@
 
 use std::time::Instant;
 
-use axum::body::Body;
 use axum::extract::State;
+use axum::http::header::InvalidHeaderValue;
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use base64::engine::general_purpose::STANDARD as BASE64;
@@ -57,15 +57,17 @@ pub(crate) async fn append(
     principal: Principal,
     StreamPath(stream): StreamPath,
     raw_query: axum::extract::RawQuery,
-    headers: HeaderMap,
-    body: Body,
+    // The request itself rather than the `HeaderMap` extractor, which clones every header.
+    request: axum::extract::Request,
 ) -> Result<Response> {
+    let (parts, body) = request.into_parts();
+    let headers = &parts.headers;
     stream_name::check_writable(&stream)?;
     principal.authorize(Action::WriteStream(&stream))?;
     query::Query::parse(raw_query.0.as_deref(), &[])?;
-    let expected = expected_revision(&headers)?;
+    let expected = expected_revision(headers)?;
     let limits = *app.limits();
-    let bytes = read_json_body(&headers, body, limits.max_body_bytes).await?;
+    let bytes = read_json_body(headers, body, limits.max_body_bytes).await?;
     let events = parse_events(&bytes, &limits)?;
 
     let started = Instant::now();
@@ -81,19 +83,19 @@ pub(crate) async fn append(
     } else {
         StatusCode::CREATED
     };
-    let body = serde_json::to_string(&Appended {
-        stream: &stream,
-        first_revision: result.first_revision,
-        last_revision: result.last_revision,
-        first_position: result.first_position,
-        last_position: result.last_position,
-    })
+    // Sized up front, so that serializing does not reallocate (this runs for every append).
+    let mut body = Vec::with_capacity(160 + stream.len());
+    serde_json::to_writer(
+        &mut body,
+        &Appended {
+            stream: &stream,
+            first_revision: result.first_revision,
+            last_revision: result.last_revision,
+            first_position: result.first_position,
+            last_position: result.last_position,
+        },
+    )
     .map_err(|e| Error::Internal(e.to_string()))?;
-    let location = format!(
-        "/streams/{}/{}",
-        encode_path_segment(&stream),
-        result.first_revision
-    );
     let mut response = (
         status,
         [(
@@ -103,10 +105,23 @@ pub(crate) async fn append(
         body,
     )
         .into_response();
-    if let Ok(v) = HeaderValue::from_str(&location) {
+    if let Ok(v) = location(&stream, result.first_revision) {
         response.headers_mut().insert(header::LOCATION, v);
     }
     Ok(response)
+}
+
+/// The `Location` of an append: `/streams/{stream}/{first_revision}`, rendered once and handed
+/// to the header without another copy.
+fn location(stream: &str, first_revision: u64) -> Result<HeaderValue, InvalidHeaderValue> {
+    use std::fmt::Write as _;
+    let mut s = String::with_capacity(32 + 3 * stream.len());
+    let _ = write!(
+        s,
+        "/streams/{}/{first_revision}",
+        percent_encoding::utf8_percent_encode(stream, SEGMENT)
+    );
+    HeaderValue::from_maybe_shared(bytes::Bytes::from(s))
 }
 
 /// The `Expected-Revision` header: `any` (default), `no_stream`, `stream_exists` or an integer.
@@ -196,25 +211,27 @@ fn to_new_event(i: usize, e: ClientEvent<'_>, max_event_bytes: usize) -> Result<
     Ok(event)
 }
 
-/// Percent-encodes a stream name for use as one path segment (the `Location` header).
-pub(crate) fn encode_path_segment(s: &str) -> String {
-    use percent_encoding::{utf8_percent_encode, AsciiSet, NON_ALPHANUMERIC};
-    /// Everything but RFC 3986 unreserved characters and a few harmless sub-delimiters.
-    const SEGMENT: &AsciiSet = &NON_ALPHANUMERIC
-        .remove(b'-')
-        .remove(b'.')
-        .remove(b'_')
-        .remove(b'~')
-        .remove(b'$')
-        .remove(b':')
-        .remove(b'@')
-        .remove(b'!')
-        .remove(b'*')
-        .remove(b'+')
-        .remove(b',')
-        .remove(b';')
-        .remove(b'=');
-    utf8_percent_encode(s, SEGMENT).to_string()
+/// Everything but RFC 3986 unreserved characters and a few harmless sub-delimiters: what is
+/// percent-encoded in a stream name used as one path segment (the `Location` header).
+const SEGMENT: &percent_encoding::AsciiSet = &percent_encoding::NON_ALPHANUMERIC
+    .remove(b'-')
+    .remove(b'.')
+    .remove(b'_')
+    .remove(b'~')
+    .remove(b'$')
+    .remove(b':')
+    .remove(b'@')
+    .remove(b'!')
+    .remove(b'*')
+    .remove(b'+')
+    .remove(b',')
+    .remove(b';')
+    .remove(b'=');
+
+/// Percent-encodes a stream name for use as one path segment.
+#[cfg(test)]
+fn encode_path_segment(s: &str) -> String {
+    percent_encoding::utf8_percent_encode(s, SEGMENT).to_string()
 }
 
 #[cfg(test)]
@@ -295,5 +312,6 @@ mod tests {
         assert_eq!(encode_path_segment("order-42"), "order-42");
         assert_eq!(encode_path_segment("a/b c?"), "a%2Fb%20c%3F");
         assert_eq!(encode_path_segment("é"), "%C3%A9");
+        assert_eq!(location("a/b c", 7).unwrap(), "/streams/a%2Fb%20c/7");
     }
 }

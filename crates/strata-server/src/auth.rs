@@ -20,7 +20,7 @@
 use std::path::Path;
 use std::sync::Arc;
 
-use axum::extract::{FromRequestParts, Request, State};
+use axum::extract::{FromRequestParts, Request};
 use axum::http::request::Parts;
 use axum::http::{header, HeaderMap};
 use axum::middleware::Next;
@@ -272,9 +272,10 @@ impl<S: Send + Sync> FromRequestParts<S> for Principal {
     }
 }
 
-/// Middleware: authenticates the request (401 when auth is on and the token is missing or
-/// unknown) and attaches its [`Principal`]. `/health` is always open.
-pub(crate) async fn authenticate(State(app): State<App>, mut req: Request, next: Next) -> Response {
+/// Authenticates the request (401 when auth is on and the token is missing or unknown),
+/// attaches its [`Principal`] and runs the rest. `/health` is always open. Called by the
+/// server's one middleware, [`crate::metrics::track`].
+pub(crate) async fn authenticate(app: &App, mut req: Request, next: Next) -> Response {
     let auth = app.auth();
     let principal = if !auth.is_enabled() || req.uri().path() == "/health" {
         Principal::unrestricted()

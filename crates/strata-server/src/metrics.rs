@@ -131,18 +131,17 @@ fn method_label(method: &Method) -> &'static str {
     }
 }
 
-/// Middleware: counts every request by its route template (`/streams/{stream}`, or
-/// `unmatched`), method and status, and its latency to the response head.
+/// The middleware: authenticates the request ([`crate::auth::authenticate`]), and counts every
+/// response by its route template (`/streams/{stream}`, or `unmatched`), method and status, and
+/// its latency to the response head.
 pub(crate) async fn track(State(app): State<App>, req: Request, next: Next) -> Response {
-    let route = req
-        .extensions()
-        .get::<MatchedPath>()
-        .map_or_else(|| "unmatched".to_owned(), |m| m.as_str().to_owned());
+    // `MatchedPath` is an `Arc<str>`: cloning it allocates nothing.
+    let route = req.extensions().get::<MatchedPath>().cloned();
     let method = req.method().clone();
     let started = std::time::Instant::now();
-    let response = next.run(req).await;
+    let response = crate::auth::authenticate(&app, req, next).await;
     app.metrics().observe_request(
-        &route,
+        route.as_ref().map_or("unmatched", MatchedPath::as_str),
         &method,
         response.status().as_u16(),
         started.elapsed(),

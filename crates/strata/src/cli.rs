@@ -25,6 +25,8 @@ pub enum Command {
     Tail(TailArgs),
     /// Check a data directory offline: every frame's CRC and every index file.
     Verify(VerifyArgs),
+    /// Load-test a running server over HTTP: appends, batches, NDJSON replay, SSE latency.
+    Bench(crate::bench::BenchArgs),
 }
 
 #[derive(Debug, Args)]

@@ -3,9 +3,12 @@
 //! - `strata serve`: run the HTTP server (`shared/API.md`, reference in `docs/http-api.md`).
 //! - `strata append` / `read` / `tail`: client commands talking to a running server.
 //! - `strata verify`: check a data directory offline (every CRC, every index file).
+//! - `strata bench`: an HTTP load generator against a running server (`docs/performance.md`).
 //!
 //! Every flag can also be given as a `STRATA_*` environment variable (see `--help`).
 
+#![deny(unsafe_op_in_unsafe_fn)]
+mod bench;
 mod cli;
 mod client;
 mod error;
@@ -26,6 +29,7 @@ fn main() -> ExitCode {
         Command::Read(args) => client::read(args),
         Command::Tail(args) => client::tail(args),
         Command::Verify(args) => verify::run(args),
+        Command::Bench(args) => bench::run(args),
     };
     match result {
         Ok(code) => code,

@@ -25,13 +25,14 @@ pub fn run(args: ServeArgs) -> Result<ExitCode> {
         .build()?;
     runtime.block_on(async move {
         let server = Server::bind(config).await?;
+        let shutdown = shutdown_signal()?;
         // The line tests and scripts wait for; flushed at once (stdout may be a pipe).
         let mut stdout = std::io::stdout().lock();
         writeln!(stdout, "listening on http://{}", server.local_addr())?;
         stdout.flush()?;
         drop(stdout);
         tracing::info!(addr = %server.local_addr(), "listening");
-        server.run(shutdown_signal()).await?;
+        server.run(shutdown).await?;
         Ok(ExitCode::SUCCESS)
     })
 }
@@ -93,23 +94,17 @@ fn rebuild_progress() -> strata_store::RebuildProgress {
     })
 }
 
-/// Resolves on SIGTERM or Ctrl-C (SIGINT).
-async fn shutdown_signal() {
-    let ctrl_c = async {
-        if tokio::signal::ctrl_c().await.is_err() {
-            std::future::pending::<()>().await;
+/// Installs the SIGTERM and SIGINT (Ctrl-C) handlers and returns a future that resolves on
+/// either. Installed before the "listening on" line is printed, so that a signal sent as soon
+/// as the address is known already means a clean shutdown.
+fn shutdown_signal() -> std::io::Result<impl std::future::Future<Output = ()>> {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut term = signal(SignalKind::terminate())?;
+    let mut int = signal(SignalKind::interrupt())?;
+    Ok(async move {
+        tokio::select! {
+            _ = int.recv() => tracing::info!("Ctrl-C received"),
+            _ = term.recv() => tracing::info!("SIGTERM received"),
         }
-    };
-    let term = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut s) => {
-                s.recv().await;
-            }
-            Err(_) => std::future::pending::<()>().await,
-        }
-    };
-    tokio::select! {
-        () = ctrl_c => tracing::info!("Ctrl-C received"),
-        () = term => tracing::info!("SIGTERM received"),
-    }
+    })
 }
