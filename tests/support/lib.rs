@@ -8,7 +8,9 @@
 //! - [`TestServer`]: a server on its own temporary directory, restartable on the same data.
 //! - [`Client`] / [`Reply`] / [`Response`] / [`SseReader`] ([`http`] module): a small blocking
 //!   HTTP/1.1 client with read timeouts everywhere, so that no test can hang forever.
+//! - [`groups`]: consumer-group helpers ([`groups::Group`]: poll, ack, nack, parked, ...).
 
+pub mod groups;
 pub mod http;
 
 use std::io::{BufRead, BufReader, Read};

@@ -25,8 +25,13 @@ pub enum Command {
     Tail(TailArgs),
     /// Check a data directory offline: every frame's CRC and every index file.
     Verify(VerifyArgs),
-    /// Load-test a running server over HTTP: appends, batches, NDJSON replay, SSE latency.
+    /// Load-test a running server over HTTP: appends, batches, NDJSON replay, SSE latency,
+    /// consumer groups.
     Bench(crate::bench::BenchArgs),
+    /// Manage consumer groups (persistent subscriptions with competing consumers).
+    Group(GroupArgs),
+    /// Consume a group: long-poll, print (or run a command on) each event, ack it.
+    Consume(ConsumeArgs),
 }
 
 #[derive(Debug, Args)]
@@ -170,6 +175,157 @@ pub struct TailArgs {
 }
 
 #[derive(Debug, Args)]
+pub struct GroupArgs {
+    #[command(flatten)]
+    pub client: ClientArgs,
+    #[command(subcommand)]
+    pub command: GroupCommand,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum GroupCommand {
+    /// Create a group (no change when it exists with the same settings).
+    Create(GroupCreateArgs),
+    /// List the groups with their state (checkpoint, in flight, parked, lag).
+    List(GroupListArgs),
+    /// Show a group's settings and state.
+    Show(GroupShowArgs),
+    /// Delete a group and its state (checkpoint, parked events).
+    Delete(GroupNameArg),
+    /// List a group's parked (dead-lettered) events, one JSON per line.
+    Parked(GroupNameArg),
+    /// Re-queue a group's parked events for delivery.
+    ReplayParked(GroupNameArg),
+}
+
+/// How events are ordered among a group's consumers.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum Ordering {
+    /// Any event may be in flight at any time: most parallelism.
+    None,
+    /// An event is not handed out while an earlier event of its stream is in flight.
+    #[value(name = "per_stream", alias = "per-stream")]
+    PerStream,
+}
+
+impl Ordering {
+    /// The API's spelling.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Ordering::None => "none",
+            Ordering::PerStream => "per_stream",
+        }
+    }
+}
+
+#[derive(Debug, Args)]
+pub struct GroupCreateArgs {
+    /// The group's name.
+    pub name: String,
+    /// What the group consumes: `$all`, a stream name, or `category:<name>`.
+    #[arg(long)]
+    pub source: String,
+    /// Where a new group starts: `start`, `end`, or a position (`$all`, category) / revision.
+    #[arg(long)]
+    pub from: Option<String>,
+    /// Milliseconds a consumer has to ack an event before it is redelivered.
+    #[arg(long)]
+    pub ack_timeout_ms: Option<u64>,
+    /// Deliveries after which an unacked event is parked.
+    #[arg(long)]
+    pub max_deliveries: Option<u32>,
+    /// `none` or `per_stream`.
+    #[arg(long, value_enum)]
+    pub ordering: Option<Ordering>,
+}
+
+#[derive(Debug, Args)]
+pub struct GroupListArgs {
+    /// Print the server's JSON (one group per line) instead of a table.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct GroupShowArgs {
+    /// The group's name.
+    pub name: String,
+    /// Also list the parked events.
+    #[arg(long)]
+    pub parked: bool,
+    /// Print the server's JSON instead of `key: value` lines.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct GroupNameArg {
+    /// The group's name.
+    pub name: String,
+}
+
+/// What to do with an event whose command failed (`--exec`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum NackAction {
+    /// Redeliver it (it is parked once it reaches the group's max_deliveries).
+    Retry,
+    /// Park it now (dead letter; `strata group replay-parked` re-queues it).
+    Park,
+    /// Drop it: never delivered to this group again.
+    Skip,
+}
+
+impl NackAction {
+    /// The API's spelling.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            NackAction::Retry => "retry",
+            NackAction::Park => "park",
+            NackAction::Skip => "skip",
+        }
+    }
+}
+
+#[derive(Debug, Args)]
+pub struct ConsumeArgs {
+    #[command(flatten)]
+    pub client: ClientArgs,
+    /// The group to consume.
+    pub group: String,
+    /// Most events per poll (1-10000).
+    #[arg(long, default_value_t = 100)]
+    pub max: u32,
+    /// How long one poll waits for events when none are ready, in milliseconds.
+    #[arg(long, default_value_t = 5000)]
+    pub wait_ms: u64,
+    /// Stop after handling this many events (acked or nacked).
+    #[arg(long)]
+    pub count: Option<u64>,
+    /// Stop at the first poll that returns nothing (after waiting --wait-ms).
+    #[arg(long)]
+    pub until_empty: bool,
+    /// With --exec: what to do with an event whose command exits non-zero.
+    #[arg(long, value_enum, default_value = "retry")]
+    pub nack_action: NackAction,
+    /// Run this command once per event (the event JSON on stdin; STRATA_EVENT_ID, STRATA_STREAM,
+    /// STRATA_REVISION, STRATA_POSITION, STRATA_EVENT_TYPE, STRATA_DELIVERY, STRATA_ACK_ID and
+    /// STRATA_GROUP in the environment); ack on exit code 0, nack with --nack-action otherwise.
+    /// Must be the last option: every argument after it belongs to the command. Also:
+    /// `strata consume GROUP [OPTIONS] -- CMD ARGS...`.
+    #[arg(
+        long,
+        num_args = 1..,
+        allow_hyphen_values = true,
+        value_name = "CMD",
+        conflicts_with = "command"
+    )]
+    pub exec: Vec<String>,
+    /// The command to run per event, after `--` (same as --exec).
+    #[arg(last = true, value_name = "CMD")]
+    pub command: Vec<String>,
+}
+
+#[derive(Debug, Args)]
 pub struct VerifyArgs {
     /// The data directory to check.
     #[arg(long, env = "STRATA_DATA_DIR")]
@@ -227,5 +383,58 @@ mod tests {
         assert!(Cli::try_parse_from(["strata", "read", "--all", "--types", "A"]).is_ok());
         assert!(Cli::try_parse_from(["strata", "read", "s", "--types", "A"]).is_err());
         assert!(Cli::try_parse_from(["strata", "tail", "s"]).is_ok());
+    }
+
+    #[test]
+    fn group_create_flags() {
+        let cli = Cli::try_parse_from([
+            "strata",
+            "group",
+            "create",
+            "g",
+            "--source",
+            "category:order",
+            "--from",
+            "end",
+            "--ack-timeout-ms",
+            "500",
+            "--max-deliveries",
+            "3",
+            "--ordering",
+            "per_stream",
+        ])
+        .unwrap();
+        let Command::Group(GroupArgs {
+            command: GroupCommand::Create(args),
+            ..
+        }) = cli.command
+        else {
+            panic!("not group create")
+        };
+        assert_eq!(args.source, "category:order");
+        assert_eq!(args.ordering, Some(Ordering::PerStream));
+        assert_eq!(args.ack_timeout_ms, Some(500));
+        assert!(Cli::try_parse_from(["strata", "group", "create", "g"]).is_err());
+        assert!(Cli::try_parse_from(["strata", "group", "replay-parked", "g"]).is_ok());
+    }
+
+    #[test]
+    fn consume_commands() {
+        let parse = |args: &[&str]| match Cli::try_parse_from(args).map(|c| c.command) {
+            Ok(Command::Consume(c)) => Ok(c),
+            Ok(_) => panic!("not consume"),
+            Err(e) => Err(e),
+        };
+        let c = parse(&["strata", "consume", "g", "--exec", "sh", "-c", "cat"]).unwrap();
+        assert_eq!(c.exec, ["sh", "-c", "cat"]);
+        let c = parse(&["strata", "consume", "g", "--count", "3", "--", "wc", "-l"]).unwrap();
+        assert_eq!(c.command, ["wc", "-l"]);
+        assert_eq!(c.count, Some(3));
+        // Everything after --exec is the command, options included.
+        let c = parse(&["strata", "consume", "g", "--exec", "a", "--max", "1"]).unwrap();
+        assert_eq!(c.exec, ["a", "--max", "1"]);
+        let c = parse(&["strata", "consume", "g", "--nack-action", "park"]).unwrap();
+        assert_eq!(c.nack_action, NackAction::Park);
+        assert!(c.exec.is_empty() && c.command.is_empty());
     }
 }

@@ -27,14 +27,19 @@ const UNRESERVED: &AsciiSet = &NON_ALPHANUMERIC
 const MAX_BODY: u64 = 64 * 1024 * 1024;
 
 /// A connection to the server.
-struct Client {
+pub(crate) struct Client {
     agent: ureq::Agent,
     base: String,
     token: Option<String>,
 }
 
+/// A path segment, percent-encoded (RFC 3986 unreserved bytes kept).
+pub(crate) fn segment(s: &str) -> String {
+    utf8_percent_encode(s, UNRESERVED).to_string()
+}
+
 impl Client {
-    fn new(args: &ClientArgs) -> Client {
+    pub(crate) fn new(args: &ClientArgs) -> Client {
         let config = ureq::Agent::config_builder()
             .http_status_as_error(false)
             .build();
@@ -45,7 +50,7 @@ impl Client {
         }
     }
 
-    fn url(&self, path: &str, query: &[(&str, &str)]) -> String {
+    pub(crate) fn url(&self, path: &str, query: &[(&str, &str)]) -> String {
         let mut url = format!("{}{path}", self.base);
         for (i, (k, v)) in query.iter().enumerate() {
             url.push(if i == 0 { '?' } else { '&' });
@@ -54,6 +59,55 @@ impl Client {
             url.push_str(&utf8_percent_encode(v, UNRESERVED).to_string());
         }
         url
+    }
+
+    /// `method path?query` with an optional JSON body; the status and the body text of a 2xx
+    /// answer, `Err(Http)` with the API error otherwise.
+    pub(crate) fn json(
+        &self,
+        method: &str,
+        path: &str,
+        query: &[(&str, &str)],
+        body: Option<&str>,
+    ) -> Result<(u16, String)> {
+        let url = self.url(path, query);
+        let auth = self.token.as_ref().map(|t| format!("Bearer {t}"));
+        let response = match (method, body) {
+            ("GET" | "DELETE", None) => {
+                let mut req = match method {
+                    "GET" => self.agent.get(&url),
+                    _ => self.agent.delete(&url),
+                }
+                .header("Accept", "application/json");
+                if let Some(auth) = &auth {
+                    req = req.header("Authorization", auth);
+                }
+                req.call()?
+            }
+            ("POST" | "PUT", _) => {
+                let mut req = match method {
+                    "POST" => self.agent.post(&url),
+                    _ => self.agent.put(&url),
+                }
+                .header("Accept", "application/json");
+                if let Some(auth) = &auth {
+                    req = req.header("Authorization", auth);
+                }
+                match body {
+                    Some(body) => req.header("Content-Type", "application/json").send(body)?,
+                    None => req.send_empty()?,
+                }
+            }
+            _ => return Err(Error::Usage(format!("unsupported request {method} {path}"))),
+        };
+        let status = response.status().as_u16();
+        let mut response = check(response)?;
+        let text = response
+            .body_mut()
+            .with_config()
+            .limit(MAX_BODY)
+            .read_to_string()?;
+        Ok((status, text))
     }
 
     fn get(&self, url: &str, accept: &str, last_event_id: Option<&str>) -> Result<Response<Body>> {
@@ -109,7 +163,7 @@ fn describe_error(text: &str) -> String {
 }
 
 /// JSON text on one line: line breaks in JSON are insignificant whitespace.
-fn one_line(json: &str) -> String {
+pub(crate) fn one_line(json: &str) -> String {
     json.replace(['\n', '\r'], " ")
 }
 

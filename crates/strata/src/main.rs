@@ -3,6 +3,8 @@
 //! - `strata serve`: run the HTTP server (`shared/API.md`, reference in `docs/http-api.md`).
 //! - `strata append` / `read` / `tail`: client commands talking to a running server.
 //! - `strata verify`: check a data directory offline (every CRC, every index file).
+//! - `strata group ...`: create, list, show and delete consumer groups; their parked events.
+//! - `strata consume GROUP`: a competing consumer of a group (print or `--exec` per event, ack).
 //! - `strata bench`: an HTTP load generator against a running server (`docs/performance.md`).
 //!
 //! Every flag can also be given as a `STRATA_*` environment variable (see `--help`).
@@ -11,7 +13,9 @@
 mod bench;
 mod cli;
 mod client;
+mod consume;
 mod error;
+mod group;
 mod serve;
 mod verify;
 
@@ -30,6 +34,8 @@ fn main() -> ExitCode {
         Command::Tail(args) => client::tail(args),
         Command::Verify(args) => verify::run(args),
         Command::Bench(args) => bench::run(args),
+        Command::Group(args) => group::run(args),
+        Command::Consume(args) => consume::run(args),
     };
     match result {
         Ok(code) => code,
