@@ -45,6 +45,7 @@ mod body;
 pub mod config;
 pub mod error;
 mod event_json;
+mod groups;
 mod metrics;
 mod openapi;
 mod ops;
