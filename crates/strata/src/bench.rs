@@ -17,6 +17,16 @@
 //!   few connections, so a slow acknowledgement does not delay the next send), each event
 //!   carrying its send time. The latency is from just before the request is written to the
 //!   arrival of the event on the subscription; it includes the durable commit.
+//! - `group`: fills a fresh category with `--group-events` (100,000) events (batches of 1,000),
+//!   then for each consumer count of `--group-consumers` (1, 4, 16) creates a fresh consumer
+//!   group on it (`from: start`, ordering `none`) and lets that many consumers, each on its own
+//!   keep-alive connection, poll (`max` = `--group-max`, 100) and ack each batch with one
+//!   request, until every event is acked: events/s delivered and acked, poll latency, polls per
+//!   event, redeliveries.
+//! - `group-latency`: `--latency-consumers` (4) consumers long-poll a fresh group (`wait_ms`
+//!   5,000) while a publisher appends `--rate` events/s as in `sse`; the latency is from just
+//!   before the append request is written to the arrival of the poll answer that contains the
+//!   event (the durable commit and the consumer's round trip included).
 //!
 //! For each it prints events/s and latency percentiles (nearest rank) per run, then Markdown
 //! tables with the median, min and max over the runs, on stdout; progress goes to stderr.
@@ -89,6 +99,18 @@ pub struct BenchArgs {
     /// the server it measures.
     #[arg(long, default_value_t = 1)]
     pub client_threads: usize,
+    /// Events pre-loaded for the `group` scenario (every consumer count drains all of them).
+    #[arg(long, default_value_t = 100_000)]
+    pub group_events: u64,
+    /// Consumer counts of the `group` scenario (comma-separated).
+    #[arg(long, value_delimiter = ',', default_value = "1,4,16")]
+    pub group_consumers: Vec<usize>,
+    /// Most events per poll in the `group` scenarios (1-10000).
+    #[arg(long, default_value_t = 100)]
+    pub group_max: usize,
+    /// Long-polling consumers of the `group-latency` scenario.
+    #[arg(long, default_value_t = 4)]
+    pub latency_consumers: usize,
     /// PID of the server when it runs on this machine: the report then adds the CPU time the
     /// server and the generator spent per request (Linux, from `/proc/*/task/*/schedstat`).
     #[arg(long)]
@@ -106,6 +128,10 @@ pub enum Scenario {
     Replay,
     /// Append → SSE delivery latency at a fixed rate.
     Sse,
+    /// Consumer group: pre-loaded events drained by 1, 4, 16 consumers (poll + batch ack).
+    Group,
+    /// Append → consumer-group delivery latency at a fixed rate, consumers long-polling.
+    GroupLatency,
     /// All of the above.
     All,
 }
@@ -120,8 +146,19 @@ pub fn run(args: BenchArgs) -> Result<ExitCode> {
             "--runs, --client-threads, --rate and --batch-size must be at least 1".into(),
         ));
     }
-    if args.clients.contains(&0) || args.batch_clients.contains(&0) {
-        return Err(Error::Usage("client counts must be at least 1".into()));
+    if args.clients.contains(&0)
+        || args.batch_clients.contains(&0)
+        || args.group_consumers.contains(&0)
+        || args.latency_consumers == 0
+    {
+        return Err(Error::Usage(
+            "client and consumer counts must be at least 1".into(),
+        ));
+    }
+    if !(1..=10_000).contains(&args.group_max) || args.group_events == 0 {
+        return Err(Error::Usage(
+            "--group-max must be 1-10000 and --group-events at least 1".into(),
+        ));
     }
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(args.client_threads)
@@ -200,7 +237,42 @@ async fn run_all(target: &Arc<Target>, args: &BenchArgs, verbose: bool) -> Resul
         if selected(Scenario::Sse) {
             let r = sse(target, &tag, args.rate, duration).await?;
             say(format!("run {}: sse: {}", run + 1, r.summary()));
-            r.record(&mut report, args.rate);
+            r.record(
+                &mut report,
+                "sse",
+                &format!("{} events/s", fmt_num(f64::from(args.rate))),
+            );
+        }
+        // Categories are the part of a stream name before its first '-': one per run, without
+        // a '-' of its own.
+        let category = format!("{prefix}r{run}");
+        if selected(Scenario::Group) {
+            let cat = format!("{category}g");
+            fill_category(target, &cat, args.group_events, args.payload).await?;
+            for &consumers in &args.group_consumers {
+                let config = format!(
+                    "{consumers} consumer{}, max {}",
+                    if consumers == 1 { "" } else { "s" },
+                    args.group_max
+                );
+                let r = group_drain(target, &cat, consumers, args).await?;
+                say(format!("run {}: group, {config}: {}", run + 1, r.summary()));
+                r.record(&mut report, &config);
+            }
+        }
+        if selected(Scenario::GroupLatency) {
+            let cat = format!("{category}l");
+            let r = group_latency(target, &cat, args, duration).await?;
+            say(format!("run {}: group-latency: {}", run + 1, r.summary()));
+            r.record(
+                &mut report,
+                "group-latency",
+                &format!(
+                    "{} events/s, {} long-polling consumers",
+                    fmt_num(f64::from(args.rate)),
+                    args.latency_consumers
+                ),
+            );
         }
     }
     report.footer = format!("load average after: {}", loadavg());
@@ -946,7 +1018,14 @@ async fn replay(target: &Arc<Target>, tag: &str, args: &BenchArgs) -> Result<Rep
     let next = |info: &serde_json::Value| info["next_position"].as_u64().unwrap_or(0);
     let have = next(&target.get_json("/info").await?);
     if have < events {
-        fill(target, tag, events - have, payload_bytes).await?;
+        fill(
+            target,
+            &format!("{tag}-fill"),
+            events - have,
+            payload_bytes,
+            "filling the log to replay",
+        )
+        .await?;
     }
     let end = next(&target.get_json("/info").await?);
     let from = end.saturating_sub(events);
@@ -1002,25 +1081,34 @@ async fn replay(target: &Arc<Target>, tag: &str, args: &BenchArgs) -> Result<Rep
     })
 }
 
-/// Appends `n` events (batches of 1,000 over 4 connections) so that there is a log to replay.
-async fn fill(target: &Arc<Target>, tag: &str, n: u64, payload_bytes: usize) -> Result<()> {
-    const BATCH: u64 = 1000;
+/// Appends at least `n` events (batches of up to 1,000 over 4 connections, to the streams
+/// `{streams}-0` to `{streams}-3`); returns how many were appended (`n` rounded up to whole
+/// batches).
+async fn fill(
+    target: &Arc<Target>,
+    streams: &str,
+    n: u64,
+    payload_bytes: usize,
+    label: &str,
+) -> Result<u64> {
     const CONNS: u64 = 4;
+    let batch = n.clamp(1, 1000);
     let bar = ProgressBar::new(n);
     if let Ok(style) =
         ProgressStyle::with_template("{prefix:<34} [{bar:30}] {human_pos}/{human_len} {per_sec}")
     {
         bar.set_style(style.progress_chars("=> "));
     }
-    bar.set_prefix("filling the log to replay");
-    let left = Arc::new(AtomicU64::new(n.div_ceil(BATCH)));
+    bar.set_prefix(label.to_owned());
+    let batches = n.div_ceil(batch);
+    let left = Arc::new(AtomicU64::new(batches));
     let mut tasks = Vec::new();
     for c in 0..CONNS {
         let request = target.request(
             "POST",
-            &format!("/streams/{tag}-fill-{c}"),
+            &format!("/streams/{streams}-{c}"),
             "",
-            Some(&append_body(BATCH as usize, payload_bytes, c as usize)),
+            Some(&append_body(batch as usize, payload_bytes, c as usize)),
         );
         let (target, left, bar) = (target.clone(), left.clone(), bar.clone());
         tasks.push(tokio::spawn(async move {
@@ -1033,7 +1121,7 @@ async fn fill(target: &Arc<Target>, tag: &str, n: u64, payload_bytes: usize) -> 
                 if status != 201 {
                     return Err(http_error(status, &body));
                 }
-                bar.inc(BATCH);
+                bar.inc(batch);
             }
             Ok::<_, Error>(())
         }));
@@ -1042,7 +1130,7 @@ async fn fill(target: &Arc<Target>, tag: &str, n: u64, payload_bytes: usize) -> 
         t.await.map_err(|e| task_failed("fill task", e))??;
     }
     bar.finish_and_clear();
-    Ok(())
+    Ok(batches * batch)
 }
 
 /// The result of an append → SSE delivery run.
@@ -1073,23 +1161,27 @@ impl SseRun {
         )
     }
 
-    fn record(&self, report: &mut Report, rate: u32) {
-        let config = format!("{} events/s", fmt_num(f64::from(rate)));
+    fn record(&self, report: &mut Report, scenario: &str, config: &str) {
         report.add(
-            "sse",
-            &config,
+            scenario,
+            config,
             "delivered / sent",
             self.delivered as f64 / self.sent as f64,
         );
-        report.add("sse", &config, "delivery p50 µs", self.delivery.q(0.5));
-        report.add("sse", &config, "delivery p99 µs", self.delivery.q(0.99));
-        report.add("sse", &config, "delivery p99.9 µs", self.delivery.q(0.999));
-        report.add("sse", &config, "delivery max µs", self.delivery.q(1.0));
-        report.add("sse", &config, "append ack p50 µs", self.ack.q(0.5));
-        report.add("sse", &config, "append ack p99 µs", self.ack.q(0.99));
+        report.add(scenario, config, "delivery p50 µs", self.delivery.q(0.5));
+        report.add(scenario, config, "delivery p99 µs", self.delivery.q(0.99));
         report.add(
-            "sse",
-            &config,
+            scenario,
+            config,
+            "delivery p99.9 µs",
+            self.delivery.q(0.999),
+        );
+        report.add(scenario, config, "delivery max µs", self.delivery.q(1.0));
+        report.add(scenario, config, "append ack p50 µs", self.ack.q(0.5));
+        report.add(scenario, config, "append ack p99 µs", self.ack.q(0.99));
+        report.add(
+            scenario,
+            config,
             "send lag behind schedule p99 µs",
             self.lag.q(0.99),
         );
@@ -1141,14 +1233,62 @@ async fn sse(target: &Arc<Target>, tag: &str, rate: u32, dur: Duration) -> Resul
         delays
     });
 
-    let bar = timed_bar("sse delivery", dur);
+    let published = publish(target, &stream, rate, dur, clock, "sse delivery").await;
+    let published = match published {
+        Ok(p) => p,
+        Err(e) => {
+            subscriber.abort();
+            return Err(e);
+        }
+    };
+    let delays = subscriber.await.map_err(|e| task_failed("subscriber", e))?;
+    Ok(published.run(delays))
+}
+
+/// What an open-loop publisher did.
+struct Published {
+    sent: u64,
+    secs: f64,
+    /// Append acknowledgement latencies, µs.
+    acks: Vec<u32>,
+    /// How late each send went out, µs.
+    lag: Vec<u32>,
+}
+
+impl Published {
+    /// The run, given the delivery delays (µs) the subscriber(s) measured.
+    fn run(self, delays: Vec<u32>) -> SseRun {
+        SseRun {
+            sent: self.sent,
+            delivered: delays.len() as u64,
+            secs: self.secs,
+            delivery: Latencies::new(delays),
+            ack: Latencies::new(self.acks),
+            lag: Latencies::new(self.lag),
+        }
+    }
+}
+
+/// Appends `rate` events/s to `stream` for `dur` on a fixed schedule over [`SSE_PUBLISHERS`]
+/// connections (open loop), each event's `data` carrying its `seq` and `sent_ns` (ns since
+/// `clock`, taken just before its request is written).
+async fn publish(
+    target: &Arc<Target>,
+    stream: &str,
+    rate: u32,
+    dur: Duration,
+    clock: Instant,
+    label: &str,
+) -> Result<Published> {
+    let total = ((dur.as_secs_f64() * f64::from(rate)).round() as u64).max(1);
+    let bar = timed_bar(label, dur);
     let sent = Arc::new(AtomicU64::new(0));
     let start = Instant::now();
     let ticker = tick(bar.clone(), start, sent.clone());
     let period = Duration::from_secs_f64(1.0 / f64::from(rate));
     let mut publishers = Vec::new();
     for k in 0..SSE_PUBLISHERS.min(total) {
-        let (target, stream, sent) = (target.clone(), stream.clone(), sent.clone());
+        let (target, stream, sent) = (target.clone(), stream.to_owned(), sent.clone());
         publishers.push(tokio::spawn(async move {
             let mut conn = target.connect().await?;
             let (mut acks, mut lag) = (Vec::new(), Vec::new());
@@ -1196,17 +1336,13 @@ async fn sse(target: &Arc<Target>, tag: &str, rate: u32, dur: Duration) -> Resul
     let _ = ticker.await;
     bar.finish_and_clear();
     if let Some(e) = failure {
-        subscriber.abort();
         return Err(e);
     }
-    let delays = subscriber.await.map_err(|e| task_failed("subscriber", e))?;
-    Ok(SseRun {
+    Ok(Published {
         sent: sent.load(Relaxed),
-        delivered: delays.len() as u64,
         secs,
-        delivery: Latencies::new(delays),
-        ack: Latencies::new(acks),
-        lag: Latencies::new(lag),
+        acks,
+        lag,
     })
 }
 
@@ -1217,6 +1353,360 @@ fn sent_ns(event_json: &[u8]) -> Option<u64> {
     let digits = &event_json[at..];
     let len = digits.iter().take_while(|b| b.is_ascii_digit()).count();
     parse_decimal(&digits[..len]).map(|n| n as u64)
+}
+
+// ---------------------------------------------------------------------------------------------
+// Consumer groups
+
+/// A poll answer, as far as the generator needs it (the events are skipped, not built).
+#[derive(serde::Deserialize)]
+struct PollAnswer<'a> {
+    #[serde(borrow)]
+    messages: Vec<PollMessage<'a>>,
+}
+
+#[derive(serde::Deserialize)]
+struct PollMessage<'a> {
+    #[serde(borrow)]
+    ack_id: &'a str,
+    delivery: u64,
+    event: PollEvent,
+}
+
+#[derive(serde::Deserialize)]
+struct PollEvent {
+    data: PollData,
+}
+
+/// The `data` of a bench event: `sent_ns` only in `BenchTick` events (latency runs).
+#[derive(serde::Deserialize)]
+struct PollData {
+    #[serde(default)]
+    sent_ns: Option<u64>,
+}
+
+/// Parses a poll answer.
+fn poll_answer(body: &[u8]) -> Result<PollAnswer<'_>> {
+    serde_json::from_slice(body).map_err(|e| {
+        Error::Io(io::Error::other(format!(
+            "unexpected poll answer ({e}): {}",
+            String::from_utf8_lossy(&body[..body.len().min(200)])
+        )))
+    })
+}
+
+/// `{"ack_ids":[...]}` for `messages`.
+fn ack_body(messages: &[PollMessage<'_>]) -> Vec<u8> {
+    let mut body = String::with_capacity(16 + messages.len() * 40);
+    body.push_str("{\"ack_ids\":[");
+    for (i, m) in messages.iter().enumerate() {
+        if i > 0 {
+            body.push(',');
+        }
+        // Ack ids are opaque but plain ASCII tokens; escape anyway.
+        body.push_str(&serde_json::Value::from(m.ack_id).to_string());
+    }
+    body.push_str("]}");
+    body.into_bytes()
+}
+
+/// `PUT /groups/{name}` with `settings`; 200 or 201 expected.
+async fn create_group(target: &Target, name: &str, settings: &str) -> Result<()> {
+    let mut conn = target.connect().await?;
+    let (status, body) = conn
+        .exchange(&target.request(
+            "PUT",
+            &format!("/groups/{name}"),
+            "",
+            Some(settings.as_bytes()),
+        ))
+        .await?;
+    if status != 201 && status != 200 {
+        return Err(http_error(status, &body));
+    }
+    Ok(())
+}
+
+/// `POST /groups/{name}/ack` on `conn`.
+async fn ack(
+    conn: &mut Conn<TcpStream>,
+    target: &Target,
+    name: &str,
+    messages: &[PollMessage<'_>],
+) -> Result<()> {
+    let (status, body) = conn
+        .exchange(&target.request(
+            "POST",
+            &format!("/groups/{name}/ack"),
+            "",
+            Some(&ack_body(messages)),
+        ))
+        .await?;
+    if !(200..300).contains(&status) {
+        return Err(http_error(status, &body));
+    }
+    Ok(())
+}
+
+/// Appends `n` events to the streams `{cat}-0..3` of a fresh category.
+async fn fill_category(target: &Arc<Target>, cat: &str, n: u64, payload: usize) -> Result<u64> {
+    fill(target, cat, n, payload, "filling a category for groups").await
+}
+
+/// The result of draining a group.
+struct GroupRun {
+    /// Events acked (each once).
+    events: u64,
+    secs: f64,
+    polls: u64,
+    /// Deliveries with `delivery` > 1 (none expected: the ack timeout is 60 s).
+    redelivered: u64,
+    /// Poll request latency, µs.
+    poll_lat: Latencies,
+    cpu: CpuUse,
+}
+
+impl GroupRun {
+    fn rate(&self) -> f64 {
+        self.events as f64 / self.secs
+    }
+
+    fn summary(&self) -> String {
+        format!(
+            "{} events delivered and acked in {:.2} s: {} events/s; {} events per poll, poll p50 {} / p99 {} µs, {} redelivered",
+            fmt_num(self.events as f64),
+            self.secs,
+            fmt_num(self.rate()),
+            fmt_num(self.events as f64 / self.polls.max(1) as f64),
+            fmt_num(self.poll_lat.q(0.5)),
+            fmt_num(self.poll_lat.q(0.99)),
+            self.redelivered,
+        ) + &self.cpu.summary(self.events / 1000, "1,000 events")
+    }
+
+    fn record(&self, report: &mut Report, config: &str) {
+        report.add("group", config, "events/s (delivered + acked)", self.rate());
+        report.add(
+            "group",
+            config,
+            "events per poll",
+            self.events as f64 / self.polls.max(1) as f64,
+        );
+        report.add("group", config, "poll p50 µs", self.poll_lat.q(0.5));
+        report.add("group", config, "poll p99 µs", self.poll_lat.q(0.99));
+        report.add("group", config, "redelivered", self.redelivered as f64);
+        self.cpu
+            .record(report, "group", config, self.events / 1000, "1,000 events");
+    }
+}
+
+/// A fresh group on category `cat` (holding `args.group_events` events, rounded up as
+/// [`fill`] does), drained by `consumers` consumers: poll, then ack the batch with one request.
+async fn group_drain(
+    target: &Arc<Target>,
+    cat: &str,
+    consumers: usize,
+    args: &BenchArgs,
+) -> Result<GroupRun> {
+    let total = args.group_events.div_ceil(args.group_events.clamp(1, 1000))
+        * args.group_events.clamp(1, 1000);
+    let name = format!("{cat}-c{consumers}");
+    create_group(
+        target,
+        &name,
+        &format!(
+            "{{\"source\":\"category:{cat}\",\"from\":\"start\",\"ack_timeout_ms\":60000,\"ordering\":\"none\"}}"
+        ),
+    )
+    .await?;
+    let poll = target.request(
+        "POST",
+        &format!("/groups/{name}/poll?max={}&wait_ms=200", args.group_max),
+        "Content-Length: 0\r\n",
+        None,
+    );
+    let label = format!("group, {consumers} consumers");
+    let bar = ProgressBar::new(total);
+    if let Ok(style) =
+        ProgressStyle::with_template("{prefix:<34} [{bar:30}] {human_pos}/{human_len} {per_sec}")
+    {
+        bar.set_style(style.progress_chars("=> "));
+    }
+    bar.set_prefix(label);
+    let acked = Arc::new(AtomicU64::new(0));
+    // ns after `start` at which the last event was acked.
+    let finished = Arc::new(AtomicU64::new(0));
+    let barrier = Arc::new(Barrier::new(consumers + 1));
+    let start = Arc::new(std::sync::OnceLock::<Instant>::new());
+    let cpu = CpuProbe::start(args.server_pid);
+    let mut tasks = Vec::new();
+    for _ in 0..consumers {
+        let (target, poll, name, acked, finished, barrier, start, bar) = (
+            target.clone(),
+            poll.clone(),
+            name.clone(),
+            acked.clone(),
+            finished.clone(),
+            barrier.clone(),
+            start.clone(),
+            bar.clone(),
+        );
+        tasks.push(tokio::spawn(async move {
+            let conn = target.connect().await;
+            barrier.wait().await;
+            let mut conn = conn?;
+            let t0 = *start.get_or_init(Instant::now);
+            let (mut polls, mut redelivered, mut lat) = (0u64, 0u64, Vec::new());
+            while acked.load(Relaxed) < total {
+                let sent = Instant::now();
+                let (status, body) = conn.exchange(&poll).await?;
+                if status != 200 {
+                    return Err(http_error(status, &body));
+                }
+                lat.push(micros(sent.elapsed()));
+                polls += 1;
+                let answer = poll_answer(&body)?;
+                if answer.messages.is_empty() {
+                    continue;
+                }
+                redelivered += answer.messages.iter().filter(|m| m.delivery > 1).count() as u64;
+                ack(&mut conn, &target, &name, &answer.messages).await?;
+                let n = answer.messages.len() as u64;
+                let before = acked.fetch_add(n, Relaxed);
+                bar.inc(n);
+                if before < total && before + n >= total {
+                    finished.store(t0.elapsed().as_nanos() as u64, Relaxed);
+                }
+            }
+            Ok::<_, Error>((polls, redelivered, lat))
+        }));
+    }
+    barrier.wait().await;
+    let (mut polls, mut redelivered, mut lat, mut failure) = (0, 0, Vec::new(), None);
+    for t in tasks {
+        match t.await {
+            Ok(Ok((p, r, l))) => {
+                polls += p;
+                redelivered += r;
+                lat.extend(l);
+            }
+            Ok(Err(e)) => failure = failure.or(Some(e)),
+            Err(e) => failure = failure.or(Some(task_failed("consumer", e))),
+        }
+    }
+    let cpu = cpu.stop();
+    bar.finish_and_clear();
+    if let Some(e) = failure {
+        return Err(e);
+    }
+    Ok(GroupRun {
+        events: acked.load(Relaxed),
+        secs: finished.load(Relaxed) as f64 / 1e9,
+        polls,
+        redelivered,
+        poll_lat: Latencies::new(lat),
+        cpu,
+    })
+}
+
+/// `args.latency_consumers` consumers long-poll a fresh group on category `cat` while
+/// `args.rate` events/s are appended to `{cat}-0` for `dur`: each event's delay from its send
+/// to the arrival of the poll answer that contains it (first deliveries only).
+async fn group_latency(
+    target: &Arc<Target>,
+    cat: &str,
+    args: &BenchArgs,
+    dur: Duration,
+) -> Result<SseRun> {
+    let name = format!("{cat}-lat");
+    create_group(
+        target,
+        &name,
+        &format!(
+            "{{\"source\":\"category:{cat}\",\"from\":\"start\",\"ack_timeout_ms\":60000,\"ordering\":\"none\"}}"
+        ),
+    )
+    .await?;
+    let total = ((dur.as_secs_f64() * f64::from(args.rate)).round() as u64).max(1);
+    let clock = Instant::now();
+    let poll = target.request(
+        "POST",
+        &format!("/groups/{name}/poll?max={}&wait_ms=5000", args.group_max),
+        "Content-Length: 0\r\n",
+        None,
+    );
+    let received = Arc::new(AtomicU64::new(0));
+    let stop = Arc::new(AtomicU64::new(0));
+    let mut consumers = Vec::new();
+    for _ in 0..args.latency_consumers {
+        let (target, poll, name, received, stop) = (
+            target.clone(),
+            poll.clone(),
+            name.clone(),
+            received.clone(),
+            stop.clone(),
+        );
+        // Connected (and polling) before the first send.
+        let mut conn = target.connect().await?;
+        consumers.push(tokio::spawn(async move {
+            let mut delays = Vec::new();
+            while received.load(Relaxed) < total && stop.load(Relaxed) == 0 {
+                let (status, body) = conn.exchange(&poll).await?;
+                let now = clock.elapsed().as_nanos() as u64;
+                if status != 200 {
+                    return Err(http_error(status, &body));
+                }
+                let answer = poll_answer(&body)?;
+                if answer.messages.is_empty() {
+                    continue;
+                }
+                for m in &answer.messages {
+                    if let (1, Some(sent)) = (m.delivery, m.event.data.sent_ns) {
+                        delays.push(micros(Duration::from_nanos(now.saturating_sub(sent))));
+                    }
+                }
+                received.fetch_add(answer.messages.len() as u64, Relaxed);
+                ack(&mut conn, &target, &name, &answer.messages).await?;
+            }
+            Ok::<_, Error>(delays)
+        }));
+    }
+    let published = publish(
+        target,
+        &format!("{cat}-0"),
+        args.rate,
+        dur,
+        clock,
+        "group delivery",
+    )
+    .await;
+    // Everything sent is delivered within a few seconds, or counted as lost.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while received.load(Relaxed) < total && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    stop.store(1, Relaxed);
+    let published = match published {
+        Ok(p) => p,
+        Err(e) => {
+            consumers.iter().for_each(|c| c.abort());
+            return Err(e);
+        }
+    };
+    let (mut delays, mut failure) = (Vec::new(), None);
+    for c in consumers {
+        // A consumer may sit in a long poll (up to 5 s) that will bring nothing.
+        match tokio::time::timeout(Duration::from_secs(10), c).await {
+            Ok(Ok(Ok(d))) => delays.extend(d),
+            Ok(Ok(Err(e))) => failure = failure.or(Some(e)),
+            Ok(Err(e)) => failure = failure.or(Some(task_failed("consumer", e))),
+            Err(_) => {}
+        }
+    }
+    if let Some(e) = failure {
+        return Err(e);
+    }
+    Ok(published.run(delays))
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -1340,6 +1830,21 @@ mod tests {
     }
 
     #[test]
+    fn poll_answers_and_ack_bodies() {
+        let body = br#"{"messages":[{"ack_id":"a.1.1","delivery":1,"event":{"id":"x","data":{"seq":1,"sent_ns":77}}},{"ack_id":"b.2.1","delivery":2,"event":{"data":{"seq":2,"pad":"xx"}}}]}"#;
+        let answer = poll_answer(body).unwrap();
+        assert_eq!(answer.messages.len(), 2);
+        assert_eq!(answer.messages[0].event.data.sent_ns, Some(77));
+        assert_eq!(answer.messages[1].event.data.sent_ns, None);
+        assert_eq!(answer.messages[1].delivery, 2);
+        assert_eq!(
+            ack_body(&answer.messages),
+            br#"{"ack_ids":["a.1.1","b.2.1"]}"#
+        );
+        assert!(poll_answer(b"{}").is_err());
+    }
+
+    #[test]
     fn bodies_and_timestamps() {
         assert_eq!(payload(256, 3).len(), 256);
         let one: serde_json::Value = serde_json::from_slice(&append_body(1, 256, 0)).unwrap();
@@ -1426,6 +1931,10 @@ mod tests {
                 runs: 1,
                 client_threads: 1,
                 server_pid: Some(std::process::id()),
+                group_events: 2500,
+                group_consumers: vec![1, 3],
+                group_max: 100,
+                latency_consumers: 2,
             };
             let target = Arc::new(Target::resolve(&url, None).await.unwrap());
             let report = run_all(&target, &args, false).await.unwrap();
@@ -1447,6 +1956,14 @@ mod tests {
             assert_eq!(replayed.1, "/all, last 3,000 events");
             assert_eq!(value("sse", "delivered / sent"), 1.0);
             assert!(value("sse", "delivery p99 µs") > 0.0);
+            assert!(value("group", "events/s (delivered + acked)") > 0.0);
+            let drained = report
+                .rows
+                .iter()
+                .filter(|r| r.0 == "group" && r.2 == "redelivered");
+            assert_eq!(drained.count(), 2, "one row per consumer count");
+            assert_eq!(value("group-latency", "delivered / sent"), 1.0);
+            assert!(value("group-latency", "delivery p99 µs") > 0.0);
             stop.send(()).unwrap();
             serving.await.unwrap().unwrap();
         });
