@@ -2,7 +2,7 @@
 //!
 //! The route table is the single list of `(method, path)` pairs the server answers; the router is
 //! built from it and the OpenAPI document is checked against it. Consumer groups (`/groups/...`)
-//! and projections (`/projections/...`) will be added here as their own modules.
+//! live in [`crate::groups`]; projections (`/projections/...`) will be added as their own module.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -18,6 +18,7 @@ use tokio::sync::watch;
 use crate::auth::Auth;
 use crate::config::{Config, HttpLimits};
 use crate::error::{Error, Result};
+use crate::groups::{self, GroupOptions, Groups};
 use crate::metrics::Metrics;
 use crate::{append, metrics, openapi, ops, read, streams};
 
@@ -36,14 +37,23 @@ struct Inner {
     keepalive_interval: Duration,
     started: Instant,
     shutdown: watch::Sender<bool>,
+    groups: Groups,
 }
 
 impl App {
     /// State serving `store` with the auth, limits and keepalive interval of `config`. The store
     /// should have been opened with [`Config::store_options`] so that its limits match.
     pub fn new(store: Store, config: &Config) -> Self {
+        App::with_group_options(store, config, GroupOptions::default())
+    }
+
+    /// [`App::new`] with the consumer-group engine tuned by `options` (window size,
+    /// checkpoint interval). Groups are loaded from the store on first use, or at once by
+    /// [`App::start_groups`].
+    pub fn with_group_options(store: Store, config: &Config, options: GroupOptions) -> Self {
         App {
             inner: Arc::new(Inner {
+                groups: Groups::new(store.clone(), options),
                 store,
                 auth: config.auth.clone(),
                 limits: config.limits,
@@ -76,6 +86,26 @@ impl App {
     /// shutdown does not wait for them forever. Idempotent.
     pub fn begin_shutdown(&self) {
         self.inner.shutdown.send_replace(true);
+    }
+
+    /// Loads the consumer groups from the store and starts their background tasks (done
+    /// lazily by the first group request otherwise).
+    pub async fn start_groups(&self) -> Result<()> {
+        self.inner.groups.start().await
+    }
+
+    /// Stops the consumer groups' background tasks and saves their checkpoints. Call before
+    /// closing the store; group requests answer 503 afterwards. Idempotent.
+    pub async fn stop_groups(&self) {
+        self.inner.groups.shutdown().await
+    }
+
+    pub(crate) fn groups(&self) -> &Groups {
+        &self.inner.groups
+    }
+
+    pub(crate) fn groups_window(&self) -> usize {
+        self.inner.groups.options().window
     }
 
     /// The store served.
@@ -162,8 +192,7 @@ where
     }
 }
 
-/// Every route the server answers. Later: `/groups/...` (consumer groups) and
-/// `/projections/...` (projections), each from its own module.
+/// Every route the server answers. Later: `/projections/...` (projections), from its own module.
 pub(crate) fn routes() -> Vec<Route> {
     vec![
         route("GET", "/health", ops::health),
@@ -178,6 +207,19 @@ pub(crate) fn routes() -> Vec<Route> {
         route("GET", "/streams/{stream}/metadata", streams::get_metadata),
         route("PUT", "/streams/{stream}/metadata", streams::put_metadata),
         route("GET", "/streams/{stream}/{revision}", read::read_event),
+        route("GET", "/groups", groups::http::list),
+        route("PUT", "/groups/{group}", groups::http::put),
+        route("GET", "/groups/{group}", groups::http::get),
+        route("DELETE", "/groups/{group}", groups::http::delete),
+        route("POST", "/groups/{group}/poll", groups::http::poll),
+        route("POST", "/groups/{group}/ack", groups::http::ack),
+        route("POST", "/groups/{group}/nack", groups::http::nack),
+        route("GET", "/groups/{group}/parked", groups::http::parked),
+        route(
+            "POST",
+            "/groups/{group}/parked/replay",
+            groups::http::replay,
+        ),
     ]
 }
 

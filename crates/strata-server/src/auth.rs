@@ -7,12 +7,14 @@
 //!
 //! | role | may |
 //! |---|---|
-//! | `read` | read streams, `/all`, stream metadata, the stream listing; `/info`, `/metrics`, `/openapi.json` |
-//! | `write` | `read`, plus append, soft-delete, set stream metadata |
+//! | `read` | read streams, `/all`, stream metadata, the stream listing; `/info`, `/metrics`, `/openapi.json`; consumer groups: list, show, poll, ack, nack, list parked events |
+//! | `write` | `read`, plus append, soft-delete, set stream metadata; create, update and delete consumer groups, replay parked events |
 //! | `admin` | everything: also hard deletes, `$`-streams and `include_system=true` |
 //!
 //! A prefix-limited token may read `/all` only with a `stream_prefix` inside its prefixes, and
-//! list streams only with a `prefix` inside them. `--auth-token` tokens are `admin` tokens.
+//! list streams only with a `prefix` inside them. For a consumer group the scope is its source:
+//! the stream, the category name (`category:order` needs a prefix that `order` starts with), or
+//! everything for `$all`. `--auth-token` tokens are `admin` tokens.
 //!
 //! The tokens file has one token per line: `<token> <role> [<stream-prefix>...]`; blank lines
 //! and lines starting with `#` are ignored.
@@ -195,8 +197,14 @@ pub(crate) enum Action<'a> {
     },
     /// List streams with this prefix.
     ListStreams(&'a str),
-    /// `/info`, `/metrics`, `/openapi.json`.
+    /// `/info`, `/metrics`, `/openapi.json`, the group listing.
     ServerInfo,
+    /// Read a consumer group's state and consume it (poll, ack, nack, list parked events):
+    /// `read`, within the group source's scope (stream, category name, or `""` for `$all`).
+    ConsumeGroup(&'a str),
+    /// Create, update or delete a consumer group, or replay its parked events: `write`, within
+    /// the group source's scope.
+    ManageGroup(&'a str),
 }
 
 impl Principal {
@@ -228,6 +236,8 @@ impl Principal {
             }
             Action::ListStreams(prefix) => (Role::Read, Some(prefix)),
             Action::ServerInfo => (Role::Read, None),
+            Action::ConsumeGroup(scope) => (Role::Read, Some(scope)),
+            Action::ManageGroup(scope) => (Role::Write, Some(scope)),
         };
         if self.role < needed {
             return Err(Error::Forbidden(format!(

@@ -28,6 +28,16 @@ pub enum Error {
     /// 403 `forbidden`: the token may not do this.
     #[error("{0}")]
     Forbidden(String),
+    /// 400 `invalid_request` for an ack or nack naming ack ids the group does not know (they
+    /// do not parse, belong to another incarnation of the group, or name no delivered event);
+    /// the body's `unknown_ack_ids` lists them, and nothing was acked.
+    #[error("{message}")]
+    UnknownAckIds {
+        /// Human text.
+        message: String,
+        /// The unknown ids, as sent.
+        ids: Vec<String>,
+    },
     /// 404 `stream_not_found`: the stream was never written.
     #[error("stream {stream:?} not found")]
     StreamNotFound {
@@ -56,6 +66,10 @@ pub enum Error {
         /// One of the ids that already exists.
         id: uuid::Uuid,
     },
+    /// 409 `conflict`: the resource exists with settings that cannot change (a consumer group's
+    /// source, start or ordering).
+    #[error("{0}")]
+    Conflict(String),
     /// 410 `stream_deleted`: the stream was deleted.
     #[error("stream {stream:?} is deleted")]
     StreamDeleted {
@@ -117,7 +131,9 @@ impl Error {
     /// The HTTP status and the API error code of this error.
     pub fn status_and_code(&self) -> (StatusCode, &'static str) {
         match self {
-            Error::InvalidRequest(_) => (StatusCode::BAD_REQUEST, "invalid_request"),
+            Error::InvalidRequest(_) | Error::UnknownAckIds { .. } => {
+                (StatusCode::BAD_REQUEST, "invalid_request")
+            }
             Error::Unauthorized(_) => (StatusCode::UNAUTHORIZED, "unauthorized"),
             Error::Forbidden(_) => (StatusCode::FORBIDDEN, "forbidden"),
             Error::StreamNotFound { .. } => (StatusCode::NOT_FOUND, "stream_not_found"),
@@ -127,6 +143,7 @@ impl Error {
                 (StatusCode::CONFLICT, "wrong_expected_revision")
             }
             Error::DuplicateEventId { .. } => (StatusCode::CONFLICT, "duplicate_event_id"),
+            Error::Conflict(_) => (StatusCode::CONFLICT, "conflict"),
             Error::StreamDeleted { .. } => (StatusCode::GONE, "stream_deleted"),
             Error::PayloadTooLarge(_) => (StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large"),
             Error::UnsupportedMediaType(_) => {
@@ -159,6 +176,9 @@ impl Error {
             }
             Error::StreamNotFound { stream } | Error::StreamDeleted { stream } => {
                 body.insert("stream".into(), json!(stream));
+            }
+            Error::UnknownAckIds { ids, .. } => {
+                body.insert("unknown_ack_ids".into(), json!(ids));
             }
             _ => {}
         }

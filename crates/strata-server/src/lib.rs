@@ -16,6 +16,7 @@
 //! | `replay` | the NDJSON representation: a streamed replay without a limit cap |
 //! | `subscribe` | the SSE representation: catch-up subscriptions with `Last-Event-ID` resume |
 //! | `streams` | the stream listing, deletion, stream metadata |
+//! | `groups` | consumer groups: settings, the dispatcher, durable state, the engine, endpoints |
 //! | `ops` | `/health`, `/info`, `/metrics` |
 //! | [`auth`] | bearer tokens, roles and stream prefixes |
 //! | `openapi` | `GET /openapi.json` |
@@ -62,6 +63,7 @@ pub use auth::{Auth, Role};
 pub use config::{Config, HttpLimits};
 pub use error::{Error, Result};
 pub use event_json::format_timestamp;
+pub use groups::GroupOptions;
 pub use openapi::document as openapi_document;
 pub use server::{serve, Server};
 

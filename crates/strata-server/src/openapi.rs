@@ -188,6 +188,94 @@ pub fn document() -> Value {
         }
     });
 
+    let group_param = json!({ "name": "group", "in": "path", "required": true, "description": "Group name: 1-255 bytes of UTF-8, no control characters, no `$` (percent-encoded).", "schema": { "type": "string", "minLength": 1, "maxLength": 255 } });
+    let group_paths = json!({
+        "/groups": {
+            "get": {
+                "operationId": "listGroups",
+                "summary": "Every consumer group the token may read, by name, with settings and state.",
+                "responses": responses(json!({ "200": { "description": "The groups.", "content": json_body(json!({ "type": "object", "required": ["groups"], "properties": { "groups": { "type": "array", "items": schema_ref("Group") } } })) } }), &[("400", "BadRequest"), ("503", "Unavailable")])
+            }
+        },
+        "/groups/{group}": {
+            "parameters": [group_param.clone()],
+            "put": {
+                "operationId": "putGroup",
+                "summary": "Create a consumer group (201), or confirm it (200 when identical). Only `ack_timeout_ms` and `max_deliveries` of an existing group may change (200); another source, from or ordering is 409 `conflict`. `from: \"end\"` is resolved to the source's head at creation. Role: write.",
+                "requestBody": { "required": true, "content": json_body(schema_ref("GroupSettings")) },
+                "responses": responses(json!({
+                    "201": { "description": "Created.", "content": json_body(schema_ref("Group")) },
+                    "200": { "description": "Identical, or its mutable settings updated.", "content": json_body(schema_ref("Group")) }
+                }), &[("400", "BadRequest"), ("409", "GroupConflict"), ("413", "PayloadTooLarge"), ("415", "UnsupportedMediaType"), ("503", "Unavailable")])
+            },
+            "get": {
+                "operationId": "getGroup",
+                "summary": "A consumer group's settings and state. Role: read.",
+                "responses": responses(json!({ "200": { "description": "The group.", "content": json_body(schema_ref("Group")) } }), &[("400", "BadRequest"), ("404", "NotFound"), ("503", "Unavailable")])
+            },
+            "delete": {
+                "operationId": "deleteGroup",
+                "summary": "Delete a consumer group and its durable state; pending polls answer 404. A group created again with the same name starts afresh (old ack ids are unknown to it). Role: write.",
+                "responses": responses(json!({ "204": { "description": "Deleted." } }), &[("400", "BadRequest"), ("404", "NotFound"), ("503", "Unavailable")])
+            }
+        },
+        "/groups/{group}/poll": {
+            "parameters": [group_param.clone()],
+            "post": {
+                "operationId": "pollGroup",
+                "summary": "Take up to `max` events, long-polling up to `wait_ms` while none is ready. Each event is in flight with one consumer at a time; not acked within `ack_timeout_ms` it is redelivered with `delivery` + 1. Role: read.",
+                "parameters": [
+                    { "name": "max", "in": "query", "schema": { "type": "integer", "minimum": 1, "maximum": 1000, "default": 100 } },
+                    { "name": "wait_ms", "in": "query", "schema": { "type": "integer", "minimum": 0, "maximum": 60000, "default": 5000 } }
+                ],
+                "responses": responses(json!({ "200": { "description": "Messages (empty when none arrived in time or the server is shutting down).", "content": json_body(schema_ref("PollResult")) } }), &[("400", "BadRequest"), ("404", "NotFound"), ("503", "Unavailable")])
+            }
+        },
+        "/groups/{group}/ack": {
+            "parameters": [group_param.clone()],
+            "post": {
+                "operationId": "ackGroup",
+                "summary": "Ack events: each ack id names an event, which is done from now on (also when it was redelivered meanwhile). Acking a done event is a no-op (`ignored`). All-or-nothing: unknown ack ids are a 400 listing them in `unknown_ack_ids`. Role: read.",
+                "requestBody": { "required": true, "content": json_body(json!({ "type": "object", "additionalProperties": false, "required": ["ack_ids"], "properties": { "ack_ids": { "type": "array", "minItems": 1, "maxItems": 10000, "items": { "type": "string" } } } })) },
+                "responses": responses(json!({ "200": { "description": "Settled.", "content": json_body(json!({ "type": "object", "required": ["acked", "ignored"], "properties": { "acked": { "type": "integer" }, "ignored": { "type": "integer" } } })) } }), &[("400", "BadRequest"), ("404", "NotFound"), ("413", "PayloadTooLarge"), ("415", "UnsupportedMediaType"), ("503", "Unavailable")])
+            }
+        },
+        "/groups/{group}/nack": {
+            "parameters": [group_param.clone()],
+            "post": {
+                "operationId": "nackGroup",
+                "summary": "Nack deliveries: `retry` (default; parked once `max_deliveries` is reached), `park`, or `skip` (done without processing). Applies only to the delivery currently in flight; others are `ignored`. A park is durable before the answer. Role: read.",
+                "requestBody": { "required": true, "content": json_body(json!({ "type": "object", "additionalProperties": false, "required": ["ack_ids"], "properties": { "ack_ids": { "type": "array", "minItems": 1, "maxItems": 10000, "items": { "type": "string" } }, "action": { "enum": ["retry", "park", "skip"], "default": "retry" } } })) },
+                "responses": responses(json!({ "200": { "description": "Settled.", "content": json_body(json!({ "type": "object", "required": ["nacked", "ignored"], "properties": { "nacked": { "type": "integer" }, "ignored": { "type": "integer" } } })) } }), &[("400", "BadRequest"), ("404", "NotFound"), ("413", "PayloadTooLarge"), ("415", "UnsupportedMediaType"), ("503", "Unavailable")])
+            }
+        },
+        "/groups/{group}/parked": {
+            "parameters": [group_param.clone()],
+            "get": {
+                "operationId": "listParked",
+                "summary": "Parked (dead-lettered) events by cursor, paged. Role: read.",
+                "parameters": [
+                    { "name": "max", "in": "query", "schema": { "type": "integer", "minimum": 1, "maximum": 10000, "default": 100 } },
+                    { "name": "after", "in": "query", "description": "Exclusive start: the `next` of the previous page.", "schema": { "type": "integer", "minimum": 0 } }
+                ],
+                "responses": responses(json!({ "200": { "description": "A page of parked events.", "content": json_body(json!({ "type": "object", "required": ["parked", "next"], "properties": { "parked": { "type": "array", "items": schema_ref("ParkedEvent") }, "next": { "type": ["integer", "null"] } } })) } }), &[("400", "BadRequest"), ("404", "NotFound"), ("503", "Unavailable")])
+            }
+        },
+        "/groups/{group}/parked/replay": {
+            "parameters": [group_param],
+            "post": {
+                "operationId": "replayParked",
+                "summary": "Re-queue parked events (oldest first, at most `max`, default and limit the group window) with their delivery count reset; durable before the answer. Events that can no longer be read (stream deleted or truncated) are dropped and counted in `missing`. Body: empty or `{}`. Role: write.",
+                "parameters": [{ "name": "max", "in": "query", "schema": { "type": "integer", "minimum": 1 } }],
+                "responses": responses(json!({ "200": { "description": "Replayed.", "content": json_body(json!({ "type": "object", "required": ["replayed", "missing", "remaining"], "properties": { "replayed": { "type": "integer" }, "missing": { "type": "integer" }, "remaining": { "type": "integer", "description": "Parked events left (call again to replay more)." } } })) } }), &[("400", "BadRequest"), ("404", "NotFound"), ("503", "Unavailable")])
+            }
+        }
+    });
+    let mut paths = paths;
+    if let (Value::Object(p), Value::Object(g)) = (&mut paths, group_paths) {
+        p.extend(g);
+    }
+
     let error_codes = [
         "invalid_request",
         "unauthorized",
@@ -197,6 +285,7 @@ pub fn document() -> Value {
         "method_not_allowed",
         "wrong_expected_revision",
         "duplicate_event_id",
+        "conflict",
         "stream_deleted",
         "payload_too_large",
         "unsupported_media_type",
@@ -237,6 +326,7 @@ pub fn document() -> Value {
                 "NotFound": error_response("`stream_not_found` (the stream was never written) or `not_found` (no event at this revision)."),
                 "Conflict": error_response("`wrong_expected_revision` (with `expected` as sent and `actual`: the last revision or `no_stream`), or `duplicate_event_id` (some ids of the append already exist in the stream, not as this same run)."),
                 "StreamDeleted": error_response("`stream_deleted`: the stream was deleted."),
+                "GroupConflict": error_response("`conflict`: the group exists with another source, from or ordering."),
                 "PayloadTooLarge": error_response("`payload_too_large`: the body (16 MiB), one event (4 MiB) or the event count (10,000) is over the limit."),
                 "UnsupportedMediaType": error_response("`unsupported_media_type`: the body must be `application/json`."),
                 "Unavailable": error_response("`unavailable`: the store is read-only after a storage fault, or the server is shutting down."),
@@ -312,6 +402,70 @@ pub fn document() -> Value {
                         "custom": { "description": "Any JSON." }
                     }
                 },
+                "GroupSettings": {
+                    "type": "object",
+                    "additionalProperties": false,
+                    "required": ["source"],
+                    "properties": {
+                        "source": { "type": "string", "description": "`$all` (user events of the whole log), `category:<name>`, or a stream name." },
+                        "from": { "oneOf": [ { "enum": ["start", "end"] }, { "type": "integer", "minimum": 0 } ], "default": "start", "description": "Where the group starts: a stream revision for a stream source, a log position otherwise." },
+                        "ack_timeout_ms": { "type": "integer", "minimum": 1, "maximum": 86400000, "default": 30000 },
+                        "max_deliveries": { "type": "integer", "minimum": 1, "maximum": 1000000, "default": 5 },
+                        "ordering": { "enum": ["none", "per_stream"], "default": "none" }
+                    }
+                },
+                "Group": {
+                    "type": "object",
+                    "required": ["name", "source", "from", "ack_timeout_ms", "max_deliveries", "ordering", "settings", "start", "checkpoint", "in_flight", "buffered", "parked", "replaying", "lag", "error", "stats"],
+                    "properties": {
+                        "name": { "type": "string" },
+                        "source": { "type": "string" },
+                        "from": { "oneOf": [ { "enum": ["start", "end"] }, { "type": "integer" } ] },
+                        "ack_timeout_ms": { "type": "integer" },
+                        "max_deliveries": { "type": "integer" },
+                        "ordering": { "enum": ["none", "per_stream"] },
+                        "settings": schema_ref("GroupSettings"),
+                        "start": { "type": "integer", "description": "The resolved start cursor." },
+                        "checkpoint": { "type": "integer", "description": "Every cursor below this is done (acked, skipped or parked)." },
+                        "in_flight": { "type": "integer" },
+                        "buffered": { "type": "integer", "description": "Events in memory waiting to be handed out." },
+                        "parked": { "type": "integer" },
+                        "replaying": { "type": "integer", "description": "Replayed parked events not acked yet." },
+                        "lag": { "type": "integer", "description": "Source head cursor minus checkpoint (log positions for `$all` and category sources, so other streams' events count too)." },
+                        "error": { "type": ["string", "null"], "description": "Why the group cannot read its source now (e.g. the stream is deleted)." },
+                        "stats": { "type": "object", "description": "Counters since the server started: deliveries, acks, nacks, parks, redeliveries." }
+                    }
+                },
+                "PollResult": {
+                    "type": "object",
+                    "required": ["messages"],
+                    "properties": {
+                        "messages": { "type": "array", "items": {
+                            "type": "object",
+                            "required": ["ack_id", "delivery", "event"],
+                            "properties": {
+                                "ack_id": { "type": "string", "description": "Opaque." },
+                                "delivery": { "type": "integer", "minimum": 1 },
+                                "event": schema_ref("Event")
+                            }
+                        } }
+                    }
+                },
+                "ParkedEvent": {
+                    "type": "object",
+                    "required": ["cursor", "stream", "revision", "position", "event_id", "type", "delivery", "reason", "parked_at"],
+                    "properties": {
+                        "cursor": { "type": "integer" },
+                        "stream": { "type": "string" },
+                        "revision": { "type": "integer" },
+                        "position": { "type": "integer" },
+                        "event_id": { "type": "string", "format": "uuid" },
+                        "type": { "type": "string" },
+                        "delivery": { "type": "integer" },
+                        "reason": { "enum": ["max_deliveries", "nacked"] },
+                        "parked_at": { "type": "string", "format": "date-time" }
+                    }
+                },
                 "Health": {
                     "type": "object",
                     "required": ["status"],
@@ -346,7 +500,8 @@ pub fn document() -> Value {
                         "expected": { "description": "wrong_expected_revision: the expectation as sent." },
                         "actual": { "description": "wrong_expected_revision: the last revision, or \"no_stream\"." },
                         "stream": { "type": "string" },
-                        "id": { "type": "string", "format": "uuid", "description": "duplicate_event_id: one of the ids that exists." }
+                        "id": { "type": "string", "format": "uuid", "description": "duplicate_event_id: one of the ids that exists." },
+                        "unknown_ack_ids": { "type": "array", "items": { "type": "string" }, "description": "invalid_request from an ack or nack: the ack ids the group does not know (nothing was acked)." }
                     }
                 }
             }

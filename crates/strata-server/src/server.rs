@@ -2,7 +2,8 @@
 //!
 //! Shutdown, when the signal future resolves: stop accepting connections; end streamed
 //! responses (SSE subscriptions, NDJSON replays) at a message boundary; let in-flight requests
-//! — appends above all — finish (at most [`Config::shutdown_grace`]); then close the store,
+//! — appends above all — finish (at most [`Config::shutdown_grace`]; long polls of consumer
+//! groups return at once); then stop the consumer groups, saving their checkpoints; then close the store,
 //! which waits for queued appends and syncs the log.
 
 use std::future::{Future, IntoFuture};
@@ -62,10 +63,16 @@ impl Server {
             auth = config.auth.is_enabled(),
             "store open"
         );
+        let app = App::new(store, &config);
+        // Consumer groups resume at once (feeding their windows, saving checkpoints); if their
+        // state cannot be read now, group requests retry and report the error.
+        if let Err(e) = app.start_groups().await {
+            tracing::warn!(error = %e, "consumer groups could not be loaded");
+        }
         Ok(Server {
             listener,
             local_addr,
-            app: App::new(store, &config),
+            app,
             shutdown_grace: config.shutdown_grace,
         })
     }
@@ -116,6 +123,8 @@ impl Server {
                 Ok(())
             }
         };
+        // Consumer groups: stop their tasks and save their checkpoints before the store closes.
+        app.stop_groups().await;
         let store = app.store().clone();
         let closed = tokio::task::spawn_blocking(move || store.close())
             .await

@@ -214,11 +214,6 @@ impl<E: Clone> Dispatcher<E> {
         self.slots.len()
     }
 
-    /// True when some event can be handed out now.
-    pub fn has_eligible(&self) -> bool {
-        !self.eligible.is_empty()
-    }
-
     /// The earliest ack deadline of an in-flight event.
     pub fn next_deadline(&self) -> Option<u64> {
         self.deadlines.first().map(|(d, _)| *d)
