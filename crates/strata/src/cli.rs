@@ -292,7 +292,7 @@ pub struct ConsumeArgs {
     pub client: ClientArgs,
     /// The group to consume.
     pub group: String,
-    /// Most events per poll (1-10000).
+    /// Most events per poll (the server caps it; 1,000 by default).
     #[arg(long, default_value_t = 100)]
     pub max: u32,
     /// How long one poll waits for events when none are ready, in milliseconds.

@@ -57,6 +57,16 @@ pub fn run(args: GroupArgs) -> Result<ExitCode> {
                 Some("{}"),
             )?;
             print_body(&text);
+            let remaining = serde_json::from_str::<Value>(&text)
+                .ok()
+                .and_then(|v| v.get("remaining").and_then(Value::as_u64))
+                .unwrap_or(0);
+            if remaining > 0 {
+                eprintln!(
+                    "{remaining} event(s) still parked (a replay re-queues at most one window); \
+                     run replay-parked again once these are consumed"
+                );
+            }
             Ok(ExitCode::SUCCESS)
         }
     }
@@ -208,6 +218,10 @@ fn describe(group: &Value) -> Vec<String> {
         match v {
             Value::Object(o) => {
                 for (k, v) in o {
+                    // `settings` repeats what the group shows at its top level.
+                    if prefix.is_empty() && k == "settings" && v.is_object() {
+                        continue;
+                    }
                     let key = if prefix.is_empty() {
                         k.clone()
                     } else {
@@ -253,20 +267,45 @@ fn scalar(v: Option<&Value>) -> String {
     }
 }
 
-/// The parked entries of a group (`GET /groups/{name}/parked`), whatever wraps them.
+/// Every parked entry of a group: `GET /groups/{name}/parked`, page after page (`next` is the
+/// `after` of the following page; an answer without `next` is the only page).
 fn parked(client: &Client, name: &str) -> Result<Vec<Value>> {
-    let (_, text) = client.json("GET", &format!("{}/parked", group_path(name)), &[], None)?;
-    Ok(match parse(&text)? {
-        Value::Array(a) => a,
-        Value::Object(o) => o
-            .into_iter()
-            .find_map(|(_, v)| match v {
-                Value::Array(a) => Some(a),
-                _ => None,
-            })
-            .unwrap_or_default(),
-        _ => Vec::new(),
-    })
+    let path = format!("{}/parked", group_path(name));
+    let mut all = Vec::new();
+    let mut after: Option<String> = None;
+    loop {
+        let query: Vec<(&str, &str)> = match &after {
+            Some(a) => vec![("max", "1000"), ("after", a)],
+            None => vec![("max", "1000")],
+        };
+        let (_, text) = client.json("GET", &path, &query, None)?;
+        let page = parse(&text)?;
+        let (entries, next) = match page {
+            Value::Array(a) => (a, Value::Null),
+            Value::Object(mut o) => {
+                let next = o.remove("next").unwrap_or(Value::Null);
+                let entries = o
+                    .into_iter()
+                    .find_map(|(_, v)| match v {
+                        Value::Array(a) => Some(a),
+                        _ => None,
+                    })
+                    .unwrap_or_default();
+                (entries, next)
+            }
+            _ => (Vec::new(), Value::Null),
+        };
+        let empty = entries.is_empty();
+        all.extend(entries);
+        after = match next {
+            Value::Number(n) => Some(n.to_string()),
+            Value::String(s) => Some(s),
+            _ => None,
+        };
+        if after.is_none() || empty {
+            return Ok(all);
+        }
+    }
 }
 
 fn parse(text: &str) -> Result<Value> {
