@@ -1031,8 +1031,14 @@ fn read_parked_event(
     }
 }
 
-/// The feeder task: keeps the window filled from the store (module docs).
+/// The feeder task: keeps the window filled from the store (module docs). When the store is
+/// closed under it, it stops the group's other tasks too, so that they release the store.
 async fn feeder(group: Arc<Group>, store: Store, batch: usize) {
+    feed(&group, store, batch).await;
+    group.stop.send_replace(true);
+}
+
+async fn feed(group: &Arc<Group>, store: Store, batch: usize) {
     let start = group.state.lock().dispatcher.fed_to();
     let mut subscription: Option<Subscription> = Some(match group.source() {
         Source::All => store.subscribe_all(start, AllFilter::default()),

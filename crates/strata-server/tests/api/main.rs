@@ -1,9 +1,10 @@
 //! The HTTP API of `shared/API.md`, exercised in-process against the real router and a real
-//! store: every endpoint, representation, parameter and error (consumer groups and projections
-//! come later).
+//! store: every endpoint, representation, parameter and error, consumer groups included
+//! (projections come later).
 
 mod append;
 mod auth;
+mod groups;
 mod ops;
 mod read;
 mod server;

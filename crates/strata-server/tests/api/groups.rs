@@ -1,0 +1,923 @@
+//! Consumer groups (API.md, "Consumer groups"): settings, poll/ack/nack, timeouts, parking and
+//! replay, per-stream ordering, long polls, restarts, deletion, metrics.
+
+use std::path::Path;
+use std::time::Duration;
+
+use axum::body::Body;
+use axum::http::Request;
+use axum::Router;
+use http_body_util::BodyExt;
+use serde_json::{json, Value};
+use strata_server::{App, Config, GroupOptions};
+use strata_store::{FsyncPolicy, Store};
+use tower::ServiceExt;
+
+use crate::support::{Reply, TestServer};
+
+/// A server over a store directory that outlives it (for restarts), with small group tuning.
+struct Node {
+    app: App,
+    router: Router,
+}
+
+fn options() -> GroupOptions {
+    GroupOptions {
+        window: 64,
+        checkpoint_interval: Duration::from_millis(100),
+        ..GroupOptions::default()
+    }
+}
+
+impl Node {
+    fn open(dir: &Path, options: GroupOptions) -> Node {
+        let mut config = Config::new(dir);
+        config.store.fsync = FsyncPolicy::Never;
+        let store = Store::open(dir, config.store_options()).expect("open store");
+        let app = App::with_group_options(store, &config, options);
+        Node {
+            router: app.router(),
+            app,
+        }
+    }
+
+    /// Stops the groups (saving checkpoints) and closes the store, like a graceful shutdown.
+    async fn stop(self) {
+        self.app.stop_groups().await;
+        self.app.store().close().unwrap();
+    }
+}
+
+/// Something that serves requests: the shared harness or a [`Node`].
+trait Serve {
+    fn router(&self) -> Router;
+}
+
+impl Serve for Node {
+    fn router(&self) -> Router {
+        self.router.clone()
+    }
+}
+
+impl Serve for TestServer {
+    fn router(&self) -> Router {
+        self.app.router()
+    }
+}
+
+async fn call(s: &impl Serve, method: &str, uri: &str, body: Option<Value>) -> Reply {
+    let mut req = Request::builder().method(method).uri(uri);
+    let body = match body {
+        Some(v) => {
+            req = req.header("content-type", "application/json");
+            Body::from(v.to_string())
+        }
+        None => Body::empty(),
+    };
+    let res = s
+        .router()
+        .oneshot(req.body(body).unwrap())
+        .await
+        .expect("infallible");
+    let status = res.status().as_u16();
+    let headers = res.headers().clone();
+    let body = res.into_body().collect().await.unwrap().to_bytes();
+    Reply {
+        status,
+        headers,
+        body,
+    }
+}
+
+async fn append(s: &impl Serve, stream: &str, n: usize) {
+    let events: Vec<Value> = (0..n)
+        .map(|i| json!({"type": "T", "data": {"i": i}}))
+        .collect();
+    let r = call(
+        s,
+        "POST",
+        &format!("/streams/{stream}"),
+        Some(json!(events)),
+    )
+    .await;
+    assert_eq!(r.status, 201, "{}", r.text());
+}
+
+async fn create(s: &impl Serve, group: &str, settings: Value) -> Value {
+    let r = call(s, "PUT", &format!("/groups/{group}"), Some(settings)).await;
+    assert_eq!(r.status, 201, "{}", r.text());
+    r.json()
+}
+
+async fn poll(s: &impl Serve, group: &str, max: usize, wait_ms: u64) -> Vec<Value> {
+    let r = call(
+        s,
+        "POST",
+        &format!("/groups/{group}/poll?max={max}&wait_ms={wait_ms}"),
+        None,
+    )
+    .await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    r.json()["messages"].as_array().unwrap().clone()
+}
+
+fn ids(messages: &[Value]) -> Vec<String> {
+    messages
+        .iter()
+        .map(|m| m["ack_id"].as_str().unwrap().to_owned())
+        .collect()
+}
+
+fn datas(messages: &[Value]) -> Vec<u64> {
+    messages
+        .iter()
+        .map(|m| m["event"]["data"]["i"].as_u64().unwrap())
+        .collect()
+}
+
+async fn ack(s: &impl Serve, group: &str, ids: &[String]) -> Value {
+    let r = call(
+        s,
+        "POST",
+        &format!("/groups/{group}/ack"),
+        Some(json!({ "ack_ids": ids })),
+    )
+    .await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    r.json()
+}
+
+async fn nack(s: &impl Serve, group: &str, ids: &[String], action: &str) -> Value {
+    let r = call(
+        s,
+        "POST",
+        &format!("/groups/{group}/nack"),
+        Some(json!({ "ack_ids": ids, "action": action })),
+    )
+    .await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    r.json()
+}
+
+async fn show(s: &impl Serve, group: &str) -> Value {
+    let r = call(s, "GET", &format!("/groups/{group}"), None).await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    r.json()
+}
+
+async fn parked(s: &impl Serve, group: &str) -> Vec<Value> {
+    let r = call(s, "GET", &format!("/groups/{group}/parked"), None).await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    r.json()["parked"].as_array().unwrap().clone()
+}
+
+/// Waits until `n` events are parked, up to 20 s.
+async fn wait_parked(s: &impl Serve, group: &str, n: usize) -> Vec<Value> {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        let p = parked(s, group).await;
+        if p.len() >= n {
+            return p;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "parked: {p:?}");
+        // Polling lets the group take expired deliveries back.
+        assert!(poll(s, group, 10, 100).await.is_empty());
+    }
+}
+
+/// Polls until `n` messages arrived (ack timeouts are short in these tests), up to 20 s.
+async fn poll_until(s: &impl Serve, group: &str, n: usize) -> Vec<Value> {
+    let mut got = Vec::new();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    while got.len() < n {
+        assert!(tokio::time::Instant::now() < deadline, "only {got:?}");
+        got.extend(poll(s, group, n - got.len(), 1000).await);
+    }
+    got
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn create_is_idempotent_validates_and_refuses_conflicts() {
+    let s = TestServer::start();
+    let g = create(&s, "billing", json!({"source": "category:order"})).await;
+    assert_eq!(g["name"], "billing");
+    assert_eq!(g["source"], "category:order");
+    assert_eq!(g["from"], "start");
+    assert_eq!(g["ack_timeout_ms"], 30000);
+    assert_eq!(g["max_deliveries"], 5);
+    assert_eq!(g["ordering"], "none");
+    assert_eq!(g["settings"]["source"], "category:order");
+    for k in ["in_flight", "parked"] {
+        assert_eq!(g[k], 0, "{k}: {g}");
+    }
+    assert!(g["checkpoint"].is_u64() && g["lag"].is_u64(), "{g}");
+    // Identical: 200, nothing changes.
+    let r = call(
+        &s,
+        "PUT",
+        "/groups/billing",
+        Some(json!({"source": "category:order", "from": "start", "ordering": "none"})),
+    )
+    .await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    // Mutable settings: 200 with the new values.
+    let r = call(
+        &s,
+        "PUT",
+        "/groups/billing",
+        Some(json!({"source": "category:order", "ack_timeout_ms": 1000, "max_deliveries": 2})),
+    )
+    .await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(r.json()["ack_timeout_ms"], 1000);
+    assert_eq!(show(&s, "billing").await["max_deliveries"], 2);
+    // Source, from or ordering: 409.
+    for body in [
+        json!({"source": "$all", "ack_timeout_ms": 1000, "max_deliveries": 2}),
+        json!({"source": "category:order", "from": 5, "ack_timeout_ms": 1000, "max_deliveries": 2}),
+        json!({"source": "category:order", "ordering": "per_stream", "ack_timeout_ms": 1000, "max_deliveries": 2}),
+    ] {
+        call(&s, "PUT", "/groups/billing", Some(body))
+            .await
+            .assert_error(409, "conflict");
+    }
+    // Bad bodies and names: 400.
+    for body in [
+        json!({"source": "$all", "bogus": 1}),
+        json!({"source": "$all", "ack_timeout_ms": 0}),
+        json!({"source": "$all", "max_deliveries": 0}),
+        json!({"source": "$all", "ordering": "global"}),
+        json!({"source": "$all", "from": "later"}),
+        json!({"source": "$secret"}),
+        json!({}),
+    ] {
+        call(&s, "PUT", "/groups/other", Some(body))
+            .await
+            .assert_error(400, "invalid_request");
+    }
+    call(&s, "PUT", "/groups/a$b", Some(json!({"source": "$all"})))
+        .await
+        .assert_error(400, "invalid_request");
+    let r = s
+        .call("PUT", "/groups/x", &[("content-type", "text/plain")], "{}")
+        .await;
+    r.assert_error(415, "unsupported_media_type");
+    // Unknown groups: 404 everywhere.
+    call(&s, "GET", "/groups/nope", None)
+        .await
+        .assert_error(404, "not_found");
+    call(&s, "POST", "/groups/nope/poll?wait_ms=0", None)
+        .await
+        .assert_error(404, "not_found");
+    call(&s, "DELETE", "/groups/nope", None)
+        .await
+        .assert_error(404, "not_found");
+    call(&s, "GET", "/groups/nope/parked", None)
+        .await
+        .assert_error(404, "not_found");
+    // The listing.
+    create(&s, "audit", json!({"source": "$all", "from": "end"})).await;
+    let list = call(&s, "GET", "/groups", None).await.json();
+    let names: Vec<&str> = list["groups"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|g| g["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, ["audit", "billing"]);
+    call(&s, "GET", "/groups?x=1", None)
+        .await
+        .assert_error(400, "invalid_request");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn poll_and_ack_advance_the_checkpoint() {
+    let s = TestServer::start();
+    append(&s, "user-1", 1).await;
+    append(&s, "order-1", 3).await;
+    create(&s, "g", json!({"source": "category:order"})).await;
+    let m = poll(&s, "g", 10, 5000).await;
+    assert_eq!(datas(&m), [0, 1, 2]);
+    assert!(m.iter().all(|m| m["delivery"] == 1));
+    let e = &m[0]["event"];
+    assert_eq!(e["stream"], "order-1");
+    assert_eq!(e["revision"], 0);
+    assert_eq!(e["position"], 1);
+    assert_eq!(e["type"], "T");
+    assert!(e["id"].is_string() && e["timestamp"].is_string());
+    assert_eq!(e["metadata"], Value::Null);
+    let g = show(&s, "g").await;
+    assert_eq!(g["in_flight"], 3);
+    assert_eq!(g["checkpoint"], 1);
+    // Category sources count lag in log positions.
+    assert!(g["lag"].as_u64().unwrap() >= 3, "{g}");
+    // Nothing else is ready.
+    assert!(poll(&s, "g", 10, 0).await.is_empty());
+    assert_eq!(
+        ack(&s, "g", &ids(&m)).await,
+        json!({"acked": 3, "ignored": 0})
+    );
+    let g = show(&s, "g").await;
+    assert_eq!(g["in_flight"], 0);
+    assert!(g["checkpoint"].as_u64().unwrap() >= 4, "{g}");
+    // Acking again is a harmless no-op.
+    assert_eq!(
+        ack(&s, "g", &ids(&m)).await,
+        json!({"acked": 0, "ignored": 3})
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_poll_ack_and_nack_requests_are_400() {
+    let s = TestServer::start();
+    create(&s, "g", json!({"source": "$all"})).await;
+    for uri in [
+        "/groups/g/poll?max=0",
+        "/groups/g/poll?max=1001",
+        "/groups/g/poll?wait_ms=60001",
+        "/groups/g/poll?wait_ms=-1",
+        "/groups/g/poll?limit=3",
+    ] {
+        call(&s, "POST", uri, None)
+            .await
+            .assert_error(400, "invalid_request");
+    }
+    for (path, body) in [
+        ("ack", json!({"ack_ids": []})),
+        ("ack", json!({"ack_ids": ["x"], "extra": true})),
+        ("ack", json!(["x"])),
+        ("nack", json!({"ack_ids": []})),
+        ("nack", json!({"ack_ids": ["x"], "action": "drop"})),
+    ] {
+        call(&s, "POST", &format!("/groups/g/{path}"), Some(body))
+            .await
+            .assert_error(400, "invalid_request");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unknown_ack_ids_are_400_and_nothing_is_acked() {
+    let s = TestServer::start();
+    append(&s, "order-1", 2).await;
+    create(&s, "g", json!({"source": "order-1"})).await;
+    let m = poll(&s, "g", 10, 5000).await;
+    assert_eq!(m.len(), 2);
+    let good = ids(&m);
+    // A well-formed id of this group for a cursor never delivered.
+    let parts: Vec<&str> = good[0].split('.').collect();
+    let never = format!("{}.ff.1", parts[0]);
+    let other_generation = format!("0000000000000001.{}.{}", parts[1], parts[2]);
+    let bad = vec![
+        good[0].clone(),
+        "garbage".into(),
+        never.clone(),
+        other_generation.clone(),
+    ];
+    let r = call(&s, "POST", "/groups/g/ack", Some(json!({ "ack_ids": bad }))).await;
+    let body = r.assert_error(400, "invalid_request");
+    assert_eq!(
+        body["unknown_ack_ids"],
+        json!(["garbage", never, other_generation])
+    );
+    assert_eq!(show(&s, "g").await["in_flight"], 2, "nothing was acked");
+    let r = call(
+        &s,
+        "POST",
+        "/groups/g/nack",
+        Some(json!({ "ack_ids": ["garbage"], "action": "skip" })),
+    )
+    .await;
+    r.assert_error(400, "invalid_request");
+    assert_eq!(ack(&s, "g", &good).await["acked"], 2);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ack_timeout_redelivers_with_the_next_delivery_number() {
+    let s = TestServer::start();
+    append(&s, "order-1", 1).await;
+    create(&s, "g", json!({"source": "$all", "ack_timeout_ms": 200})).await;
+    let first = poll(&s, "g", 10, 5000).await;
+    assert_eq!(first[0]["delivery"], 1);
+    // Not acked: the long poll is woken by the timeout and gets it again.
+    let again = poll_until(&s, "g", 1).await;
+    assert_eq!(again[0]["delivery"], 2);
+    assert_eq!(again[0]["event"]["id"], first[0]["event"]["id"]);
+    assert_ne!(again[0]["ack_id"], first[0]["ack_id"]);
+    // The first delivery's ack still acks the event: it was processed.
+    assert_eq!(ack(&s, "g", &ids(&first)).await["acked"], 1);
+    assert_eq!(ack(&s, "g", &ids(&again)).await["acked"], 0);
+    let g = show(&s, "g").await;
+    assert_eq!(g["in_flight"], 0);
+    assert_eq!(g["stats"]["redeliveries"], 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nack_retry_park_and_skip() {
+    let s = TestServer::start();
+    append(&s, "order-1", 3).await;
+    create(&s, "g", json!({"source": "order-1"})).await;
+    let m = poll(&s, "g", 10, 5000).await;
+    let id = ids(&m);
+    assert_eq!(
+        nack(&s, "g", &id[0..1], "retry").await,
+        json!({"nacked": 1, "ignored": 0})
+    );
+    // The same delivery again is stale.
+    assert_eq!(
+        nack(&s, "g", &id[0..1], "retry").await,
+        json!({"nacked": 0, "ignored": 1})
+    );
+    let r = poll(&s, "g", 10, 5000).await;
+    assert_eq!(datas(&r), [0]);
+    assert_eq!(r[0]["delivery"], 2);
+    assert_eq!(nack(&s, "g", &id[1..2], "park").await["nacked"], 1);
+    assert_eq!(nack(&s, "g", &id[2..3], "skip").await["nacked"], 1);
+    let p = parked(&s, "g").await;
+    assert_eq!(p.len(), 1);
+    assert_eq!(p[0]["cursor"], 1);
+    assert_eq!(p[0]["stream"], "order-1");
+    assert_eq!(p[0]["revision"], 1);
+    assert_eq!(p[0]["event_id"], m[1]["event"]["id"]);
+    assert_eq!(p[0]["type"], "T");
+    assert_eq!(p[0]["delivery"], 1);
+    assert_eq!(p[0]["reason"], "nacked");
+    assert!(p[0]["parked_at"].as_str().unwrap().ends_with('Z'));
+    ack(&s, "g", &ids(&r)).await;
+    let g = show(&s, "g").await;
+    assert_eq!(g["parked"], 1);
+    assert_eq!(g["checkpoint"], 3, "parked and skipped count as done");
+    assert_eq!(g["in_flight"], 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn max_deliveries_parks_and_replay_delivers_again() {
+    let s = TestServer::start();
+    append(&s, "order-1", 2).await;
+    create(
+        &s,
+        "g",
+        json!({"source": "category:order", "max_deliveries": 2, "ack_timeout_ms": 200}),
+    )
+    .await;
+    let m = poll(&s, "g", 1, 5000).await;
+    nack(&s, "g", &ids(&m), "retry").await;
+    let m = poll(&s, "g", 1, 5000).await;
+    assert_eq!((datas(&m)[0], m[0]["delivery"].as_u64()), (0, Some(2)));
+    // The second delivery times out: max_deliveries reached, parked.
+    let next = poll(&s, "g", 1, 5000).await;
+    assert_eq!(datas(&next), [1]);
+    ack(&s, "g", &ids(&next)).await;
+    let p = wait_parked(&s, "g", 1).await;
+    assert_eq!(p.len(), 1);
+    assert_eq!(p[0]["reason"], "max_deliveries");
+    assert_eq!(p[0]["delivery"], 2);
+    let r = call(&s, "POST", "/groups/g/parked/replay", Some(json!({}))).await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(
+        r.json(),
+        json!({"replayed": 1, "missing": 0, "remaining": 0})
+    );
+    assert!(parked(&s, "g").await.is_empty());
+    let again = poll(&s, "g", 10, 5000).await;
+    assert_eq!(datas(&again), [0]);
+    assert_eq!(again[0]["delivery"], 1, "delivery count reset");
+    assert_eq!(ack(&s, "g", &ids(&again)).await["acked"], 1);
+    let g = show(&s, "g").await;
+    assert_eq!(
+        (g["parked"].as_u64(), g["replaying"].as_u64()),
+        (Some(0), Some(0))
+    );
+    // Nothing to replay: 200 with zero.
+    let r = call(&s, "POST", "/groups/g/parked/replay", None).await;
+    assert_eq!(r.json()["replayed"], 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn per_stream_ordering_holds_back_later_events_of_a_busy_stream() {
+    let s = TestServer::start();
+    append(&s, "order-a", 2).await;
+    append(&s, "order-b", 1).await;
+    create(
+        &s,
+        "g",
+        json!({"source": "category:order", "ordering": "per_stream"}),
+    )
+    .await;
+    let m = poll(&s, "g", 10, 5000).await;
+    let got: Vec<(String, u64)> = m
+        .iter()
+        .map(|m| {
+            (
+                m["event"]["stream"].as_str().unwrap().to_owned(),
+                m["event"]["revision"].as_u64().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(got, [("order-a".to_owned(), 0), ("order-b".to_owned(), 0)]);
+    assert!(poll(&s, "g", 10, 0).await.is_empty());
+    // A retry keeps the stream blocked: the retried event comes first.
+    nack(&s, "g", &ids(&m[0..1]), "retry").await;
+    let r = poll(&s, "g", 10, 5000).await;
+    assert_eq!((r.len(), r[0]["event"]["revision"].as_u64()), (1, Some(0)));
+    ack(&s, "g", &ids(&r)).await;
+    let next = poll(&s, "g", 10, 5000).await;
+    assert_eq!(next.len(), 1);
+    assert_eq!(next[0]["event"]["stream"], "order-a");
+    assert_eq!(next[0]["event"]["revision"], 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn long_poll_is_woken_by_an_append() {
+    let s = std::sync::Arc::new(TestServer::start());
+    create(&*s, "g", json!({"source": "order-9"})).await;
+    let poller = {
+        let s = s.clone();
+        tokio::spawn(async move { poll(&*s, "g", 10, 30_000).await })
+    };
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    append(&*s, "order-9", 1).await;
+    // Well before wait_ms (30 s): the append wakes it.
+    let m = tokio::time::timeout(Duration::from_secs(20), poller)
+        .await
+        .expect("the long poll was not woken")
+        .unwrap();
+    assert_eq!(datas(&m), [0]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shutdown_ends_long_polls() {
+    let s = std::sync::Arc::new(TestServer::start());
+    create(&*s, "g", json!({"source": "$all"})).await;
+    let poller = {
+        let s = s.clone();
+        tokio::spawn(async move { poll(&*s, "g", 10, 60_000).await })
+    };
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    s.app.begin_shutdown();
+    let m = tokio::time::timeout(Duration::from_secs(20), poller)
+        .await
+        .expect("the long poll outlived the shutdown")
+        .unwrap();
+    assert!(m.is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn restart_resumes_from_the_checkpoint_and_redelivers_unacked_events() {
+    let dir = tempfile::tempdir().unwrap();
+    let node = Node::open(dir.path(), options());
+    append(&node, "order-1", 6).await;
+    create(
+        &node,
+        "g",
+        json!({"source": "$all", "ack_timeout_ms": 60000}),
+    )
+    .await;
+    let m = poll(&node, "g", 6, 5000).await;
+    assert_eq!(datas(&m), [0, 1, 2, 3, 4, 5]);
+    let id = ids(&m);
+    // 0, 1, 3 acked; 4 parked; 2 and 5 unacked.
+    ack(&node, "g", &[id[0].clone(), id[1].clone(), id[3].clone()]).await;
+    nack(&node, "g", &id[4..5], "park").await;
+    node.stop().await;
+
+    let node = Node::open(dir.path(), options());
+    let g = show(&node, "g").await;
+    assert_eq!(g["checkpoint"], 2);
+    assert_eq!(g["parked"], 1);
+    assert_eq!(g["ack_timeout_ms"], 60000);
+    let m = poll_until(&node, "g", 2).await;
+    assert_eq!(datas(&m), [2, 5], "only the unacked events come back");
+    assert!(m.iter().all(|m| m["delivery"] == 1));
+    // An ack id from before the restart still acks its event.
+    assert_eq!(ack(&node, "g", &id[2..3]).await["acked"], 1);
+    ack(&node, "g", &ids(&m)).await;
+    assert_eq!(parked(&node, "g").await[0]["cursor"], 4);
+    // A replayed parked event survives a restart until it is acked again.
+    let r = call(&node, "POST", "/groups/g/parked/replay", None).await;
+    assert_eq!(r.json()["replayed"], 1);
+    node.stop().await;
+
+    let node = Node::open(dir.path(), options());
+    let g = show(&node, "g").await;
+    assert_eq!(
+        (g["parked"].as_u64(), g["replaying"].as_u64()),
+        (Some(0), Some(1))
+    );
+    let m = poll_until(&node, "g", 1).await;
+    assert_eq!(datas(&m), [4]);
+    ack(&node, "g", &ids(&m)).await;
+    assert!(poll(&node, "g", 10, 0).await.is_empty());
+    node.stop().await;
+
+    let node = Node::open(dir.path(), options());
+    let g = show(&node, "g").await;
+    assert!(g["checkpoint"].as_u64().unwrap() >= 6, "{g}");
+    assert_eq!(g["replaying"], 0);
+    assert!(poll(&node, "g", 10, 0).await.is_empty());
+    node.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn acks_are_saved_by_the_checkpointer_without_a_clean_shutdown() {
+    let dir = tempfile::tempdir().unwrap();
+    let node = Node::open(dir.path(), options());
+    append(&node, "order-1", 3).await;
+    create(&node, "g", json!({"source": "order-1"})).await;
+    let m = poll(&node, "g", 3, 5000).await;
+    ack(&node, "g", &ids(&m)).await;
+    // The checkpointer saves within its interval (100 ms here); wait for the record.
+    let store = node.app.store().clone();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        let all = store
+            .read_all(
+                strata_store::ReadFrom::Start,
+                strata_store::Direction::Forward,
+                1000,
+                &strata_store::AllFilter {
+                    include_system: true,
+                    ..Default::default()
+                },
+            )
+            .unwrap();
+        if all.events.iter().any(|e| e.event_type == "Checkpoint") {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "no checkpoint saved"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    // No stop_groups: the store is closed under the tasks (as after a crash, nothing else is
+    // saved).
+    node.app.store().close().unwrap();
+    drop(store);
+    drop(node);
+    // The group tasks notice the closed store and release it (and the directory lock).
+    loop {
+        match Store::open(dir.path(), Default::default()) {
+            Ok(store) => break drop(store),
+            Err(e) => {
+                assert!(
+                    tokio::time::Instant::now() < deadline,
+                    "store stays locked: {e}"
+                );
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        }
+    }
+    let node = Node::open(dir.path(), options());
+    assert_eq!(show(&node, "g").await["checkpoint"], 3);
+    assert!(poll(&node, "g", 10, 0).await.is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn groups_are_independent() {
+    let s = TestServer::start();
+    append(&s, "order-1", 2).await;
+    create(&s, "a", json!({"source": "order-1"})).await;
+    create(&s, "b", json!({"source": "order-1"})).await;
+    let ma = poll(&s, "a", 10, 5000).await;
+    ack(&s, "a", &ids(&ma)).await;
+    let mb = poll(&s, "b", 10, 5000).await;
+    assert_eq!(datas(&mb), [0, 1]);
+    // b's ack ids mean nothing to a.
+    call(
+        &s,
+        "POST",
+        "/groups/a/ack",
+        Some(json!({ "ack_ids": ids(&mb) })),
+    )
+    .await
+    .assert_error(400, "invalid_request");
+    assert_eq!(show(&s, "a").await["checkpoint"], 2);
+    assert_eq!(show(&s, "b").await["checkpoint"], 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn delete_frees_the_state_and_recreate_starts_afresh() {
+    let s = std::sync::Arc::new(TestServer::start());
+    append(&*s, "order-1", 2).await;
+    create(&*s, "g", json!({"source": "order-1"})).await;
+    let m = poll(&*s, "g", 10, 5000).await;
+    ack(&*s, "g", &ids(&m[0..1])).await;
+    nack(&*s, "g", &ids(&m[1..2]), "park").await;
+    let poller = {
+        let s = s.clone();
+        tokio::spawn(async move { call(&*s, "POST", "/groups/g/poll?wait_ms=30000", None).await })
+    };
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let r = call(&*s, "DELETE", "/groups/g", None).await;
+    assert_eq!(r.status, 204, "{}", r.text());
+    let pending = tokio::time::timeout(Duration::from_secs(20), poller)
+        .await
+        .unwrap()
+        .unwrap();
+    pending.assert_error(404, "not_found");
+    call(&*s, "GET", "/groups/g", None)
+        .await
+        .assert_error(404, "not_found");
+    call(
+        &*s,
+        "POST",
+        "/groups/g/ack",
+        Some(json!({"ack_ids": ids(&m)})),
+    )
+    .await
+    .assert_error(404, "not_found");
+    // The state streams are tombstoned.
+    let r = call(&*s, "GET", "/all?include_system=true&limit=1000", None)
+        .await
+        .json();
+    let state: Vec<String> = r["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["stream"].as_str().unwrap().to_owned())
+        .filter(|n| n.starts_with("$group-"))
+        .collect();
+    assert!(!state.is_empty());
+    for stream in state {
+        let r = call(
+            &*s,
+            "GET",
+            &format!("/streams/{}", stream.replace('$', "%24")),
+            None,
+        )
+        .await;
+        r.assert_error(410, "stream_deleted");
+    }
+    let g = create(&*s, "g", json!({"source": "order-1"})).await;
+    assert_eq!(
+        (g["checkpoint"].as_u64(), g["parked"].as_u64()),
+        (Some(0), Some(0))
+    );
+    let again = poll(&*s, "g", 10, 5000).await;
+    assert_eq!(datas(&again), [0, 1]);
+    assert!(again.iter().all(|m| m["delivery"] == 1));
+    // Ack ids of the old incarnation are unknown.
+    call(
+        &*s,
+        "POST",
+        "/groups/g/ack",
+        Some(json!({"ack_ids": ids(&m[0..1])})),
+    )
+    .await
+    .assert_error(400, "invalid_request");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stream_sources_use_revisions_and_from_end_is_resolved_at_creation() {
+    let s = TestServer::start();
+    append(&s, "user-1", 2).await;
+    append(&s, "order-1", 3).await;
+    create(&s, "from1", json!({"source": "order-1", "from": 1})).await;
+    assert_eq!(datas(&poll(&s, "from1", 10, 5000).await), [1, 2]);
+    let g = create(&s, "tail", json!({"source": "order-1", "from": "end"})).await;
+    assert_eq!(g["start"], 3);
+    assert_eq!(g["from"], "end");
+    assert!(poll(&s, "tail", 10, 0).await.is_empty());
+    let all = create(&s, "alltail", json!({"source": "$all", "from": "end"})).await;
+    assert!(all["start"].as_u64().unwrap() >= 5, "{all}");
+    let r = call(
+        &s,
+        "POST",
+        "/streams/order-1",
+        Some(json!({"type": "T", "data": {"i": 3}})),
+    )
+    .await;
+    let position = r.json()["first_position"].clone();
+    let m = poll(&s, "tail", 10, 5000).await;
+    assert_eq!(m[0]["event"]["revision"], 3);
+    let m = poll(&s, "alltail", 10, 5000).await;
+    assert_eq!(datas(&m), [3]);
+    assert_eq!(m[0]["event"]["position"], position);
+    // Identical PUT with from:"end" is still identical.
+    let r = call(
+        &s,
+        "PUT",
+        "/groups/tail",
+        Some(json!({"source": "order-1", "from": "end"})),
+    )
+    .await;
+    assert_eq!(r.status, 200, "{}", r.text());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_backlog_larger_than_the_window_is_delivered_once_each() {
+    let dir = tempfile::tempdir().unwrap();
+    let node = Node::open(
+        dir.path(),
+        GroupOptions {
+            window: 16,
+            feed_batch: 5,
+            ..options()
+        },
+    );
+    for i in 0..5 {
+        append(&node, &format!("order-{i}"), 100).await;
+    }
+    create(&node, "g", json!({"source": "category:order"})).await;
+    let mut seen = std::collections::HashSet::new();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    while seen.len() < 500 {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "stalled at {}",
+            seen.len()
+        );
+        let m = poll(&node, "g", 50, 2000).await;
+        assert!(m.len() <= 16, "the window bounds what is handed out");
+        for msg in &m {
+            assert!(
+                seen.insert(msg["event"]["position"].as_u64().unwrap()),
+                "duplicate"
+            );
+        }
+        ack(&node, "g", &ids(&m)).await;
+        let g = show(&node, "g").await;
+        assert!(g["in_flight"].as_u64().unwrap() + g["buffered"].as_u64().unwrap() <= 16);
+    }
+    let g = show(&node, "g").await;
+    assert!(g["checkpoint"].as_u64().unwrap() >= 500, "{g}");
+    assert!(poll(&node, "g", 10, 0).await.is_empty());
+    node.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn metrics_report_every_group() {
+    let s = TestServer::start();
+    append(&s, "order-1", 2).await;
+    create(&s, "g", json!({"source": "order-1"})).await;
+    let m = poll(&s, "g", 10, 5000).await;
+    ack(&s, "g", &ids(&m[0..1])).await;
+    nack(&s, "g", &ids(&m[1..2]), "park").await;
+    let text = call(&s, "GET", "/metrics", None).await.text();
+    for line in [
+        "strata_group_lag{group=\"g\"} 0\n",
+        "strata_group_checkpoint{group=\"g\"} 2\n",
+        "strata_group_in_flight{group=\"g\"} 0\n",
+        "strata_group_parked{group=\"g\"} 1\n",
+        "strata_group_deliveries_total{group=\"g\"} 2\n",
+        "strata_group_acks_total{group=\"g\"} 1\n",
+        "strata_group_nacks_total{group=\"g\"} 1\n",
+        "strata_group_parks_total{group=\"g\"} 1\n",
+        "strata_group_redeliveries_total{group=\"g\"} 0\n",
+    ] {
+        assert!(text.contains(line), "{line} missing from\n{text}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn roles_read_consumes_write_manages() {
+    let s = TestServer::with(|c| {
+        c.auth
+            .add_tokens_text("adm admin\nw write\nr read\nro read order-\n")
+            .unwrap()
+    });
+    let put = |token: &'static str, group: &'static str, source: &'static str| {
+        let s = &s;
+        async move {
+            s.call(
+                "PUT",
+                &format!("/groups/{group}"),
+                &[
+                    ("content-type", "application/json"),
+                    ("authorization", &format!("Bearer {token}")),
+                ],
+                &json!({ "source": source }).to_string(),
+            )
+            .await
+        }
+    };
+    put("r", "g", "order-1")
+        .await
+        .assert_error(403, "forbidden");
+    assert_eq!(put("w", "g", "order-1").await.status, 201);
+    assert_eq!(put("adm", "all", "$all").await.status, 201);
+    let poll_as = |token: &'static str, group: &'static str| {
+        let s = &s;
+        async move {
+            s.call(
+                "POST",
+                &format!("/groups/{group}/poll?wait_ms=0"),
+                &[("authorization", &format!("Bearer {token}"))],
+                "",
+            )
+            .await
+        }
+    };
+    assert_eq!(poll_as("r", "g").await.status, 200);
+    assert_eq!(poll_as("ro", "g").await.status, 200);
+    poll_as("ro", "all").await.assert_error(403, "forbidden");
+    let list = s
+        .get_with("/groups", &[("authorization", "Bearer ro")])
+        .await
+        .json();
+    assert_eq!(list["groups"].as_array().unwrap().len(), 1, "{list}");
+    let r = s
+        .call("DELETE", "/groups/g", &[("authorization", "Bearer r")], "")
+        .await;
+    r.assert_error(403, "forbidden");
+}
