@@ -232,10 +232,16 @@ impl Consumer {
                 } else {
                     on_failure
                 };
+                let fields: EventFields = serde_json::from_str(m.event.get()).unwrap_or_default();
                 eprintln!(
-                    "strata: {:?} {} for an event (delivery {}): nack {}",
+                    "strata: {:?} {} for event {} ({}@{}, delivery {}): nack {}",
                     command[0],
                     describe_status(status),
+                    fields.id,
+                    fields.stream,
+                    fields
+                        .revision
+                        .map_or_else(|| "?".into(), |r| r.to_string()),
                     m.delivery,
                     action.as_str()
                 );
