@@ -5,6 +5,8 @@
 mod append;
 mod auth;
 mod groups;
+mod groups_scale;
+mod groups_support;
 mod ops;
 mod read;
 mod server;
