@@ -149,6 +149,8 @@ pub struct Dispatcher<E> {
     bytes: usize,
     checkpoint: u64,
     fed_to: u64,
+    /// Delivery counts restored from the last checkpoint, applied when their event is fed.
+    restored: BTreeMap<u64, u32>,
 }
 
 impl<E: Clone> Dispatcher<E> {
@@ -176,7 +178,26 @@ impl<E: Clone> Dispatcher<E> {
             bytes: 0,
             checkpoint,
             fed_to: checkpoint,
+            restored: BTreeMap::new(),
         }
+    }
+
+    /// Restores delivery counts saved with the checkpoint ([`Dispatcher::deliveries_from`]):
+    /// those events keep counting towards `max_deliveries` when they are fed again.
+    pub fn restore_deliveries(&mut self, deliveries: impl IntoIterator<Item = (u64, u32)>) {
+        self.restored.extend(
+            deliveries
+                .into_iter()
+                .filter(|(c, _)| *c >= self.fed_to && !self.done.contains(c)),
+        );
+    }
+
+    /// `(cursor, delivery)` of pending events (not replays) delivered at least `min` times.
+    pub fn deliveries_from(&self, min: u32) -> impl Iterator<Item = (u64, u32)> + '_ {
+        self.slots
+            .iter()
+            .filter(move |(_, s)| !s.replay && s.delivery >= min)
+            .map(|(c, s)| (*c, s.delivery))
     }
 
     /// How many more events the feeder may feed now (0 when the window is full by count or
@@ -227,11 +248,20 @@ impl<E: Clone> Dispatcher<E> {
             return false;
         }
         self.fed_to = cursor.saturating_add(1);
+        if !self.restored.is_empty() {
+            // Restored counts of cursors passed without being fed are no longer needed.
+            let mut rest = self.restored.split_off(&cursor);
+            std::mem::swap(&mut self.restored, &mut rest);
+        }
         if self.done.contains(&cursor) || self.slots.contains_key(&cursor) {
             self.update_checkpoint();
             return false;
         }
+        let delivery = self.restored.remove(&cursor).unwrap_or(0);
         self.insert(cursor, stream, payload, size, false);
+        if let Some(slot) = self.slots.get_mut(&cursor) {
+            slot.delivery = delivery;
+        }
         self.update_checkpoint();
         true
     }
@@ -597,6 +627,23 @@ mod tests {
         let mut small: Dispatcher<u64> = Dispatcher::new(0, [], false, 100, 10);
         small.feed(0, s("a"), 0, 10);
         assert_eq!(small.room(), 0, "bounded by bytes too");
+    }
+
+    #[test]
+    fn restored_delivery_counts_apply_when_fed() {
+        let mut d: Dispatcher<u64> = Dispatcher::new(0, [], false, 100, 1 << 20);
+        d.restore_deliveries([(1, 2), (3, 4)]);
+        d.feed(0, s("a"), 0, 1);
+        d.feed(1, s("a"), 1, 1);
+        d.feed(4, s("a"), 4, 1);
+        let got: Vec<(u64, u32)> = d
+            .poll(10, 0, 10)
+            .iter()
+            .map(|g| (g.cursor, g.delivery))
+            .collect();
+        assert_eq!(got, [(0, 1), (1, 3), (4, 1)]);
+        assert!(d.restored.is_empty());
+        assert_eq!(d.deliveries_from(2).collect::<Vec<_>>(), [(1, 3)]);
     }
 
     #[test]

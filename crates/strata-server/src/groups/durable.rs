@@ -4,7 +4,7 @@
 //! | stream | records | bounded by |
 //! |---|---|---|
 //! | `$groups` | `GroupCreated` / `GroupUpdated` `{name, generation, settings, start}`, `GroupDeleted` `{name, generation}`, `GroupsSnapshot` `{part, parts, groups}` | a snapshot plus `truncate_before` once it holds more than twice the live groups (+32) |
-//! | `$group-<generation>-checkpoint` | `Checkpoint` `{checkpoint, done}` (`done`: `[first, last]` cursor ranges above the checkpoint) | `max_count: 2` |
+//! | `$group-<generation>-checkpoint` | `Checkpoint` `{checkpoint, done, deliveries?}` (`done`: `[first, last]` cursor ranges above the checkpoint; `deliveries`: `[cursor, delivery]` of pending events delivered more than once) | `max_count: 2` |
 //! | `$group-<generation>-parked` | `Parked` `{cursor, stream, revision, position, event_id, type, delivery, reason, parked_at}`, `Replayed` `{cursors}`, `Resolved` `{cursors}`, `ParkedSnapshot` `{part, parts, parked, replaying}` | a snapshot plus `truncate_before` once it holds more than twice the live entries (+64) |
 //!
 //! The generation is a random number per group incarnation: a deleted group's streams are
@@ -83,6 +83,10 @@ pub struct CheckpointRecord {
     pub checkpoint: u64,
     /// Done cursors above the checkpoint, as inclusive `[first, last]` ranges.
     pub done: Vec<[u64; 2]>,
+    /// `[cursor, delivery]` of pending events already delivered more than once, so that
+    /// `max_deliveries` counts across restarts.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub deliveries: Vec<[u64; 2]>,
 }
 
 impl CheckpointRecord {
@@ -98,6 +102,7 @@ impl CheckpointRecord {
         CheckpointRecord {
             checkpoint,
             done: ranges,
+            deliveries: Vec::new(),
         }
     }
 

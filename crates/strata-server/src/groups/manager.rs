@@ -227,7 +227,14 @@ impl Group {
             let mut st = self.state.lock();
             let changes = std::mem::take(&mut st.unsaved);
             let record = st.dirty.then(|| {
-                CheckpointRecord::new(st.dispatcher.checkpoint(), st.dispatcher.done_above())
+                let mut r =
+                    CheckpointRecord::new(st.dispatcher.checkpoint(), st.dispatcher.done_above());
+                r.deliveries = st
+                    .dispatcher
+                    .deliveries_from(2)
+                    .map(|(c, d)| [c, u64::from(d)])
+                    .collect();
+                r
             });
             st.dirty = false;
             st.acks_since_save = 0;
@@ -345,7 +352,6 @@ impl Groups {
 
     async fn load(&self) -> Result<()> {
         let store = self.inner.store.clone();
-        let options = self.inner.options.clone();
         let loaded = durable::blocking(move || {
             let registry = durable::load_registry(&store)?;
             // State streams of deletions interrupted by a crash.
@@ -364,11 +370,11 @@ impl Groups {
                 }
                 groups.push((record, checkpoint, parked, replay_events));
             }
-            Ok((registry.records, groups, options))
+            Ok((registry.records, groups))
         })
         .await
         .map_err(|e| self.store_error(e))?;
-        let (records, groups, _) = loaded;
+        let (records, groups) = loaded;
         *self.inner.registry.lock().await = records;
         let mut map = self.inner.groups.write();
         for (record, checkpoint, parked, replay_events) in groups {
@@ -395,6 +401,7 @@ impl Groups {
         let checkpoint = checkpoint.unwrap_or(CheckpointRecord {
             checkpoint: record.start,
             done: Vec::new(),
+            deliveries: Vec::new(),
         });
         // Parked events at or above the checkpoint are done too (a park is written before the
         // checkpoint that passes it).
@@ -407,6 +414,12 @@ impl Groups {
             record.settings.ordering == Ordering::PerStream,
             opts.window,
             opts.window_bytes,
+        );
+        dispatcher.restore_deliveries(
+            checkpoint
+                .deliveries
+                .iter()
+                .map(|[c, d]| (*c, u32::try_from(*d).unwrap_or(u32::MAX))),
         );
         let mut replaying = BTreeMap::new();
         let mut unsaved = ParkedChanges::default();
@@ -663,7 +676,13 @@ impl Groups {
                 group.expire(&mut st);
                 let timeout = group.settings.read().ack_timeout_ms;
                 let now = group.now_ms();
-                st.dispatcher.poll(max, now, timeout)
+                let got = st.dispatcher.poll(max, now, timeout);
+                // Redelivery counts are saved with the checkpoint (max_deliveries holds
+                // across restarts).
+                if got.iter().any(|d| d.delivery >= 2) {
+                    st.dirty = true;
+                }
+                got
             };
             if !got.is_empty() {
                 group.timer.notify_one();
