@@ -64,3 +64,63 @@ async fn hundred_groups_with_fifty_consumers_each_get_every_event_once() {
         Err(_) => panic!("node still shared"),
     }
 }
+
+/// A group created at `start` over a large backlog drains it through its bounded window.
+/// 1 million events: run with `cargo test --release -p strata-server --test api -- --ignored
+/// million` (it prints the rate); the default run uses 50,000.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "large; run explicitly in release mode"]
+async fn million_event_backlog_drains_through_the_window() {
+    drain_backlog(1_000_000).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_backlog_drains_through_the_window() {
+    drain_backlog(50_000).await;
+}
+
+async fn drain_backlog(events: u64) {
+    let dir = tempfile::tempdir().unwrap();
+    let node = Node::open(dir.path(), Default::default());
+    let store = node.app.store().clone();
+    let batch: Vec<strata_store::NewEvent> = (0..10_000)
+        .map(|i| strata_store::NewEvent::json("T", format!(r#"{{"i":{i}}}"#)))
+        .collect();
+    for i in 0..events / 10_000 {
+        store
+            .append_async(
+                &format!("big-{}", i % 10),
+                strata_store::ExpectedRevision::Any,
+                batch.clone(),
+            )
+            .await
+            .unwrap();
+    }
+    drop(store);
+    let started = std::time::Instant::now();
+    create(&node, "g", json!({"source": "$all"})).await;
+    let window = strata_server::GroupOptions::default().window as u64;
+    let mut delivered = 0u64;
+    let mut next_expected = 0u64;
+    while delivered < events {
+        let m = poll(&node, "g", 1000, 5000).await;
+        for msg in &m {
+            assert_eq!(msg["event"]["position"], next_expected);
+            next_expected += 1;
+        }
+        delivered += m.len() as u64;
+        ack(&node, "g", &ids(&m)).await;
+        if delivered % 100_000 < 1000 {
+            let g = show(&node, "g").await;
+            let held = g["in_flight"].as_u64().unwrap() + g["buffered"].as_u64().unwrap();
+            assert!(held <= window, "{g}");
+        }
+    }
+    let took = started.elapsed();
+    println!(
+        "{events} events consumed through one group in {took:?} ({:.0} events/s)",
+        events as f64 / took.as_secs_f64()
+    );
+    assert!(poll(&node, "g", 10, 0).await.is_empty());
+    node.stop().await;
+}
