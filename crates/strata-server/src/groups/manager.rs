@@ -636,6 +636,8 @@ impl Groups {
     /// Stops every group's tasks and saves their state (graceful shutdown). Idempotent; later
     /// group requests answer 503.
     pub async fn shutdown(&self) {
+        // Under the registry lock: no group is created after the list below is taken.
+        let _registry = self.inner.registry.lock().await;
         self.inner.stopped.store(true, Relaxed);
         let groups: Vec<Arc<Group>> = self.inner.groups.read().values().cloned().collect();
         for g in &groups {
