@@ -26,7 +26,8 @@
 //! - `group-latency`: `--latency-consumers` (4) consumers long-poll a fresh group (`wait_ms`
 //!   5,000) while a publisher appends `--rate` events/s as in `sse`; the latency is from just
 //!   before the append request is written to the arrival of the poll answer that contains the
-//!   event (the durable commit and the consumer's round trip included).
+//!   event (the durable commit and the consumer's round trip included); and, per event, the
+//!   arrival minus the moment its append was acknowledged: what group delivery adds.
 //!
 //! For each it prints events/s and latency percentiles (nearest rank) per run, then Markdown
 //! tables with the median, min and max over the runs, on stdout; progress goes to stderr.
@@ -1143,11 +1144,21 @@ struct SseRun {
     ack: Latencies,
     /// How far behind its schedule each send went out (tokio's timer has 1 ms granularity).
     lag: Latencies,
+    /// Per event, delivery time minus the time its append was acknowledged (0 when the
+    /// delivery came first), when measured: what delivery adds to the durable append.
+    after_ack: Option<Latencies>,
 }
 
 impl SseRun {
     fn summary(&self) -> String {
-        format!(
+        let after_ack = self.after_ack.as_ref().map_or_else(String::new, |l| {
+            format!(
+                "; delivery after append ack p50 {} / p99 {} µs",
+                fmt_num(l.q(0.5)),
+                fmt_num(l.q(0.99))
+            )
+        });
+        let main = format!(
             "{}/{} delivered at {}/s; delivery p50 {} / p99 {} / p99.9 {} / max {} µs; append ack p50 {} / p99 {} µs; send lag behind schedule p99 {} µs",
             self.delivered,
             self.sent,
@@ -1159,7 +1170,8 @@ impl SseRun {
             fmt_num(self.ack.q(0.5)),
             fmt_num(self.ack.q(0.99)),
             fmt_num(self.lag.q(0.99)),
-        )
+        );
+        main + &after_ack
     }
 
     fn record(&self, report: &mut Report, scenario: &str, config: &str) {
@@ -1186,6 +1198,20 @@ impl SseRun {
             "send lag behind schedule p99 µs",
             self.lag.q(0.99),
         );
+        if let Some(l) = &self.after_ack {
+            report.add(
+                scenario,
+                config,
+                "delivery after append ack p50 µs",
+                l.q(0.5),
+            );
+            report.add(
+                scenario,
+                config,
+                "delivery after append ack p99 µs",
+                l.q(0.99),
+            );
+        }
     }
 }
 
@@ -1254,6 +1280,8 @@ struct Published {
     acks: Vec<u32>,
     /// How late each send went out, µs.
     lag: Vec<u32>,
+    /// Per `seq`: when its append was acknowledged, ns since the clock (0: not acknowledged).
+    acked_at: Arc<Vec<AtomicU64>>,
 }
 
 impl Published {
@@ -1266,6 +1294,7 @@ impl Published {
             delivery: Latencies::new(delays),
             ack: Latencies::new(self.acks),
             lag: Latencies::new(self.lag),
+            after_ack: None,
         }
     }
 }
@@ -1283,13 +1312,19 @@ async fn publish(
 ) -> Result<Published> {
     let total = ((dur.as_secs_f64() * f64::from(rate)).round() as u64).max(1);
     let bar = timed_bar(label, dur);
+    let acked_at: Arc<Vec<AtomicU64>> = Arc::new((0..total).map(|_| AtomicU64::new(0)).collect());
     let sent = Arc::new(AtomicU64::new(0));
     let start = Instant::now();
     let ticker = tick(bar.clone(), start, sent.clone());
     let period = Duration::from_secs_f64(1.0 / f64::from(rate));
     let mut publishers = Vec::new();
     for k in 0..SSE_PUBLISHERS.min(total) {
-        let (target, stream, sent) = (target.clone(), stream.to_owned(), sent.clone());
+        let (target, stream, sent, acked_at) = (
+            target.clone(),
+            stream.to_owned(),
+            sent.clone(),
+            acked_at.clone(),
+        );
         publishers.push(tokio::spawn(async move {
             let mut conn = target.connect().await?;
             let (mut acks, mut lag) = (Vec::new(), Vec::new());
@@ -1315,6 +1350,7 @@ async fn publish(
                     return Err(http_error(status, &answer));
                 }
                 acks.push(micros(now.elapsed()));
+                acked_at[i as usize].store(clock.elapsed().as_nanos() as u64, Relaxed);
                 sent.fetch_add(1, Relaxed);
                 i += SSE_PUBLISHERS;
             }
@@ -1344,6 +1380,7 @@ async fn publish(
         secs,
         acks,
         lag,
+        acked_at,
     })
 }
 
@@ -1379,9 +1416,11 @@ struct PollEvent {
     data: PollData,
 }
 
-/// The `data` of a bench event: `sent_ns` only in `BenchTick` events (latency runs).
+/// The `data` of a bench event: `seq` and `sent_ns` only in `BenchTick` events (latency runs).
 #[derive(serde::Deserialize)]
 struct PollData {
+    #[serde(default)]
+    seq: Option<u64>,
     #[serde(default)]
     sent_ns: Option<u64>,
 }
@@ -1651,6 +1690,7 @@ async fn group_latency(
         // Connected (and polling) before the first send.
         let mut conn = target.connect().await?;
         consumers.push(tokio::spawn(async move {
+            // (delay µs, seq, arrival ns) of first deliveries.
             let mut delays = Vec::new();
             while received.load(Relaxed) < total && stop.load(Relaxed) == 0 {
                 let (status, body) = conn.exchange(&poll).await?;
@@ -1663,8 +1703,11 @@ async fn group_latency(
                     continue;
                 }
                 for m in &answer.messages {
-                    if let (1, Some(sent)) = (m.delivery, m.event.data.sent_ns) {
-                        delays.push(micros(Duration::from_nanos(now.saturating_sub(sent))));
+                    if let (1, Some(sent), Some(seq)) =
+                        (m.delivery, m.event.data.sent_ns, m.event.data.seq)
+                    {
+                        let delay = micros(Duration::from_nanos(now.saturating_sub(sent)));
+                        delays.push((delay, seq, now));
                     }
                 }
                 received.fetch_add(answer.messages.len() as u64, Relaxed);
@@ -1708,7 +1751,16 @@ async fn group_latency(
     if let Some(e) = failure {
         return Err(e);
     }
-    Ok(published.run(delays))
+    let after_ack = delays
+        .iter()
+        .filter_map(|&(_, seq, arrived)| {
+            let acked = published.acked_at.get(seq as usize)?.load(Relaxed);
+            (acked > 0).then(|| micros(Duration::from_nanos(arrived.saturating_sub(acked))))
+        })
+        .collect();
+    let mut run = published.run(delays.into_iter().map(|d| d.0).collect());
+    run.after_ack = Some(Latencies::new(after_ack));
+    Ok(run)
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -1966,6 +2018,7 @@ mod tests {
             assert_eq!(drained.count(), 2, "one row per consumer count");
             assert_eq!(value("group-latency", "delivered / sent"), 1.0);
             assert!(value("group-latency", "delivery p99 µs") > 0.0);
+            assert!(value("group-latency", "delivery after append ack p99 µs") >= 0.0);
             stop.send(()).unwrap();
             serving.await.unwrap().unwrap();
         });
