@@ -1125,8 +1125,15 @@ async fn feed(group: &Arc<Group>, store: Store, batch: usize) {
             }
             Err(strata_store::Error::Closed) => return,
             Err(e) => {
-                tracing::warn!(error = %e, group = %group.name, "consumer group cannot read its source");
-                group.state.lock().error = Some(e.to_string());
+                let message = e.to_string();
+                {
+                    let mut st = group.state.lock();
+                    // Logged once per distinct error, not on every commit that retries it.
+                    if st.error.as_deref() != Some(message.as_str()) {
+                        tracing::warn!(error = %message, group = %group.name, "consumer group cannot read its source");
+                        st.error = Some(message);
+                    }
+                }
                 // A later commit (the stream re-created, ...) may fix it: wait for one.
                 tokio::select! {
                     woke = sub.wait() => if woke.is_err() { return },

@@ -740,3 +740,29 @@ async fn roles_read_consumes_write_manages() {
         .await;
     r.assert_error(403, "forbidden");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_deleted_source_is_reported_and_the_group_resumes_when_it_returns() {
+    let s = TestServer::start();
+    append(&s, "order-5", 1).await;
+    create(&s, "g", json!({"source": "order-5"})).await;
+    let m = poll(&s, "g", 10, 5000).await;
+    ack(&s, "g", &ids(&m)).await;
+    let r = call(&s, "DELETE", "/streams/order-5", None).await;
+    assert_eq!(r.status, 204, "{}", r.text());
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        let g = show(&s, "g").await;
+        if g["error"].is_string() {
+            assert!(g["error"].as_str().unwrap().contains("deleted"), "{g}");
+            break;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "{g}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    // Appending re-creates the stream (revisions continue): the group picks it up.
+    append(&s, "order-5", 1).await;
+    let m = poll_until(&s, "g", 1).await;
+    assert_eq!(m[0]["event"]["revision"], 1);
+    assert_eq!(show(&s, "g").await["error"], Value::Null);
+}
