@@ -766,3 +766,39 @@ async fn a_deleted_source_is_reported_and_the_group_resumes_when_it_returns() {
     assert_eq!(m[0]["event"]["revision"], 1);
     assert_eq!(show(&s, "g").await["error"], Value::Null);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_registry_is_compacted_and_survives_restarts() {
+    let dir = tempfile::tempdir().unwrap();
+    let node = Node::open(dir.path(), options());
+    create(
+        &node,
+        "keep",
+        json!({"source": "$all", "max_deliveries": 3}),
+    )
+    .await;
+    for i in 0..40 {
+        create(&node, &format!("tmp{i}"), json!({"source": "order-1"})).await;
+        let r = call(&node, "DELETE", &format!("/groups/tmp{i}"), None).await;
+        assert_eq!(r.status, 204);
+    }
+    let live = node
+        .app
+        .store()
+        .read_stream(
+            "$groups",
+            strata_store::ReadFrom::Start,
+            strata_store::Direction::Forward,
+            1000,
+        )
+        .unwrap();
+    assert!(live.events.len() < 40, "{} records", live.events.len());
+    node.stop().await;
+    let node = Node::open(dir.path(), options());
+    let list = call(&node, "GET", "/groups", None).await.json();
+    let groups = list["groups"].as_array().unwrap();
+    assert_eq!(groups.len(), 1, "{list}");
+    assert_eq!(groups[0]["name"], "keep");
+    assert_eq!(groups[0]["max_deliveries"], 3);
+    node.stop().await;
+}
