@@ -171,9 +171,10 @@ fn not_found_is_json_for_streams_events_and_unknown_routes() {
         "/",
         "/streams/nf-1/0/extra",
         "/all/x",
-        "/groups",
         "/groups/g",
-        "/projections",
+        "/groups/g/parked",
+        "/projections/p",
+        "/projections/p/state",
         "/api/v1/streams",
     ] {
         let reply = c.get(path);
@@ -181,13 +182,9 @@ fn not_found_is_json_for_streams_events_and_unknown_routes() {
         reply.assert_error(404, "not_found");
     }
     c.post_json("/nope", "{}").assert_error(404, "not_found");
-    c.request(
-        "PUT",
-        "/groups/g",
-        &[("Content-Type", "application/json")],
-        Some(br#"{"source": "$all"}"#),
-    )
-    .assert_error(404, "not_found");
+    // Group actions on a group that does not exist.
+    c.post_json("/groups/g/ack", r#"{"ack_ids": ["x"]}"#)
+        .assert_error(404, "not_found");
     // A known path with another method: 405 with Allow (docs/http-api.md).
     let reply = c.request("PATCH", "/streams/nf-1", &[], None);
     reply.assert_error(405, "method_not_allowed");
