@@ -223,7 +223,7 @@ fn an_unacked_event_is_redelivered_after_the_ack_timeout() {
     let group = Group::create(
         &client,
         "slow",
-        &json!({"source": "timeout-1", "ack_timeout_ms": 1500}),
+        &json!({"source": "timeout-1", "ack_timeout_ms": 3000}),
     );
     let first = group.poll(10, 2000);
     assert_eq!(first.len(), 1);
@@ -712,6 +712,16 @@ fn bad_requests_get_api_errors_and_change_nothing() {
         0,
         "bad polls hand out nothing"
     );
+    // Unknown query parameters elsewhere too.
+    client
+        .get(&group.path("?bogus=1"))
+        .assert_error(400, "invalid_request");
+    client
+        .get("/groups?bogus=1")
+        .assert_error(400, "invalid_request");
+    client
+        .post_json(&group.path("/ack?bogus=1"), r#"{"ack_ids": ["x"]}"#)
+        .assert_error(400, "invalid_request");
 
     // Bad acks and nacks: unknown ids, wrong shapes, unknown actions.
     let msgs = group.poll(10, 2000);
