@@ -17,7 +17,8 @@
 //!   is done): it never decreases and never passes a pending event;
 //! - the window (pending events plus done cursors above the checkpoint) holds at most `capacity`
 //!   entries and about `max_bytes` of payload: [`Dispatcher::room`] tells the feeder how many
-//!   more it may feed.
+//!   more it may feed (done cursors restored at a restart and not fed yet take no room, so
+//!   the feeder can always move the checkpoint over them).
 //!
 //! Replayed parked events live in the window too (flagged `replay`): they were done once, so
 //! they take no part in the checkpoint, but they obey ordering, timeouts and parking like others.
@@ -202,12 +203,15 @@ impl<E: Clone> Dispatcher<E> {
 
     /// How many more events the feeder may feed now (0 when the window is full by count or
     /// by bytes).
+    ///
+    /// Done cursors not fed yet (restored at a restart) do not count: feeding past them is
+    /// what moves the checkpoint over them, so counting them could leave no room for ever.
     pub fn room(&self) -> usize {
         if self.bytes >= self.max_bytes {
             return 0;
         }
-        self.capacity
-            .saturating_sub(self.slots.len() + self.done.len())
+        let done_fed = self.done.len() - self.done.range(self.fed_to..).count();
+        self.capacity.saturating_sub(self.slots.len() + done_fed)
     }
 
     /// The cursor the feeder continues at.
@@ -612,21 +616,38 @@ mod tests {
     #[test]
     fn restart_skips_done_cursors_and_window_is_bounded() {
         let mut d: Dispatcher<u64> = Dispatcher::new(5, [3, 7, 9], false, 4, 1 << 20);
-        assert_eq!(d.room(), 2);
+        assert_eq!(d.room(), 4, "done cursors not fed yet take no room");
         assert!(d.feed(5, s("a"), 5, 1));
         assert!(!d.feed(7, s("a"), 7, 1));
         assert!(d.feed(8, s("a"), 8, 1));
+        assert_eq!(d.room(), 1);
+        assert!(d.feed(10, s("a"), 10, 1));
         assert_eq!(d.room(), 0);
         d.poll(10, 0, 10);
         d.ack(5);
         d.ack(8);
-        assert_eq!(d.checkpoint(), 9);
-        assert_eq!(d.done_above().collect::<Vec<_>>(), [9]);
-        assert!(!d.feed(9, s("a"), 9, 1));
-        assert_eq!(d.checkpoint(), 10);
+        assert_eq!(d.checkpoint(), 10, "9 was done, 10 is pending");
+        assert_eq!(d.done_above().count(), 0);
+        d.ack(10);
+        assert_eq!(d.checkpoint(), 11);
         let mut small: Dispatcher<u64> = Dispatcher::new(0, [], false, 100, 10);
         small.feed(0, s("a"), 0, 10);
         assert_eq!(small.room(), 0, "bounded by bytes too");
+    }
+
+    /// A crash after a park's record but before the checkpoint passing it restores as many
+    /// done cursors as the window holds: the feeder must still get room to feed past them.
+    #[test]
+    fn a_window_full_of_restored_done_cursors_still_has_room() {
+        let mut d: Dispatcher<u64> = Dispatcher::new(0, [0, 1, 2, 3], false, 4, 1 << 20);
+        assert!(d.room() > 0);
+        for c in 0..4 {
+            assert!(!d.feed(c, s("a"), c, 1));
+        }
+        assert_eq!(d.checkpoint(), 4);
+        assert_eq!(d.room(), 4);
+        assert!(d.feed(4, s("a"), 4, 1));
+        assert_eq!(d.poll(10, 0, 10)[0].cursor, 4);
     }
 
     #[test]

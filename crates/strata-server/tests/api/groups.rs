@@ -802,3 +802,94 @@ async fn the_registry_is_compacted_and_survives_restarts() {
     assert_eq!(groups[0]["max_deliveries"], 3);
     node.stop().await;
 }
+
+/// The last `Checkpoint` record of the group incarnation named by `ack_id`, waited for until
+/// `until` holds (the checkpointer saves within its interval).
+async fn wait_checkpoint_record(node: &Node, ack_id: &str, until: impl Fn(&Value) -> bool) {
+    let generation = &ack_id[..16];
+    let stream = format!("$group-{generation}-checkpoint");
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        let last = node
+            .app
+            .store()
+            .read_stream(
+                &stream,
+                strata_store::ReadFrom::End,
+                strata_store::Direction::Backward,
+                1,
+            )
+            .ok()
+            .and_then(|s| s.events.first().cloned())
+            .map(|e| serde_json::from_slice::<Value>(&e.data).unwrap());
+        if last.as_ref().is_some_and(&until) {
+            return;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "checkpoint: {last:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// A crash between a park's record and the checkpoint that passes it: at restart the done
+/// cursors above the checkpoint plus the parked one fill the whole window. The group must
+/// still feed (it used to wait for room forever) and deliver what follows.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restart_with_a_window_full_of_done_events_still_feeds() {
+    let dir = tempfile::tempdir().unwrap();
+    let opts = GroupOptions {
+        window: 4,
+        ..options()
+    };
+    let node = Node::open(dir.path(), opts.clone());
+    append(&node, "order-1", 4).await;
+    create(
+        &node,
+        "g",
+        json!({"source": "order-1", "ack_timeout_ms": 60000}),
+    )
+    .await;
+    let m = poll(&node, "g", 4, 5000).await;
+    assert_eq!(datas(&m), [0, 1, 2, 3]);
+    let id = ids(&m);
+    ack(&node, "g", &id[1..]).await;
+    wait_checkpoint_record(&node, &id[0], |r| {
+        r["checkpoint"] == 0 && r["done"] == json!([[1, 3]])
+    })
+    .await;
+    // Event 0's park record lands, the checkpoint after it does not (the crash).
+    let record = json!({
+        "cursor": 0, "stream": "order-1", "revision": 0,
+        "position": m[0]["event"]["position"], "event_id": m[0]["event"]["id"],
+        "type": "T", "delivery": 1, "reason": "nacked", "parked_at": 0,
+    });
+    node.app
+        .store()
+        .append(
+            &format!("$group-{}-parked", &id[0][..16]),
+            strata_store::ExpectedRevision::Any,
+            vec![strata_store::NewEvent::json(
+                "Parked",
+                record.to_string().into_bytes(),
+            )],
+        )
+        .unwrap();
+    // Nothing else is unsaved (the acks are in the checkpoint just read, event 0 is merely in
+    // flight), so a graceful stop writes nothing more: the state on disk is the crash's.
+    node.stop().await;
+    let node = Node::open(dir.path(), opts);
+    assert_eq!(parked(&node, "g").await.len(), 1);
+    append(&node, "order-1", 1).await;
+    let m = poll_until(&node, "g", 1).await;
+    assert_eq!(
+        datas(&m),
+        [0],
+        "the event after the window (its data is i=0 of the 2nd append)"
+    );
+    assert_eq!(m[0]["event"]["revision"], 4);
+    ack(&node, "g", &ids(&m)).await;
+    assert_eq!(show(&node, "g").await["checkpoint"], 5);
+    node.stop().await;
+}
