@@ -214,6 +214,14 @@ impl<E: Clone> Dispatcher<E> {
         self.capacity.saturating_sub(self.slots.len() + done_fed)
     }
 
+    /// Replayed events pending in the window, and their payload bytes.
+    pub fn replays(&self) -> (usize, usize) {
+        self.slots
+            .values()
+            .filter(|s| s.replay)
+            .fold((0, 0), |(n, b), s| (n + 1, b + s.size))
+    }
+
     /// The cursor the feeder continues at.
     pub fn fed_to(&self) -> u64 {
         self.fed_to

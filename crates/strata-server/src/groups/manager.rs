@@ -894,27 +894,45 @@ impl Groups {
             .flush_locked(&store, &mut fs)
             .await
             .map_err(|e| self.store_error(e))?;
-        let entries: Vec<ParkedEntry> = group
-            .state
-            .lock()
-            .parked
-            .values()
-            .take(max)
-            .cloned()
-            .collect();
-        if entries.is_empty() {
-            return Ok((0, 0, 0));
-        }
+        // Replayed events wait in the window: together they never exceed it, by count or by
+        // bytes, however often a replay is asked for before they are consumed.
+        let opts = &self.inner.options;
+        let (mut entries, bytes_left) = {
+            let st = group.state.lock();
+            let (count, bytes) = st.dispatcher.replays();
+            let room = if bytes >= opts.window_bytes {
+                0
+            } else {
+                opts.window.saturating_sub(count)
+            };
+            let entries: Vec<ParkedEntry> =
+                st.parked.values().take(max.min(room)).cloned().collect();
+            if entries.is_empty() {
+                return Ok((0, 0, st.parked.len()));
+            }
+            (entries, opts.window_bytes.saturating_sub(bytes))
+        };
         let read_store = store.clone();
         let read_entries = entries.clone();
         let events = durable::blocking(move || {
-            read_entries
-                .iter()
-                .map(|e| read_parked_event(&read_store, e))
-                .collect::<strata_store::Result<Vec<_>>>()
+            let mut events = Vec::with_capacity(read_entries.len());
+            let (mut bytes, mut taken) = (0, 0);
+            for entry in &read_entries {
+                let event = read_parked_event(&read_store, entry)?;
+                if let Some(e) = &event {
+                    bytes += event_size(e);
+                    if bytes > bytes_left && taken > 0 {
+                        break;
+                    }
+                    taken += 1;
+                }
+                events.push(event);
+            }
+            Ok(events)
         })
         .await
         .map_err(|e| self.store_error(e))?;
+        entries.truncate(events.len());
         let mut changes = ParkedChanges::default();
         for (entry, event) in entries.iter().zip(&events) {
             if event.is_some() {

@@ -893,3 +893,58 @@ async fn a_restart_with_a_window_full_of_done_events_still_feeds() {
     assert_eq!(show(&node, "g").await["checkpoint"], 5);
     node.stop().await;
 }
+
+/// Replays are bounded by the window across calls, not only per call: replaying again before
+/// the replayed events are consumed re-queues nothing more (memory stays bounded).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn replays_never_hold_more_than_a_window() {
+    let dir = tempfile::tempdir().unwrap();
+    let node = Node::open(
+        dir.path(),
+        GroupOptions {
+            window: 4,
+            ..options()
+        },
+    );
+    append(&node, "order-1", 8).await;
+    create(
+        &node,
+        "g",
+        json!({"source": "order-1", "ack_timeout_ms": 60000}),
+    )
+    .await;
+    let mut n = 0;
+    while n < 8 {
+        let m = poll_until(&node, "g", 4).await;
+        nack(&node, "g", &ids(&m), "park").await;
+        n += m.len();
+    }
+    assert_eq!(parked(&node, "g").await.len(), 8);
+    assert_eq!(replay_parked(&node).await, (4, 4));
+    assert_eq!(
+        replay_parked(&node).await,
+        (0, 4),
+        "the window is full of replayed events"
+    );
+    assert_eq!(show(&node, "g").await["replaying"], 4);
+    let m = poll_until(&node, "g", 4).await;
+    assert_eq!(datas(&m), [0, 1, 2, 3]);
+    ack(&node, "g", &ids(&m)).await;
+    assert_eq!(replay_parked(&node).await, (4, 0));
+    let m = poll_until(&node, "g", 4).await;
+    assert_eq!(datas(&m), [4, 5, 6, 7]);
+    ack(&node, "g", &ids(&m)).await;
+    assert_eq!(show(&node, "g").await["replaying"], 0);
+    node.stop().await;
+}
+
+/// `POST /groups/g/parked/replay` → (replayed, remaining).
+async fn replay_parked(node: &Node) -> (u64, u64) {
+    let r = call(node, "POST", "/groups/g/parked/replay", None).await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    let v = r.json();
+    (
+        v["replayed"].as_u64().unwrap(),
+        v["remaining"].as_u64().unwrap(),
+    )
+}
