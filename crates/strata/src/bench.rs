@@ -1677,43 +1677,43 @@ async fn group_latency(
         None,
     );
     let received = Arc::new(AtomicU64::new(0));
-    let stop = Arc::new(AtomicU64::new(0));
+    // (delay µs, seq, arrival ns) of first deliveries, from every consumer.
+    let delays = Arc::new(std::sync::Mutex::new(Vec::with_capacity(total as usize)));
     let mut consumers = Vec::new();
     for _ in 0..args.latency_consumers {
-        let (target, poll, name, received, stop) = (
+        let (target, poll, name, received, delays) = (
             target.clone(),
             poll.clone(),
             name.clone(),
             received.clone(),
-            stop.clone(),
+            delays.clone(),
         );
         // Connected (and polling) before the first send.
         let mut conn = target.connect().await?;
         consumers.push(tokio::spawn(async move {
-            // (delay µs, seq, arrival ns) of first deliveries.
-            let mut delays = Vec::new();
-            while received.load(Relaxed) < total && stop.load(Relaxed) == 0 {
+            loop {
                 let (status, body) = conn.exchange(&poll).await?;
                 let now = clock.elapsed().as_nanos() as u64;
                 if status != 200 {
-                    return Err(http_error(status, &body));
+                    return Err::<(), _>(http_error(status, &body));
                 }
                 let answer = poll_answer(&body)?;
                 if answer.messages.is_empty() {
                     continue;
                 }
-                for m in &answer.messages {
-                    if let (1, Some(sent), Some(seq)) =
-                        (m.delivery, m.event.data.sent_ns, m.event.data.seq)
-                    {
-                        let delay = micros(Duration::from_nanos(now.saturating_sub(sent)));
-                        delays.push((delay, seq, now));
+                if let Ok(mut d) = delays.lock() {
+                    for m in &answer.messages {
+                        if let (1, Some(sent), Some(seq)) =
+                            (m.delivery, m.event.data.sent_ns, m.event.data.seq)
+                        {
+                            let delay = micros(Duration::from_nanos(now.saturating_sub(sent)));
+                            d.push((delay, seq, now));
+                        }
                     }
                 }
                 received.fetch_add(answer.messages.len() as u64, Relaxed);
                 ack(&mut conn, &target, &name, &answer.messages).await?;
             }
-            Ok::<_, Error>(delays)
         }));
     }
     let published = publish(
@@ -1727,30 +1727,36 @@ async fn group_latency(
     .await;
     // Everything sent is delivered within a few seconds, or counted as lost.
     let deadline = Instant::now() + Duration::from_secs(5);
-    while received.load(Relaxed) < total && Instant::now() < deadline {
+    while published.is_ok()
+        && received.load(Relaxed) < total
+        && Instant::now() < deadline
+        && !consumers.iter().any(|c| c.is_finished())
+    {
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
-    stop.store(1, Relaxed);
-    let published = match published {
-        Ok(p) => p,
-        Err(e) => {
-            consumers.iter().for_each(|c| c.abort());
-            return Err(e);
-        }
-    };
-    let (mut delays, mut failure) = (Vec::new(), None);
+    // The consumers loop until stopped (the last ones sit in a long poll): a finished one
+    // failed; the others are stopped here.
+    let mut failure = None;
     for c in consumers {
-        // A consumer may sit in a long poll (up to 5 s) that will bring nothing.
-        match tokio::time::timeout(Duration::from_secs(10), c).await {
-            Ok(Ok(Ok(d))) => delays.extend(d),
-            Ok(Ok(Err(e))) => failure = failure.or(Some(e)),
-            Ok(Err(e)) => failure = failure.or(Some(task_failed("consumer", e))),
-            Err(_) => {}
+        if c.is_finished() {
+            match c.await {
+                Ok(Ok(())) => {}
+                Ok(Err(e)) => failure = failure.or(Some(e)),
+                Err(e) => failure = failure.or(Some(task_failed("consumer", e))),
+            }
+        } else {
+            c.abort();
         }
     }
+    let published = published?;
     if let Some(e) = failure {
         return Err(e);
     }
+    let delays = std::mem::take(
+        &mut *delays
+            .lock()
+            .map_err(|_| Error::Io(io::Error::other("a consumer panicked")))?,
+    );
     let after_ack = delays
         .iter()
         .filter_map(|&(_, seq, arrived)| {
