@@ -948,3 +948,44 @@ async fn replay_parked(node: &Node) -> (u64, u64) {
         v["remaining"].as_u64().unwrap(),
     )
 }
+
+/// A long poll already waiting when an ack deadline passes is woken by the group's timer (not
+/// by another request): it returns the redelivery well before its own `wait_ms` (a broken
+/// timer would leave it empty-handed after 30 s).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_ack_timeout_wakes_a_waiting_long_poll() {
+    let s = TestServer::start();
+    append(&s, "order-1", 1).await;
+    create(&s, "g", json!({"source": "order-1", "ack_timeout_ms": 300})).await;
+    let first = poll(&s, "g", 10, 5000).await;
+    assert_eq!(first.len(), 1);
+    let again = poll(&s, "g", 10, 30_000).await;
+    assert_eq!(again.len(), 1, "the long poll ended without the redelivery");
+    assert_eq!(again[0]["delivery"], 2);
+    ack(&s, "g", &ids(&again)).await;
+}
+
+/// With per-stream ordering, the ack of a stream's event in flight wakes a long poll already
+/// waiting for that stream's next event (nothing else happens that could wake it).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_per_stream_ack_wakes_a_waiting_long_poll() {
+    let s = std::sync::Arc::new(TestServer::start());
+    append(&*s, "order-1", 2).await;
+    create(
+        &*s,
+        "g",
+        json!({"source": "order-1", "ordering": "per_stream", "ack_timeout_ms": 60000}),
+    )
+    .await;
+    let first = poll(&*s, "g", 10, 5000).await;
+    assert_eq!(datas(&first), [0], "event 1 waits for event 0");
+    let poller = {
+        let s = s.clone();
+        tokio::spawn(async move { poll(&*s, "g", 10, 30_000).await })
+    };
+    // Whether the poll is already waiting or not, it must get event 1 after the ack.
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    ack(&*s, "g", &ids(&first)).await;
+    let m = poller.await.unwrap();
+    assert_eq!(datas(&m), [1], "the long poll ended without the next event");
+}
