@@ -222,6 +222,11 @@ impl<E: Clone> Dispatcher<E> {
             .fold((0, 0), |(n, b), s| (n + 1, b + s.size))
     }
 
+    /// Payload bytes the window may still take (approximate, like `max_bytes`).
+    pub fn byte_room(&self) -> usize {
+        self.max_bytes.saturating_sub(self.bytes)
+    }
+
     /// The cursor the feeder continues at.
     pub fn fed_to(&self) -> u64 {
         self.fed_to

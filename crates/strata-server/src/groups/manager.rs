@@ -1090,12 +1090,21 @@ async fn feed(group: &Arc<Group>, store: Store, batch: usize) {
         ),
         Source::Stream(s) => store.subscribe_stream(&s, start),
     });
+    // A store read is bounded by a count only: the largest event read so far bounds it by the
+    // window's byte budget too (before any, the largest event the store accepts).
+    let limits = &store.options().limits;
+    let largest =
+        limits.max_event_size + limits.max_stream_name_len + limits.max_event_type_len + 128;
+    let mut size_hint: Option<usize> = None;
     loop {
         if group.is_stopping() {
             return;
         }
         let room_wait = group.room.notified();
-        let room = group.state.lock().dispatcher.room();
+        let (room, byte_room) = {
+            let st = group.state.lock();
+            (st.dispatcher.room(), st.dispatcher.byte_room())
+        };
         if room == 0 {
             tokio::select! {
                 () = room_wait => continue,
@@ -1105,7 +1114,8 @@ async fn feed(group: &Arc<Group>, store: Store, batch: usize) {
         let Some(mut sub) = subscription.take() else {
             return;
         };
-        let want = room.min(batch).max(1);
+        let by_bytes = (byte_room / size_hint.unwrap_or(largest).max(1)).max(1);
+        let want = room.min(batch).min(by_bytes).max(1);
         let Ok((sub, polled)) = tokio::task::spawn_blocking(move || {
             let r = sub.poll(want);
             (sub, r)
@@ -1134,6 +1144,7 @@ async fn feed(group: &Arc<Group>, store: Store, batch: usize) {
                     for e in events {
                         let c = group.cursor_of(&e);
                         let size = event_size(&e);
+                        size_hint = Some(size_hint.unwrap_or(0).max(size));
                         let stream: Arc<str> = Arc::from(e.stream.as_str());
                         st.dispatcher.feed(c, stream, Arc::new(e), size);
                     }

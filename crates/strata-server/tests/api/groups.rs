@@ -989,3 +989,51 @@ async fn a_per_stream_ack_wakes_a_waiting_long_poll() {
     let m = poller.await.unwrap();
     assert_eq!(datas(&m), [1], "the long poll ended without the next event");
 }
+
+/// The window's byte budget bounds what the feeder reads, not only whether it reads: one
+/// store read used to take a whole batch (500 events by default) whatever their size.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn large_events_are_fed_within_the_window_bytes() {
+    const SIZE: usize = 16 * 1024;
+    const BYTES: usize = 64 * 1024;
+    let dir = tempfile::tempdir().unwrap();
+    let node = Node::open(
+        dir.path(),
+        GroupOptions {
+            window_bytes: BYTES,
+            ..options()
+        },
+    );
+    let data = format!(r#"{{"s":"{}"}}"#, "x".repeat(SIZE));
+    let events: Vec<strata_store::NewEvent> = (0..100)
+        .map(|_| strata_store::NewEvent::json("T", data.clone()))
+        .collect();
+    node.app
+        .store()
+        .append("big-1", strata_store::ExpectedRevision::Any, events)
+        .unwrap();
+    create(
+        &node,
+        "g",
+        json!({"source": "big-1", "ack_timeout_ms": 60000}),
+    )
+    .await;
+    // At most the budget plus the one event that crosses it.
+    let bound = BYTES / SIZE + 1;
+    let mut seen = 0u64;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    while seen < 100 {
+        assert!(tokio::time::Instant::now() < deadline, "stalled at {seen}");
+        let m = poll(&node, "g", 1000, 2000).await;
+        assert!(m.len() <= bound, "{} events in a 64 KiB window", m.len());
+        let g = show(&node, "g").await;
+        let held = g["in_flight"].as_u64().unwrap() + g["buffered"].as_u64().unwrap();
+        assert!(held as usize <= bound, "{g}");
+        for msg in &m {
+            assert_eq!(msg["event"]["revision"], seen);
+            seen += 1;
+        }
+        ack(&node, "g", &ids(&m)).await;
+    }
+    node.stop().await;
+}
