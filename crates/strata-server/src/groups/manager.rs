@@ -141,6 +141,9 @@ pub(crate) struct Group {
     flush_now: Notify,
     stop: watch::Sender<bool>,
     deleted: AtomicBool,
+    /// The feeder has read as far as it could (caught up, window full, or source unreadable)
+    /// at least once since the group was loaded: a cursor it has not fed is not one of ours.
+    caught_up: AtomicBool,
     flush: tokio::sync::Mutex<FlushState>,
     counters: Counters,
     epoch: Instant,
@@ -171,6 +174,45 @@ impl Group {
 
     fn is_stopping(&self) -> bool {
         *self.stop.borrow()
+    }
+
+    /// The feeder read as far as it could: wakes acks waiting for it (and pollers).
+    fn mark_caught_up(&self) {
+        if !self.caught_up.swap(true, Relaxed) {
+            self.wake.notify_waiters();
+        }
+    }
+
+    /// After a restart the window is refilled from the checkpoint: an ack id handed out before
+    /// the restart may name an event the feeder has not read again yet. Waits (up to
+    /// [`FEED_WAIT`]) until the feeder read past every such id of this incarnation, or caught up.
+    async fn wait_fed(&self, ids: &[String]) {
+        if self.caught_up.load(Relaxed) {
+            return;
+        }
+        let deadline = tokio::time::Instant::now() + FEED_WAIT;
+        loop {
+            let notified = self.wake.notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
+            if self.caught_up.load(Relaxed) || self.is_stopping() {
+                return;
+            }
+            let ahead = {
+                let st = self.state.lock();
+                let fed_to = st.dispatcher.fed_to();
+                ids.iter()
+                    .filter_map(|raw| AckId::parse(raw))
+                    .any(|id| id.generation == self.generation && id.cursor >= fed_to)
+            };
+            if !ahead {
+                return;
+            }
+            tokio::select! {
+                () = &mut notified => {}
+                () = tokio::time::sleep_until(deadline) => return,
+            }
+        }
     }
 
     /// Records parked events (persisted by the next flush) and counts them.
@@ -459,6 +501,7 @@ impl Groups {
             flush_now: Notify::new(),
             stop: watch::Sender::new(false),
             deleted: AtomicBool::new(false),
+            caught_up: AtomicBool::new(false),
             flush: tokio::sync::Mutex::new(FlushState {
                 saved: Some(checkpoint),
                 parked_records: parked.records,
@@ -758,6 +801,7 @@ impl Groups {
 
     /// Acks: each id names an event, which is done from now on. All-or-nothing.
     pub(crate) async fn ack(&self, group: &Arc<Group>, ids: &[String]) -> Result<Settled> {
+        group.wait_fed(ids).await;
         if group.deleted.load(Relaxed) {
             return Err(not_found(&group.name));
         }
@@ -805,6 +849,7 @@ impl Groups {
         ids: &[String],
         action: NackAction,
     ) -> Result<Settled> {
+        group.wait_fed(ids).await;
         if group.deleted.load(Relaxed) {
             return Err(not_found(&group.name));
         }
@@ -1046,6 +1091,9 @@ impl Group {
     }
 }
 
+/// Longest an ack or nack waits for the feeder to read its events again after a restart.
+const FEED_WAIT: Duration = Duration::from_secs(10);
+
 fn not_found(name: &str) -> Error {
     Error::NotFound(format!("consumer group {name:?} not found"))
 }
@@ -1075,6 +1123,7 @@ fn read_parked_event(
 async fn feeder(group: Arc<Group>, store: Store, batch: usize) {
     feed(&group, store, batch).await;
     group.stop.send_replace(true);
+    group.mark_caught_up();
 }
 
 async fn feed(group: &Arc<Group>, store: Store, batch: usize) {
@@ -1106,6 +1155,7 @@ async fn feed(group: &Arc<Group>, store: Store, batch: usize) {
             (st.dispatcher.room(), st.dispatcher.byte_room())
         };
         if room == 0 {
+            group.mark_caught_up();
             tokio::select! {
                 () = room_wait => continue,
                 () = group.stopped() => return,
@@ -1132,6 +1182,7 @@ async fn feed(group: &Arc<Group>, store: Store, batch: usize) {
                     st.dispatcher.advance_fed(cursor);
                     st.error = None;
                 }
+                group.mark_caught_up();
                 tokio::select! {
                     woke = sub.wait() => if woke.is_err() { return },
                     () = group.stopped() => return,
@@ -1163,6 +1214,7 @@ async fn feed(group: &Arc<Group>, store: Store, batch: usize) {
                         st.error = Some(message);
                     }
                 }
+                group.mark_caught_up();
                 // A later commit (the stream re-created, ...) may fix it: wait for one.
                 tokio::select! {
                     woke = sub.wait() => if woke.is_err() { return },
