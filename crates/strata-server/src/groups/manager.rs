@@ -1139,8 +1139,10 @@ async fn feed(group: &Arc<Group>, store: Store, batch: usize) {
         ),
         Source::Stream(s) => store.subscribe_stream(&s, start),
     });
-    // A store read is bounded by a count only: the largest event read so far bounds it by the
-    // window's byte budget too (before any, the largest event the store accepts).
+    // A store read is bounded by a count only: the largest event of the last reads bounds it by
+    // the window's byte budget too (before any, the largest event the store accepts). The hint
+    // halves with each read of smaller events, so one large event does not slow the group's
+    // reads for good.
     let limits = &store.options().limits;
     let largest =
         limits.max_event_size + limits.max_stream_name_len + limits.max_event_type_len + 128;
@@ -1192,14 +1194,16 @@ async fn feed(group: &Arc<Group>, store: Store, batch: usize) {
                 {
                     let mut st = group.state.lock();
                     st.error = None;
+                    let mut hint = size_hint.map_or(0, |h| h / 2);
                     for e in events {
                         let c = group.cursor_of(&e);
                         let size = event_size(&e);
-                        size_hint = Some(size_hint.unwrap_or(0).max(size));
+                        hint = hint.max(size);
                         let stream: Arc<str> = Arc::from(e.stream.as_str());
                         st.dispatcher.feed(c, stream, Arc::new(e), size);
                     }
                     st.dispatcher.advance_fed(cursor);
+                    size_hint = Some(hint);
                 }
                 group.wake.notify_waiters();
             }
