@@ -20,7 +20,9 @@
 //! are redelivered after a crash).
 
 use std::collections::BTreeMap;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
+use std::sync::atomic::{
+    AtomicBool, AtomicU64, Ordering::AcqRel, Ordering::Acquire, Ordering::Relaxed,
+};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -178,7 +180,7 @@ impl Group {
 
     /// The feeder read as far as it could: wakes acks waiting for it (and pollers).
     fn mark_caught_up(&self) {
-        if !self.caught_up.swap(true, Relaxed) {
+        if !self.caught_up.swap(true, AcqRel) {
             self.wake.notify_waiters();
         }
     }
@@ -187,7 +189,7 @@ impl Group {
     /// the restart may name an event the feeder has not read again yet. Waits (up to
     /// [`FEED_WAIT`]) until the feeder read past every such id of this incarnation, or caught up.
     async fn wait_fed(&self, ids: &[String]) {
-        if self.caught_up.load(Relaxed) {
+        if self.caught_up.load(Acquire) {
             return;
         }
         let deadline = tokio::time::Instant::now() + FEED_WAIT;
@@ -195,7 +197,7 @@ impl Group {
             let notified = self.wake.notified();
             tokio::pin!(notified);
             notified.as_mut().enable();
-            if self.caught_up.load(Relaxed) || self.is_stopping() {
+            if self.caught_up.load(Acquire) || self.is_stopping() {
                 return;
             }
             let ahead = {
