@@ -27,6 +27,9 @@ pub enum Command {
     Verify(VerifyArgs),
     /// Load-test a running server over HTTP: appends, batches, NDJSON replay, SSE latency.
     Bench(crate::bench::BenchArgs),
+    /// Manage JavaScript projections: create, list, show, state, stop, start, reset, delete.
+    #[command(subcommand)]
+    Projection(crate::projection::ProjectionCommand),
 }
 
 #[derive(Debug, Args)]

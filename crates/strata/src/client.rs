@@ -17,24 +17,24 @@ use crate::cli::{AllFilters, AppendArgs, ClientArgs, ReadArgs, TailArgs, Target}
 use crate::error::{Error, Result};
 
 /// Characters left as they are in path segments and query values (RFC 3986 unreserved).
-const UNRESERVED: &AsciiSet = &NON_ALPHANUMERIC
+pub(crate) const UNRESERVED: &AsciiSet = &NON_ALPHANUMERIC
     .remove(b'-')
     .remove(b'.')
     .remove(b'_')
     .remove(b'~');
 
 /// Largest error or page body read into memory.
-const MAX_BODY: u64 = 64 * 1024 * 1024;
+pub(crate) const MAX_BODY: u64 = 64 * 1024 * 1024;
 
 /// A connection to the server.
-struct Client {
-    agent: ureq::Agent,
+pub(crate) struct Client {
+    pub(crate) agent: ureq::Agent,
     base: String,
-    token: Option<String>,
+    pub(crate) token: Option<String>,
 }
 
 impl Client {
-    fn new(args: &ClientArgs) -> Client {
+    pub(crate) fn new(args: &ClientArgs) -> Client {
         let config = ureq::Agent::config_builder()
             .http_status_as_error(false)
             .build();
@@ -45,7 +45,7 @@ impl Client {
         }
     }
 
-    fn url(&self, path: &str, query: &[(&str, &str)]) -> String {
+    pub(crate) fn url(&self, path: &str, query: &[(&str, &str)]) -> String {
         let mut url = format!("{}{path}", self.base);
         for (i, (k, v)) in query.iter().enumerate() {
             url.push(if i == 0 { '?' } else { '&' });

@@ -4,6 +4,7 @@
 //! - `strata append` / `read` / `tail`: client commands talking to a running server.
 //! - `strata verify`: check a data directory offline (every CRC, every index file).
 //! - `strata bench`: an HTTP load generator against a running server (`docs/performance.md`).
+//! - `strata projection ...`: manage JavaScript projections (`docs/projections.md`).
 //!
 //! Every flag can also be given as a `STRATA_*` environment variable (see `--help`).
 
@@ -12,6 +13,7 @@ mod bench;
 mod cli;
 mod client;
 mod error;
+mod projection;
 mod serve;
 mod verify;
 
@@ -30,6 +32,7 @@ fn main() -> ExitCode {
         Command::Tail(args) => client::tail(args),
         Command::Verify(args) => verify::run(args),
         Command::Bench(args) => bench::run(args),
+        Command::Projection(command) => projection::run(command),
     };
     match result {
         Ok(code) => code,
