@@ -8,8 +8,10 @@
 //! - [`TestServer`]: a server on its own temporary directory, restartable on the same data.
 //! - [`Client`] / [`Reply`] / [`Response`] / [`SseReader`] ([`http`] module): a small blocking
 //!   HTTP/1.1 client with read timeouts everywhere, so that no test can hang forever.
+//! - [`projections`]: the `/projections` endpoints and polling helpers of the projection tests.
 
 pub mod http;
+pub mod projections;
 
 use std::io::{BufRead, BufReader, Read};
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
