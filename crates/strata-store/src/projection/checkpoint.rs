@@ -192,8 +192,10 @@ mod tests {
     use crate::{FsyncPolicy, Options};
 
     fn store(dir: &std::path::Path) -> Store {
-        let mut options = Options::default();
-        options.fsync = FsyncPolicy::Never;
+        let options = Options {
+            fsync: FsyncPolicy::Never,
+            ..Options::default()
+        };
         Store::open(dir, options).unwrap()
     }
 
@@ -235,8 +237,10 @@ mod tests {
     #[test]
     fn large_states_are_chunked_and_reassembled() {
         let dir = tempfile::tempdir().unwrap();
-        let mut options = Options::default();
-        options.fsync = FsyncPolicy::Never;
+        let mut options = Options {
+            fsync: FsyncPolicy::Never,
+            ..Options::default()
+        };
         options.limits.max_event_size = 1024;
         options.limits.max_events_per_append = 3;
         let store = Store::open(dir.path(), options).unwrap();
