@@ -17,6 +17,9 @@
 //!   few connections, so a slow acknowledgement does not delay the next send), each event
 //!   carrying its send time. The latency is from just before the request is written to the
 //!   arrival of the event on the subscription; it includes the durable commit.
+//! - `projection`: a counting JavaScript projection over `fromAll()` catching up with a log of
+//!   at least `--events` events (events folded per second), then its lag (in events and in
+//!   time) while `--rate` events/s are appended for `--duration` ([`projection`] module).
 //!
 //! For each it prints events/s and latency percentiles (nearest rank) per run, then Markdown
 //! tables with the median, min and max over the runs, on stdout; progress goes to stderr.
@@ -52,6 +55,8 @@ use tokio::sync::Barrier;
 
 use crate::cli::ClientArgs;
 use crate::error::{Error, Result};
+
+mod projection;
 
 /// `strata bench` options.
 #[derive(Debug, Args)]
@@ -106,6 +111,8 @@ pub enum Scenario {
     Replay,
     /// Append → SSE delivery latency at a fixed rate.
     Sse,
+    /// A JavaScript projection: catch-up rate over the log, lag under a live load.
+    Projection,
     /// All of the above.
     All,
 }
@@ -200,6 +207,11 @@ async fn run_all(target: &Arc<Target>, args: &BenchArgs, verbose: bool) -> Resul
         if selected(Scenario::Sse) {
             let r = sse(target, &tag, args.rate, duration).await?;
             say(format!("run {}: sse: {}", run + 1, r.summary()));
+            r.record(&mut report, args.rate);
+        }
+        if selected(Scenario::Projection) {
+            let r = projection::projection(target, &tag, args, duration).await?;
+            say(format!("run {}: projection: {}", run + 1, r.summary()));
             r.record(&mut report, args.rate);
         }
     }
@@ -1447,6 +1459,8 @@ mod tests {
             assert_eq!(replayed.1, "/all, last 3,000 events");
             assert_eq!(value("sse", "delivered / sent"), 1.0);
             assert!(value("sse", "delivery p99 µs") > 0.0);
+            assert!(value("projection", "events/s") > 0.0);
+            assert!(value("projection", "lag max events") >= 0.0);
             stop.send(()).unwrap();
             serving.await.unwrap().unwrap();
         });
