@@ -19,6 +19,7 @@ use crate::auth::Auth;
 use crate::config::{Config, HttpLimits};
 use crate::error::{Error, Result};
 use crate::metrics::Metrics;
+use crate::projections::Projections;
 use crate::{append, metrics, openapi, ops, read, streams};
 
 /// The shared state of the HTTP handlers: the store, auth, limits, metrics, the shutdown flag.
@@ -36,6 +37,7 @@ struct Inner {
     keepalive_interval: Duration,
     started: Instant,
     shutdown: watch::Sender<bool>,
+    projections: Arc<Projections>,
 }
 
 impl App {
@@ -44,6 +46,7 @@ impl App {
     pub fn new(store: Store, config: &Config) -> Self {
         App {
             inner: Arc::new(Inner {
+                projections: Arc::new(Projections::load(store.clone(), config.projections.clone())),
                 store,
                 auth: config.auth.clone(),
                 limits: config.limits,
@@ -81,6 +84,16 @@ impl App {
     /// The store served.
     pub fn store(&self) -> &Store {
         &self.inner.store
+    }
+
+    /// The hosted projections.
+    pub(crate) fn projections(&self) -> &Arc<Projections> {
+        &self.inner.projections
+    }
+
+    /// Stops every projection with a final checkpoint (graceful shutdown; blocking).
+    pub fn stop_projections(&self) {
+        self.inner.projections.shutdown();
     }
 
     pub(crate) fn auth(&self) -> &Auth {
@@ -143,7 +156,7 @@ pub(crate) struct Route {
     pub handler: MethodRouter<App>,
 }
 
-fn route<H, T>(method: &'static str, path: &'static str, handler: H) -> Route
+pub(crate) fn route<H, T>(method: &'static str, path: &'static str, handler: H) -> Route
 where
     H: Handler<T, App>,
     T: 'static,
@@ -165,7 +178,7 @@ where
 /// Every route the server answers. Later: `/groups/...` (consumer groups) and
 /// `/projections/...` (projections), each from its own module.
 pub(crate) fn routes() -> Vec<Route> {
-    vec![
+    let mut routes = vec![
         route("GET", "/health", ops::health),
         route("GET", "/info", ops::info),
         route("GET", "/metrics", ops::metrics),
@@ -178,7 +191,9 @@ pub(crate) fn routes() -> Vec<Route> {
         route("GET", "/streams/{stream}/metadata", streams::get_metadata),
         route("PUT", "/streams/{stream}/metadata", streams::put_metadata),
         route("GET", "/streams/{stream}/{revision}", read::read_event),
-    ]
+    ];
+    routes.extend(crate::projections::http::routes());
+    routes
 }
 
 /// `(method, path)` of every route.

@@ -7,9 +7,9 @@
 //!
 //! | role | may |
 //! |---|---|
-//! | `read` | read streams, `/all`, stream metadata, the stream listing; `/info`, `/metrics`, `/openapi.json` |
+//! | `read` | read streams, `/all`, stream metadata, the stream listing; `/info`, `/metrics`, `/openapi.json`; projections' status and state |
 //! | `write` | `read`, plus append, soft-delete, set stream metadata |
-//! | `admin` | everything: also hard deletes, `$`-streams and `include_system=true` |
+//! | `admin` | everything: also hard deletes, `$`-streams and `include_system=true`, managing projections |
 //!
 //! A prefix-limited token may read `/all` only with a `stream_prefix` inside its prefixes, and
 //! list streams only with a `prefix` inside them. `--auth-token` tokens are `admin` tokens.
@@ -197,6 +197,12 @@ pub(crate) enum Action<'a> {
     ListStreams(&'a str),
     /// `/info`, `/metrics`, `/openapi.json`.
     ServerInfo,
+    /// List projections, read their status and state (they may read any stream: tokens
+    /// limited to stream prefixes may not).
+    ReadProjections,
+    /// Create, update, stop, start, reset, delete projections (admin: a projection reads
+    /// every stream and may emit to any user stream).
+    ManageProjections,
 }
 
 impl Principal {
@@ -228,6 +234,8 @@ impl Principal {
             }
             Action::ListStreams(prefix) => (Role::Read, Some(prefix)),
             Action::ServerInfo => (Role::Read, None),
+            Action::ReadProjections => (Role::Read, Some("")),
+            Action::ManageProjections => (Role::Admin, Some("")),
         };
         if self.role < needed {
             return Err(Error::Forbidden(format!(

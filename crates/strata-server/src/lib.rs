@@ -17,6 +17,7 @@
 //! | `subscribe` | the SSE representation: catch-up subscriptions with `Last-Event-ID` resume |
 //! | `streams` | the stream listing, deletion, stream metadata |
 //! | `ops` | `/health`, `/info`, `/metrics` |
+//! | `projections` | `/projections/...`: hosted JavaScript projections, their registry |
 //! | [`auth`] | bearer tokens, roles and stream prefixes |
 //! | `openapi` | `GET /openapi.json` |
 //! | [`error`] | [`Error`]: every failure, with its HTTP status and the API's JSON error shape |
@@ -48,6 +49,7 @@ mod event_json;
 mod metrics;
 mod openapi;
 mod ops;
+mod projections;
 mod query;
 mod read;
 mod replay;
@@ -62,6 +64,7 @@ pub use config::{Config, HttpLimits};
 pub use error::{Error, Result};
 pub use event_json::format_timestamp;
 pub use openapi::document as openapi_document;
+pub use projections::ProjectionOptions;
 pub use server::{serve, Server};
 
 /// The `(method, path template)` of every route the router serves, in the order registered.

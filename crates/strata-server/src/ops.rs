@@ -90,7 +90,8 @@ pub(crate) async fn metrics(
         read_only: app.store().health() != Health::Ok,
         uptime: app.uptime(),
     };
-    let text = metrics::render(app.metrics(), &snapshot);
+    let mut text = metrics::render(app.metrics(), &snapshot);
+    crate::projections::metrics::render(app.projections(), &mut text);
     Ok((
         [(
             header::CONTENT_TYPE,

@@ -116,6 +116,9 @@ impl Server {
                 Ok(())
             }
         };
+        // Projections checkpoint before the store closes.
+        let projections_app = app.clone();
+        let _ = tokio::task::spawn_blocking(move || projections_app.stop_projections()).await;
         let store = app.store().clone();
         let closed = tokio::task::spawn_blocking(move || store.close())
             .await

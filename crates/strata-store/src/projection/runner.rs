@@ -320,6 +320,21 @@ impl ProjectionRunner {
         }
     }
 
+    /// Asks the runner thread to stop with a final checkpoint, without waiting (see
+    /// [`ProjectionRunner::join`]); for stopping many projections in parallel at shutdown.
+    pub fn begin_stop(&self) {
+        let _thread = self.thread.lock();
+        self.shared.control.store(STOP, Ordering::Release);
+        self.shared.store.shared().commits.notify(usize::MAX);
+    }
+
+    /// Waits for the runner thread to end (after [`ProjectionRunner::begin_stop`]).
+    pub fn join(&self) {
+        if let Some(t) = self.thread.lock().take() {
+            let _ = t.join();
+        }
+    }
+
     fn halt(&self, how: u8) {
         let mut thread = self.thread.lock();
         self.shared.control.store(how, Ordering::Release);
