@@ -84,6 +84,8 @@ impl Projection for OrderTotals {
     ) -> Result<(), ProjectionError> {
         let d = data(event);
         if d["fail"] == true {
+            // Mutates, then fails: the runner must not keep the half-applied state.
+            state.count += 1000;
             return Err(ProjectionError {
                 message: "order refused".into(),
                 stack: Some("at apply (orders.rs)".into()),

@@ -5,6 +5,7 @@
 mod append;
 mod auth;
 mod ops;
+mod projections;
 mod read;
 mod server;
 mod streams;

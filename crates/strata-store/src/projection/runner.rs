@@ -552,16 +552,11 @@ fn checkpoint(sh: &RunnerShared) -> Result<()> {
 }
 
 fn run_loop(sh: &RunnerShared) -> Result<(), Fault> {
-    let mut engine = (sh.builder)().map_err(|e| Fault::user(e, None))?;
+    let mut engine = fresh_engine(sh)?;
     let (incarnation, mut cursor, mut position) = {
         let p = sh.progress.lock();
         (p.incarnation, p.cursor, p.position)
     };
-    for (k, v) in sh.states.read().iter() {
-        engine
-            .restore(k, (**v).clone())
-            .map_err(|e| Fault::user(e, None))?;
-    }
     let mut feed = Feed::new(&sh.store, &engine.source(), engine.event_types(), cursor);
     let mut pending: u64 = 0;
     let mut last_checkpoint = Instant::now();
@@ -599,36 +594,31 @@ fn run_loop(sh: &RunnerShared) -> Result<(), Fault> {
             }
         }
         let started = Instant::now();
-        let mut emits = Vec::new();
-        let mut touched: HashSet<String> = HashSet::new();
-        let mut failure: Option<(ProjectionError, u64)> = None;
-        let mut applied: u64 = 0;
-        let mut resume = cursor;
-        for event in &batch {
-            if feed.accepts(event) && !emitted_by(event, &sh.name) {
-                let key = match engine.partition_key(event) {
-                    Ok(k) => k,
-                    Err(e) => {
-                        failure = Some((e, event.position));
-                        break;
-                    }
-                };
-                if let Some(key) = key {
-                    let mut out = Vec::new();
-                    if let Err(e) = engine.apply(&key, event, &mut out) {
-                        failure = Some((e, event.position));
-                        break;
-                    }
-                    if !out.is_empty() {
-                        emits.push((event.position, out));
-                    }
-                    touched.insert(key);
-                    applied += 1;
-                    position = Some(event.position);
-                }
+        let mut outcome = apply_batch(sh, engine.as_mut(), &feed, &batch, cursor);
+        if let Some(failed) = &outcome.failure {
+            // The engine may have lost the failing partition's state (a handler that mutated
+            // it, then threw). Redo the events before the failure on a fresh engine restored
+            // from the served state, so that exactly those are kept.
+            let k = failed.index;
+            engine = fresh_engine(sh)?;
+            let mut redo = apply_batch(sh, engine.as_mut(), &feed, &batch[..k], cursor);
+            if redo.failure.is_none() {
+                redo.failure = outcome.failure.take();
             }
-            resume = feed.cursor_after(event);
+            outcome = redo;
         }
+        let BatchOutcome {
+            emits,
+            touched,
+            applied,
+            position: last_applied,
+            mut resume,
+            failure,
+        } = outcome;
+        if last_applied.is_some() {
+            position = last_applied;
+        }
+        let failure = failure.map(|f| (f.error, f.position));
         if failure.is_none() {
             resume = feed.cursor().max(resume);
         }
@@ -640,7 +630,7 @@ fn run_loop(sh: &RunnerShared) -> Result<(), Fault> {
         }
         let mut fresh = Vec::with_capacity(touched.len());
         for key in touched {
-            let value = engine.state(&key).map_err(|e| Fault::user(e, None))?;
+            let value = engine.state(&key).map_err(|e| Fault::user(e, position))?;
             fresh.push((key, value));
         }
         {
@@ -675,6 +665,86 @@ fn run_loop(sh: &RunnerShared) -> Result<(), Fault> {
             last_checkpoint = Instant::now();
         }
     }
+}
+
+/// An engine built by the builder with every served state restored.
+fn fresh_engine(sh: &RunnerShared) -> Result<Box<dyn ProjectionEngine>, Fault> {
+    let mut engine = (sh.builder)().map_err(|e| Fault::user(e, None))?;
+    for (k, v) in sh.states.read().iter() {
+        engine
+            .restore(k, (**v).clone())
+            .map_err(|e| Fault::user(e, None))?;
+    }
+    Ok(engine)
+}
+
+/// A failure of user code in a batch.
+struct BatchFailure {
+    error: ProjectionError,
+    position: u64,
+    /// Index of the failing event in the batch.
+    index: usize,
+}
+
+/// What applying (a prefix of) a batch did.
+struct BatchOutcome {
+    emits: Vec<(u64, Vec<super::engine::Emit>)>,
+    touched: HashSet<String>,
+    applied: u64,
+    /// Position of the last event applied.
+    position: Option<u64>,
+    /// Where reading resumes after the events examined.
+    resume: u64,
+    failure: Option<BatchFailure>,
+}
+
+/// Applies `batch` in order until the first failure.
+fn apply_batch(
+    sh: &RunnerShared,
+    engine: &mut dyn ProjectionEngine,
+    feed: &Feed,
+    batch: &[crate::RecordedEvent],
+    cursor: u64,
+) -> BatchOutcome {
+    let mut out = BatchOutcome {
+        emits: Vec::new(),
+        touched: HashSet::new(),
+        applied: 0,
+        position: None,
+        resume: cursor,
+        failure: None,
+    };
+    for (index, event) in batch.iter().enumerate() {
+        if feed.accepts(event) && !emitted_by(event, &sh.name) {
+            let fail = |error| BatchFailure {
+                error,
+                position: event.position,
+                index,
+            };
+            let key = match engine.partition_key(event) {
+                Ok(k) => k,
+                Err(e) => {
+                    out.failure = Some(fail(e));
+                    return out;
+                }
+            };
+            if let Some(key) = key {
+                let mut emitted = Vec::new();
+                if let Err(e) = engine.apply(&key, event, &mut emitted) {
+                    out.failure = Some(fail(e));
+                    return out;
+                }
+                if !emitted.is_empty() {
+                    out.emits.push((event.position, emitted));
+                }
+                out.touched.insert(key);
+                out.applied += 1;
+                out.position = Some(event.position);
+            }
+        }
+        out.resume = feed.cursor_after(event);
+    }
+    out
 }
 
 /// Waits until something is committed after the feed's last poll, the control word changes,
