@@ -204,6 +204,7 @@ fn options(batch: usize, every: u64) -> RunnerOptions {
         checkpoint_interval: Duration::from_secs(3600),
         checkpoint_events: every,
         batch_size: batch,
+        ..RunnerOptions::default()
     }
 }
 
@@ -786,4 +787,103 @@ fn a_panicking_projection_faults() {
     runner.start().unwrap();
     wait_for(&runner, "fault", |s| s.state == RunState::Faulted);
     assert!(runner.status().error.unwrap().message.contains("boom"));
+}
+
+/// Emits to a reserved stream: faults at the emitting event, nothing appended.
+struct EmitsToReserved;
+
+impl Projection for EmitsToReserved {
+    type State = u64;
+
+    fn source(&self) -> ProjectionSource {
+        ProjectionSource::Stream("s".into())
+    }
+
+    fn init(&self) -> u64 {
+        0
+    }
+
+    fn apply(
+        &self,
+        n: &mut u64,
+        _: &RecordedEvent,
+        emit: &mut Emitter<'_>,
+    ) -> Result<(), ProjectionError> {
+        *n += 1;
+        if *n == 2 {
+            emit.emit("$system", "Nope", &1)?;
+        }
+        Ok(())
+    }
+}
+
+#[test]
+fn an_emit_to_a_reserved_stream_faults_at_its_event() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open_store(dir.path());
+    let r = store
+        .append(
+            "s",
+            ExpectedRevision::Any,
+            vec![NewEvent::json("E", "{}"), NewEvent::json("E", "{}")],
+        )
+        .unwrap();
+    let runner = ProjectionRunner::open(
+        store.clone(),
+        "reserved",
+        1,
+        typed_engine(EmitsToReserved),
+        RunnerOptions::default(),
+    );
+    runner.start().unwrap();
+    wait_for(&runner, "fault", |s| s.state == RunState::Faulted);
+    let error = runner.status().error.unwrap();
+    assert_eq!(error.position, Some(r.last_position));
+    assert!(error.message.contains("reserved"), "{}", error.message);
+    assert_eq!(runner.state("").as_deref(), Some(&serde_json::json!(1)));
+    assert!(store.head("$system").unwrap().last_revision.is_none());
+}
+
+#[test]
+fn fifty_projections_run_side_by_side() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open_store(dir.path());
+    let runners: Vec<ProjectionRunner> = (0..50)
+        .map(|i| {
+            let r = ProjectionRunner::open(
+                store.clone(),
+                &format!("p{i}"),
+                1,
+                typed_engine(OrderTotals::new(i % 2 == 0)),
+                RunnerOptions::default(),
+            );
+            r.start().unwrap();
+            r
+        })
+        .collect();
+    for i in 0..200 {
+        store
+            .append(
+                &format!("order-{}", i % 13),
+                ExpectedRevision::Any,
+                vec![order(&format!("c{}", i % 5), i)],
+            )
+            .unwrap();
+    }
+    for r in &runners {
+        wait_caught_up(r, &store);
+    }
+    let single = model(&store, false);
+    let partitioned = model(&store, true);
+    for (i, r) in runners.iter().enumerate() {
+        let want = if i % 2 == 0 { &partitioned } else { &single };
+        assert_eq!(&runner_states(r), want, "projection p{i}");
+        assert_eq!(r.status().events_processed, 200);
+    }
+    for r in &runners {
+        r.begin_stop();
+    }
+    for r in &runners {
+        r.join();
+    }
 }

@@ -66,6 +66,7 @@ impl ProjectionOptions {
             checkpoint_interval: self.checkpoint_interval,
             checkpoint_events: self.checkpoint_events,
             batch_size: self.batch_size,
+            ..RunnerOptions::default()
         }
     }
 }

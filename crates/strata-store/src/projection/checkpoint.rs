@@ -73,7 +73,7 @@ pub fn checkpoint_stream(store: &Store, name: &str) -> String {
 }
 
 /// Writes a checkpoint of `states` (serialised here, in partition order) closed by `record`
-/// (whose `partitions`, `chunks` and `bytes` are filled in). Returns the revision of the record.
+/// (whose `partitions`, `chunks` and `bytes` are filled in). Returns the state's size in bytes.
 pub(crate) fn write_checkpoint<'a>(
     store: &Store,
     stream: &str,
@@ -106,14 +106,12 @@ pub(crate) fn write_checkpoint<'a>(
     events.push(record_event);
     let mut expected = ExpectedRevision::Any;
     let mut first_chunk = None;
-    let mut last = 0;
     let mut rest = events.as_slice();
     while !rest.is_empty() {
         let take = rest.len().min(per_append);
         let (now, later) = rest.split_at(take);
         let result = store.append(stream, expected, now.to_vec())?;
         first_chunk.get_or_insert(result.first_revision);
-        last = result.last_revision;
         expected = ExpectedRevision::Exact(result.last_revision);
         rest = later;
     }
@@ -122,7 +120,7 @@ pub(crate) fn write_checkpoint<'a>(
         ..StreamMetadata::default()
     };
     store.set_metadata(stream, metadata)?;
-    Ok(last)
+    Ok(record.bytes)
 }
 
 /// Reads the latest checkpoint of `stream`, `None` when there is none (never written, deleted).

@@ -55,6 +55,37 @@ pub(crate) fn emitted_by(event: &RecordedEvent, name: &str) -> bool {
         .unwrap_or(false)
 }
 
+/// Why `emit` cannot be appended (checked when the handler returns, so the projection faults
+/// at the event that emitted it): a reserved or malformed stream name, a bad type.
+pub(crate) fn check_emit(store: &Store, emit: &Emit) -> std::result::Result<(), String> {
+    let limits = &store.options().limits;
+    if emit.stream.starts_with('$') {
+        return Err(format!(
+            "cannot emit to {:?}: stream names starting with $ are reserved",
+            emit.stream
+        ));
+    }
+    if emit.stream.is_empty()
+        || emit.stream.len() > limits.max_stream_name_len
+        || emit.stream.chars().any(char::is_control)
+    {
+        return Err(format!(
+            "cannot emit to {:?}: stream names are 1 to {} bytes without control characters",
+            emit.stream, limits.max_stream_name_len
+        ));
+    }
+    if emit.event_type.is_empty()
+        || emit.event_type.len() > limits.max_event_type_len
+        || emit.event_type.chars().any(char::is_control)
+    {
+        return Err(format!(
+            "cannot emit an event of type {:?}: types are 1 to {} bytes without control characters",
+            emit.event_type, limits.max_event_type_len
+        ));
+    }
+    Ok(())
+}
+
 /// Appends the emits of a batch (`(source position, emits of that event)`, in order). Runs of
 /// consecutive events to one stream go in one append; everything is idempotent under re-runs.
 pub(crate) fn append_emits(

@@ -24,7 +24,7 @@ use serde_json::Value;
 use super::checkpoint::{
     checkpoint_stream, read_latest_checkpoint, write_checkpoint, CheckpointRecord,
 };
-use super::emit::{append_emits, emitted_by};
+use super::emit::{append_emits, check_emit, emitted_by};
 use super::engine::{ProjectionEngine, ProjectionError, ProjectionSource};
 use super::feed::Feed;
 use crate::error::{Error, Result};
@@ -45,6 +45,10 @@ pub struct RunnerOptions {
     pub checkpoint_events: u64,
     /// Events read and applied per batch (default 500). The served state is updated per batch.
     pub batch_size: usize,
+    /// Each checkpoint writes the whole state to the log: after a checkpoint of `b` bytes the
+    /// next one (other than at stop or fault) waits at least `b / checkpoint_bytes_per_second`
+    /// seconds, so a large state does not fill the disk (default 4 MiB/s).
+    pub checkpoint_bytes_per_second: u64,
 }
 
 impl Default for RunnerOptions {
@@ -53,6 +57,7 @@ impl Default for RunnerOptions {
             checkpoint_interval: Duration::from_secs(1),
             checkpoint_events: 10_000,
             batch_size: 500,
+            checkpoint_bytes_per_second: 4 << 20,
         }
     }
 }
@@ -518,7 +523,7 @@ fn panic_message(panic: &Box<dyn std::any::Any + Send>) -> String {
 
 /// Writes a checkpoint of the served state and cursor (the runner thread is the only writer of
 /// both, or no thread runs).
-fn checkpoint(sh: &RunnerShared) -> Result<()> {
+fn checkpoint(sh: &RunnerShared) -> Result<u64> {
     let (record, cursor) = {
         let p = sh.progress.lock();
         (
@@ -536,19 +541,19 @@ fn checkpoint(sh: &RunnerShared) -> Result<()> {
         )
     };
     let position = record.position;
-    {
+    let bytes = {
         let states = sh.states.read();
         write_checkpoint(
             &sh.store,
             &sh.stream,
             record,
             states.iter().map(|(k, v)| (k, v.as_ref())),
-        )?;
-    }
+        )?
+    };
     let mut p = sh.progress.lock();
     p.checkpoint_position = position;
     p.checkpoint_cursor = Some(cursor);
-    Ok(())
+    Ok(bytes)
 }
 
 fn run_loop(sh: &RunnerShared) -> Result<(), Fault> {
@@ -560,6 +565,14 @@ fn run_loop(sh: &RunnerShared) -> Result<(), Fault> {
     let mut feed = Feed::new(&sh.store, &engine.source(), engine.event_types(), cursor);
     let mut pending: u64 = 0;
     let mut last_checkpoint = Instant::now();
+    // The least time between two periodic checkpoints (grows with the state's size).
+    let mut spacing = sh.options.checkpoint_interval;
+    let rate = sh.options.checkpoint_bytes_per_second.max(1) as f64;
+    let spacing_after = |bytes: u64| {
+        sh.options
+            .checkpoint_interval
+            .max(Duration::from_secs_f64(bytes as f64 / rate))
+    };
     let store_fault = |e: Error| Fault::store(e, None);
     loop {
         match sh.control.load(Ordering::Acquire) {
@@ -581,12 +594,12 @@ fn run_loop(sh: &RunnerShared) -> Result<(), Fault> {
         if batch.is_empty() {
             cursor = feed.cursor();
             sh.progress.lock().cursor = cursor;
-            if pending > 0 && last_checkpoint.elapsed() >= sh.options.checkpoint_interval {
-                checkpoint(sh).map_err(store_fault)?;
+            if pending > 0 && last_checkpoint.elapsed() >= spacing {
+                spacing = spacing_after(checkpoint(sh).map_err(store_fault)?);
                 pending = 0;
                 last_checkpoint = Instant::now();
             }
-            let deadline = (pending > 0).then(|| last_checkpoint + sh.options.checkpoint_interval);
+            let deadline = (pending > 0).then(|| last_checkpoint + spacing);
             match wait(sh, &feed, deadline) {
                 Ok(()) => continue,
                 Err(Error::Closed) => return Ok(()),
@@ -657,10 +670,12 @@ fn run_loop(sh: &RunnerShared) -> Result<(), Fault> {
             }
             return Err(Fault::user(e, Some(at)));
         }
-        let due = pending >= sh.options.checkpoint_events
-            || (pending > 0 && last_checkpoint.elapsed() >= sh.options.checkpoint_interval);
+        let since = last_checkpoint.elapsed();
+        let due = (pending >= sh.options.checkpoint_events
+            && since >= spacing.saturating_sub(sh.options.checkpoint_interval))
+            || (pending > 0 && since >= spacing);
         if due {
-            checkpoint(sh).map_err(store_fault)?;
+            spacing = spacing_after(checkpoint(sh).map_err(store_fault)?);
             pending = 0;
             last_checkpoint = Instant::now();
         }
@@ -732,6 +747,10 @@ fn apply_batch(
                 let mut emitted = Vec::new();
                 if let Err(e) = engine.apply(&key, event, &mut emitted) {
                     out.failure = Some(fail(e));
+                    return out;
+                }
+                if let Some(why) = emitted.iter().find_map(|e| check_emit(&sh.store, e).err()) {
+                    out.failure = Some(fail(ProjectionError::new(why)));
                     return out;
                 }
                 if !emitted.is_empty() {
