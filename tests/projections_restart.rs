@@ -12,7 +12,7 @@ use std::collections::BTreeMap;
 use serde_json::{json, Value};
 use strata_suite::projections::{
     create_projection, get_projection, projection_action, projection_state, wait_position,
-    wait_state,
+    wait_projection, wait_state, PROJECTION_TIMEOUT,
 };
 use strata_suite::{Client, TestServer};
 
@@ -82,7 +82,7 @@ fn emitted_events_exist_exactly_once_across_kill_9() {
     let orders = ROUNDS * ORDERS_PER_ROUND;
     // Poll until every order is shipped (emits are appended before the checkpoint moves past
     // them, but read the stream a few times rather than rely on that ordering here).
-    let per_order = strata_suite::wait_for(strata_suite::projections::PROJECTION_TIMEOUT, || {
+    let per_order = strata_suite::wait_for(PROJECTION_TIMEOUT, || {
         let s = shipments(&c);
         (s.len() as u64 == orders).then_some(s)
     })
@@ -134,6 +134,7 @@ fn restart_resumes_from_the_checkpoint() {
     wait_state(&c, "items", None, &expected);
     let before = wait_position(&c, "items", last);
     let checkpoint = before["position"].as_u64().unwrap();
+    let incarnation = before["incarnation"].clone();
 
     // Graceful stop: the checkpoint is where the projection was.
     server.stop(libc::SIGTERM);
@@ -144,6 +145,12 @@ fn restart_resumes_from_the_checkpoint() {
         after["position"].as_u64().unwrap() >= checkpoint,
         "resumed before its checkpoint {checkpoint}: {after}"
     );
+    assert_eq!(after["checkpoint_position"], checkpoint, "{after}");
+    assert_eq!(
+        after["incarnation"], incarnation,
+        "same incarnation: {after}"
+    );
+    assert_eq!(after["events_processed"], EVENTS, "restored: {after}");
     let state = projection_state(&c, "items", None);
     state.assert_status(200);
     assert_eq!(
@@ -160,13 +167,28 @@ fn restart_resumes_from_the_checkpoint() {
         );
         last = body["last_position"].as_u64().unwrap();
     }
+    // Wait for a checkpoint inside the new events (at most the 1 s checkpoint interval), so
+    // that the crash has a checkpoint to resume from that is not the graceful one.
+    let crashed_at = wait_projection(
+        &c,
+        "items",
+        PROJECTION_TIMEOUT,
+        "checkpointed past the first batch",
+        |p| {
+            p["checkpoint_position"]
+                .as_u64()
+                .is_some_and(|x| x > checkpoint)
+        },
+    )["checkpoint_position"]
+        .as_u64()
+        .unwrap();
     server.stop(libc::SIGKILL);
     server.restart();
     let c = server.client();
     let after = get_projection(&c, "items");
     assert!(
-        after["position"].as_u64().unwrap() >= checkpoint,
-        "resumed before the checkpoint {checkpoint} it had at the graceful stop: {after}"
+        after["position"].as_u64().unwrap() >= crashed_at,
+        "resumed before the checkpoint {crashed_at} it had written before the crash: {after}"
     );
     // Exactly the fold of every event: nothing applied twice, nothing skipped.
     let expected = json!({"n": 2 * EVENTS, "sum": expected_sum, "last": last});
