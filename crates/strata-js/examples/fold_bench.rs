@@ -1,6 +1,6 @@
 //! Folds synthetic events through a projection and prints events/s.
 //!
-//! `cargo run --release -p strata-js --example fold_bench [-- <events> [<runs>]]`
+//! `cargo run --release -p strata-js --example fold_bench [-- <events> [<runs> [<scenario>]]]`
 //!
 //! Scenarios: the counting projection of the issue (unpartitioned, `$any`), the same with a
 //! typed handler reading `e.data`, and a `partitionBy` on a data field (1,000 partitions).
@@ -63,12 +63,16 @@ fn main() {
         .and_then(|a| a.parse().ok())
         .unwrap_or(1_000_000);
     let runs: usize = args.next().and_then(|a| a.parse().ok()).unwrap_or(5);
+    let only = args.next().unwrap_or_default();
     let events = events(n);
     for (name, source) in [
         ("count ($any)", COUNT),
         ("sum (typed, e.data)", SUM),
         ("partitionBy (1,000 keys)", PARTITIONED),
     ] {
+        if !name.contains(&only) {
+            continue;
+        }
         let mut rates: Vec<f64> = (0..runs).map(|_| fold(source, &events)).collect();
         rates.sort_by(f64::total_cmp);
         let median = rates[rates.len() / 2];

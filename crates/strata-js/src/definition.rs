@@ -1,7 +1,7 @@
 //! The projection's definition as the DSL recorded it: where it reads from, how it partitions,
 //! its handlers. Read once at compile from the prelude's record.
 
-use std::collections::HashMap;
+use foldhash::HashMap;
 
 use rquickjs::{Array, Ctx, Function, Object, Persistent, Value};
 use strata_store::projection::ProjectionSource;
@@ -95,7 +95,7 @@ pub(crate) fn read<'js>(ctx: &Ctx<'js>, record: Value<'js>) -> Result<Definition
     };
     let mut init = None;
     let mut any = None;
-    let mut by_type = HashMap::new();
+    let mut by_type = HashMap::default();
     for prop in handlers.props::<String, Function>() {
         let (key, f) = prop?;
         let f = Persistent::save(ctx, f);

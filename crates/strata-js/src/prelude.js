@@ -121,5 +121,9 @@
     definition: () => definition,
     isDefinitionError: (e) => e instanceof DefinitionError,
     seal: () => { sealed = true; },
+    // The event object of API.md with JSON data (the Rust side builds the rarer base64 shapes).
+    // An object literal: its keys are resolved once, at parse time, not per event.
+    makeEvent: (id, stream, revision, position, type, timestamp, data, metadata) =>
+      ({ id, stream, revision, position, type, timestamp, data, metadata }),
   };
 })(globalThis)

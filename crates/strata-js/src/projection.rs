@@ -1,12 +1,13 @@
 //! A compiled projection: the sandbox, the definition, the live per-partition states.
 
-use std::collections::HashMap;
 use std::rc::Rc;
 
-use rquickjs::{Ctx, Function, Object, Persistent, Value};
+use rquickjs::{Ctx, Exception, Function, Object, Persistent, Value};
 use strata_store::projection::{Emit, ProjectionEngine, ProjectionError, ProjectionSource};
 use strata_store::RecordedEvent;
 use uuid::Uuid;
+
+use foldhash::HashMap;
 
 use crate::definition::{self, Definition, Partitioning, ReadError, PRELUDE, PRELUDE_NAME};
 use crate::emit::{self, EmitSink};
@@ -45,7 +46,7 @@ impl JsProjection {
     pub fn compile(source: &str, limits: JsLimits) -> Result<JsProjection, JsError> {
         let sandbox = Sandbox::new(limits)?;
         let emits = Rc::new(EmitSink::default());
-        let definition = sandbox.call(|ctx| {
+        let (definition, events) = sandbox.call(|ctx| {
             let prelude: Object = sandbox::eval(ctx, PRELUDE, PRELUDE_NAME)
                 .and_then(|v| v.get())
                 .map_err(|e| sandbox.error(ctx, e))?;
@@ -57,6 +58,10 @@ impl JsProjection {
                 .get::<_, Function>("definition")
                 .and_then(|f| f.call(()))
                 .map_err(|e| sandbox.error(ctx, e))?;
+            let make_event = prelude
+                .get::<_, Function>("makeEvent")
+                .map(|f| Persistent::save(ctx, f))
+                .map_err(|e| sandbox.error(ctx, e))?;
             let definition = match definition::read(ctx, record) {
                 Ok(definition) => definition,
                 Err(ReadError::Definition(message)) => return Err(JsError::Definition { message }),
@@ -66,14 +71,14 @@ impl JsProjection {
                 .get::<_, Function>("seal")
                 .and_then(|f| f.call::<_, ()>(()))
                 .map_err(|e| sandbox.error(ctx, e))?;
-            Ok(definition)
+            Ok((definition, EventBuilder::new(make_event)))
         })?;
         Ok(JsProjection {
-            states: HashMap::new(),
+            states: HashMap::default(),
             last_event: None,
             definition,
-            events: EventBuilder::default(),
-            poisoned: HashMap::new(),
+            events,
+            poisoned: HashMap::default(),
             emits,
             sandbox,
         })
@@ -93,7 +98,8 @@ impl JsProjection {
             return Ok(Vec::new());
         };
         let init = self.definition.handlers.init.as_ref();
-        let current = self.states.get(partition);
+        let slot = self.states.get_mut(partition);
+        let current = slot.as_deref().cloned();
         let cached = self.last_event.take();
         let (sandbox, events, emits) = (&self.sandbox, &mut self.events, &self.emits);
         let (state, emitted) = sandbox.call(|ctx| {
@@ -113,6 +119,12 @@ impl JsProjection {
                 let handler = handler.clone().restore(ctx)?;
                 emits.open();
                 let returned: Value = handler.call((state.clone(), object))?;
+                if returned.is_promise() {
+                    return Err(Exception::throw_type(
+                        ctx,
+                        "a handler must return the state synchronously, not a Promise",
+                    ));
+                }
                 // `undefined`: mutated in place (or untouched), the live value is the state.
                 let state = if returned.is_undefined() {
                     state
@@ -128,7 +140,12 @@ impl JsProjection {
                 Err(e) => Err(sandbox.error(ctx, e)),
             }
         })?;
-        self.states.insert(partition.to_owned(), state);
+        match slot {
+            Some(slot) => *slot = state,
+            None => {
+                self.states.insert(partition.to_owned(), state);
+            }
+        }
         Ok(emitted)
     }
 }
@@ -140,6 +157,12 @@ fn initial_state<'js>(
 ) -> rquickjs::Result<Value<'js>> {
     if let Some(init) = init {
         let state: Value = init.clone().restore(ctx)?.call(())?;
+        if state.is_promise() {
+            return Err(Exception::throw_type(
+                ctx,
+                "$init must return the state synchronously, not a Promise",
+            ));
+        }
         if !state.is_undefined() {
             return Ok(state);
         }
@@ -305,7 +328,7 @@ fn partition_string<'js>(ctx: &Ctx<'js>, key: &Value<'js>) -> rquickjs::Result<O
         let rquickjs::convert::Coerced(s) = key.get::<rquickjs::convert::Coerced<String>>()?;
         return Ok(Some(s));
     }
-    Err(rquickjs::Exception::throw_type(
+    Err(Exception::throw_type(
         ctx,
         &format!(
             "partitionBy() must return a string, a number, null or undefined; got {}",
