@@ -293,3 +293,24 @@ fn an_engine_can_be_built_and_dropped_on_another_thread() {
     });
     assert_eq!(handle.join().unwrap(), Some(json!({ "n": 1 })));
 }
+
+#[test]
+fn default_stack_limit_fits_a_default_thread() {
+    // The runner's thread has Rust's default stack (2 MiB): recursion must hit QuickJS's
+    // 1 MiB limit, not the thread's guard page.
+    let handle = std::thread::Builder::new()
+        .stack_size(2 << 20)
+        .spawn(|| {
+            let mut p = compile(
+                "function down(n) { return n === -1 ? 0 : down(n + 1) + 1; }\n\
+                 fromAll().when({ $any: (s) => { s.depth = down(0); } })",
+            );
+            feed(&mut p, &event(0, "a", "T", "{}")).unwrap_err()
+        })
+        .unwrap();
+    let err = handle.join().unwrap();
+    assert!(
+        err.message.contains("Maximum call stack size exceeded"),
+        "{err:?}"
+    );
+}
