@@ -129,3 +129,52 @@ fn name<'js>(ctx: &Ctx<'js>, value: Value<'js>, what: &str) -> rquickjs::Result<
     }
     Ok(s)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rquickjs::{Context, Runtime};
+
+    fn with_sink(f: impl FnOnce(&Ctx<'_>, &EmitSink)) {
+        let runtime = Runtime::new().unwrap();
+        let context = Context::full(&runtime).unwrap();
+        let sink = Rc::new(EmitSink::default());
+        context.with(|ctx| {
+            install(&ctx, sink.clone()).unwrap();
+            f(&ctx, &sink);
+        });
+    }
+
+    #[test]
+    fn collects_only_while_open() {
+        with_sink(|ctx, sink| {
+            let call = |src: &str| ctx.eval::<(), _>(src).map_err(|_| ctx.catch());
+            assert!(call("emit('s', 'T', 1)").is_err());
+            sink.open();
+            call("emit('s', 'T', { a: [1, 'x'] }); emit('t', 'U')").unwrap();
+            let emits = sink.close();
+            assert_eq!(emits.len(), 2);
+            assert_eq!(emits[0].data, serde_json::json!({ "a": [1, "x"] }));
+            assert_eq!(emits[1].data, serde_json::Value::Null);
+            assert!(call("emit('s', 'T', 1)").is_err(), "closed again");
+            sink.open();
+            assert!(sink.close().is_empty(), "a new call starts empty");
+        });
+    }
+
+    #[test]
+    fn names_are_checked_in_bytes() {
+        with_sink(|ctx, sink| {
+            sink.open();
+            let ok = |src: &str| ctx.eval::<(), _>(src).map_err(|_| ctx.catch()).is_ok();
+            // 85 three-byte characters = 255 bytes: the limit exactly.
+            assert!(ok("emit('✓'.repeat(85), 'T')"));
+            assert!(!ok("emit('✓'.repeat(86), 'T')"));
+            assert!(ok("emit('s', 'T'.repeat(255))"));
+            assert!(!ok("emit('s', 'T'.repeat(256))"));
+            assert!(ok("emit('a$b', 'T')"), "$ is reserved only at the start");
+            assert!(!ok("emit('a\\nb', 'T')"));
+            assert_eq!(sink.close().len(), 3);
+        });
+    }
+}

@@ -14,6 +14,10 @@ use crate::{JsError, JsLimits};
 /// The file name user code is evaluated under; it appears in stacks (`at $any (projection.js:3:20)`).
 pub(crate) const SOURCE_NAME: &str = "projection.js";
 
+/// The smallest stack limit applied: 0 would switch QuickJS's check off and let deep recursion
+/// overflow the thread's stack.
+pub(crate) const MIN_STACK_BYTES: usize = 64 << 10;
+
 /// The deadline the interrupt handler checks. `fired` records that it stopped user code, which
 /// tells a timeout apart from an ordinary exception.
 #[derive(Clone, Default)]
@@ -37,7 +41,7 @@ impl Sandbox {
     pub(crate) fn new(limits: JsLimits) -> Result<Sandbox, JsError> {
         let runtime = Runtime::new().map_err(|_| JsError::OutOfMemory)?;
         runtime.set_memory_limit(limits.memory_bytes);
-        runtime.set_max_stack_size(limits.max_stack_bytes);
+        runtime.set_max_stack_size(limits.max_stack_bytes.max(MIN_STACK_BYTES));
         let clock = Clock::default();
         let handler_clock = clock.clone();
         runtime.set_interrupt_handler(Some(Box::new(move || match handler_clock.deadline.get() {
@@ -67,9 +71,10 @@ impl Sandbox {
         f: impl FnOnce(&Ctx<'_>) -> Result<R, JsError>,
     ) -> Result<R, JsError> {
         self.clock.fired.set(false);
+        // A limit too large for the clock is no limit.
         self.clock
             .deadline
-            .set(Some(Instant::now() + self.limits.per_event));
+            .set(Instant::now().checked_add(self.limits.per_event));
         let result = self.context.with(|ctx| f(&ctx));
         self.clock.deadline.set(None);
         result

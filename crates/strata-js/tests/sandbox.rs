@@ -314,3 +314,25 @@ fn default_stack_limit_fits_a_default_thread() {
         "{err:?}"
     );
 }
+
+#[test]
+fn extreme_limits_are_safe() {
+    // No clock overflow with a huge time limit; a zero stack limit still has a floor.
+    let limits = JsLimits {
+        memory_bytes: 0,
+        per_event: Duration::MAX,
+        max_stack_bytes: 0,
+    };
+    let mut p = JsProjection::compile(
+        "function down(n) { return down(n + 1) + 1; }\nfromAll().when({ Deep: () => { down(0); }, $any: (s) => { s.n = 1; } })",
+        limits,
+    )
+    .unwrap();
+    feed_all(&mut p, &[event(0, "a", "T", "{}")]);
+    assert_eq!(state(&mut p, ""), json!({ "n": 1 }));
+    let err = feed(&mut p, &event(1, "b", "Deep", "{}")).unwrap_err();
+    assert!(
+        err.message.contains("Maximum call stack size exceeded"),
+        "{err:?}"
+    );
+}
