@@ -51,8 +51,11 @@
 //! never run. `Date.now()` and `Math.random()` exist but make a projection nondeterministic.
 //! Limits ([`JsLimits`]):
 //!
-//! - `memory_bytes` (64 MiB): everything the runtime allocates, states included. A memory bomb
-//!   fails with [`JsError::OutOfMemory`]; what it allocated is freed with its stack frames.
+//! - `memory_bytes` (64 MiB): everything the runtime allocates, states included — a projection
+//!   with very many partitions needs a larger limit. A memory bomb fails with
+//!   [`JsError::OutOfMemory`]; what it allocated is freed with its stack frames. (QuickJS throws
+//!   `null` when it cannot even allocate the error object, so a handler that throws `null`
+//!   itself is reported as out of memory too.)
 //! - `per_event` (250 ms): the wall time of one call into user code — a handler with `$init`,
 //!   `partitionBy`, the serialisation of a state (`toJSON`), the definition script at compile.
 //!   An infinite loop fails with [`JsError::Timeout`]; user code cannot catch the interrupt.
