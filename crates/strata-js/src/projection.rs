@@ -105,7 +105,7 @@ impl JsProjection {
         let (state, emitted) = sandbox.call(|ctx| {
             let run = || -> rquickjs::Result<Live> {
                 let state = match current {
-                    Some(state) => state.clone().restore(ctx)?,
+                    Some(state) => state.restore(ctx)?,
                     None => initial_state(ctx, init)?,
                 };
                 let object = match cached {
