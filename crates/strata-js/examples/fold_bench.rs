@@ -42,18 +42,34 @@ fn events(n: u64) -> Vec<RecordedEvent> {
         .collect()
 }
 
-fn fold(source: &str, events: &[RecordedEvent]) -> f64 {
+/// Nanoseconds this thread has spent on a CPU (Linux schedstat), when available: on a shared
+/// machine, events per CPU-second says more about the code than events per wall-second.
+fn thread_cpu_ns() -> Option<u64> {
+    let text = std::fs::read_to_string("/proc/thread-self/schedstat").ok()?;
+    text.split_whitespace().next()?.parse().ok()
+}
+
+/// (events per wall second, events per on-CPU second).
+fn fold(source: &str, events: &[RecordedEvent]) -> (f64, Option<f64>) {
     let mut p = JsProjection::compile(source, JsLimits::default()).expect("compiles");
     let mut emits = Vec::new();
+    let cpu = thread_cpu_ns();
     let start = Instant::now();
     for e in events {
         if let Some(key) = p.partition_key(e).expect("partition") {
             p.apply(&key, e, &mut emits).expect("apply");
         }
     }
-    let rate = events.len() as f64 / start.elapsed().as_secs_f64();
+    let wall = start.elapsed().as_secs_f64();
+    let cpu = cpu.zip(thread_cpu_ns()).map(|(a, b)| (b - a) as f64 / 1e9);
     assert!(!p.partitions().is_empty());
-    rate
+    let n = events.len() as f64;
+    (n / wall, cpu.map(|c| n / c))
+}
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(f64::total_cmp);
+    v[v.len() / 2]
 }
 
 fn main() {
@@ -73,14 +89,12 @@ fn main() {
         if !name.contains(&only) {
             continue;
         }
-        let mut rates: Vec<f64> = (0..runs).map(|_| fold(source, &events)).collect();
-        rates.sort_by(f64::total_cmp);
-        let median = rates[rates.len() / 2];
-        println!(
-            "{name:<26} {n} events: median {:>9.0} events/s (min {:.0}, max {:.0}, {runs} runs)",
-            median,
-            rates[0],
-            rates[rates.len() - 1]
-        );
+        let results: Vec<_> = (0..runs).map(|_| fold(source, &events)).collect();
+        let wall = median(results.iter().map(|r| r.0).collect());
+        let cpu: Option<Vec<f64>> = results.iter().map(|r| r.1).collect();
+        let cpu = cpu
+            .map(median)
+            .map_or_else(|| "n/a".into(), |c| format!("{c:.0}"));
+        println!("{name:<26} {n} events, median of {runs}: {wall:>9.0} events/s wall, {cpu:>9} events/s on-CPU");
     }
 }
