@@ -336,3 +336,37 @@ fn extreme_limits_are_safe() {
         "{err:?}"
     );
 }
+
+#[test]
+fn atomics_wait_cannot_block_the_thread() {
+    // A blocking wait would sit outside the interrupt handler's reach.
+    let mut p = compile_tight(
+        "fromAll().when({ $any: () => { Atomics.wait(new Int32Array(new SharedArrayBuffer(4)), 0, 0); } })",
+    );
+    let err = feed(&mut p, &event(0, "a", "T", "{}")).unwrap_err();
+    assert!(err.message.starts_with("TypeError"), "{err:?}");
+}
+
+#[test]
+fn catastrophic_regex_backtracking_times_out() {
+    let mut p = compile_tight(
+        "fromAll().when({ $any: (s) => { s.m = /^(a+)+$/.test('a'.repeat(40) + 'b'); } })",
+    );
+    let err = feed(&mut p, &event(0, "a", "T", "{}")).unwrap_err();
+    assert_eq!(err.message, timeout_message());
+}
+
+#[test]
+fn huge_native_work_is_bounded_by_memory() {
+    // Native built-ins do not poll the interrupt, but what they can do is bounded by memory.
+    let mut p = JsProjection::compile(
+        "fromAll().when({ $any: (s) => { s.a = new Array(1e9).fill(0); } })",
+        tight(),
+    )
+    .unwrap();
+    let err = feed(&mut p, &event(0, "a", "T", "{}")).unwrap_err();
+    assert!(
+        err.message == JsError::OutOfMemory.to_string() || err.message.starts_with("RangeError"),
+        "{err:?}"
+    );
+}
