@@ -94,6 +94,7 @@ mod event;
 mod limits;
 mod projection;
 mod sandbox;
+mod states;
 mod timestamp;
 
 pub use error::JsError;

@@ -13,6 +13,7 @@ use crate::definition::{self, Definition, Partitioning, ReadError, PRELUDE, PREL
 use crate::emit::{self, EmitSink};
 use crate::event::EventBuilder;
 use crate::sandbox::{self, Sandbox, SOURCE_NAME};
+use crate::states::States;
 use crate::{JsError, JsLimits};
 
 type Live = Persistent<Value<'static>>;
@@ -29,7 +30,7 @@ type Live = Persistent<Value<'static>>;
 /// Not `Send` (a QuickJS runtime belongs to one thread): build it on the thread that runs it.
 pub struct JsProjection {
     // Field order is drop order: every saved JS value before the sandbox that owns them.
-    states: HashMap<String, Live>,
+    states: States<Live>,
     /// The event object `partition_key` built, reused by the `apply` of the same event.
     last_event: Option<(u64, Uuid, Persistent<Object<'static>>)>,
     definition: Definition,
@@ -74,7 +75,7 @@ impl JsProjection {
             Ok((definition, EventBuilder::new(make_event)))
         })?;
         Ok(JsProjection {
-            states: HashMap::default(),
+            states: States::default(),
             last_event: None,
             definition,
             events,
@@ -98,8 +99,7 @@ impl JsProjection {
             return Ok(Vec::new());
         };
         let init = self.definition.handlers.init.as_ref();
-        let slot = self.states.get_mut(partition);
-        let current = slot.as_deref().cloned();
+        let current = self.states.get(partition).cloned();
         let cached = self.last_event.take();
         let (sandbox, events, emits) = (&self.sandbox, &mut self.events, &self.emits);
         let (state, emitted) = sandbox.call(|ctx| {
@@ -140,12 +140,7 @@ impl JsProjection {
                 Err(e) => Err(sandbox.error(ctx, e)),
             }
         })?;
-        match slot {
-            Some(slot) => *slot = state,
-            None => {
-                self.states.insert(partition.to_owned(), state);
-            }
-        }
+        self.states.set(partition, state);
         Ok(emitted)
     }
 }
@@ -283,8 +278,8 @@ impl ProjectionEngine for JsProjection {
         let mut partitions: Vec<String> = self
             .states
             .keys()
-            .chain(self.poisoned.keys())
-            .cloned()
+            .chain(self.poisoned.keys().map(String::as_str))
+            .map(str::to_owned)
             .collect();
         partitions.sort();
         partitions
@@ -304,7 +299,7 @@ impl ProjectionEngine for JsProjection {
                 .map_err(|e| sandbox.error(ctx, e))
         })?;
         self.poisoned.remove(partition);
-        self.states.insert(partition.to_owned(), live);
+        self.states.set(partition, live);
         Ok(())
     }
 
