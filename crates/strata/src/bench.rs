@@ -212,7 +212,7 @@ async fn run_all(target: &Arc<Target>, args: &BenchArgs, verbose: bool) -> Resul
         if selected(Scenario::Projection) {
             let r = projection::projection(target, &tag, args, duration).await?;
             say(format!("run {}: projection: {}", run + 1, r.summary()));
-            r.record(&mut report, args.rate);
+            r.record(&mut report, args.events, args.rate);
         }
     }
     report.footer = format!("load average after: {}", loadavg());

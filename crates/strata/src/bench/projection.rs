@@ -2,29 +2,33 @@
 //!
 //! 1. **Catch-up**: the log is filled to at least `--events` events (as for `replay`), then a
 //!    counting projection over `fromAll()` (`$any` handler: every user event reaches the
-//!    JavaScript) is created with `PUT /projections/{name}`; `GET /projections/{name}` is
-//!    polled every [`CATCH_UP_POLL`] until its `position` reaches the last user event that
-//!    existed before the `PUT`. Rate = `events_processed` / time from the `PUT` to that poll
-//!    (the `PUT` includes compiling the script). The server's own `events_per_second` at that
-//!    moment is reported beside it.
+//!    JavaScript; the state is `{n, last}`: events counted, position of the last one) is
+//!    created with `PUT /projections/{name}`; its state is polled every [`CATCH_UP_POLL`] until
+//!    `last` reaches the last user event that existed before the `PUT`. Rate = `n` / time from
+//!    the `PUT` to that poll (the `PUT` includes compiling the script). The server's own
+//!    `events_per_second` is read once it has caught up and reported beside it.
 //! 2. **Live lag**: with the projection caught up, `--rate` events/s are appended for
-//!    `--duration` (open loop, as in `sse`), while `GET /projections/{name}` is sampled every
-//!    [`LIVE_POLL`]. Each sample gives the lag in events (the server's `lag`: log positions
-//!    not yet examined) and, in time, the age of the oldest acknowledged event the projection
-//!    had not yet applied at that moment (0 when it had applied everything acknowledged).
+//!    `--duration` (open loop, as in `sse`), while the state is sampled every [`LIVE_POLL`].
+//!    At each sample, lag in events = acknowledged appends the projection had not applied yet;
+//!    lag in time = the age of the oldest of them (0 when it had applied every acknowledged
+//!    event).
 //!
-//! The projection is deleted at the end of each run.
+//! Progress is read from `GET /projections/{name}/state`, not `GET /projections/{name}`: the
+//! state is published together with the position it reflects (whole batches), and reading it
+//! takes only the state lock. The projection is deleted at the end of each run.
 
 use super::*;
 
 /// Name prefix of the projection; the run's tag follows.
-const SCRIPT: &str =
-    "fromAll().when({ $init: () => ({ n: 0 }), $any: (s, e) => { s.n += 1; return s; } });";
+const SCRIPT: &str = "fromAll().when({ $init: () => ({ n: 0, last: -1 }), \
+     $any: (s, e) => { s.n += 1; s.last = e.position; return s; } });";
 
 /// Polling interval while catching up.
 const CATCH_UP_POLL: Duration = Duration::from_millis(5);
 /// Sampling interval of the live phase.
 const LIVE_POLL: Duration = Duration::from_millis(5);
+/// How often the catch-up loop checks that the projection did not fault.
+const STATUS_CHECK: Duration = Duration::from_secs(2);
 /// Publisher connections of the live phase (see `SSE_PUBLISHERS`).
 const PUBLISHERS: u64 = 16;
 /// Longest wait for the projection to catch up or to apply the last live event.
@@ -71,12 +75,14 @@ impl ProjectionRun {
         )
     }
 
-    pub(super) fn record(&self, report: &mut Report, rate: u32) {
+    pub(super) fn record(&self, report: &mut Report, min_events: u64, rate: u32) {
+        // Keyed by `--events`, not by the events folded: the log grows from run to run.
         let config = format!(
-            "catch-up, {} events (count, fromAll)",
-            fmt_num(self.events as f64)
+            "catch-up, count over fromAll(), log of ≥ {} events",
+            fmt_num(min_events as f64)
         );
         report.add("projection", &config, "events/s", self.rate());
+        report.add("projection", &config, "events folded", self.events as f64);
         if let Some(r) = self.server_rate {
             report.add("projection", &config, "server-reported events/s", r);
         }
@@ -108,33 +114,26 @@ impl ProjectionRun {
     }
 }
 
-/// What a poll of `GET /projections/{name}` tells.
+/// What a poll of the state tells.
 #[derive(Clone, Copy, Debug)]
 struct Sample {
     /// Log position of the last applied event.
     position: Option<u64>,
-    lag: u64,
+    /// Events applied.
     processed: u64,
-    rate: Option<f64>,
 }
 
 impl Sample {
-    fn parse(v: &serde_json::Value) -> Result<Sample> {
-        if v["status"] != "running" {
-            return Err(Error::Io(io::Error::other(format!(
-                "the bench projection is not running: {v}"
-            ))));
+    /// `{n, last}`, or `null` before the first event.
+    fn parse(v: &serde_json::Value) -> Sample {
+        Sample {
+            position: v["last"].as_u64(),
+            processed: v["n"].as_u64().unwrap_or(0),
         }
-        Ok(Sample {
-            position: v["position"].as_u64(),
-            lag: v["lag"].as_u64().unwrap_or(0),
-            processed: v["events_processed"].as_u64().unwrap_or(0),
-            rate: v["events_per_second"].as_f64(),
-        })
     }
 }
 
-/// `GET /projections/{name}` on `conn`.
+/// `GET /projections/{name}/state` on `conn`.
 async fn poll(target: &Target, conn: &mut Conn<TcpStream>, request: &[u8]) -> Result<Sample> {
     let (status, body) = conn.exchange(request).await?;
     if status != 200 {
@@ -142,11 +141,11 @@ async fn poll(target: &Target, conn: &mut Conn<TcpStream>, request: &[u8]) -> Re
     }
     let v: serde_json::Value = serde_json::from_slice(&body).map_err(|e| {
         Error::Io(io::Error::other(format!(
-            "GET /projections on {}: not JSON: {e}",
+            "GET /projections/.../state on {}: not JSON: {e}",
             target.authority
         )))
     })?;
-    Sample::parse(&v)
+    Ok(Sample::parse(&v))
 }
 
 /// The position of the last user event, `None` in an empty log.
@@ -172,7 +171,12 @@ pub(super) async fn projection(
     let head = last_user_position(target).await?;
     let name = format!("{tag}-count");
     let path = format!("/projections/{name}");
-    let get = target.request("GET", &path, "Accept: application/json\r\n", None);
+    let get = target.request(
+        "GET",
+        &format!("{path}/state"),
+        "Accept: application/json\r\n",
+        None,
+    );
     let mut put = format!(
         "PUT {}{path} HTTP/1.1\r\nHost: {}\r\n{}Content-Type: application/javascript\r\nContent-Length: {}\r\n\r\n",
         target.base,
@@ -198,6 +202,7 @@ pub(super) async fn projection(
     if status != 201 {
         return Err(http_error(status, &body));
     }
+    let mut next_check = STATUS_CHECK;
     let caught_up = loop {
         let s = poll(target, &mut conn, &get).await?;
         if let Some(p) = s.position {
@@ -211,11 +216,28 @@ pub(super) async fn projection(
                 "the bench projection did not catch up within 10 minutes",
             )));
         }
+        if t0.elapsed() >= next_check {
+            // Rarely: a faulted projection would otherwise be waited for in vain.
+            next_check += STATUS_CHECK;
+            let status = target.get_json(&path).await?;
+            if status["status"] != "running" {
+                return Err(Error::Io(io::Error::other(format!(
+                    "the bench projection is not running: {status}"
+                ))));
+            }
+        }
         tokio::time::sleep(CATCH_UP_POLL).await;
     };
     let secs = t0.elapsed().as_secs_f64();
     let cpu = cpu.stop();
     bar.finish_and_clear();
+    let server_rate = target.get_json(&path).await?;
+    if server_rate["status"] != "running" {
+        return Err(Error::Io(io::Error::other(format!(
+            "the bench projection is not running: {server_rate}"
+        ))));
+    }
+    let server_rate = server_rate["events_per_second"].as_f64();
 
     let live = live_lag(target, tag, args.rate, dur, &get).await;
     // Clean up whatever happened.
@@ -226,7 +248,7 @@ pub(super) async fn projection(
     Ok(ProjectionRun {
         events: caught_up.processed,
         secs,
-        server_rate: caught_up.rate,
+        server_rate,
         cpu,
         live_events,
         lag_events,
@@ -350,15 +372,11 @@ async fn live_lag(
         .iter()
         .filter(|(t, _)| *t <= published_until)
         .collect();
-    let lag_events = window
-        .iter()
-        .map(|(_, s)| s.lag.min(u64::from(u32::MAX)) as u32)
-        .collect();
     acks.sort_unstable();
-    let lag_time = window
+    let (lag_events, lag_time) = window
         .iter()
-        .map(|(t, s)| oldest_unapplied_age(&acks, *t, s.position))
-        .collect();
+        .map(|(t, s)| unapplied(&acks, *t, s.position))
+        .unzip();
     Ok((
         acks.len() as u64,
         Latencies::new(lag_events),
@@ -366,20 +384,19 @@ async fn live_lag(
     ))
 }
 
-/// At time `t`, with the projection's last applied position `applied`: how long (µs) the
-/// oldest event acknowledged by then and not yet applied had been waiting (0 if none).
-/// `acks` are `(position, ack time)` sorted by position.
-fn oldest_unapplied_age(acks: &[(u64, u64)], t: u64, applied: Option<u64>) -> u32 {
+/// At time `t`, with the projection's last applied position `applied`: how many events
+/// acknowledged by then were not applied yet, and how long (µs) the oldest of them had been
+/// waiting (0 if none). `acks` are `(position, ack time)` sorted by position.
+fn unapplied(acks: &[(u64, u64)], t: u64, applied: Option<u64>) -> (u32, u32) {
     let from = match applied {
         Some(p) => acks.partition_point(|a| a.0 <= p),
         None => 0,
     };
-    acks[from..]
+    let (count, oldest) = acks[from..]
         .iter()
         .filter(|a| a.1 <= t)
-        .map(|a| t - a.1)
-        .max()
-        .map_or(0, |age| age.min(u64::from(u32::MAX)) as u32)
+        .fold((0u32, 0u64), |(n, age), a| (n + 1, age.max(t - a.1)));
+    (count, oldest.min(u64::from(u32::MAX)) as u32)
 }
 
 #[cfg(test)]
@@ -387,16 +404,16 @@ mod tests {
     use super::*;
 
     #[test]
-    fn lag_in_time_is_the_age_of_the_oldest_unapplied_ack() {
+    fn lag_counts_acknowledged_unapplied_events_and_the_oldest_age() {
         let acks = [(10, 100), (11, 105), (12, 120), (13, 118)];
         // Everything applied.
-        assert_eq!(oldest_unapplied_age(&acks, 200, Some(13)), 0);
+        assert_eq!(unapplied(&acks, 200, Some(13)), (0, 0));
         // 12 and 13 pending at 130: the older ack is 13's (118).
-        assert_eq!(oldest_unapplied_age(&acks, 130, Some(11)), 12);
+        assert_eq!(unapplied(&acks, 130, Some(11)), (2, 12));
         // At 119 only 13 was acknowledged.
-        assert_eq!(oldest_unapplied_age(&acks, 119, Some(11)), 1);
+        assert_eq!(unapplied(&acks, 119, Some(11)), (1, 1));
         // Nothing applied yet.
-        assert_eq!(oldest_unapplied_age(&acks, 110, None), 10);
-        assert_eq!(oldest_unapplied_age(&[], 110, None), 0);
+        assert_eq!(unapplied(&acks, 110, None), (2, 10));
+        assert_eq!(unapplied(&[], 110, None), (0, 0));
     }
 }
