@@ -72,8 +72,9 @@ fn emitted_events_exist_exactly_once_across_kill_9() {
         let seen = get_projection(&c, "shipping");
         server.stop(libc::SIGKILL);
         eprintln!(
-            "round {round}: killed at projection position {} (last appended {last})",
-            seen["position"]
+            "round {round}: killed at projection position {}, checkpoint {} (last appended \
+             {last}): the events after the checkpoint are re-applied and re-emitted",
+            seen["position"], seen["checkpoint_position"]
         );
         server.restart();
     }
