@@ -65,6 +65,18 @@ fn emitted_events_exist_exactly_once_across_kill_9() {
     let mut last = 0;
     for round in 0..ROUNDS {
         let c = server.client();
+        if round > 0 {
+            // Let a checkpoint cover the earlier rounds (at most the 1 s checkpoint interval),
+            // so that this crash resumes mid-way: from that checkpoint, with this round's
+            // emits after it. (Round 0 crashes before any checkpoint: a full re-run.)
+            wait_projection(
+                &c,
+                "shipping",
+                PROJECTION_TIMEOUT,
+                "checkpointed past the earlier rounds",
+                |p| p["checkpoint_position"].as_u64().is_some_and(|x| x >= last),
+            );
+        }
         let range = round * ORDERS_PER_ROUND..(round + 1) * ORDERS_PER_ROUND;
         last = place_and_pay(&c, range.clone());
         // Kill while the projection is (most likely) still folding and emitting: it follows
