@@ -387,3 +387,45 @@ fn syntax_errors_are_400_with_the_line_and_create_nothing() {
             .assert_error(404, "not_found");
     }
 }
+
+/// Status and state reads while a projection folds a long history (the runner publishes a
+/// batch every few hundred events): reads must never wait for it, nor block it.
+#[test]
+fn status_and_state_reads_do_not_block_a_folding_projection() {
+    let server = TestServer::start();
+    let c = server.client();
+    let batch: Vec<Value> = (0..1000)
+        .map(|i| json!({"type": "Tick", "data": {"i": i}}))
+        .collect();
+    let batch = Value::Array(batch);
+    let mut last = 0;
+    for k in 0..60 {
+        last = c.append(&format!("load-{}", k % 4), &batch)["last_position"]
+            .as_u64()
+            .unwrap();
+    }
+    create_projection(&c, "counter", COUNTER);
+    let readers: Vec<_> = (0..2)
+        .map(|r| {
+            let c = c.clone();
+            std::thread::spawn(move || {
+                let mut reads = 0u64;
+                loop {
+                    // The harness's client times out after 30 s: a hang fails the test.
+                    let p = get_projection(&c, "counter");
+                    projection_state(&c, "counter", None).assert_status(200);
+                    reads += 1;
+                    if p["position"].as_u64().is_some_and(|x| x >= last) {
+                        return reads;
+                    }
+                    assert_eq!(p["status"], "running", "reader {r}: {p}");
+                }
+            })
+        })
+        .collect();
+    for r in readers {
+        assert!(r.join().expect("a reader failed") > 0);
+    }
+    wait_state(&c, "counter", None, &json!({"n": 60_000}));
+    c.get("/health").assert_status(200);
+}
