@@ -887,3 +887,46 @@ fn fifty_projections_run_side_by_side() {
         r.join();
     }
 }
+
+#[test]
+fn status_and_state_reads_while_running_do_not_block_the_runner() {
+    // Regression: `status()` once took the two runner locks in the opposite order of the
+    // runner thread (a deadlock under concurrent reads).
+    let dir = tempfile::tempdir().unwrap();
+    let store = open_store(dir.path());
+    for i in 0..20 {
+        let events = (0..500)
+            .map(|j| order(&format!("c{}", j % 50), i))
+            .collect();
+        store
+            .append(&format!("order-{i}"), ExpectedRevision::Any, events)
+            .unwrap();
+    }
+    let runner = std::sync::Arc::new(ProjectionRunner::open(
+        store.clone(),
+        "busy",
+        1,
+        typed_engine(OrderTotals::new(true)),
+        options(50, 1000),
+    ));
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let readers: Vec<_> = (0..2)
+        .map(|_| {
+            let (runner, stop) = (runner.clone(), stop.clone());
+            std::thread::spawn(move || {
+                while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                    let _ = runner.status();
+                    let _ = runner.states();
+                }
+            })
+        })
+        .collect();
+    runner.start().unwrap();
+    wait_caught_up(&runner, &store);
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    for r in readers {
+        r.join().unwrap();
+    }
+    assert_eq!(runner.status().events_processed, 10_000);
+    runner.stop();
+}

@@ -392,6 +392,9 @@ impl ProjectionRunner {
     /// The status now. Never waits for the runner thread's work.
     pub fn status(&self) -> ProjectionStatus {
         let sh = &self.shared;
+        // Lock order everywhere: `states` before `progress` (never `states` while holding
+        // `progress`).
+        let partitions = sh.states.read().len();
         let mut p = sh.progress.lock();
         let now = Instant::now();
         while p
@@ -426,7 +429,7 @@ impl ProjectionRunner {
             lag: head.saturating_sub(p.cursor),
             events_processed: p.events_processed,
             events_per_second,
-            partitions: sh.states.read().len(),
+            partitions,
             checkpoint_position: p.checkpoint_position,
             error: p.error.clone(),
         }
