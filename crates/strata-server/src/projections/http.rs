@@ -17,6 +17,14 @@ use crate::error::{Error, Result};
 use crate::query::Query;
 use crate::read::json_response;
 
+/// What is percent-encoded in a name used as one path segment (`Location`): everything but
+/// RFC 3986 unreserved characters.
+const SEGMENT: &percent_encoding::AsciiSet = &percent_encoding::NON_ALPHANUMERIC
+    .remove(b'-')
+    .remove(b'.')
+    .remove(b'_')
+    .remove(b'~');
+
 /// Longest projection name, in bytes.
 const MAX_NAME_BYTES: usize = 255;
 
@@ -230,10 +238,7 @@ async fn put(
     if status == StatusCode::CREATED {
         let location = format!(
             "/projections/{}",
-            percent_encoding::utf8_percent_encode(
-                &view.status.name,
-                percent_encoding::NON_ALPHANUMERIC
-            )
+            percent_encoding::utf8_percent_encode(&view.status.name, SEGMENT)
         );
         if let Ok(v) = HeaderValue::from_str(&location) {
             response.headers_mut().insert(header::LOCATION, v);

@@ -117,7 +117,12 @@ async fn put_creates_then_updates_and_lists() {
     wait_for(&server, "count", |v| v["events_processed"] == 1).await;
     assert_eq!(state(&server, "count").await, json!({"n": 2}));
 
-    put(&server, "totals", TOTALS).await;
+    let totals = put(&server, "order-totals%202", TOTALS).await;
+    assert_eq!(totals.status, 201);
+    assert_eq!(
+        totals.header("location"),
+        Some("/projections/order-totals%202")
+    );
     let list = server.get("/projections").await;
     assert_eq!(list.status, 200);
     let names: Vec<Value> = list.json()["projections"]
@@ -131,7 +136,7 @@ async fn put_creates_then_updates_and_lists() {
             p["name"].clone()
         })
         .collect();
-    assert_eq!(names, vec![json!("count"), json!("totals")]);
+    assert_eq!(names, vec![json!("count"), json!("order-totals 2")]);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
