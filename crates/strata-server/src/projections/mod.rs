@@ -257,10 +257,10 @@ impl Projections {
             old.runner.abandon();
         }
         let hosted = Arc::new(self.open(definition));
+        self.hosted.write().insert(name.to_owned(), hosted.clone());
         if status == Desired::Running {
             hosted.runner.start().map_err(|e| self.store_error(e))?;
         }
-        self.hosted.write().insert(name.to_owned(), hosted.clone());
         let outcome = if existing.is_some() {
             PutOutcome::Updated
         } else {
@@ -319,10 +319,10 @@ impl Projections {
             .map_err(|e| self.store_error(e))?;
         hosted.runner.abandon();
         let fresh = Arc::new(self.open(definition));
+        self.hosted.write().insert(name.to_owned(), fresh.clone());
         if definition_status(&fresh) == Desired::Running {
             fresh.runner.start().map_err(|e| self.store_error(e))?;
         }
-        self.hosted.write().insert(name.to_owned(), fresh.clone());
         Ok(Self::view(&fresh))
     }
 
