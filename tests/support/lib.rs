@@ -9,9 +9,11 @@
 //! - [`Client`] / [`Reply`] / [`Response`] / [`SseReader`] ([`http`] module): a small blocking
 //!   HTTP/1.1 client with read timeouts everywhere, so that no test can hang forever.
 //! - [`groups`]: consumer-group helpers ([`groups::Group`]: poll, ack, nack, parked, ...).
+//! - [`projections`]: the `/projections` endpoints and polling helpers of the projection tests.
 
 pub mod groups;
 pub mod http;
+pub mod projections;
 
 use std::io::{BufRead, BufReader, Read};
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};

@@ -20,6 +20,7 @@ use crate::config::{Config, HttpLimits};
 use crate::error::{Error, Result};
 use crate::groups::{self, GroupOptions, Groups};
 use crate::metrics::Metrics;
+use crate::projections::Projections;
 use crate::{append, metrics, openapi, ops, read, streams};
 
 /// The shared state of the HTTP handlers: the store, auth, limits, metrics, the shutdown flag.
@@ -38,6 +39,7 @@ struct Inner {
     started: Instant,
     shutdown: watch::Sender<bool>,
     groups: Groups,
+    projections: Arc<Projections>,
 }
 
 impl App {
@@ -54,6 +56,7 @@ impl App {
         App {
             inner: Arc::new(Inner {
                 groups: Groups::new(store.clone(), options),
+                projections: Arc::new(Projections::load(store.clone(), config.projections.clone())),
                 store,
                 auth: config.auth.clone(),
                 limits: config.limits,
@@ -111,6 +114,16 @@ impl App {
     /// The store served.
     pub fn store(&self) -> &Store {
         &self.inner.store
+    }
+
+    /// The hosted projections.
+    pub(crate) fn projections(&self) -> &Arc<Projections> {
+        &self.inner.projections
+    }
+
+    /// Stops every projection with a final checkpoint (graceful shutdown; blocking).
+    pub fn stop_projections(&self) {
+        self.inner.projections.shutdown();
     }
 
     pub(crate) fn auth(&self) -> &Auth {
@@ -173,7 +186,7 @@ pub(crate) struct Route {
     pub handler: MethodRouter<App>,
 }
 
-fn route<H, T>(method: &'static str, path: &'static str, handler: H) -> Route
+pub(crate) fn route<H, T>(method: &'static str, path: &'static str, handler: H) -> Route
 where
     H: Handler<T, App>,
     T: 'static,
@@ -192,9 +205,9 @@ where
     }
 }
 
-/// Every route the server answers. Later: `/projections/...` (projections), from its own module.
+/// Every route the server answers; the projection routes come from their own module.
 pub(crate) fn routes() -> Vec<Route> {
-    vec![
+    let mut routes = vec![
         route("GET", "/health", ops::health),
         route("GET", "/info", ops::info),
         route("GET", "/metrics", ops::metrics),
@@ -220,7 +233,9 @@ pub(crate) fn routes() -> Vec<Route> {
             "/groups/{group}/parked/replay",
             groups::http::replay,
         ),
-    ]
+    ];
+    routes.extend(crate::projections::http::routes());
+    routes
 }
 
 /// `(method, path)` of every route.

@@ -7,9 +7,9 @@
 //!
 //! | role | may |
 //! |---|---|
-//! | `read` | read streams, `/all`, stream metadata, the stream listing; `/info`, `/metrics`, `/openapi.json`; consumer groups: list, show, poll, ack, nack, list parked events |
+//! | `read` | read streams, `/all`, stream metadata, the stream listing; `/info`, `/metrics`, `/openapi.json`; consumer groups: list, show, poll, ack, nack, list parked events; projections' status and state |
 //! | `write` | `read`, plus append, soft-delete, set stream metadata; create, update and delete consumer groups, replay parked events |
-//! | `admin` | everything: also hard deletes, `$`-streams and `include_system=true` |
+//! | `admin` | everything: also hard deletes, `$`-streams and `include_system=true`, managing projections |
 //!
 //! A prefix-limited token may read `/all` only with a `stream_prefix` inside its prefixes, and
 //! list streams only with a `prefix` inside them. For a consumer group the scope is its source:
@@ -205,6 +205,12 @@ pub(crate) enum Action<'a> {
     /// Create, update or delete a consumer group, or replay its parked events: `write`, within
     /// the group source's scope.
     ManageGroup(&'a str),
+    /// List projections, read their status and state (they may read any stream: tokens
+    /// limited to stream prefixes may not).
+    ReadProjections,
+    /// Create, update, stop, start, reset, delete projections (admin: a projection reads
+    /// every stream and may emit to any user stream).
+    ManageProjections,
 }
 
 impl Principal {
@@ -238,6 +244,8 @@ impl Principal {
             Action::ServerInfo => (Role::Read, None),
             Action::ConsumeGroup(scope) => (Role::Read, Some(scope)),
             Action::ManageGroup(scope) => (Role::Write, Some(scope)),
+            Action::ReadProjections => (Role::Read, Some("")),
+            Action::ManageProjections => (Role::Admin, Some("")),
         };
         if self.role < needed {
             return Err(Error::Forbidden(format!(

@@ -6,6 +6,7 @@ use std::time::Duration;
 use strata_store::{Limits, Options};
 
 use crate::auth::Auth;
+use crate::projections::ProjectionOptions;
 
 /// Everything [`crate::Server::bind`] needs. Start from [`Config::new`] and adjust fields.
 #[derive(Clone, Debug)]
@@ -29,6 +30,8 @@ pub struct Config {
     /// After the shutdown signal, how long open connections may take to finish before the
     /// server stops waiting for them and closes the store. Default 10 s.
     pub shutdown_grace: Duration,
+    /// How hosted projections checkpoint and their JavaScript sandbox limits.
+    pub projections: ProjectionOptions,
 }
 
 impl Config {
@@ -43,6 +46,7 @@ impl Config {
             limits: HttpLimits::default(),
             keepalive_interval: Duration::from_secs(15),
             shutdown_grace: Duration::from_secs(10),
+            projections: ProjectionOptions::default(),
         }
     }
 

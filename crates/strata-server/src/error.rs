@@ -22,6 +22,17 @@ pub enum Error {
     /// 400 `invalid_request`: malformed JSON, bad field, bad name, bad query parameter or header.
     #[error("{0}")]
     InvalidRequest(String),
+    /// 400 `invalid_request`: a projection source the engine refused; extra fields `line` and
+    /// `column` (1-based) when known.
+    #[error("{message}")]
+    InvalidScript {
+        /// The engine's message.
+        message: String,
+        /// Line of a syntax error.
+        line: Option<u32>,
+        /// Column of a syntax error.
+        column: Option<u32>,
+    },
     /// 401 `unauthorized`: auth is on and the bearer token is missing or unknown.
     #[error("{0}")]
     Unauthorized(String),
@@ -131,9 +142,9 @@ impl Error {
     /// The HTTP status and the API error code of this error.
     pub fn status_and_code(&self) -> (StatusCode, &'static str) {
         match self {
-            Error::InvalidRequest(_) | Error::UnknownAckIds { .. } => {
-                (StatusCode::BAD_REQUEST, "invalid_request")
-            }
+            Error::InvalidRequest(_)
+            | Error::UnknownAckIds { .. }
+            | Error::InvalidScript { .. } => (StatusCode::BAD_REQUEST, "invalid_request"),
             Error::Unauthorized(_) => (StatusCode::UNAUTHORIZED, "unauthorized"),
             Error::Forbidden(_) => (StatusCode::FORBIDDEN, "forbidden"),
             Error::StreamNotFound { .. } => (StatusCode::NOT_FOUND, "stream_not_found"),
@@ -179,6 +190,14 @@ impl Error {
             }
             Error::UnknownAckIds { ids, .. } => {
                 body.insert("unknown_ack_ids".into(), json!(ids));
+            }
+            Error::InvalidScript { line, column, .. } => {
+                if let Some(line) = line {
+                    body.insert("line".into(), json!(line));
+                }
+                if let Some(column) = column {
+                    body.insert("column".into(), json!(column));
+                }
             }
             _ => {}
         }

@@ -18,6 +18,7 @@
 //! | `streams` | the stream listing, deletion, stream metadata |
 //! | `groups` | consumer groups: settings, the dispatcher, durable state, the engine, endpoints |
 //! | `ops` | `/health`, `/info`, `/metrics` |
+//! | `projections` | `/projections/...`: hosted JavaScript projections, their registry |
 //! | [`auth`] | bearer tokens, roles and stream prefixes |
 //! | `openapi` | `GET /openapi.json` |
 //! | [`error`] | [`Error`]: every failure, with its HTTP status and the API's JSON error shape |
@@ -50,6 +51,7 @@ mod groups;
 mod metrics;
 mod openapi;
 mod ops;
+mod projections;
 mod query;
 mod read;
 mod replay;
@@ -65,6 +67,7 @@ pub use error::{Error, Result};
 pub use event_json::format_timestamp;
 pub use groups::GroupOptions;
 pub use openapi::document as openapi_document;
+pub use projections::ProjectionOptions;
 pub use server::{serve, Server};
 
 /// The `(method, path template)` of every route the router serves, in the order registered.

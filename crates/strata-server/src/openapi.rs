@@ -294,7 +294,7 @@ pub fn document() -> Value {
     ];
     let error_response = |description: &str| json!({ "description": description, "content": json_body(schema_ref("Error")) });
 
-    json!({
+    let mut doc = json!({
         "openapi": "3.1.0",
         "info": {
             "title": "Strata HTTP API",
@@ -506,7 +506,9 @@ pub fn document() -> Value {
                 }
             }
         }
-    })
+    });
+    crate::projections::openapi::extend(&mut doc);
+    doc
 }
 
 #[cfg(test)]

@@ -125,6 +125,9 @@ impl Server {
         };
         // Consumer groups: stop their tasks and save their checkpoints before the store closes.
         app.stop_groups().await;
+        // Projections checkpoint before the store closes.
+        let projections_app = app.clone();
+        let _ = tokio::task::spawn_blocking(move || projections_app.stop_projections()).await;
         let store = app.store().clone();
         let closed = tokio::task::spawn_blocking(move || store.close())
             .await

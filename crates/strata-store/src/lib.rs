@@ -38,6 +38,7 @@ mod index_file;
 mod log;
 mod memtable;
 mod options;
+pub mod projection;
 mod read;
 mod segment;
 mod stats;

@@ -399,6 +399,11 @@ impl Store {
     pub fn options(&self) -> &Options {
         &self.shared.options
     }
+
+    /// The state shared with the writer (for the projection runner's interruptible waits).
+    pub(crate) fn shared(&self) -> &Arc<crate::log::Shared> {
+        &self.shared
+    }
 }
 
 impl std::fmt::Debug for Store {

@@ -28,6 +28,9 @@
 //!   before the append request is written to the arrival of the poll answer that contains the
 //!   event (the durable commit and the consumer's round trip included); and, per event, the
 //!   arrival minus the moment its append was acknowledged: what group delivery adds.
+//! - `projection`: a counting JavaScript projection over `fromAll()` catching up with a log of
+//!   at least `--events` events (events folded per second), then its lag (in events and in
+//!   time) while `--rate` events/s are appended for `--duration` ([`projection`] module).
 //!
 //! For each it prints events/s and latency percentiles (nearest rank) per run, then Markdown
 //! tables with the median, min and max over the runs, on stdout; progress goes to stderr.
@@ -63,6 +66,8 @@ use tokio::sync::Barrier;
 
 use crate::cli::ClientArgs;
 use crate::error::{Error, Result};
+
+mod projection;
 
 /// `strata bench` options.
 #[derive(Debug, Args)]
@@ -133,6 +138,8 @@ pub enum Scenario {
     Group,
     /// Append → consumer-group delivery latency at a fixed rate, consumers long-polling.
     GroupLatency,
+    /// A JavaScript projection: catch-up rate over the log, lag under a live load.
+    Projection,
     /// All of the above.
     All,
 }
@@ -275,6 +282,11 @@ async fn run_all(target: &Arc<Target>, args: &BenchArgs, verbose: bool) -> Resul
                     args.latency_consumers
                 ),
             );
+        }
+        if selected(Scenario::Projection) {
+            let r = projection::projection(target, &tag, args, duration).await?;
+            say(format!("run {}: projection: {}", run + 1, r.summary()));
+            r.record(&mut report, args.events, args.rate);
         }
     }
     report.footer = format!("load average after: {}", loadavg());
@@ -1843,7 +1855,7 @@ fn fmt_num(x: f64) -> String {
     let digits = (x.round() as i64).unsigned_abs().to_string();
     let mut out = String::new();
     for (i, c) in digits.chars().enumerate() {
-        if i > 0 && (digits.len() - i) % 3 == 0 {
+        if i > 0 && (digits.len() - i).is_multiple_of(3) {
             out.push(',');
         }
         out.push(c);
@@ -2025,6 +2037,8 @@ mod tests {
             assert_eq!(value("group-latency", "delivered / sent"), 1.0);
             assert!(value("group-latency", "delivery p99 µs") > 0.0);
             assert!(value("group-latency", "delivery after append ack p99 µs") >= 0.0);
+            assert!(value("projection", "events/s") > 0.0);
+            assert!(value("projection", "lag max events") >= 0.0);
             stop.send(()).unwrap();
             serving.await.unwrap().unwrap();
         });

@@ -32,6 +32,9 @@ pub enum Command {
     Group(GroupArgs),
     /// Consume a group: long-poll, print (or run a command on) each event, ack it.
     Consume(ConsumeArgs),
+    /// Manage JavaScript projections: create, list, show, state, stop, start, reset, delete.
+    #[command(subcommand)]
+    Projection(crate::projection::ProjectionCommand),
 }
 
 #[derive(Debug, Args)]

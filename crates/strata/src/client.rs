@@ -17,20 +17,20 @@ use crate::cli::{AllFilters, AppendArgs, ClientArgs, ReadArgs, TailArgs, Target}
 use crate::error::{Error, Result};
 
 /// Characters left as they are in path segments and query values (RFC 3986 unreserved).
-const UNRESERVED: &AsciiSet = &NON_ALPHANUMERIC
+pub(crate) const UNRESERVED: &AsciiSet = &NON_ALPHANUMERIC
     .remove(b'-')
     .remove(b'.')
     .remove(b'_')
     .remove(b'~');
 
 /// Largest error or page body read into memory.
-const MAX_BODY: u64 = 64 * 1024 * 1024;
+pub(crate) const MAX_BODY: u64 = 64 * 1024 * 1024;
 
 /// A connection to the server.
 pub(crate) struct Client {
-    agent: ureq::Agent,
+    pub(crate) agent: ureq::Agent,
     base: String,
-    token: Option<String>,
+    pub(crate) token: Option<String>,
 }
 
 /// A path segment, percent-encoded (RFC 3986 unreserved bytes kept).

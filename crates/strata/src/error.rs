@@ -23,6 +23,17 @@ pub enum Error {
     /// Reading input or writing output failed.
     #[error("{0}")]
     Io(#[from] std::io::Error),
+    /// The server refused a projection script: `FILE:LINE[:COLUMN]: message`, then the
+    /// offending source line with a caret (empty when the line is unknown).
+    #[error("{location}: {message}{}", if excerpt.is_empty() { String::new() } else { format!("\n{excerpt}") })]
+    Script {
+        /// `FILE:LINE` or `FILE:LINE:COLUMN`.
+        location: String,
+        /// The engine's message.
+        message: String,
+        /// The source line and a caret under the column.
+        excerpt: String,
+    },
     /// The command line asks for something impossible.
     #[error("{0}")]
     Usage(String),

@@ -6,6 +6,7 @@
 //! - `strata group ...`: create, list, show and delete consumer groups; their parked events.
 //! - `strata consume GROUP`: a competing consumer of a group (print or `--exec` per event, ack).
 //! - `strata bench`: an HTTP load generator against a running server (`docs/performance.md`).
+//! - `strata projection ...`: manage JavaScript projections (`docs/projections.md`).
 //!
 //! Every flag can also be given as a `STRATA_*` environment variable (see `--help`).
 
@@ -16,6 +17,7 @@ mod client;
 mod consume;
 mod error;
 mod group;
+mod projection;
 mod serve;
 mod verify;
 
@@ -36,6 +38,7 @@ fn main() -> ExitCode {
         Command::Bench(args) => bench::run(args),
         Command::Group(args) => group::run(args),
         Command::Consume(args) => consume::run(args),
+        Command::Projection(command) => projection::run(command),
     };
     match result {
         Ok(code) => code,

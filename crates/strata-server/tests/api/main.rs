@@ -8,6 +8,7 @@ mod groups;
 mod groups_scale;
 mod groups_support;
 mod ops;
+mod projections;
 mod read;
 mod server;
 mod streams;

@@ -1,0 +1,129 @@
+// The projection DSL, evaluated in every sandbox before the user's source. It records the
+// definition (source, partitioning, handlers) for the Rust side, which reads it once through the
+// object this script evaluates to. Globals it defines: fromAll, fromStream, fromStreams,
+// fromCategory (and `emit`, which the Rust side installs).
+(function (global) {
+  'use strict';
+
+  class DefinitionError extends Error {}
+  Object.defineProperty(DefinitionError.prototype, 'name', { value: 'DefinitionError' });
+
+  let definition = null;
+  let sealed = false;
+
+  function fail(message) {
+    throw new DefinitionError(message);
+  }
+
+  function checkOpen(what) {
+    if (sealed) {
+      throw new Error(what + ' can only be called while the projection is being defined');
+    }
+  }
+
+  function streamName(value, what) {
+    if (typeof value !== 'string' || value.length === 0) {
+      fail(what + ' needs a non-empty stream name string, got ' + describe(value));
+    }
+    return value;
+  }
+
+  function describe(value) {
+    if (value === null) return 'null';
+    if (Array.isArray(value)) return 'an array';
+    if (typeof value === 'string') return JSON.stringify(value);
+    return typeof value;
+  }
+
+  function isPlainObject(value) {
+    if (value === null || typeof value !== 'object' || Array.isArray(value)) return false;
+    const proto = Object.getPrototypeOf(value);
+    return proto === Object.prototype || proto === null;
+  }
+
+  function when(d, handlers) {
+    checkOpen('when()');
+    if (d.handlers !== null) fail('when() can only be called once');
+    if (!isPlainObject(handlers)) {
+      fail('when() needs an object of handlers, e.g. when({ $init: () => ({}), MyEvent: (s, e) => s }), got ' + describe(handlers));
+    }
+    const copy = Object.create(null);
+    let eventHandlers = 0;
+    for (const key of Object.keys(handlers)) {
+      const handler = handlers[key];
+      if (key.startsWith('$') && key !== '$init' && key !== '$any') {
+        fail('unknown handler ' + JSON.stringify(key) + ' in when(): the handlers starting with $ are $init and $any');
+      }
+      if (typeof handler !== 'function') {
+        fail('the handler ' + JSON.stringify(key) + ' in when() must be a function, got ' + describe(handler));
+      }
+      if (key !== '$init') eventHandlers += 1;
+      copy[key] = handler;
+    }
+    if (eventHandlers === 0) {
+      fail('when() needs at least one event handler ($any or an event type)');
+    }
+    d.handlers = copy;
+    return Object.freeze({});
+  }
+
+  function selector(source) {
+    checkOpen('from...()');
+    if (definition !== null) fail('a projection has exactly one fromAll/fromStream/fromStreams/fromCategory call');
+    const d = { source, partition: null, handlers: null };
+    definition = d;
+    const whenOnly = Object.freeze({ when: (handlers) => when(d, handlers) });
+    return Object.freeze({
+      partitionBy(fn) {
+        checkOpen('partitionBy()');
+        if (typeof fn !== 'function') fail('partitionBy() needs a function (event) => key, got ' + describe(fn));
+        if (d.partition !== null || d.handlers !== null) fail('partitionBy() must come once, before when()');
+        d.partition = fn;
+        return whenOnly;
+      },
+      foreachStream() {
+        checkOpen('foreachStream()');
+        if (arguments.length !== 0) fail('foreachStream() takes no arguments');
+        if (d.partition !== null || d.handlers !== null) fail('foreachStream() must come once, before when()');
+        d.partition = 'stream';
+        return whenOnly;
+      },
+      when: (handlers) => when(d, handlers),
+    });
+  }
+
+  const api = {
+    fromAll: function fromAll() {
+      if (arguments.length !== 0) fail('fromAll() takes no arguments');
+      return selector({ kind: 'all' });
+    },
+    fromStream: function fromStream(stream) {
+      if (arguments.length !== 1) fail('fromStream() needs exactly one stream name');
+      return selector({ kind: 'stream', names: [streamName(stream, 'fromStream()')] });
+    },
+    fromStreams: function fromStreams(first) {
+      const list = arguments.length === 1 && Array.isArray(first) ? first : Array.from(arguments);
+      if (list.length === 0) fail('fromStreams() needs at least one stream name, e.g. fromStreams([\'a\', \'b\'])');
+      const names = list.map((s) => streamName(s, 'fromStreams()'));
+      return selector({ kind: 'streams', names: Array.from(new Set(names)) });
+    },
+    fromCategory: function fromCategory(category) {
+      if (arguments.length !== 1) fail('fromCategory() needs exactly one category name');
+      return selector({ kind: 'category', names: [streamName(category, 'fromCategory()')] });
+    },
+  };
+  for (const name of Object.keys(api)) {
+    Object.defineProperty(global, name, { value: api[name], writable: false, enumerable: false, configurable: false });
+  }
+
+  return {
+    // The recorded definition, or null when the script made no from...() call.
+    definition: () => definition,
+    isDefinitionError: (e) => e instanceof DefinitionError,
+    seal: () => { sealed = true; },
+    // The event object of API.md with JSON data (the Rust side builds the rarer base64 shapes).
+    // An object literal: its keys are resolved once, at parse time, not per event.
+    makeEvent: (id, stream, revision, position, type, timestamp, data, metadata) =>
+      ({ id, stream, revision, position, type, timestamp, data, metadata }),
+  };
+})(globalThis)

@@ -1,0 +1,370 @@
+//! Projections hosted by the server: user JavaScript folds (`strata-js`) run continuously by
+//! [`strata_store::projection::ProjectionRunner`]s, one OS thread per running projection, with
+//! their definitions in the `$projections` registry stream ([`registry`]) and their state
+//! checkpointed in `$projection-<name>`.
+//!
+//! - `PUT /projections/{name}` compiles the source (on the blocking pool) before anything is
+//!   written; a new name is created running; a different source for an existing name is a new
+//!   incarnation that rebuilds from the start (keeping the running/stopped choice; a faulted
+//!   projection runs again); the same source changes nothing.
+//! - At start-up the registry is folded and every projection opened from its checkpoint; those
+//!   marked running resume.
+//! - Management operations are serialised by one lock and run on the blocking pool; reads of
+//!   status and state never wait for them or for user code.
+
+pub(crate) mod http;
+pub(crate) mod metrics;
+pub(crate) mod openapi;
+mod registry;
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use parking_lot::{Mutex, RwLock};
+use strata_js::{JsLimits, JsProjection};
+use strata_store::projection::{
+    EngineBuilder, ProjectionEngine, ProjectionError, ProjectionRunner, ProjectionStatus, RunState,
+    RunnerOptions,
+};
+use strata_store::Store;
+
+use crate::error::{Error, Result};
+use registry::{Definition, Desired, Registry};
+
+/// How projections run (see [`crate::Config::projections`]).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ProjectionOptions {
+    /// Checkpoint at most this long after the first unsaved event (default 1 s).
+    pub checkpoint_interval: Duration,
+    /// Checkpoint after this many unsaved events (default 10,000).
+    pub checkpoint_events: u64,
+    /// Events applied per batch (default 500).
+    pub batch_size: usize,
+    /// The JavaScript sandbox's limits (memory, time per handler call, stack).
+    pub js_limits: JsLimits,
+    /// Largest projection source accepted, in bytes (default 1 MiB).
+    pub max_source_bytes: usize,
+}
+
+impl Default for ProjectionOptions {
+    fn default() -> Self {
+        let runner = RunnerOptions::default();
+        ProjectionOptions {
+            checkpoint_interval: runner.checkpoint_interval,
+            checkpoint_events: runner.checkpoint_events,
+            batch_size: runner.batch_size,
+            js_limits: JsLimits::default(),
+            max_source_bytes: 1 << 20,
+        }
+    }
+}
+
+impl ProjectionOptions {
+    fn runner(&self) -> RunnerOptions {
+        RunnerOptions {
+            checkpoint_interval: self.checkpoint_interval,
+            checkpoint_events: self.checkpoint_events,
+            batch_size: self.batch_size,
+            ..RunnerOptions::default()
+        }
+    }
+}
+
+/// One hosted projection.
+pub(crate) struct Hosted {
+    pub runner: ProjectionRunner,
+    /// Changes with stop/start (a new source or a reset makes a new `Hosted`).
+    pub definition: Mutex<Definition>,
+}
+
+/// A projection as the API shows it.
+pub(crate) struct View {
+    pub status: ProjectionStatus,
+    pub definition: Definition,
+    pub partitioned: bool,
+    pub source: strata_store::projection::ProjectionSource,
+}
+
+/// Every hosted projection and the registry.
+pub(crate) struct Projections {
+    store: Store,
+    options: ProjectionOptions,
+    /// name → projection. Read without waiting for management operations.
+    hosted: RwLock<BTreeMap<String, Arc<Hosted>>>,
+    /// The registry; holding this lock serialises management operations.
+    registry: Mutex<Registry>,
+    /// Why the registry could not be loaded (every projection request then answers 503).
+    load_error: Option<String>,
+}
+
+/// The outcome of a `PUT`.
+pub(crate) enum PutOutcome {
+    Created,
+    Updated,
+    Unchanged,
+}
+
+/// A JavaScript engine builder for `source` (compiled in the runner's thread at each start).
+fn js_builder(source: String, limits: JsLimits) -> EngineBuilder {
+    let source: Arc<str> = source.into();
+    Arc::new(move || {
+        JsProjection::compile(&source, limits)
+            .map(|p| Box::new(p) as Box<dyn ProjectionEngine>)
+            .map_err(ProjectionError::from)
+    })
+}
+
+impl Projections {
+    /// Folds the registry and opens every projection; those marked running start. A registry
+    /// that cannot be read is reported by every projection request (503), not a start-up
+    /// failure of the whole server.
+    pub(crate) fn load(store: Store, options: ProjectionOptions) -> Projections {
+        let (registry, load_error) = match Registry::load(&store) {
+            Ok(r) => (r, None),
+            Err(e) => {
+                tracing::error!(error = %e, "cannot load the projection registry");
+                (Registry::default(), Some(e.to_string()))
+            }
+        };
+        let projections = Projections {
+            store,
+            options,
+            hosted: RwLock::new(BTreeMap::new()),
+            registry: Mutex::new(Registry::default()),
+            load_error,
+        };
+        for definition in registry.definitions.values() {
+            let hosted = projections.open(definition.clone());
+            if definition.status == Desired::Running {
+                if let Err(e) = hosted.runner.start() {
+                    tracing::error!(projection = %definition.name, error = %e, "cannot start projection");
+                }
+            }
+            projections
+                .hosted
+                .write()
+                .insert(definition.name.clone(), Arc::new(hosted));
+        }
+        *projections.registry.lock() = registry;
+        projections
+    }
+
+    fn open(&self, definition: Definition) -> Hosted {
+        let runner = ProjectionRunner::open(
+            self.store.clone(),
+            &definition.name,
+            definition.incarnation,
+            js_builder(definition.source.clone(), self.options.js_limits),
+            self.options.runner(),
+        );
+        Hosted {
+            runner,
+            definition: Mutex::new(definition),
+        }
+    }
+
+    fn check_loaded(&self) -> Result<()> {
+        match &self.load_error {
+            Some(e) => Err(Error::Unavailable(format!(
+                "the projection registry could not be loaded: {e}"
+            ))),
+            None => Ok(()),
+        }
+    }
+
+    /// The options projections run with.
+    pub(crate) fn options(&self) -> &ProjectionOptions {
+        &self.options
+    }
+
+    fn get(&self, name: &str) -> Result<Arc<Hosted>> {
+        self.check_loaded()?;
+        self.hosted
+            .read()
+            .get(name)
+            .cloned()
+            .ok_or_else(|| Error::NotFound(format!("no projection named {name:?}")))
+    }
+
+    fn view(hosted: &Hosted) -> View {
+        View {
+            status: hosted.runner.status(),
+            definition: hosted.definition.lock().clone(),
+            partitioned: hosted.runner.is_partitioned(),
+            source: hosted.runner.source().clone(),
+        }
+    }
+
+    /// One projection's view.
+    pub(crate) fn describe(&self, name: &str) -> Result<View> {
+        Ok(Self::view(&*self.get(name)?))
+    }
+
+    /// Every projection's view, by name.
+    pub(crate) fn list(&self) -> Result<Vec<View>> {
+        self.check_loaded()?;
+        let all: Vec<Arc<Hosted>> = self.hosted.read().values().cloned().collect();
+        Ok(all.iter().map(|h| Self::view(h)).collect())
+    }
+
+    /// The served state: of `partition`, or (`None`) the unpartitioned state, or every
+    /// partition's state as an object when the projection is partitioned.
+    pub(crate) fn state(&self, name: &str, partition: Option<&str>) -> Result<serde_json::Value> {
+        let hosted = self.get(name)?;
+        let runner = &hosted.runner;
+        match partition {
+            Some(p) => runner.state(p).map(|v| (*v).clone()).ok_or_else(|| {
+                Error::NotFound(format!("projection {name:?} has no partition {p:?}"))
+            }),
+            None if runner.is_partitioned() => Ok(serde_json::Value::Object(
+                runner
+                    .states()
+                    .into_iter()
+                    .map(|(k, v)| (k, (*v).clone()))
+                    .collect(),
+            )),
+            None => Ok(runner
+                .state("")
+                .map_or(serde_json::Value::Null, |v| (*v).clone())),
+        }
+    }
+
+    /// Creates or updates a projection whose `source` compiled. Blocking.
+    pub(crate) fn put(&self, name: &str, source: String) -> Result<(PutOutcome, View)> {
+        self.check_loaded()?;
+        let mut registry = self.registry.lock();
+        let existing = self.hosted.read().get(name).cloned();
+        if let Some(old) = &existing {
+            if old.definition.lock().source == source {
+                return Ok((PutOutcome::Unchanged, Self::view(old)));
+            }
+        }
+        let status = existing
+            .as_ref()
+            .map_or(Desired::Running, |old| old.definition.lock().status);
+        let definition = Definition {
+            name: name.to_owned(),
+            source,
+            incarnation: registry.take_incarnation(),
+            status,
+        };
+        registry
+            .put(&self.store, definition.clone())
+            .map_err(|e| self.store_error(e))?;
+        if let Some(old) = &existing {
+            // The old incarnation's state is discarded: no final checkpoint.
+            old.runner.abandon();
+        }
+        let hosted = Arc::new(self.open(definition));
+        self.hosted.write().insert(name.to_owned(), hosted.clone());
+        if status == Desired::Running {
+            hosted.runner.start().map_err(|e| self.store_error(e))?;
+        }
+        let outcome = if existing.is_some() {
+            PutOutcome::Updated
+        } else {
+            PutOutcome::Created
+        };
+        Ok((outcome, Self::view(&hosted)))
+    }
+
+    /// Persists a new desired status of `hosted`.
+    fn set_desired(&self, registry: &mut Registry, hosted: &Hosted, status: Desired) -> Result<()> {
+        let mut definition = hosted.definition.lock();
+        if definition.status == status {
+            return Ok(());
+        }
+        let updated = Definition {
+            status,
+            ..definition.clone()
+        };
+        registry
+            .put(&self.store, updated.clone())
+            .map_err(|e| self.store_error(e))?;
+        *definition = updated;
+        Ok(())
+    }
+
+    /// Stops a projection (final checkpoint). Blocking.
+    pub(crate) fn stop(&self, name: &str) -> Result<View> {
+        let mut registry = self.registry.lock();
+        let hosted = self.get(name)?;
+        self.set_desired(&mut registry, &hosted, Desired::Stopped)?;
+        hosted.runner.stop();
+        Ok(Self::view(&hosted))
+    }
+
+    /// Starts a projection (a faulted one retries the event that failed). Blocking.
+    pub(crate) fn start(&self, name: &str) -> Result<View> {
+        let mut registry = self.registry.lock();
+        let hosted = self.get(name)?;
+        self.set_desired(&mut registry, &hosted, Desired::Running)?;
+        if hosted.runner.status().state != RunState::Running {
+            hosted.runner.start().map_err(|e| self.store_error(e))?;
+        }
+        Ok(Self::view(&hosted))
+    }
+
+    /// Rebuilds a projection from the start as a new incarnation. Blocking.
+    pub(crate) fn reset(&self, name: &str) -> Result<View> {
+        let mut registry = self.registry.lock();
+        let hosted = self.get(name)?;
+        let definition = Definition {
+            incarnation: registry.take_incarnation(),
+            ..hosted.definition.lock().clone()
+        };
+        registry
+            .put(&self.store, definition.clone())
+            .map_err(|e| self.store_error(e))?;
+        hosted.runner.abandon();
+        let fresh = Arc::new(self.open(definition));
+        self.hosted.write().insert(name.to_owned(), fresh.clone());
+        if definition_status(&fresh) == Desired::Running {
+            fresh.runner.start().map_err(|e| self.store_error(e))?;
+        }
+        Ok(Self::view(&fresh))
+    }
+
+    /// Deletes a projection and frees its checkpoint stream. Blocking.
+    pub(crate) fn delete(&self, name: &str) -> Result<()> {
+        let mut registry = self.registry.lock();
+        let hosted = self.get(name)?;
+        registry
+            .delete(&self.store, name)
+            .map_err(|e| self.store_error(e))?;
+        self.hosted.write().remove(name);
+        hosted.runner.delete().map_err(|e| self.store_error(e))?;
+        Ok(())
+    }
+
+    /// Stops every runner with a final checkpoint (graceful shutdown). Blocking; idempotent.
+    pub(crate) fn shutdown(&self) {
+        let all: Vec<Arc<Hosted>> = self.hosted.read().values().cloned().collect();
+        for h in &all {
+            h.runner.begin_stop();
+        }
+        for h in &all {
+            h.runner.join();
+        }
+    }
+
+    fn store_error(&self, e: strata_store::Error) -> Error {
+        match Error::from(e) {
+            Error::Internal(message) if self.store.health() != strata_store::Health::Ok => {
+                Error::Unavailable(message)
+            }
+            other => other,
+        }
+    }
+}
+
+fn definition_status(hosted: &Hosted) -> Desired {
+    hosted.definition.lock().status
+}
+
+impl Drop for Projections {
+    fn drop(&mut self) {
+        self.shutdown();
+    }
+}

@@ -1,0 +1,269 @@
+//! Checkpoints: a projection's state and the position it reflects, written together atomically
+//! to the projection's own reserved stream, and read back on restart.
+//!
+//! Format (stream `$projection-<name>`, see [`checkpoint_stream`]): one checkpoint is `k`
+//! binary `$state` events followed by one JSON `$checkpoint` event (a [`CheckpointRecord`]).
+//! The `$state` events, concatenated, are the UTF-8 JSON object `{"<partition>": <state>, ...}`
+//! of every partition. When everything fits one append (the usual case: `k` below the store's
+//! events-per-append limit) the whole checkpoint is one atomic append; otherwise the chunks go in
+//! several appends chained by expected revision and the `$checkpoint` record comes last, so a
+//! checkpoint only exists once its record does (chunks without a record after them are ignored).
+//! The chunks of a record are exactly the `chunks` events right before it. After each checkpoint
+//! the stream's `truncate_before` is moved to its first chunk so the stream never grows readable
+//! history without bound.
+
+use std::collections::HashMap;
+
+use serde::{Deserialize, Serialize};
+
+use crate::error::{Error, Result};
+use crate::event::{ContentType, Direction, ExpectedRevision, NewEvent, ReadFrom, StreamMetadata};
+use crate::Store;
+
+/// Event type of a state chunk.
+pub const STATE_CHUNK_TYPE: &str = "$state";
+/// Event type of a checkpoint record.
+pub const CHECKPOINT_TYPE: &str = "$checkpoint";
+/// Largest state chunk (bounded by the store's event size limit too).
+const MAX_CHUNK_BYTES: usize = 1 << 20;
+
+/// The JSON record that closes a checkpoint.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CheckpointRecord {
+    /// Format version (1).
+    pub version: u32,
+    /// The projection incarnation this state belongs to; another incarnation's checkpoint is
+    /// ignored (the projection was reset or redefined since).
+    pub incarnation: u64,
+    /// Log position of the last event applied, `None` before any.
+    pub position: Option<u64>,
+    /// Where reading resumes: a log position, or a revision for a single-stream source.
+    pub cursor: u64,
+    /// Number of partitions in the state.
+    pub partitions: u64,
+    /// Number of `$state` chunk events right before this record.
+    pub chunks: u64,
+    /// Total bytes of the state JSON.
+    pub bytes: u64,
+    /// Events applied by this incarnation up to `position`.
+    pub events_processed: u64,
+}
+
+/// A checkpoint read back: the record and every partition's state.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Checkpoint {
+    /// The closing record.
+    pub record: CheckpointRecord,
+    /// State per partition.
+    pub states: HashMap<String, serde_json::Value>,
+}
+
+/// The reserved stream holding the checkpoints of projection `name`: `$projection-<name>`, or,
+/// when that would exceed the store's stream-name limit, `$projection-#<hash of name>`.
+pub fn checkpoint_stream(store: &Store, name: &str) -> String {
+    let plain = format!("$projection-{name}");
+    if plain.len() <= store.options().limits.max_stream_name_len {
+        plain
+    } else {
+        format!(
+            "$projection-#{:032x}",
+            xxhash_rust::xxh3::xxh3_128(name.as_bytes())
+        )
+    }
+}
+
+/// Writes a checkpoint of `states` (serialised here, in partition order) closed by `record`
+/// (whose `partitions`, `chunks` and `bytes` are filled in). Returns the state's size in bytes.
+pub(crate) fn write_checkpoint<'a>(
+    store: &Store,
+    stream: &str,
+    mut record: CheckpointRecord,
+    states: impl Iterator<Item = (&'a String, &'a serde_json::Value)>,
+) -> Result<u64> {
+    let mut sorted: Vec<(&String, &serde_json::Value)> = states.collect();
+    sorted.sort_by(|a, b| a.0.cmp(b.0));
+    let map: serde_json::Map<String, serde_json::Value> = sorted
+        .iter()
+        .map(|(k, v)| ((*k).clone(), (*v).clone()))
+        .collect();
+    let bytes =
+        serde_json::to_vec(&map).map_err(|e| Error::invalid("projection state", e.to_string()))?;
+    let limits = &store.options().limits;
+    let chunk = limits.max_event_size.clamp(1024, MAX_CHUNK_BYTES);
+    let chunks: Vec<NewEvent> = bytes
+        .chunks(chunk)
+        .map(|c| NewEvent::binary(STATE_CHUNK_TYPE, c.to_vec()))
+        .collect();
+    record.partitions = map.len() as u64;
+    record.chunks = chunks.len() as u64;
+    record.bytes = bytes.len() as u64;
+    let record_event = NewEvent::json(
+        CHECKPOINT_TYPE,
+        serde_json::to_vec(&record).map_err(|e| Error::invalid("checkpoint", e.to_string()))?,
+    );
+    let per_append = limits.max_events_per_append.max(2);
+    let mut events = chunks;
+    events.push(record_event);
+    let mut expected = ExpectedRevision::Any;
+    let mut first_chunk = None;
+    let mut rest = events.as_slice();
+    while !rest.is_empty() {
+        let take = rest.len().min(per_append);
+        let (now, later) = rest.split_at(take);
+        let result = store.append(stream, expected, now.to_vec())?;
+        first_chunk.get_or_insert(result.first_revision);
+        expected = ExpectedRevision::Exact(result.last_revision);
+        rest = later;
+    }
+    let metadata = StreamMetadata {
+        truncate_before: first_chunk,
+        ..StreamMetadata::default()
+    };
+    store.set_metadata(stream, metadata)?;
+    Ok(record.bytes)
+}
+
+/// Reads the latest checkpoint of `stream`, `None` when there is none (never written, deleted).
+/// A record whose chunks are missing or do not parse is [`Error::Corruption`]-like
+/// ([`Error::InvalidInput`] naming the stream): never silently replaced by an empty state.
+pub fn read_latest_checkpoint(store: &Store, stream: &str) -> Result<Option<Checkpoint>> {
+    let mut from = ReadFrom::End;
+    let record_event = loop {
+        let page = match store.read_stream(stream, from, Direction::Backward, 32) {
+            Ok(page) => page,
+            Err(Error::StreamNotFound { .. } | Error::StreamDeleted { .. }) => return Ok(None),
+            Err(e) => return Err(e),
+        };
+        if let Some(e) = page.events.iter().find(|e| e.event_type == CHECKPOINT_TYPE) {
+            break e.clone();
+        }
+        match page.next {
+            Some(n) if !page.end => from = ReadFrom::At(n),
+            _ => return Ok(None),
+        }
+    };
+    let bad = |why: String| Error::invalid(format!("checkpoint of {stream}"), why);
+    let record: CheckpointRecord = serde_json::from_slice(&record_event.data)
+        .map_err(|e| bad(format!("record at revision {}: {e}", record_event.revision)))?;
+    let first = record_event
+        .revision
+        .checked_sub(record.chunks)
+        .ok_or_else(|| bad("more chunks than events before the record".into()))?;
+    let mut bytes = Vec::with_capacity(usize::try_from(record.bytes).unwrap_or(0));
+    let mut next = first;
+    while next < record_event.revision {
+        let want = usize::try_from(record_event.revision - next).unwrap_or(usize::MAX);
+        let page =
+            store.read_stream(stream, ReadFrom::At(next), Direction::Forward, want.min(64))?;
+        if page.events.is_empty() {
+            return Err(bad(format!("chunk at revision {next} is missing")));
+        }
+        for e in page.events {
+            if e.revision >= record_event.revision {
+                break;
+            }
+            if e.revision != next
+                || e.event_type != STATE_CHUNK_TYPE
+                || e.content_type != ContentType::Binary
+            {
+                return Err(bad(format!("chunk at revision {next} is missing")));
+            }
+            bytes.extend_from_slice(&e.data);
+            next += 1;
+        }
+    }
+    if bytes.len() as u64 != record.bytes {
+        return Err(bad(format!(
+            "state is {} bytes, the record says {}",
+            bytes.len(),
+            record.bytes
+        )));
+    }
+    let states: HashMap<String, serde_json::Value> =
+        serde_json::from_slice(&bytes).map_err(|e| bad(format!("state JSON: {e}")))?;
+    Ok(Some(Checkpoint { record, states }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{FsyncPolicy, Options};
+
+    fn store(dir: &std::path::Path) -> Store {
+        let options = Options {
+            fsync: FsyncPolicy::Never,
+            ..Options::default()
+        };
+        Store::open(dir, options).unwrap()
+    }
+
+    fn record(position: u64) -> CheckpointRecord {
+        CheckpointRecord {
+            version: 1,
+            incarnation: 1,
+            position: Some(position),
+            cursor: position + 1,
+            partitions: 0,
+            chunks: 0,
+            bytes: 0,
+            events_processed: position + 1,
+        }
+    }
+
+    #[test]
+    fn latest_checkpoint_round_trips_and_truncates_older_ones() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = store(dir.path());
+        let s = checkpoint_stream(&store, "p");
+        assert_eq!(read_latest_checkpoint(&store, &s).unwrap(), None);
+        let mut states = HashMap::new();
+        states.insert("a".to_string(), serde_json::json!({"n": 1}));
+        write_checkpoint(&store, &s, record(3), states.iter()).unwrap();
+        states.insert("b".to_string(), serde_json::json!([1, 2]));
+        write_checkpoint(&store, &s, record(9), states.iter()).unwrap();
+        let cp = read_latest_checkpoint(&store, &s).unwrap().unwrap();
+        assert_eq!(cp.record.position, Some(9));
+        assert_eq!(cp.record.partitions, 2);
+        assert_eq!(cp.states, states);
+        // Only the latest checkpoint stays readable.
+        let page = store
+            .read_stream(&s, ReadFrom::Start, Direction::Forward, 100)
+            .unwrap();
+        assert_eq!(page.events.len(), 2);
+    }
+
+    #[test]
+    fn large_states_are_chunked_and_reassembled() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut options = Options {
+            fsync: FsyncPolicy::Never,
+            ..Options::default()
+        };
+        options.limits.max_event_size = 1024;
+        options.limits.max_events_per_append = 3;
+        let store = Store::open(dir.path(), options).unwrap();
+        let s = checkpoint_stream(&store, "big");
+        let states: HashMap<String, serde_json::Value> = (0..200)
+            .map(|i| {
+                (
+                    format!("k{i}"),
+                    serde_json::json!({"text": "x".repeat(50), "i": i}),
+                )
+            })
+            .collect();
+        write_checkpoint(&store, &s, record(1), states.iter()).unwrap();
+        let cp = read_latest_checkpoint(&store, &s).unwrap().unwrap();
+        assert!(cp.record.chunks > 3);
+        assert_eq!(cp.states, states);
+    }
+
+    #[test]
+    fn long_names_use_a_hashed_stream() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = store(dir.path());
+        let long = "n".repeat(255);
+        let s = checkpoint_stream(&store, &long);
+        assert!(s.len() <= 255);
+        assert_ne!(s, checkpoint_stream(&store, &"m".repeat(255)));
+    }
+}

@@ -1,0 +1,793 @@
+//! The runner: one projection folded continuously over its source in its own thread, with its
+//! state and position checkpointed together in the store.
+//!
+//! Invariants:
+//! - The state served by [`ProjectionRunner::state`] and the cursor it reflects are updated
+//!   together after each batch, from the runner thread only; readers never wait for user code.
+//! - Emitted events of a batch are appended before the checkpoint covering that batch (see
+//!   [`super::emit`]); a checkpoint is one atomic append (see [`super::checkpoint`]). So after a
+//!   crash the runner resumes from the last checkpoint, re-runs the events after it, re-emits
+//!   nothing twice, and ends with the same state as a rebuild from scratch.
+//! - A failure of user code, or a panic of it, faults this projection only.
+
+use std::collections::{HashMap, HashSet, VecDeque};
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::sync::atomic::{AtomicU8, Ordering};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use event_listener::Listener;
+use parking_lot::{Mutex, RwLock};
+use serde_json::Value;
+
+use super::checkpoint::{
+    checkpoint_stream, read_latest_checkpoint, write_checkpoint, CheckpointRecord,
+};
+use super::emit::{append_emits, check_emit, emitted_by};
+use super::engine::{ProjectionEngine, ProjectionError, ProjectionSource};
+use super::feed::Feed;
+use crate::error::{Error, Result};
+use crate::event::ExpectedRevision;
+use crate::Store;
+
+/// Builds an engine; called in the runner thread at every (re)start (JS engines are not `Send`).
+pub type EngineBuilder =
+    Arc<dyn Fn() -> Result<Box<dyn ProjectionEngine>, ProjectionError> + Send + Sync>;
+
+/// How often a runner checkpoints and how much it reads at once.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RunnerOptions {
+    /// Checkpoint at most this long after the first event applied since the last checkpoint
+    /// (default 1 s). Nothing is written while no event was applied.
+    pub checkpoint_interval: Duration,
+    /// Checkpoint after this many events applied since the last checkpoint (default 10,000).
+    pub checkpoint_events: u64,
+    /// Events read and applied per batch (default 500). The served state is updated per batch.
+    pub batch_size: usize,
+    /// Each checkpoint writes the whole state to the log: after a checkpoint of `b` bytes the
+    /// next one (other than at stop or fault) waits at least `b / checkpoint_bytes_per_second`
+    /// seconds, so a large state does not fill the disk (default 4 MiB/s).
+    pub checkpoint_bytes_per_second: u64,
+}
+
+impl Default for RunnerOptions {
+    fn default() -> Self {
+        RunnerOptions {
+            checkpoint_interval: Duration::from_secs(1),
+            checkpoint_events: 10_000,
+            batch_size: 500,
+            checkpoint_bytes_per_second: 4 << 20,
+        }
+    }
+}
+
+/// Whether a projection is running.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum RunState {
+    /// Following its source.
+    Running,
+    /// Not running (never started, or stopped); its last state is still served.
+    Stopped,
+    /// Stopped by a failure of user code (or of the store); see [`ProjectionStatus::error`].
+    Faulted,
+}
+
+impl RunState {
+    /// `running` / `stopped` / `faulted`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RunState::Running => "running",
+            RunState::Stopped => "stopped",
+            RunState::Faulted => "faulted",
+        }
+    }
+}
+
+/// Why a projection faulted.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Fault {
+    /// The error message.
+    pub message: String,
+    /// The user code's stack, when there is one.
+    pub stack: Option<String>,
+    /// Log position of the event being applied, `None` when not at an event (start, restore,
+    /// checkpoint).
+    pub position: Option<u64>,
+}
+
+impl Fault {
+    fn user(e: ProjectionError, position: Option<u64>) -> Fault {
+        Fault {
+            message: e.message,
+            stack: e.stack,
+            position,
+        }
+    }
+
+    fn store(e: Error, position: Option<u64>) -> Fault {
+        Fault {
+            message: e.to_string(),
+            stack: None,
+            position,
+        }
+    }
+}
+
+/// A point-in-time view of a projection.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ProjectionStatus {
+    /// The projection's name.
+    pub name: String,
+    /// Running, stopped or faulted.
+    pub state: RunState,
+    /// The incarnation (changes on reset).
+    pub incarnation: u64,
+    /// Log position of the last event applied, `None` before any.
+    pub position: Option<u64>,
+    /// Where reading resumes (log position, or stream revision for a one-stream source).
+    pub cursor: u64,
+    /// Events behind the head of the source: log positions not yet examined (or, for a
+    /// one-stream source, events of that stream not yet read).
+    pub lag: u64,
+    /// Events applied by this incarnation.
+    pub events_processed: u64,
+    /// Events applied per second over the last few seconds.
+    pub events_per_second: f64,
+    /// Number of partitions with a state.
+    pub partitions: usize,
+    /// Position covered by the last checkpoint written or restored (`None`: none yet, or it
+    /// was taken before any event).
+    pub checkpoint_position: Option<u64>,
+    /// The failure, when faulted.
+    pub error: Option<Fault>,
+}
+
+const RUN: u8 = 0;
+const STOP: u8 = 1;
+const ABORT: u8 = 2;
+const RATE_WINDOW: Duration = Duration::from_secs(5);
+
+/// Mutable bookkeeping, behind one lock.
+struct Progress {
+    state: RunState,
+    incarnation: u64,
+    position: Option<u64>,
+    cursor: u64,
+    events_processed: u64,
+    checkpoint_position: Option<u64>,
+    checkpoint_cursor: Option<u64>,
+    error: Option<Fault>,
+    samples: VecDeque<(Instant, u64)>,
+}
+
+struct RunnerShared {
+    name: String,
+    store: Store,
+    stream: String,
+    builder: EngineBuilder,
+    options: RunnerOptions,
+    source: ProjectionSource,
+    progress: Mutex<Progress>,
+    states: RwLock<HashMap<String, Arc<Value>>>,
+    control: AtomicU8,
+}
+
+/// A projection and its runner thread. See the module docs for the invariants.
+///
+/// Dropping it stops the thread with a final checkpoint (as [`ProjectionRunner::stop`]).
+pub struct ProjectionRunner {
+    shared: Arc<RunnerShared>,
+    thread: Mutex<Option<JoinHandle<()>>>,
+}
+
+impl ProjectionRunner {
+    /// Opens projection `name` of `incarnation` in `store`, stopped: its latest checkpoint of
+    /// that incarnation (if any) is loaded and served. Builds one engine here to learn its
+    /// source (then drops it). A build or checkpoint failure gives a faulted projection, not an
+    /// error. Call [`ProjectionRunner::start`] to run it.
+    ///
+    /// The caller owns `incarnation` and must persist it: a checkpoint of another incarnation
+    /// is ignored (the projection rebuilds from the start).
+    pub fn open(
+        store: Store,
+        name: &str,
+        incarnation: u64,
+        builder: EngineBuilder,
+        options: RunnerOptions,
+    ) -> ProjectionRunner {
+        let stream = checkpoint_stream(&store, name);
+        let mut progress = Progress {
+            state: RunState::Stopped,
+            incarnation,
+            position: None,
+            cursor: 0,
+            events_processed: 0,
+            checkpoint_position: None,
+            checkpoint_cursor: None,
+            error: None,
+            samples: VecDeque::new(),
+        };
+        let mut states = HashMap::new();
+        let source = match catch_unwind(AssertUnwindSafe(|| builder())) {
+            Ok(Ok(engine)) => Some(engine.source()),
+            Ok(Err(e)) => {
+                progress.state = RunState::Faulted;
+                progress.error = Some(Fault::user(e, None));
+                None
+            }
+            Err(_) => {
+                progress.state = RunState::Faulted;
+                progress.error = Some(Fault {
+                    message: "the projection panicked while being built".into(),
+                    stack: None,
+                    position: None,
+                });
+                None
+            }
+        };
+        match read_latest_checkpoint(&store, &stream) {
+            Ok(Some(cp)) if cp.record.incarnation == incarnation => {
+                progress.position = cp.record.position;
+                progress.cursor = cp.record.cursor;
+                progress.events_processed = cp.record.events_processed;
+                progress.checkpoint_position = cp.record.position;
+                progress.checkpoint_cursor = Some(cp.record.cursor);
+                states = cp
+                    .states
+                    .into_iter()
+                    .map(|(k, v)| (k, Arc::new(v)))
+                    .collect();
+            }
+            Ok(_) => {}
+            Err(e) => {
+                progress.state = RunState::Faulted;
+                progress.error = Some(Fault::store(e, None));
+            }
+        }
+        ProjectionRunner {
+            shared: Arc::new(RunnerShared {
+                name: name.to_owned(),
+                store,
+                stream,
+                builder,
+                options,
+                source: source.unwrap_or(ProjectionSource::All),
+                progress: Mutex::new(progress),
+                states: RwLock::new(states),
+                control: AtomicU8::new(RUN),
+            }),
+            thread: Mutex::new(None),
+        }
+    }
+
+    /// The projection's name.
+    pub fn name(&self) -> &str {
+        &self.shared.name
+    }
+
+    /// The reserved stream holding its checkpoints.
+    pub fn checkpoint_stream(&self) -> &str {
+        &self.shared.stream
+    }
+
+    /// Starts the runner thread (a no-op when running). A faulted projection restarts from its
+    /// served state, i.e. it retries the event that failed.
+    pub fn start(&self) -> Result<()> {
+        let mut thread = self.thread.lock();
+        if let Some(t) = thread.as_ref() {
+            if !t.is_finished() {
+                return Ok(());
+            }
+        }
+        if let Some(t) = thread.take() {
+            let _ = t.join();
+        }
+        {
+            let mut p = self.shared.progress.lock();
+            p.state = RunState::Running;
+            p.error = None;
+        }
+        self.shared.control.store(RUN, Ordering::Release);
+        let shared = self.shared.clone();
+        let spawned = std::thread::Builder::new()
+            .name(format!("projection-{}", truncate(&self.shared.name, 20)))
+            .spawn(move || run(shared));
+        match spawned {
+            Ok(t) => {
+                *thread = Some(t);
+                Ok(())
+            }
+            Err(e) => {
+                self.shared.progress.lock().state = RunState::Stopped;
+                Err(Error::io("projection thread", e))
+            }
+        }
+    }
+
+    /// Stops the runner thread after a final checkpoint and waits for it. A faulted projection
+    /// becomes stopped (its error is cleared).
+    pub fn stop(&self) {
+        self.halt(STOP);
+        let mut p = self.shared.progress.lock();
+        p.state = RunState::Stopped;
+        p.error = None;
+    }
+
+    /// Stops the runner thread WITHOUT a final checkpoint, as a crash would (what was applied
+    /// since the last checkpoint is re-applied on the next start). For tests and for discarding
+    /// a projection.
+    pub fn abandon(&self) {
+        self.halt(ABORT);
+        let mut p = self.shared.progress.lock();
+        if p.state == RunState::Running {
+            p.state = RunState::Stopped;
+        }
+    }
+
+    /// Asks the runner thread to stop with a final checkpoint, without waiting (see
+    /// [`ProjectionRunner::join`]); for stopping many projections in parallel at shutdown.
+    pub fn begin_stop(&self) {
+        let _thread = self.thread.lock();
+        self.shared.control.store(STOP, Ordering::Release);
+        self.shared.store.shared().commits.notify(usize::MAX);
+    }
+
+    /// Waits for the runner thread to end (after [`ProjectionRunner::begin_stop`]).
+    pub fn join(&self) {
+        if let Some(t) = self.thread.lock().take() {
+            let _ = t.join();
+        }
+    }
+
+    fn halt(&self, how: u8) {
+        let mut thread = self.thread.lock();
+        self.shared.control.store(how, Ordering::Release);
+        self.shared.store.shared().commits.notify(usize::MAX);
+        if let Some(t) = thread.take() {
+            let _ = t.join();
+        }
+    }
+
+    /// Rebuilds from the start as `incarnation` (which the caller has persisted): drops every
+    /// state, writes an empty checkpoint of the new incarnation, and runs again if it was
+    /// running or faulted.
+    pub fn reset(&self, incarnation: u64) -> Result<()> {
+        let was = self.shared.progress.lock().state;
+        self.abandon();
+        self.shared.states.write().clear();
+        {
+            let mut p = self.shared.progress.lock();
+            p.incarnation = incarnation;
+            p.position = None;
+            p.cursor = 0;
+            p.events_processed = 0;
+            p.checkpoint_position = None;
+            p.checkpoint_cursor = None;
+            p.error = None;
+            p.samples.clear();
+            p.state = RunState::Stopped;
+        }
+        checkpoint(&self.shared)?;
+        if was != RunState::Stopped {
+            self.start()?;
+        }
+        Ok(())
+    }
+
+    /// Stops the thread (no final checkpoint) and soft-deletes the checkpoint stream.
+    pub fn delete(&self) -> Result<()> {
+        self.abandon();
+        self.shared.states.write().clear();
+        match self
+            .shared
+            .store
+            .delete_stream(&self.shared.stream, ExpectedRevision::Any, false)
+        {
+            Ok(_) | Err(Error::StreamNotFound { .. }) | Err(Error::StreamDeleted { .. }) => Ok(()),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// The status now. Never waits for the runner thread's work.
+    pub fn status(&self) -> ProjectionStatus {
+        let sh = &self.shared;
+        // Lock order everywhere: `states` before `progress` (never `states` while holding
+        // `progress`).
+        let partitions = sh.states.read().len();
+        let mut p = sh.progress.lock();
+        let now = Instant::now();
+        while p
+            .samples
+            .front()
+            .is_some_and(|(t, _)| now.duration_since(*t) > RATE_WINDOW)
+        {
+            p.samples.pop_front();
+        }
+        let events_per_second = match p.samples.front() {
+            Some((t, n)) => {
+                let secs = now.duration_since(*t).as_secs_f64().max(0.5);
+                (p.events_processed.saturating_sub(*n)) as f64 / secs
+            }
+            None => 0.0,
+        };
+        let head = match &sh.source {
+            ProjectionSource::Stream(s) => sh
+                .store
+                .head(s)
+                .ok()
+                .and_then(|h| h.last_revision)
+                .map_or(0, |r| r + 1),
+            _ => sh.store.next_position(),
+        };
+        ProjectionStatus {
+            name: sh.name.clone(),
+            state: p.state,
+            incarnation: p.incarnation,
+            position: p.position,
+            cursor: p.cursor,
+            lag: head.saturating_sub(p.cursor),
+            events_processed: p.events_processed,
+            events_per_second,
+            partitions,
+            checkpoint_position: p.checkpoint_position,
+            error: p.error.clone(),
+        }
+    }
+
+    /// The served state of `partition` (`""` for an unpartitioned projection), `None` when it
+    /// has none. Reflects whole batches only.
+    pub fn state(&self, partition: &str) -> Option<Arc<Value>> {
+        self.shared.states.read().get(partition).cloned()
+    }
+
+    /// Every partition's served state, sorted by partition key.
+    pub fn states(&self) -> Vec<(String, Arc<Value>)> {
+        let mut all: Vec<(String, Arc<Value>)> = self
+            .shared
+            .states
+            .read()
+            .iter()
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect();
+        all.sort_by(|a, b| a.0.cmp(&b.0));
+        all
+    }
+
+    /// True when some partition other than `""` has a state (partitionBy / foreachStream).
+    pub fn is_partitioned(&self) -> bool {
+        self.shared.states.read().keys().any(|k| !k.is_empty())
+    }
+
+    /// Where the projection reads from.
+    pub fn source(&self) -> &ProjectionSource {
+        &self.shared.source
+    }
+}
+
+impl Drop for ProjectionRunner {
+    fn drop(&mut self) {
+        self.halt(STOP);
+    }
+}
+
+impl std::fmt::Debug for ProjectionRunner {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ProjectionRunner")
+            .field("name", &self.shared.name)
+            .field("source", &self.shared.source)
+            .finish()
+    }
+}
+
+fn truncate(s: &str, max: usize) -> &str {
+    let mut end = s.len().min(max);
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    &s[..end]
+}
+
+/// The thread body: runs, then records how it ended.
+fn run(shared: Arc<RunnerShared>) {
+    let outcome = catch_unwind(AssertUnwindSafe(|| run_loop(&shared)));
+    let fault = match outcome {
+        Ok(Ok(())) => None,
+        Ok(Err(fault)) => Some(fault),
+        Err(panic) => Some(Fault {
+            message: format!("the projection panicked: {}", panic_message(&panic)),
+            stack: None,
+            position: None,
+        }),
+    };
+    let mut p = shared.progress.lock();
+    match fault {
+        Some(f) => {
+            p.state = RunState::Faulted;
+            p.error = Some(f);
+        }
+        None => {
+            if p.state == RunState::Running {
+                p.state = RunState::Stopped;
+            }
+        }
+    }
+}
+
+fn panic_message(panic: &Box<dyn std::any::Any + Send>) -> String {
+    if let Some(s) = panic.downcast_ref::<&str>() {
+        (*s).to_owned()
+    } else if let Some(s) = panic.downcast_ref::<String>() {
+        s.clone()
+    } else {
+        "unknown panic".to_owned()
+    }
+}
+
+/// Writes a checkpoint of the served state and cursor (the runner thread is the only writer of
+/// both, or no thread runs).
+fn checkpoint(sh: &RunnerShared) -> Result<u64> {
+    let (record, cursor) = {
+        let p = sh.progress.lock();
+        (
+            CheckpointRecord {
+                version: 1,
+                incarnation: p.incarnation,
+                position: p.position,
+                cursor: p.cursor,
+                partitions: 0,
+                chunks: 0,
+                bytes: 0,
+                events_processed: p.events_processed,
+            },
+            p.cursor,
+        )
+    };
+    let position = record.position;
+    let bytes = {
+        let states = sh.states.read();
+        write_checkpoint(
+            &sh.store,
+            &sh.stream,
+            record,
+            states.iter().map(|(k, v)| (k, v.as_ref())),
+        )?
+    };
+    let mut p = sh.progress.lock();
+    p.checkpoint_position = position;
+    p.checkpoint_cursor = Some(cursor);
+    Ok(bytes)
+}
+
+fn run_loop(sh: &RunnerShared) -> Result<(), Fault> {
+    let mut engine = fresh_engine(sh)?;
+    let (incarnation, mut cursor, mut position) = {
+        let p = sh.progress.lock();
+        (p.incarnation, p.cursor, p.position)
+    };
+    let mut feed = Feed::new(&sh.store, &engine.source(), engine.event_types(), cursor);
+    let mut pending: u64 = 0;
+    let mut last_checkpoint = Instant::now();
+    // The least time between two periodic checkpoints (grows with the state's size).
+    let mut spacing = sh.options.checkpoint_interval;
+    let rate = sh.options.checkpoint_bytes_per_second.max(1) as f64;
+    let spacing_after = |bytes: u64| {
+        sh.options
+            .checkpoint_interval
+            .max(Duration::from_secs_f64(bytes as f64 / rate))
+    };
+    let store_fault = |e: Error| Fault::store(e, None);
+    loop {
+        match sh.control.load(Ordering::Acquire) {
+            RUN => {}
+            STOP => {
+                let moved = sh.progress.lock().checkpoint_cursor != Some(cursor);
+                if pending > 0 || moved {
+                    checkpoint(sh).map_err(store_fault)?;
+                }
+                return Ok(());
+            }
+            _ => return Ok(()),
+        }
+        let batch = match feed.poll(sh.options.batch_size.max(1)) {
+            Ok(b) => b,
+            Err(Error::Closed) => return Ok(()),
+            Err(e) => return Err(store_fault(e)),
+        };
+        if batch.is_empty() {
+            cursor = feed.cursor();
+            sh.progress.lock().cursor = cursor;
+            if pending > 0 && last_checkpoint.elapsed() >= spacing {
+                spacing = spacing_after(checkpoint(sh).map_err(store_fault)?);
+                pending = 0;
+                last_checkpoint = Instant::now();
+            }
+            let deadline = (pending > 0).then(|| last_checkpoint + spacing);
+            match wait(sh, &feed, deadline) {
+                Ok(()) => continue,
+                Err(Error::Closed) => return Ok(()),
+                Err(e) => return Err(store_fault(e)),
+            }
+        }
+        let started = Instant::now();
+        let mut outcome = apply_batch(sh, engine.as_mut(), &feed, &batch, cursor);
+        if let Some(failed) = &outcome.failure {
+            // The engine may have lost the failing partition's state (a handler that mutated
+            // it, then threw). Redo the events before the failure on a fresh engine restored
+            // from the served state, so that exactly those are kept.
+            let k = failed.index;
+            engine = fresh_engine(sh)?;
+            let mut redo = apply_batch(sh, engine.as_mut(), &feed, &batch[..k], cursor);
+            if redo.failure.is_none() {
+                redo.failure = outcome.failure.take();
+            }
+            outcome = redo;
+        }
+        let BatchOutcome {
+            emits,
+            touched,
+            applied,
+            position: last_applied,
+            mut resume,
+            failure,
+        } = outcome;
+        if last_applied.is_some() {
+            position = last_applied;
+        }
+        let failure = failure.map(|f| (f.error, f.position));
+        if failure.is_none() {
+            resume = feed.cursor().max(resume);
+        }
+        // Emits first: a checkpoint never covers an event whose emits are not durable.
+        if !emits.is_empty() {
+            let first = emits.first().map(|(p, _)| *p);
+            append_emits(&sh.store, &sh.name, incarnation, &emits)
+                .map_err(|e| Fault::store(e, first))?;
+        }
+        let mut fresh = Vec::with_capacity(touched.len());
+        for key in touched {
+            let value = engine.state(&key).map_err(|e| Fault::user(e, position))?;
+            fresh.push((key, value));
+        }
+        {
+            let mut states = sh.states.write();
+            for (key, value) in fresh {
+                match value {
+                    Some(v) => states.insert(key, Arc::new(v)),
+                    None => states.remove(&key),
+                };
+            }
+            let mut p = sh.progress.lock();
+            p.cursor = resume;
+            p.position = position;
+            p.events_processed += applied;
+            let total = p.events_processed;
+            p.samples.push_back((started, total - applied));
+        }
+        cursor = resume;
+        pending += applied;
+        if let Some((e, at)) = failure {
+            // Keep the progress up to the failing event, then fault at it.
+            if pending > 0 {
+                checkpoint(sh).map_err(store_fault)?;
+            }
+            return Err(Fault::user(e, Some(at)));
+        }
+        let since = last_checkpoint.elapsed();
+        let due = (pending >= sh.options.checkpoint_events
+            && since >= spacing.saturating_sub(sh.options.checkpoint_interval))
+            || (pending > 0 && since >= spacing);
+        if due {
+            spacing = spacing_after(checkpoint(sh).map_err(store_fault)?);
+            pending = 0;
+            last_checkpoint = Instant::now();
+        }
+    }
+}
+
+/// An engine built by the builder with every served state restored.
+fn fresh_engine(sh: &RunnerShared) -> Result<Box<dyn ProjectionEngine>, Fault> {
+    let mut engine = (sh.builder)().map_err(|e| Fault::user(e, None))?;
+    for (k, v) in sh.states.read().iter() {
+        engine
+            .restore(k, (**v).clone())
+            .map_err(|e| Fault::user(e, None))?;
+    }
+    Ok(engine)
+}
+
+/// A failure of user code in a batch.
+struct BatchFailure {
+    error: ProjectionError,
+    position: u64,
+    /// Index of the failing event in the batch.
+    index: usize,
+}
+
+/// What applying (a prefix of) a batch did.
+struct BatchOutcome {
+    emits: Vec<(u64, Vec<super::engine::Emit>)>,
+    touched: HashSet<String>,
+    applied: u64,
+    /// Position of the last event applied.
+    position: Option<u64>,
+    /// Where reading resumes after the events examined.
+    resume: u64,
+    failure: Option<BatchFailure>,
+}
+
+/// Applies `batch` in order until the first failure.
+fn apply_batch(
+    sh: &RunnerShared,
+    engine: &mut dyn ProjectionEngine,
+    feed: &Feed,
+    batch: &[crate::RecordedEvent],
+    cursor: u64,
+) -> BatchOutcome {
+    let mut out = BatchOutcome {
+        emits: Vec::new(),
+        touched: HashSet::new(),
+        applied: 0,
+        position: None,
+        resume: cursor,
+        failure: None,
+    };
+    for (index, event) in batch.iter().enumerate() {
+        if feed.accepts(event) && !emitted_by(event, &sh.name) {
+            let fail = |error| BatchFailure {
+                error,
+                position: event.position,
+                index,
+            };
+            let key = match engine.partition_key(event) {
+                Ok(k) => k,
+                Err(e) => {
+                    out.failure = Some(fail(e));
+                    return out;
+                }
+            };
+            if let Some(key) = key {
+                let mut emitted = Vec::new();
+                if let Err(e) = engine.apply(&key, event, &mut emitted) {
+                    out.failure = Some(fail(e));
+                    return out;
+                }
+                if let Some(why) = emitted.iter().find_map(|e| check_emit(&sh.store, e).err()) {
+                    out.failure = Some(fail(ProjectionError::new(why)));
+                    return out;
+                }
+                if !emitted.is_empty() {
+                    out.emits.push((event.position, emitted));
+                }
+                out.touched.insert(key);
+                out.applied += 1;
+                out.position = Some(event.position);
+            }
+        }
+        out.resume = feed.cursor_after(event);
+    }
+    out
+}
+
+/// Waits until something is committed after the feed's last poll, the control word changes,
+/// `deadline` passes, or the store closes.
+fn wait(sh: &RunnerShared, feed: &Feed, deadline: Option<Instant>) -> Result<()> {
+    let shared = sh.store.shared();
+    loop {
+        let listener = shared.commits.listen();
+        if shared.closed.load(Ordering::Acquire) {
+            return Err(Error::Closed);
+        }
+        if sh.control.load(Ordering::Acquire) != RUN || feed.has_new_commits() {
+            return Ok(());
+        }
+        match deadline {
+            None => listener.wait(),
+            Some(d) => {
+                if listener.wait_deadline(d).is_none() {
+                    return Ok(());
+                }
+            }
+        }
+    }
+}

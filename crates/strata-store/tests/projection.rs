@@ -1,0 +1,934 @@
+//! Projection runner integration tests with a Rust (typed) engine: restart equals rebuild
+//! (proptest over events and crash points), idempotent emits across crashes, partitions,
+//! faults, reset, stop/start, sources.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use proptest::prelude::*;
+use serde::{Deserialize, Serialize};
+use strata_store::projection::{
+    read_latest_checkpoint, typed_engine, Emitter, Projection, ProjectionError, ProjectionRunner,
+    ProjectionSource, ProjectionStatus, RunState, RunnerOptions,
+};
+use strata_store::{
+    Direction, ExpectedRevision, FsyncPolicy, NewEvent, Options, ReadFrom, RecordedEvent, Store,
+};
+
+fn open_store(dir: &Path) -> Store {
+    let options = Options {
+        fsync: FsyncPolicy::Never,
+        ..Options::default()
+    };
+    Store::open(dir, options).unwrap()
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+struct Totals {
+    count: u64,
+    total: i64,
+}
+
+/// Order totals per customer (or one total), emitting `BigOrder` for orders over 100, failing
+/// on an order with `"fail": true`.
+#[derive(Clone)]
+struct OrderTotals {
+    source: ProjectionSource,
+    partitioned: bool,
+    emit: bool,
+}
+
+impl OrderTotals {
+    fn new(partitioned: bool) -> Self {
+        OrderTotals {
+            source: ProjectionSource::Category("order".into()),
+            partitioned,
+            emit: true,
+        }
+    }
+}
+
+fn data(event: &RecordedEvent) -> serde_json::Value {
+    serde_json::from_slice(&event.data).unwrap_or(serde_json::Value::Null)
+}
+
+impl Projection for OrderTotals {
+    type State = Totals;
+
+    fn source(&self) -> ProjectionSource {
+        self.source.clone()
+    }
+
+    fn event_types(&self) -> Option<Vec<String>> {
+        Some(vec!["OrderPlaced".into(), "OrderCancelled".into()])
+    }
+
+    fn partition_key(&self, event: &RecordedEvent) -> Option<String> {
+        if self.partitioned {
+            data(event)["customer"].as_str().map(str::to_owned)
+        } else {
+            Some(String::new())
+        }
+    }
+
+    fn init(&self) -> Totals {
+        Totals::default()
+    }
+
+    fn apply(
+        &self,
+        state: &mut Totals,
+        event: &RecordedEvent,
+        emit: &mut Emitter<'_>,
+    ) -> Result<(), ProjectionError> {
+        let d = data(event);
+        if d["fail"] == true {
+            // Mutates, then fails: the runner must not keep the half-applied state.
+            state.count += 1000;
+            return Err(ProjectionError {
+                message: "order refused".into(),
+                stack: Some("at apply (orders.rs)".into()),
+            });
+        }
+        let amount = d["amount"].as_i64().unwrap_or(0);
+        match event.event_type.as_str() {
+            "OrderPlaced" => {
+                state.count += 1;
+                state.total += amount;
+                if self.emit && amount > 100 {
+                    emit.emit(
+                        "big-orders",
+                        "BigOrder",
+                        &serde_json::json!({"from": event.position}),
+                    )?;
+                }
+            }
+            "OrderCancelled" => state.total -= amount,
+            _ => {}
+        }
+        Ok(())
+    }
+}
+
+/// The same fold, computed directly from the log.
+fn model(store: &Store, partitioned: bool) -> BTreeMap<String, Totals> {
+    let p = OrderTotals::new(partitioned);
+    let mut states = BTreeMap::new();
+    let page = store
+        .read_all(
+            ReadFrom::Start,
+            Direction::Forward,
+            1_000_000,
+            &strata_store::AllFilter {
+                category: Some("order".into()),
+                ..Default::default()
+            },
+        )
+        .unwrap();
+    for e in page.events {
+        if !matches!(e.event_type.as_str(), "OrderPlaced" | "OrderCancelled") {
+            continue;
+        }
+        if let Some(key) = p.partition_key(&e) {
+            let s = states.entry(key).or_insert_with(Totals::default);
+            let mut emitter_out = Vec::new();
+            apply_plain(&p, s, &e, &mut emitter_out);
+        }
+    }
+    states
+}
+
+fn apply_plain(
+    p: &OrderTotals,
+    s: &mut Totals,
+    e: &RecordedEvent,
+    out: &mut Vec<strata_store::projection::Emit>,
+) {
+    // Reuse the engine's adapter to get an Emitter.
+    use strata_store::projection::ProjectionEngine;
+    let mut engine = strata_store::projection::TypedEngine::new(std::sync::Arc::new(p.clone()));
+    engine
+        .restore("", serde_json::to_value(&*s).unwrap())
+        .unwrap();
+    engine.apply("", e, out).unwrap();
+    *s = serde_json::from_value(engine.state("").unwrap().unwrap()).unwrap();
+}
+
+fn runner_states(runner: &ProjectionRunner) -> BTreeMap<String, Totals> {
+    runner
+        .states()
+        .into_iter()
+        .map(|(k, v)| (k, serde_json::from_value((*v).clone()).unwrap()))
+        .collect()
+}
+
+fn wait_for(runner: &ProjectionRunner, what: &str, pred: impl Fn(&ProjectionStatus) -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let status = runner.status();
+        if pred(&status) {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "timed out waiting for {what}: {status:?}"
+        );
+        std::thread::sleep(Duration::from_millis(2));
+    }
+}
+
+/// Waits until the runner has examined every event appended so far.
+fn wait_caught_up(runner: &ProjectionRunner, store: &Store) {
+    let end = store.next_position();
+    wait_for(runner, "catch-up", |s| {
+        s.cursor >= end || s.state != RunState::Running
+    });
+    assert_eq!(
+        runner.status().state,
+        RunState::Running,
+        "{:?}",
+        runner.status()
+    );
+}
+
+fn order(customer: &str, amount: i64) -> NewEvent {
+    NewEvent::json(
+        "OrderPlaced",
+        serde_json::json!({"customer": customer, "amount": amount}).to_string(),
+    )
+}
+
+fn options(batch: usize, every: u64) -> RunnerOptions {
+    RunnerOptions {
+        checkpoint_interval: Duration::from_secs(3600),
+        checkpoint_events: every,
+        batch_size: batch,
+        ..RunnerOptions::default()
+    }
+}
+
+fn big_orders(store: &Store) -> Vec<RecordedEvent> {
+    match store.read_stream("big-orders", ReadFrom::Start, Direction::Forward, 100_000) {
+        Ok(page) => page.events,
+        Err(strata_store::Error::StreamNotFound { .. }) => Vec::new(),
+        Err(e) => panic!("{e}"),
+    }
+}
+
+fn expected_big_orders(store: &Store) -> usize {
+    let page = store
+        .read_all(
+            ReadFrom::Start,
+            Direction::Forward,
+            1_000_000,
+            &strata_store::AllFilter {
+                category: Some("order".into()),
+                types: vec!["OrderPlaced".into()],
+                ..Default::default()
+            },
+        )
+        .unwrap();
+    page.events
+        .iter()
+        .filter(|e| data(e)["amount"].as_i64().unwrap_or(0) > 100)
+        .count()
+}
+
+#[derive(Clone, Debug)]
+struct Ev {
+    stream: u8,
+    kind: u8,
+    customer: u8,
+    amount: i64,
+}
+
+fn ev_strategy() -> impl Strategy<Value = Ev> {
+    (0u8..6, 0u8..3, 0u8..4, 0i64..200).prop_map(|(stream, kind, customer, amount)| Ev {
+        stream,
+        kind,
+        customer,
+        amount,
+    })
+}
+
+fn append_ev(store: &Store, e: &Ev) {
+    let stream = if e.stream == 5 {
+        "invoice-1".to_string()
+    } else {
+        format!("order-{}", e.stream)
+    };
+    let kind = ["OrderPlaced", "OrderCancelled", "Noise"][e.kind as usize];
+    let body = serde_json::json!({"customer": format!("c{}", e.customer), "amount": e.amount});
+    store
+        .append(
+            &stream,
+            ExpectedRevision::Any,
+            vec![NewEvent::json(kind, body.to_string())],
+        )
+        .unwrap();
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 12, .. ProptestConfig::default() })]
+
+    /// Appending in phases, crashing the runner (no final checkpoint) after a random amount of
+    /// progress in each phase and reopening the store, ends with the state of a from-scratch
+    /// fold, the same checkpointed state, and exactly one emitted event per big order.
+    #[test]
+    fn restart_after_crashes_equals_rebuild(
+        events in proptest::collection::vec(ev_strategy(), 1..120),
+        cuts in proptest::collection::vec(0usize..120, 0..4),
+        progress in proptest::collection::vec(0u64..60, 4),
+        batch in 1usize..16,
+        every in 1u64..40,
+        partitioned in any::<bool>(),
+    ) {
+        let dir = tempfile::tempdir().unwrap();
+        let mut cuts: Vec<usize> = cuts.into_iter().map(|c| c.min(events.len())).collect();
+        cuts.push(events.len());
+        cuts.sort_unstable();
+        let mut done = 0;
+        for (phase, cut) in cuts.iter().enumerate() {
+            let store = open_store(dir.path());
+            for e in &events[done..*cut] {
+                append_ev(&store, e);
+            }
+            done = *cut;
+            let runner = ProjectionRunner::open(
+                store.clone(),
+                "totals",
+                1,
+                typed_engine(OrderTotals::new(partitioned)),
+                options(batch, every),
+            );
+            runner.start().unwrap();
+            let last = phase == cuts.len() - 1;
+            if last {
+                wait_caught_up(&runner, &store);
+                runner.stop();
+            } else {
+                // Crash after some progress (or right away).
+                let at_least = progress[phase % progress.len()];
+                let end = store.next_position();
+                wait_for(&runner, "progress", |s| {
+                    s.events_processed >= at_least || s.cursor >= end
+                });
+                runner.abandon();
+            }
+            drop(runner);
+            store.close().unwrap();
+        }
+        let store = open_store(dir.path());
+        let expected = model(&store, partitioned);
+        // Restored from the final checkpoint, without running.
+        let runner = ProjectionRunner::open(
+            store.clone(),
+            "totals",
+            1,
+            typed_engine(OrderTotals::new(partitioned)),
+            options(batch, every),
+        );
+        prop_assert_eq!(runner_states(&runner), expected);
+        let emitted = big_orders(&store);
+        prop_assert_eq!(emitted.len(), expected_big_orders(&store));
+        let mut froms: Vec<u64> = emitted.iter().map(|e| data(e)["from"].as_u64().unwrap()).collect();
+        froms.dedup();
+        prop_assert_eq!(froms.len(), emitted.len());
+    }
+}
+
+#[test]
+fn crash_between_emit_and_checkpoint_does_not_duplicate_emits() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open_store(dir.path());
+    for i in 0..50 {
+        store
+            .append(
+                &format!("order-{}", i % 7),
+                ExpectedRevision::Any,
+                vec![order("c1", 150 + i)],
+            )
+            .unwrap();
+    }
+    // Never checkpoints on its own: every emit is written, no checkpoint covers it.
+    let make = |store: &Store| {
+        ProjectionRunner::open(
+            store.clone(),
+            "totals",
+            1,
+            typed_engine(OrderTotals::new(false)),
+            options(7, u64::MAX),
+        )
+    };
+    let runner = make(&store);
+    runner.start().unwrap();
+    wait_caught_up(&runner, &store);
+    assert_eq!(big_orders(&store).len(), 50);
+    runner.abandon();
+    drop(runner);
+    assert!(read_latest_checkpoint(&store, "$projection-totals")
+        .unwrap()
+        .is_none());
+    store.close().unwrap();
+    drop(store);
+
+    let store = open_store(dir.path());
+    let runner = make(&store);
+    assert_eq!(runner.status().position, None);
+    runner.start().unwrap();
+    wait_caught_up(&runner, &store);
+    let emitted = big_orders(&store);
+    assert_eq!(emitted.len(), 50, "re-run after the crash duplicated emits");
+    for e in &emitted {
+        assert_eq!(e.id.get_version_num(), 8);
+    }
+    assert_eq!(runner_states(&runner)[""].count, 50);
+    runner.stop();
+}
+
+#[test]
+fn partial_overlap_of_emits_is_appended_one_by_one() {
+    // A first run emitted only some of a batch's events (batch of 1); the re-run with one big
+    // batch finds a partial overlap (DuplicateEventId) and completes the rest.
+    let dir = tempfile::tempdir().unwrap();
+    let store = open_store(dir.path());
+    for i in 0..20 {
+        store
+            .append("order-1", ExpectedRevision::Any, vec![order("c", 200 + i)])
+            .unwrap();
+    }
+    let first = ProjectionRunner::open(
+        store.clone(),
+        "totals",
+        1,
+        typed_engine(OrderTotals::new(false)),
+        options(1, u64::MAX),
+    );
+    first.start().unwrap();
+    wait_for(&first, "some emits", |s| s.events_processed >= 5);
+    first.abandon();
+    let partial = big_orders(&store).len();
+    assert!((5..=20).contains(&partial));
+    drop(first);
+    let second = ProjectionRunner::open(
+        store.clone(),
+        "totals",
+        1,
+        typed_engine(OrderTotals::new(false)),
+        options(500, u64::MAX),
+    );
+    second.start().unwrap();
+    wait_caught_up(&second, &store);
+    assert_eq!(big_orders(&store).len(), 20);
+    second.stop();
+}
+
+#[test]
+fn partitioned_state_per_key() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open_store(dir.path());
+    for (customer, amount) in [("ann", 10), ("bob", 5), ("ann", 7), ("cid", 1)] {
+        store
+            .append(
+                "order-9",
+                ExpectedRevision::Any,
+                vec![order(customer, amount)],
+            )
+            .unwrap();
+    }
+    // An order without a customer has no partition: skipped.
+    store
+        .append(
+            "order-9",
+            ExpectedRevision::Any,
+            vec![NewEvent::json("OrderPlaced", r#"{"amount": 1000}"#)],
+        )
+        .unwrap();
+    let runner = ProjectionRunner::open(
+        store.clone(),
+        "per-customer",
+        1,
+        typed_engine(OrderTotals::new(true)),
+        RunnerOptions::default(),
+    );
+    runner.start().unwrap();
+    wait_caught_up(&runner, &store);
+    assert!(runner.is_partitioned());
+    assert_eq!(
+        runner.state("ann").as_deref(),
+        Some(&serde_json::json!({"count": 2, "total": 17}))
+    );
+    assert_eq!(
+        runner.state("bob").as_deref(),
+        Some(&serde_json::json!({"count": 1, "total": 5}))
+    );
+    assert_eq!(runner.state("nobody"), None);
+    assert_eq!(runner.states().len(), 3);
+    assert_eq!(runner.status().partitions, 3);
+    assert_eq!(runner.status().position, Some(3));
+    runner.stop();
+}
+
+#[test]
+fn a_throwing_handler_faults_at_its_event_and_keeps_earlier_progress() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open_store(dir.path());
+    store
+        .append(
+            "order-1",
+            ExpectedRevision::Any,
+            vec![order("a", 1), order("a", 2)],
+        )
+        .unwrap();
+    let bad = store
+        .append(
+            "order-2",
+            ExpectedRevision::Any,
+            vec![NewEvent::json("OrderPlaced", r#"{"fail": true}"#)],
+        )
+        .unwrap();
+    store
+        .append("order-1", ExpectedRevision::Any, vec![order("a", 4)])
+        .unwrap();
+    let make = |store: &Store| {
+        ProjectionRunner::open(
+            store.clone(),
+            "totals",
+            1,
+            typed_engine(OrderTotals::new(false)),
+            RunnerOptions::default(),
+        )
+    };
+    let runner = make(&store);
+    // Another projection on the same store is not affected.
+    let other = ProjectionRunner::open(
+        store.clone(),
+        "others",
+        1,
+        typed_engine(OrderTotals {
+            source: ProjectionSource::Stream("order-1".into()),
+            partitioned: false,
+            emit: false,
+        }),
+        RunnerOptions::default(),
+    );
+    runner.start().unwrap();
+    other.start().unwrap();
+    wait_for(&runner, "fault", |s| s.state == RunState::Faulted);
+    let status = runner.status();
+    let error = status.error.clone().unwrap();
+    assert_eq!(error.message, "order refused");
+    assert_eq!(error.stack.as_deref(), Some("at apply (orders.rs)"));
+    assert_eq!(error.position, Some(bad.first_position));
+    assert_eq!(status.position, Some(1));
+    assert_eq!(
+        runner.state("").as_deref(),
+        Some(&serde_json::json!({"count": 2, "total": 3}))
+    );
+    // The progress before the failing event was checkpointed.
+    assert_eq!(status.checkpoint_position, Some(1));
+    wait_for(&other, "other catches up", |s| s.cursor >= 3);
+    assert_eq!(other.status().state, RunState::Running);
+    assert_eq!(other.state("").unwrap()["total"], 7);
+    // Starting again retries the failing event: faulted again, same position.
+    runner.start().unwrap();
+    wait_for(&runner, "fault again", |s| s.state == RunState::Faulted);
+    assert_eq!(
+        runner.status().error.unwrap().position,
+        Some(bad.first_position)
+    );
+    // Stop clears the fault.
+    runner.stop();
+    assert_eq!(runner.status().state, RunState::Stopped);
+    assert_eq!(runner.status().error, None);
+    other.stop();
+}
+
+#[test]
+fn stop_and_start_resume_where_they_stopped() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open_store(dir.path());
+    store
+        .append("order-1", ExpectedRevision::Any, vec![order("a", 1)])
+        .unwrap();
+    let runner = ProjectionRunner::open(
+        store.clone(),
+        "totals",
+        1,
+        typed_engine(OrderTotals::new(false)),
+        RunnerOptions::default(),
+    );
+    assert_eq!(runner.status().state, RunState::Stopped);
+    runner.start().unwrap();
+    wait_caught_up(&runner, &store);
+    runner.stop();
+    assert_eq!(runner.status().state, RunState::Stopped);
+    // Stopping checkpoints.
+    assert_eq!(runner.status().checkpoint_position, Some(0));
+    store
+        .append("order-1", ExpectedRevision::Any, vec![order("a", 10)])
+        .unwrap();
+    assert_eq!(runner.state("").unwrap()["count"], 1);
+    assert!(runner.status().lag >= 1);
+    runner.start().unwrap();
+    wait_caught_up(&runner, &store);
+    assert_eq!(runner.state("").unwrap()["count"], 2);
+    assert_eq!(runner.status().events_processed, 2);
+    assert_eq!(runner.status().lag, 0);
+    runner.stop();
+}
+
+#[test]
+fn reset_rebuilds_from_the_start_as_a_new_incarnation() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open_store(dir.path());
+    store
+        .append(
+            "order-1",
+            ExpectedRevision::Any,
+            vec![order("a", 150), order("a", 2)],
+        )
+        .unwrap();
+    let runner = ProjectionRunner::open(
+        store.clone(),
+        "totals",
+        1,
+        typed_engine(OrderTotals::new(false)),
+        RunnerOptions::default(),
+    );
+    runner.start().unwrap();
+    wait_caught_up(&runner, &store);
+    runner.reset(2).unwrap();
+    let status = runner.status();
+    assert_eq!(status.incarnation, 2);
+    wait_caught_up(&runner, &store);
+    assert_eq!(runner.state("").unwrap()["count"], 2);
+    assert_eq!(runner.status().events_processed, 2);
+    runner.stop();
+    // The new incarnation's emits are new events (documented: a reset re-emits).
+    assert_eq!(big_orders(&store).len(), 2);
+    let cp = read_latest_checkpoint(&store, runner.checkpoint_stream())
+        .unwrap()
+        .unwrap();
+    assert_eq!(cp.record.incarnation, 2);
+    // Opening as the old incarnation ignores the new checkpoint: nothing is served.
+    drop(runner);
+    let old = ProjectionRunner::open(
+        store.clone(),
+        "totals",
+        1,
+        typed_engine(OrderTotals::new(false)),
+        RunnerOptions::default(),
+    );
+    assert_eq!(old.state(""), None);
+}
+
+#[test]
+fn delete_frees_the_checkpoint_stream() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open_store(dir.path());
+    store
+        .append("order-1", ExpectedRevision::Any, vec![order("a", 1)])
+        .unwrap();
+    let runner = ProjectionRunner::open(
+        store.clone(),
+        "totals",
+        1,
+        typed_engine(OrderTotals::new(false)),
+        RunnerOptions::default(),
+    );
+    runner.start().unwrap();
+    wait_caught_up(&runner, &store);
+    runner.stop();
+    runner.delete().unwrap();
+    assert!(matches!(
+        store.read_stream(
+            "$projection-totals",
+            ReadFrom::Start,
+            Direction::Forward,
+            10
+        ),
+        Err(strata_store::Error::StreamDeleted { .. })
+    ));
+    assert!(read_latest_checkpoint(&store, "$projection-totals")
+        .unwrap()
+        .is_none());
+}
+
+/// Counts every event it sees, emitting a copy of each to `copies`: with `fromAll` its own
+/// emits come back through the source and must be skipped.
+struct CountAll(ProjectionSource);
+
+impl Projection for CountAll {
+    type State = BTreeMap<String, u64>;
+
+    fn source(&self) -> ProjectionSource {
+        self.0.clone()
+    }
+
+    fn init(&self) -> Self::State {
+        BTreeMap::new()
+    }
+
+    fn apply(
+        &self,
+        state: &mut Self::State,
+        event: &RecordedEvent,
+        emit: &mut Emitter<'_>,
+    ) -> Result<(), ProjectionError> {
+        *state.entry(event.stream.clone()).or_default() += 1;
+        emit.emit("copies", "Copy", &serde_json::json!({}))
+    }
+}
+
+#[test]
+fn sources_read_exactly_their_events() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open_store(dir.path());
+    for s in ["order-1", "order-2", "invoice-1", "order-1", "orderx"] {
+        store
+            .append(s, ExpectedRevision::Any, vec![NewEvent::json("E", "{}")])
+            .unwrap();
+    }
+    let run = |name: &str, source: ProjectionSource| {
+        let runner = ProjectionRunner::open(
+            store.clone(),
+            name,
+            1,
+            typed_engine(CountAll(source)),
+            RunnerOptions::default(),
+        );
+        runner.start().unwrap();
+        runner
+    };
+    let all = run("all", ProjectionSource::All);
+    let stream = run("stream", ProjectionSource::Stream("order-1".into()));
+    let streams = run(
+        "streams",
+        ProjectionSource::Streams(vec!["order-2".into(), "invoice-1".into()]),
+    );
+    let category = run("category", ProjectionSource::Category("order".into()));
+    for r in [&streams, &category] {
+        wait_caught_up(r, &store);
+    }
+    wait_for(&stream, "stream", |s| s.cursor >= 2);
+    // The others' copies are appended by now: `all` must see them all.
+    wait_caught_up(&all, &store);
+    let counts = |r: &ProjectionRunner| -> BTreeMap<String, u64> {
+        serde_json::from_value((*r.state("").unwrap()).clone()).unwrap()
+    };
+    // `fromAll` sees user streams only: not the checkpoint streams, not its own `copies`
+    // (it sees the other projections' copies).
+    let all_counts = counts(&all);
+    assert_eq!(all_counts["order-1"], 2);
+    assert!(all_counts.keys().all(|k| !k.starts_with('$')));
+    assert_eq!(all_counts.get("copies").copied().unwrap_or(0) as usize, {
+        let copies = store
+            .read_stream("copies", ReadFrom::Start, Direction::Forward, 10_000)
+            .unwrap()
+            .events;
+        copies
+            .iter()
+            .filter(|e| !String::from_utf8_lossy(&e.metadata).contains("\"all\""))
+            .count()
+    });
+    assert_eq!(counts(&stream), BTreeMap::from([("order-1".into(), 2)]));
+    assert_eq!(
+        counts(&streams),
+        BTreeMap::from([("order-2".into(), 1), ("invoice-1".into(), 1)])
+    );
+    assert_eq!(
+        counts(&category),
+        BTreeMap::from([("order-1".into(), 2), ("order-2".into(), 1)])
+    );
+    assert_eq!(stream.status().lag, 0);
+    for r in [all, stream, streams, category] {
+        r.stop();
+    }
+}
+
+/// A projection whose every event type handler panics: faults, does not take the process down.
+struct Panics;
+
+impl Projection for Panics {
+    type State = u64;
+
+    fn source(&self) -> ProjectionSource {
+        ProjectionSource::All
+    }
+
+    fn init(&self) -> u64 {
+        0
+    }
+
+    fn apply(
+        &self,
+        _: &mut u64,
+        _: &RecordedEvent,
+        _: &mut Emitter<'_>,
+    ) -> Result<(), ProjectionError> {
+        panic!("boom")
+    }
+}
+
+#[test]
+fn a_panicking_projection_faults() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open_store(dir.path());
+    store
+        .append("a", ExpectedRevision::Any, vec![NewEvent::json("E", "{}")])
+        .unwrap();
+    let runner = ProjectionRunner::open(
+        store.clone(),
+        "panics",
+        1,
+        typed_engine(Panics),
+        RunnerOptions::default(),
+    );
+    runner.start().unwrap();
+    wait_for(&runner, "fault", |s| s.state == RunState::Faulted);
+    assert!(runner.status().error.unwrap().message.contains("boom"));
+}
+
+/// Emits to a reserved stream: faults at the emitting event, nothing appended.
+struct EmitsToReserved;
+
+impl Projection for EmitsToReserved {
+    type State = u64;
+
+    fn source(&self) -> ProjectionSource {
+        ProjectionSource::Stream("s".into())
+    }
+
+    fn init(&self) -> u64 {
+        0
+    }
+
+    fn apply(
+        &self,
+        n: &mut u64,
+        _: &RecordedEvent,
+        emit: &mut Emitter<'_>,
+    ) -> Result<(), ProjectionError> {
+        *n += 1;
+        if *n == 2 {
+            emit.emit("$system", "Nope", &1)?;
+        }
+        Ok(())
+    }
+}
+
+#[test]
+fn an_emit_to_a_reserved_stream_faults_at_its_event() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open_store(dir.path());
+    let r = store
+        .append(
+            "s",
+            ExpectedRevision::Any,
+            vec![NewEvent::json("E", "{}"), NewEvent::json("E", "{}")],
+        )
+        .unwrap();
+    let runner = ProjectionRunner::open(
+        store.clone(),
+        "reserved",
+        1,
+        typed_engine(EmitsToReserved),
+        RunnerOptions::default(),
+    );
+    runner.start().unwrap();
+    wait_for(&runner, "fault", |s| s.state == RunState::Faulted);
+    let error = runner.status().error.unwrap();
+    assert_eq!(error.position, Some(r.last_position));
+    assert!(error.message.contains("reserved"), "{}", error.message);
+    assert_eq!(runner.state("").as_deref(), Some(&serde_json::json!(1)));
+    assert!(store.head("$system").unwrap().last_revision.is_none());
+}
+
+#[test]
+fn fifty_projections_run_side_by_side() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open_store(dir.path());
+    let runners: Vec<ProjectionRunner> = (0..50)
+        .map(|i| {
+            let r = ProjectionRunner::open(
+                store.clone(),
+                &format!("p{i}"),
+                1,
+                typed_engine(OrderTotals::new(i % 2 == 0)),
+                RunnerOptions::default(),
+            );
+            r.start().unwrap();
+            r
+        })
+        .collect();
+    for i in 0..200 {
+        store
+            .append(
+                &format!("order-{}", i % 13),
+                ExpectedRevision::Any,
+                vec![order(&format!("c{}", i % 5), i)],
+            )
+            .unwrap();
+    }
+    for r in &runners {
+        wait_caught_up(r, &store);
+    }
+    let single = model(&store, false);
+    let partitioned = model(&store, true);
+    for (i, r) in runners.iter().enumerate() {
+        let want = if i % 2 == 0 { &partitioned } else { &single };
+        assert_eq!(&runner_states(r), want, "projection p{i}");
+        assert_eq!(r.status().events_processed, 200);
+    }
+    for r in &runners {
+        r.begin_stop();
+    }
+    for r in &runners {
+        r.join();
+    }
+}
+
+#[test]
+fn status_and_state_reads_while_running_do_not_block_the_runner() {
+    // Regression: `status()` once took the two runner locks in the opposite order of the
+    // runner thread (a deadlock under concurrent reads).
+    let dir = tempfile::tempdir().unwrap();
+    let store = open_store(dir.path());
+    for i in 0..20 {
+        let events = (0..500)
+            .map(|j| order(&format!("c{}", j % 50), i))
+            .collect();
+        store
+            .append(&format!("order-{i}"), ExpectedRevision::Any, events)
+            .unwrap();
+    }
+    let runner = std::sync::Arc::new(ProjectionRunner::open(
+        store.clone(),
+        "busy",
+        1,
+        typed_engine(OrderTotals::new(true)),
+        options(50, 1000),
+    ));
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let readers: Vec<_> = (0..2)
+        .map(|_| {
+            let (runner, stop) = (runner.clone(), stop.clone());
+            std::thread::spawn(move || {
+                while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                    let _ = runner.status();
+                    let _ = runner.states();
+                }
+            })
+        })
+        .collect();
+    runner.start().unwrap();
+    wait_caught_up(&runner, &store);
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    for r in readers {
+        r.join().unwrap();
+    }
+    assert_eq!(runner.status().events_processed, 10_000);
+    runner.stop();
+}
