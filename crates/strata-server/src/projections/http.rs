@@ -108,6 +108,7 @@ pub(crate) fn view_json(view: &View, with_query: bool) -> Value {
         "partitions": s.partitions,
         "checkpoint_position": s.checkpoint_position,
         "incarnation": s.incarnation,
+        "generation": s.generation,
         "reads": reads,
     });
     if with_query {
@@ -195,7 +196,8 @@ fn require_javascript(headers: &HeaderMap) -> Result<()> {
 }
 
 /// `PUT /projections/{name}` with the JavaScript source: 201 created (running), 200 updated
-/// (a different source: a new incarnation that rebuilds from the start) or unchanged.
+/// (a different source: a new generation that rebuilds from the start and emits under new ids)
+/// or unchanged.
 async fn put(
     State(app): State<App>,
     principal: Principal,
@@ -313,7 +315,8 @@ async fn start(
     action(app, principal, name, raw_query, super::Projections::start).await
 }
 
-/// `POST /projections/{name}/reset`: 200 with the projection (a new incarnation, rebuilding).
+/// `POST /projections/{name}/reset`: 200 with the projection (a new incarnation of the same
+/// generation, rebuilding; what it emits again is deduplicated).
 async fn reset(
     State(app): State<App>,
     principal: Principal,

@@ -5,8 +5,12 @@
 //!
 //! - `PUT /projections/{name}` compiles the source (on the blocking pool) before anything is
 //!   written; a new name is created running; a different source for an existing name is a new
-//!   incarnation that rebuilds from the start (keeping the running/stopped choice; a faulted
-//!   projection runs again); the same source changes nothing.
+//!   generation and incarnation that rebuilds from the start and emits under new ids (keeping
+//!   the running/stopped choice; a faulted projection runs again); the same source changes
+//!   nothing.
+//! - `reset` is a new incarnation of the same generation: the state is rebuilt from the start,
+//!   and what it emits again has the ids it had, so the store deduplicates it (nothing is
+//!   emitted twice).
 //! - At start-up the registry is folded and every projection opened from its checkpoint; those
 //!   marked running resume.
 //! - Management operations are serialised by one lock and run on the blocking pool; reads of
@@ -154,7 +158,7 @@ impl Projections {
         let runner = ProjectionRunner::open(
             self.store.clone(),
             &definition.name,
-            definition.incarnation,
+            definition.identity(),
             js_builder(definition.source.clone(), self.options.js_limits),
             self.options.runner(),
         );
@@ -243,10 +247,12 @@ impl Projections {
         let status = existing
             .as_ref()
             .map_or(Desired::Running, |old| old.definition.lock().status);
+        let number = registry.take_incarnation();
         let definition = Definition {
             name: name.to_owned(),
             source,
-            incarnation: registry.take_incarnation(),
+            generation: number,
+            incarnation: number,
             status,
         };
         registry
@@ -306,7 +312,8 @@ impl Projections {
         Ok(Self::view(&hosted))
     }
 
-    /// Rebuilds a projection from the start as a new incarnation. Blocking.
+    /// Rebuilds a projection from the start as a new incarnation of the same generation (emits
+    /// are not repeated). Blocking.
     pub(crate) fn reset(&self, name: &str) -> Result<View> {
         let mut registry = self.registry.lock();
         let hosted = self.get(name)?;

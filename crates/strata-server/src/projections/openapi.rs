@@ -58,7 +58,7 @@ pub(crate) fn extend(doc: &mut Value) {
             },
             "put": {
                 "operationId": "putProjection",
-                "summary": "Create (201, running) or update (200) a projection from its JavaScript source. A different source starts a new incarnation that rebuilds from the start; the same source changes nothing. A refused script is 400 with `line`/`column` for syntax errors.",
+                "summary": "Create (201, running) or update (200) a projection from its JavaScript source. A different source starts a new generation that rebuilds from the start and emits again under new event ids (the one way to get fresh emits); the same source changes nothing. A refused script is 400 with `line`/`column` for syntax errors.",
                 "requestBody": { "required": true, "content": { "application/javascript": { "schema": { "type": "string" } }, "text/javascript": { "schema": { "type": "string" } } } },
                 "responses": responses(json!({ "200": projection_ok("Updated or unchanged."), "201": projection_ok("Created.") }), &[("400", "BadRequest"), ("413", "PayloadTooLarge"), ("415", "UnsupportedMediaType"), ("503", "Unavailable")])
             },
@@ -78,7 +78,7 @@ pub(crate) fn extend(doc: &mut Value) {
         },
         "/projections/{name}/stop": action("stop", "Stop (with a final checkpoint); a faulted projection becomes stopped."),
         "/projections/{name}/start": action("start", "Start; a faulted projection retries the event that failed."),
-        "/projections/{name}/reset": action("reset", "Rebuild from the start as a new incarnation (emits again, with new ids).")
+        "/projections/{name}/reset": action("reset", "Rebuild the state from the start as a new incarnation of the same generation: events it emitted before are not emitted again (same ids, deduplicated by the store).")
     });
     if let (Some(all), Value::Object(add)) = (
         doc.pointer_mut("/paths").and_then(Value::as_object_mut),
@@ -100,7 +100,8 @@ pub(crate) fn extend(doc: &mut Value) {
             "partitioned": { "type": "boolean" },
             "partitions": { "type": "integer" },
             "checkpoint_position": { "type": ["integer", "null"] },
-            "incarnation": { "type": "integer" },
+            "incarnation": { "type": "integer", "description": "Identity of the state: changes on reset and with the source." },
+            "generation": { "type": "integer", "description": "Seed of emitted-event ids: changes with the source (or delete and re-create), not on reset." },
             "reads": { "type": "object", "required": ["kind"], "properties": { "kind": { "enum": ["all", "stream", "streams", "category"] }, "name": { "type": "string" }, "names": { "type": "array", "items": { "type": "string" } } } },
             "query": { "type": "string", "description": "The JavaScript source (GET one and PUT only)." }
         }

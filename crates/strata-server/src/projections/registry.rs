@@ -1,9 +1,10 @@
 //! The registry of projections: their definitions (name, JavaScript source, desired status,
-//! incarnation), persisted in the reserved stream `$projections`.
+//! generation, incarnation), persisted in the reserved stream `$projections`.
 //!
 //! Records (JSON events):
-//! - `ProjectionDefined` `{"name","source","incarnation","status"}`: creates or replaces one
-//!   definition (also for a status change).
+//! - `ProjectionDefined` `{"name","source","generation","incarnation","status"}`: creates or
+//!   replaces one definition (also for a status change or a reset). A record without
+//!   `generation` (written before it existed) has generation = incarnation.
 //! - `ProjectionDeleted` `{"name"}`.
 //! - A snapshot: one `ProjectionDefined` event per live projection followed by a
 //!   `$snapshot` record `{"definitions": <count>, "next_incarnation"}`, in ONE append; the
@@ -11,8 +12,10 @@
 //!   `$snapshot` backward, its definitions, and the records after it. A snapshot is written
 //!   after [`COMPACT_AFTER`] records.
 //!
-//! Incarnations come from one counter for all names, never reused (a deleted and re-created
-//! projection must not produce the same emitted-event ids as its predecessor).
+//! Generations and incarnations come from one counter for all names, never reused (a deleted
+//! and re-created projection must not produce the same emitted-event ids as its predecessor).
+//! A new or changed source takes one number for both; a reset takes a new incarnation only, so
+//! the emitted-event ids (seeded by the generation) stay the same and re-emits are deduplicated.
 
 use std::collections::BTreeMap;
 
@@ -40,8 +43,36 @@ pub(crate) enum Desired {
 pub(crate) struct Definition {
     pub name: String,
     pub source: String,
+    /// Seeds the emitted-event ids; changes with the source only (0 in old records: read as
+    /// the incarnation, see [`Definition::normalized`]).
+    #[serde(default)]
+    pub generation: u64,
+    /// Identity of the state; changes with the source and on every reset.
     pub incarnation: u64,
     pub status: Desired,
+}
+
+impl Definition {
+    /// The definition with a generation (records written before generations had none).
+    fn normalized(mut self) -> Definition {
+        if self.generation == 0 {
+            self.generation = self.incarnation;
+        }
+        self
+    }
+
+    /// The runner identity of this definition.
+    pub(crate) fn identity(&self) -> strata_store::projection::ProjectionIdentity {
+        strata_store::projection::ProjectionIdentity {
+            generation: self.generation,
+            incarnation: self.incarnation,
+        }
+    }
+
+    /// The highest number this definition uses from the registry's counter.
+    fn max_number(&self) -> u64 {
+        self.generation.max(self.incarnation)
+    }
 }
 
 #[derive(Serialize, Deserialize)]
@@ -118,10 +149,11 @@ impl Registry {
             for e in &page.events {
                 match e.event_type.as_str() {
                     DEFINED => {
-                        let d: Definition =
-                            serde_json::from_slice(&e.data).map_err(|err| bad(e.revision, err))?;
+                        let d: Definition = serde_json::from_slice::<Definition>(&e.data)
+                            .map_err(|err| bad(e.revision, err))?
+                            .normalized();
                         registry.next_incarnation =
-                            registry.next_incarnation.max(d.incarnation + 1);
+                            registry.next_incarnation.max(d.max_number() + 1);
                         registry.definitions.insert(d.name.clone(), d);
                         registry.since_snapshot += 1;
                     }
@@ -143,7 +175,7 @@ impl Registry {
         Ok(registry)
     }
 
-    /// A fresh incarnation number (not persisted until a definition using it is).
+    /// A fresh generation or incarnation number (not persisted until a definition using it is).
     pub(crate) fn take_incarnation(&mut self) -> u64 {
         let i = self.next_incarnation;
         self.next_incarnation += 1;
@@ -161,7 +193,7 @@ impl Registry {
             ExpectedRevision::Any,
             vec![NewEvent::json(DEFINED, json(&definition)?)],
         )?;
-        self.next_incarnation = self.next_incarnation.max(definition.incarnation + 1);
+        self.next_incarnation = self.next_incarnation.max(definition.max_number() + 1);
         self.definitions.insert(definition.name.clone(), definition);
         self.after_record(store)
     }
@@ -225,9 +257,50 @@ mod tests {
         Definition {
             name: name.into(),
             source: format!("fromAll() // {name}"),
+            generation: incarnation,
             incarnation,
             status: Desired::Running,
         }
+    }
+
+    #[test]
+    fn records_without_a_generation_read_it_as_the_incarnation() {
+        let old = r#"{"name":"p","source":"fromAll()","incarnation":7,"status":"running"}"#;
+        let d: Definition = serde_json::from_str::<Definition>(old)
+            .unwrap()
+            .normalized();
+        assert_eq!(d.generation, 7);
+        let reset = Definition {
+            incarnation: 9,
+            ..d.clone()
+        };
+        assert_eq!(reset.identity().generation, 7);
+        assert_eq!(reset.max_number(), 9);
+    }
+
+    #[test]
+    fn a_reset_keeps_the_generation_across_a_reload() {
+        let dir = tempfile::tempdir().unwrap();
+        let options = Options {
+            fsync: FsyncPolicy::Never,
+            ..Options::default()
+        };
+        let store = Store::open(dir.path(), options).unwrap();
+        let mut r = Registry::load(&store).unwrap();
+        let n = r.take_incarnation();
+        r.put(&store, def("p", n)).unwrap();
+        let reset = Definition {
+            incarnation: r.take_incarnation(),
+            ..def("p", n)
+        };
+        r.put(&store, reset.clone()).unwrap();
+        for _ in 0..COMPACT_AFTER {
+            r.put(&store, reset.clone()).unwrap();
+        }
+        let again = Registry::load(&store).unwrap();
+        assert_eq!(again.definitions["p"], reset);
+        assert_eq!(again.definitions["p"].generation, n);
+        assert!(again.next_incarnation > reset.incarnation);
     }
 
     #[test]

@@ -325,10 +325,12 @@ async fn stop_start_reset_delete() {
     wait_for(&server, "count", |v| v["events_processed"] == 2).await;
     assert_eq!(state(&server, "count").await, json!({"n": 2}));
 
-    let before = server.get("/projections/count").await.json()["incarnation"].clone();
+    let before = server.get("/projections/count").await.json();
     let reset = post(&server, "/projections/count/reset").await;
     assert_eq!(reset.status, 200);
-    assert_ne!(reset.json()["incarnation"], before);
+    assert_ne!(reset.json()["incarnation"], before["incarnation"]);
+    // A reset keeps the generation (the seed of emitted-event ids).
+    assert_eq!(reset.json()["generation"], before["generation"]);
     wait_for(&server, "count", |v| v["events_processed"] == 2).await;
     assert_eq!(state(&server, "count").await, json!({"n": 2}));
 

@@ -1,12 +1,16 @@
 //! Emitted events: appended to user streams with deterministic ids, so that re-running the
 //! events after the last checkpoint (after a crash) appends nothing twice.
 //!
-//! The id of an emitted event is a hash of (projection name, incarnation, source position,
-//! index among that event's emits), formatted as a UUID version 8. Emits are appended before the
-//! checkpoint that covers their source events; a re-run produces the same ids, and the store's
-//! per-stream id index turns the repeat into a no-op (a whole run → idempotent replay; a partial
-//! overlap → `DuplicateEventId`, after which the events go one by one, a duplicate meaning
-//! "already done").
+//! The id of an emitted event is a hash of (projection name, *generation*, source position,
+//! index among that event's emits), formatted as a UUID version 8. The generation (see
+//! [`super::ProjectionIdentity`]) changes only when the projection's code changes or it is
+//! deleted and re-created — NOT on reset. Emits are appended before the checkpoint that covers
+//! their source events; a re-run (after a crash, or after a reset that rebuilds the state from
+//! the start) produces the same ids, and the store's per-stream id index turns the repeat into a
+//! no-op (a whole run → idempotent replay; a partial overlap → `DuplicateEventId`, after which
+//! the events go one by one, a duplicate meaning "already done"). So a reset never re-emits an
+//! event already emitted to the same stream; a new generation emits everything again under new
+//! ids.
 
 use uuid::Uuid;
 
@@ -19,12 +23,13 @@ use crate::Store;
 /// when they come back through its source, so `fromAll` + `emit` does not loop).
 pub const EMITTED_BY_KEY: &str = "$projection";
 
-/// The deterministic id of the `index`-th event emitted while applying the event at `position`.
-pub fn emit_id(name: &str, incarnation: u64, position: u64, index: u32) -> Uuid {
+/// The deterministic id of the `index`-th event emitted by generation `generation` of projection
+/// `name` while applying the event at `position`.
+pub fn emit_id(name: &str, generation: u64, position: u64, index: u32) -> Uuid {
     let mut input = Vec::with_capacity(name.len() + 24);
     input.extend_from_slice(&(name.len() as u64).to_le_bytes());
     input.extend_from_slice(name.as_bytes());
-    input.extend_from_slice(&incarnation.to_le_bytes());
+    input.extend_from_slice(&generation.to_le_bytes());
     input.extend_from_slice(&position.to_le_bytes());
     input.extend_from_slice(&index.to_le_bytes());
     let mut bytes = xxhash_rust::xxh3::xxh3_128(&input).to_be_bytes();
@@ -91,7 +96,7 @@ pub(crate) fn check_emit(store: &Store, emit: &Emit) -> std::result::Result<(), 
 pub(crate) fn append_emits(
     store: &Store,
     name: &str,
-    incarnation: u64,
+    generation: u64,
     emits: &[(u64, Vec<Emit>)],
 ) -> Result<()> {
     let mut flat: Vec<(&str, NewEvent)> = Vec::new();
@@ -108,7 +113,7 @@ pub(crate) fn append_emits(
             let index = u32::try_from(index)
                 .map_err(|_| Error::invalid("emit", "too many emits for one event"))?;
             let event = NewEvent::json(emit.event_type.clone(), data)
-                .with_id(emit_id(name, incarnation, *position, index))
+                .with_id(emit_id(name, generation, *position, index))
                 .with_metadata(emit_metadata(name, *position));
             flat.push((emit.stream.as_str(), event));
         }

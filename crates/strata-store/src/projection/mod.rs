@@ -28,6 +28,7 @@ pub use checkpoint::{
 pub use emit::{emit_id, EMITTED_BY_KEY};
 pub use engine::{Emit, EngineFactory, ProjectionEngine, ProjectionError, ProjectionSource};
 pub use runner::{
-    EngineBuilder, Fault, ProjectionRunner, ProjectionStatus, RunState, RunnerOptions,
+    EngineBuilder, Fault, ProjectionIdentity, ProjectionRunner, ProjectionStatus, RunState,
+    RunnerOptions,
 };
 pub use typed::{typed_engine, Emitter, Projection, TypedEngine};

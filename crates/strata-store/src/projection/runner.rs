@@ -62,6 +62,35 @@ impl Default for RunnerOptions {
     }
 }
 
+/// Who a projection run is: which checkpoints are its own and which ids its emits get.
+///
+/// - `incarnation` names the state: a checkpoint of another incarnation is ignored (the
+///   projection rebuilds from the start). A reset is a new incarnation.
+/// - `generation` seeds the ids of emitted events ([`super::emit_id`]). It must change when the
+///   projection's code changes (or it is deleted and re-created) and must NOT change on a reset:
+///   a reset then re-runs the same events under the same generation, and every emit it repeats
+///   is deduplicated by the store's event-id index instead of being written again.
+///
+/// The caller owns both numbers and must persist them: re-opening after a restart with another
+/// generation would re-emit everything since the last checkpoint under new ids.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct ProjectionIdentity {
+    /// Seed of emitted-event ids; changes only with the code.
+    pub generation: u64,
+    /// Identity of the state; changes on every reset (and with the code).
+    pub incarnation: u64,
+}
+
+impl From<u64> for ProjectionIdentity {
+    /// A first incarnation: generation and incarnation both `n`.
+    fn from(n: u64) -> Self {
+        ProjectionIdentity {
+            generation: n,
+            incarnation: n,
+        }
+    }
+}
+
 /// Whether a projection is running.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum RunState {
@@ -123,6 +152,8 @@ pub struct ProjectionStatus {
     pub state: RunState,
     /// The incarnation (changes on reset).
     pub incarnation: u64,
+    /// The generation seeding emitted-event ids (does not change on reset).
+    pub generation: u64,
     /// Log position of the last event applied, `None` before any.
     pub position: Option<u64>,
     /// Where reading resumes (log position, or stream revision for a one-stream source).
@@ -163,6 +194,7 @@ struct Progress {
 
 struct RunnerShared {
     name: String,
+    generation: u64,
     store: Store,
     stream: String,
     builder: EngineBuilder,
@@ -182,20 +214,25 @@ pub struct ProjectionRunner {
 }
 
 impl ProjectionRunner {
-    /// Opens projection `name` of `incarnation` in `store`, stopped: its latest checkpoint of
+    /// Opens projection `name` as `identity` in `store`, stopped: its latest checkpoint of
     /// that incarnation (if any) is loaded and served. Builds one engine here to learn its
     /// source (then drops it). A build or checkpoint failure gives a faulted projection, not an
     /// error. Call [`ProjectionRunner::start`] to run it.
     ///
-    /// The caller owns `incarnation` and must persist it: a checkpoint of another incarnation
-    /// is ignored (the projection rebuilds from the start).
+    /// The caller owns the identity and must persist it (see [`ProjectionIdentity`]): a
+    /// checkpoint of another incarnation is ignored (the projection rebuilds from the start). A
+    /// plain number `n` means generation = incarnation = `n`.
     pub fn open(
         store: Store,
         name: &str,
-        incarnation: u64,
+        identity: impl Into<ProjectionIdentity>,
         builder: EngineBuilder,
         options: RunnerOptions,
     ) -> ProjectionRunner {
+        let ProjectionIdentity {
+            generation,
+            incarnation,
+        } = identity.into();
         let stream = checkpoint_stream(&store, name);
         let mut progress = Progress {
             state: RunState::Stopped,
@@ -248,6 +285,7 @@ impl ProjectionRunner {
         ProjectionRunner {
             shared: Arc::new(RunnerShared {
                 name: name.to_owned(),
+                generation,
                 store,
                 stream,
                 builder,
@@ -351,7 +389,8 @@ impl ProjectionRunner {
 
     /// Rebuilds from the start as `incarnation` (which the caller has persisted): drops every
     /// state, writes an empty checkpoint of the new incarnation, and runs again if it was
-    /// running or faulted.
+    /// running or faulted. The generation is kept: events emitted before the reset are not
+    /// emitted again (the re-run's emits have the same ids and the store deduplicates them).
     pub fn reset(&self, incarnation: u64) -> Result<()> {
         let was = self.shared.progress.lock().state;
         self.abandon();
@@ -424,6 +463,7 @@ impl ProjectionRunner {
             name: sh.name.clone(),
             state: p.state,
             incarnation: p.incarnation,
+            generation: sh.generation,
             position: p.position,
             cursor: p.cursor,
             lag: head.saturating_sub(p.cursor),
@@ -561,9 +601,9 @@ fn checkpoint(sh: &RunnerShared) -> Result<u64> {
 
 fn run_loop(sh: &RunnerShared) -> Result<(), Fault> {
     let mut engine = fresh_engine(sh)?;
-    let (incarnation, mut cursor, mut position) = {
+    let (mut cursor, mut position) = {
         let p = sh.progress.lock();
-        (p.incarnation, p.cursor, p.position)
+        (p.cursor, p.position)
     };
     let mut feed = Feed::new(&sh.store, &engine.source(), engine.event_types(), cursor);
     let mut pending: u64 = 0;
@@ -641,7 +681,7 @@ fn run_loop(sh: &RunnerShared) -> Result<(), Fault> {
         // Emits first: a checkpoint never covers an event whose emits are not durable.
         if !emits.is_empty() {
             let first = emits.first().map(|(p, _)| *p);
-            append_emits(&sh.store, &sh.name, incarnation, &emits)
+            append_emits(&sh.store, &sh.name, sh.generation, &emits)
                 .map_err(|e| Fault::store(e, first))?;
         }
         let mut fresh = Vec::with_capacity(touched.len());
