@@ -2,7 +2,7 @@
 //!
 //! The route table is the single list of `(method, path)` pairs the server answers; the router is
 //! built from it and the OpenAPI document is checked against it. Consumer groups (`/groups/...`)
-//! live in [`crate::groups`]; projections (`/projections/...`) will be added as their own module.
+//! live in [`crate::groups`]; projections (`/projections/...`) in [`crate::projections`].
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
