@@ -178,6 +178,9 @@ const RUN: u8 = 0;
 const STOP: u8 = 1;
 const ABORT: u8 = 2;
 const RATE_WINDOW: Duration = Duration::from_secs(5);
+/// Most rate samples kept (one per batch otherwise: thousands within the window when batches
+/// are small and fast).
+const MAX_SAMPLES: usize = 64;
 
 /// Mutable bookkeeping, behind one lock.
 struct Progress {
@@ -436,13 +439,7 @@ impl ProjectionRunner {
         let partitions = sh.states.read().len();
         let mut p = sh.progress.lock();
         let now = Instant::now();
-        while p
-            .samples
-            .front()
-            .is_some_and(|(t, _)| now.duration_since(*t) > RATE_WINDOW)
-        {
-            p.samples.pop_front();
-        }
+        prune_samples(&mut p.samples, now);
         let events_per_second = match p.samples.front() {
             Some((t, n)) => {
                 let secs = now.duration_since(*t).as_secs_f64().max(0.5);
@@ -517,6 +514,21 @@ impl std::fmt::Debug for ProjectionRunner {
             .field("name", &self.shared.name)
             .field("source", &self.shared.source)
             .finish()
+    }
+}
+
+/// Drops the rate samples older than [`RATE_WINDOW`] before `now`, and thins them to at most
+/// [`MAX_SAMPLES`] (the runner adds one per batch, whether or not anyone reads the rate).
+fn prune_samples(samples: &mut VecDeque<(Instant, u64)>, now: Instant) {
+    while samples
+        .front()
+        .is_some_and(|(t, _)| now.duration_since(*t) > RATE_WINDOW)
+    {
+        samples.pop_front();
+    }
+    while samples.len() > MAX_SAMPLES {
+        // Keep the oldest (the window's start) and drop the one after it.
+        samples.remove(1);
     }
 }
 
@@ -650,40 +662,37 @@ fn run_loop(sh: &RunnerShared) -> Result<(), Fault> {
             }
         }
         let started = Instant::now();
-        let mut outcome = apply_batch(sh, engine.as_mut(), &feed, &batch, cursor);
+        let mut outcome = apply_batch(sh, engine.as_mut(), &feed, &batch, cursor)?;
         if let Some(failed) = &outcome.failure {
             // The engine may have lost the failing partition's state (a handler that mutated
             // it, then threw). Redo the events before the failure on a fresh engine restored
             // from the served state, so that exactly those are kept.
             let k = failed.index;
             engine = fresh_engine(sh)?;
-            let mut redo = apply_batch(sh, engine.as_mut(), &feed, &batch[..k], cursor);
-            if redo.failure.is_none() {
+            let mut redo = apply_batch(sh, engine.as_mut(), &feed, &batch[..k], cursor)?;
+            if redo.failure.is_none() && redo.complete {
                 redo.failure = outcome.failure.take();
             }
             outcome = redo;
         }
         let BatchOutcome {
-            emits,
+            mut emits,
             touched,
             applied,
             position: last_applied,
             mut resume,
+            complete,
             failure,
         } = outcome;
         if last_applied.is_some() {
             position = last_applied;
         }
         let failure = failure.map(|f| (f.error, f.position));
-        if failure.is_none() {
+        if failure.is_none() && complete {
             resume = feed.cursor().max(resume);
         }
         // Emits first: a checkpoint never covers an event whose emits are not durable.
-        if !emits.is_empty() {
-            let first = emits.first().map(|(p, _)| *p);
-            append_emits(&sh.store, &sh.name, sh.generation, &emits)
-                .map_err(|e| Fault::store(e, first))?;
-        }
+        flush_emits(sh, &mut emits)?;
         let mut fresh = Vec::with_capacity(touched.len());
         for key in touched {
             let value = engine.state(&key).map_err(|e| Fault::user(e, position))?;
@@ -703,6 +712,7 @@ fn run_loop(sh: &RunnerShared) -> Result<(), Fault> {
             p.events_processed += applied;
             let total = p.events_processed;
             p.samples.push_back((started, total - applied));
+            prune_samples(&mut p.samples, started);
         }
         cursor = resume;
         pending += applied;
@@ -746,6 +756,7 @@ struct BatchFailure {
 
 /// What applying (a prefix of) a batch did.
 struct BatchOutcome {
+    /// Emits not yet appended (earlier ones were flushed during the batch).
     emits: Vec<(u64, Vec<super::engine::Emit>)>,
     touched: HashSet<String>,
     applied: u64,
@@ -753,26 +764,39 @@ struct BatchOutcome {
     position: Option<u64>,
     /// Where reading resumes after the events examined.
     resume: u64,
+    /// False when the batch was cut short (stop / abandon requested): `resume` is then the
+    /// exact end of what was examined.
+    complete: bool,
     failure: Option<BatchFailure>,
 }
 
-/// Applies `batch` in order until the first failure.
+/// Applies `batch` in order until the first failure, or until a stop is requested (so a stop
+/// or shutdown waits for one event, not a whole batch). Emits are appended as soon as the
+/// buffered ones reach the store's events-per-append limit (they are idempotent and no
+/// checkpoint covers them yet), so memory is bounded by that limit plus one event's emits.
 fn apply_batch(
     sh: &RunnerShared,
     engine: &mut dyn ProjectionEngine,
     feed: &Feed,
     batch: &[crate::RecordedEvent],
     cursor: u64,
-) -> BatchOutcome {
+) -> Result<BatchOutcome, Fault> {
     let mut out = BatchOutcome {
         emits: Vec::new(),
         touched: HashSet::new(),
         applied: 0,
         position: None,
         resume: cursor,
+        complete: true,
         failure: None,
     };
+    let flush_at = sh.store.options().limits.max_events_per_append.max(1);
+    let mut buffered = 0usize;
     for (index, event) in batch.iter().enumerate() {
+        if index > 0 && sh.control.load(Ordering::Acquire) != RUN {
+            out.complete = false;
+            break;
+        }
         if feed.accepts(event) && !emitted_by(event, &sh.name) {
             let fail = |error| BatchFailure {
                 error,
@@ -783,21 +807,26 @@ fn apply_batch(
                 Ok(k) => k,
                 Err(e) => {
                     out.failure = Some(fail(e));
-                    return out;
+                    return Ok(out);
                 }
             };
             if let Some(key) = key {
                 let mut emitted = Vec::new();
                 if let Err(e) = engine.apply(&key, event, &mut emitted) {
                     out.failure = Some(fail(e));
-                    return out;
+                    return Ok(out);
                 }
                 if let Some(why) = emitted.iter().find_map(|e| check_emit(&sh.store, e).err()) {
                     out.failure = Some(fail(ProjectionError::new(why)));
-                    return out;
+                    return Ok(out);
                 }
                 if !emitted.is_empty() {
+                    buffered += emitted.len();
                     out.emits.push((event.position, emitted));
+                    if buffered >= flush_at {
+                        flush_emits(sh, &mut out.emits)?;
+                        buffered = 0;
+                    }
                 }
                 out.touched.insert(key);
                 out.applied += 1;
@@ -806,7 +835,20 @@ fn apply_batch(
         }
         out.resume = feed.cursor_after(event);
     }
-    out
+    Ok(out)
+}
+
+/// Appends `emits` (idempotently, see [`super::emit`]) and empties the buffer.
+fn flush_emits(
+    sh: &RunnerShared,
+    emits: &mut Vec<(u64, Vec<super::engine::Emit>)>,
+) -> Result<(), Fault> {
+    if let Some(first) = emits.first().map(|(p, _)| *p) {
+        append_emits(&sh.store, &sh.name, sh.generation, emits)
+            .map_err(|e| Fault::store(e, Some(first)))?;
+    }
+    emits.clear();
+    Ok(())
 }
 
 /// Waits until something is committed after the feed's last poll, the control word changes,
@@ -829,5 +871,67 @@ fn wait(sh: &RunnerShared, feed: &Feed, deadline: Option<Instant>) -> Result<()>
                 }
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::projection::{typed_engine, Emitter, Projection};
+    use crate::{FsyncPolicy, NewEvent, Options, RecordedEvent};
+
+    struct Count;
+
+    impl Projection for Count {
+        type State = u64;
+        fn source(&self) -> ProjectionSource {
+            ProjectionSource::Stream("s".into())
+        }
+        fn init(&self) -> u64 {
+            0
+        }
+        fn apply(
+            &self,
+            state: &mut u64,
+            _: &RecordedEvent,
+            _: &mut Emitter<'_>,
+        ) -> std::result::Result<(), ProjectionError> {
+            *state += 1;
+            Ok(())
+        }
+    }
+
+    /// The events/s window is bounded even when nobody reads the status (the runner adds one
+    /// sample per batch).
+    #[test]
+    fn rate_samples_stay_bounded_without_status_reads() {
+        let dir = tempfile::tempdir().unwrap();
+        let options = Options {
+            fsync: FsyncPolicy::Never,
+            ..Options::default()
+        };
+        let store = Store::open(dir.path(), options).unwrap();
+        let events: Vec<NewEvent> = (0..400).map(|_| NewEvent::json("T", "{}")).collect();
+        store.append("s", ExpectedRevision::Any, events).unwrap();
+        let runner = ProjectionRunner::open(
+            store.clone(),
+            "count",
+            1,
+            typed_engine(Count),
+            RunnerOptions {
+                batch_size: 1,
+                ..RunnerOptions::default()
+            },
+        );
+        runner.start().unwrap();
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while runner.shared.progress.lock().events_processed < 400 {
+            assert!(Instant::now() < deadline, "no progress");
+            std::thread::sleep(Duration::from_millis(2));
+        }
+        let kept = runner.shared.progress.lock().samples.len();
+        assert!(kept <= MAX_SAMPLES, "{kept} samples kept");
+        assert!(runner.status().events_per_second > 0.0);
+        runner.stop();
     }
 }
