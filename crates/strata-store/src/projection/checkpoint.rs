@@ -80,40 +80,41 @@ pub(crate) fn write_checkpoint<'a>(
     mut record: CheckpointRecord,
     states: impl Iterator<Item = (&'a String, &'a serde_json::Value)>,
 ) -> Result<u64> {
-    let mut sorted: Vec<(&String, &serde_json::Value)> = states.collect();
-    sorted.sort_by(|a, b| a.0.cmp(b.0));
-    let map: serde_json::Map<String, serde_json::Value> = sorted
-        .iter()
-        .map(|(k, v)| ((*k).clone(), (*v).clone()))
-        .collect();
-    let bytes =
-        serde_json::to_vec(&map).map_err(|e| Error::invalid("projection state", e.to_string()))?;
+    // Serialised from references in partition order: no copy of the states.
+    let sorted: std::collections::BTreeMap<&String, &serde_json::Value> = states.collect();
+    let bytes = serde_json::to_vec(&sorted)
+        .map_err(|e| Error::invalid("projection state", e.to_string()))?;
     let limits = &store.options().limits;
-    let chunk = limits.max_event_size.clamp(1024, MAX_CHUNK_BYTES);
-    let chunks: Vec<NewEvent> = bytes
-        .chunks(chunk)
-        .map(|c| NewEvent::binary(STATE_CHUNK_TYPE, c.to_vec()))
-        .collect();
-    record.partitions = map.len() as u64;
-    record.chunks = chunks.len() as u64;
+    let chunk = limits.max_event_size.clamp(1, MAX_CHUNK_BYTES);
+    record.partitions = sorted.len() as u64;
+    drop(sorted);
     record.bytes = bytes.len() as u64;
+    record.chunks = bytes.len().div_ceil(chunk) as u64;
     let record_event = NewEvent::json(
         CHECKPOINT_TYPE,
         serde_json::to_vec(&record).map_err(|e| Error::invalid("checkpoint", e.to_string()))?,
     );
+    // Chunks are built one append at a time (at most the events-per-append limit), so the
+    // state exists at most twice in memory here: the JSON and one append's chunks.
     let per_append = limits.max_events_per_append.max(2);
-    let mut events = chunks;
-    events.push(record_event);
+    let mut pieces = bytes.chunks(chunk).peekable();
+    let mut record_event = Some(record_event);
     let mut expected = ExpectedRevision::Any;
     let mut first_chunk = None;
-    let mut rest = events.as_slice();
-    while !rest.is_empty() {
-        let take = rest.len().min(per_append);
-        let (now, later) = rest.split_at(take);
-        let result = store.append(stream, expected, now.to_vec())?;
+    while record_event.is_some() {
+        let mut now: Vec<NewEvent> = pieces
+            .by_ref()
+            .take(per_append)
+            .map(|c| NewEvent::binary(STATE_CHUNK_TYPE, c.to_vec()))
+            .collect();
+        if now.len() < per_append && pieces.peek().is_none() {
+            if let Some(r) = record_event.take() {
+                now.push(r);
+            }
+        }
+        let result = store.append(stream, expected, now)?;
         first_chunk.get_or_insert(result.first_revision);
         expected = ExpectedRevision::Exact(result.last_revision);
-        rest = later;
     }
     let metadata = StreamMetadata {
         truncate_before: first_chunk,
@@ -254,6 +255,54 @@ mod tests {
         write_checkpoint(&store, &s, record(1), states.iter()).unwrap();
         let cp = read_latest_checkpoint(&store, &s).unwrap().unwrap();
         assert!(cp.record.chunks > 3);
+        assert_eq!(cp.states, states);
+    }
+
+    #[test]
+    fn chunks_respect_an_event_size_limit_below_a_kibibyte() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut options = Options {
+            fsync: FsyncPolicy::Never,
+            ..Options::default()
+        };
+        options.limits.max_event_size = 300;
+        let store = Store::open(dir.path(), options).unwrap();
+        let s = checkpoint_stream(&store, "small");
+        let states: HashMap<String, serde_json::Value> = (0..40)
+            .map(|i| (format!("k{i}"), serde_json::json!({"text": "y".repeat(40)})))
+            .collect();
+        write_checkpoint(&store, &s, record(1), states.iter()).unwrap();
+        let cp = read_latest_checkpoint(&store, &s).unwrap().unwrap();
+        assert_eq!(cp.states, states);
+    }
+
+    #[test]
+    fn a_torn_chained_checkpoint_is_ignored() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = store(dir.path());
+        let s = checkpoint_stream(&store, "torn");
+        let mut states = HashMap::new();
+        states.insert(String::new(), serde_json::json!({"n": 1}));
+        write_checkpoint(&store, &s, record(3), states.iter()).unwrap();
+        // A later chained checkpoint crashed after its first append: chunks, no record.
+        store
+            .append(
+                &s,
+                ExpectedRevision::Any,
+                vec![NewEvent::binary(
+                    STATE_CHUNK_TYPE,
+                    b"{\"\":{\"n\":".to_vec(),
+                )],
+            )
+            .unwrap();
+        let cp = read_latest_checkpoint(&store, &s).unwrap().unwrap();
+        assert_eq!(cp.record.position, Some(3));
+        assert_eq!(cp.states, states);
+        // The next complete checkpoint is found after the torn chunks.
+        states.insert(String::new(), serde_json::json!({"n": 2}));
+        write_checkpoint(&store, &s, record(5), states.iter()).unwrap();
+        let cp = read_latest_checkpoint(&store, &s).unwrap().unwrap();
+        assert_eq!(cp.record.position, Some(5));
         assert_eq!(cp.states, states);
     }
 
