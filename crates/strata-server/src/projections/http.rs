@@ -173,8 +173,10 @@ async fn state(
 ) -> Result<Response> {
     principal.authorize(Action::ReadProjections)?;
     let q = Query::parse(raw_query.as_deref(), &["partition"])?;
-    let value = app.projections().state(&name, q.get("partition"))?;
-    Ok(json_value(StatusCode::OK, &value))
+    let partition = q.get("partition").map(str::to_owned);
+    // Encoding a large state is CPU work: off the async workers.
+    let bytes = blocking(&app, move |p| p.state_json(&name, partition.as_deref())).await?;
+    Ok(json_response(bytes))
 }
 
 /// 415 unless `Content-Type` is `application/javascript` or `text/javascript`.

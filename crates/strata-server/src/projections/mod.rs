@@ -22,6 +22,7 @@ pub(crate) mod openapi;
 mod registry;
 
 use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -100,6 +101,9 @@ pub(crate) struct Projections {
     registry: Mutex<Registry>,
     /// Why the registry could not be loaded (every projection request then answers 503).
     load_error: Option<String>,
+    /// Set (under the registry lock) by [`Projections::shutdown`]: management operations then
+    /// answer 503 instead of starting runners against a closing store.
+    shut_down: AtomicBool,
 }
 
 /// The outcome of a `PUT`.
@@ -137,6 +141,7 @@ impl Projections {
             hosted: RwLock::new(BTreeMap::new()),
             registry: Mutex::new(Registry::default()),
             load_error,
+            shut_down: AtomicBool::new(false),
         };
         for definition in registry.definitions.values() {
             let hosted = projections.open(definition.clone());
@@ -166,6 +171,16 @@ impl Projections {
             runner,
             definition: Mutex::new(definition),
         }
+    }
+
+    /// The registry lock, for a management operation: 503 once shutdown has begun.
+    fn manage(&self) -> Result<parking_lot::MutexGuard<'_, Registry>> {
+        self.check_loaded()?;
+        let registry = self.registry.lock();
+        if self.shut_down.load(Ordering::Acquire) {
+            return Err(Error::Unavailable("the server is shutting down".into()));
+        }
+        Ok(registry)
     }
 
     fn check_loaded(&self) -> Result<()> {
@@ -212,32 +227,37 @@ impl Projections {
         Ok(all.iter().map(|h| Self::view(h)).collect())
     }
 
-    /// The served state: of `partition`, or (`None`) the unpartitioned state, or every
-    /// partition's state as an object when the projection is partitioned.
-    pub(crate) fn state(&self, name: &str, partition: Option<&str>) -> Result<serde_json::Value> {
+    /// The served state as JSON bytes: of `partition`, or (`None`) the unpartitioned state, or
+    /// every partition's state as an object when the projection is partitioned. Serialised
+    /// straight from the served (shared, immutable) states: no copy, and never waits for the
+    /// projection's user code. May take a while for a large state: call it on the blocking pool.
+    pub(crate) fn state_json(&self, name: &str, partition: Option<&str>) -> Result<Vec<u8>> {
         let hosted = self.get(name)?;
         let runner = &hosted.runner;
-        match partition {
-            Some(p) => runner.state(p).map(|v| (*v).clone()).ok_or_else(|| {
-                Error::NotFound(format!("projection {name:?} has no partition {p:?}"))
-            }),
-            None if runner.is_partitioned() => Ok(serde_json::Value::Object(
-                runner
-                    .states()
-                    .into_iter()
-                    .map(|(k, v)| (k, (*v).clone()))
-                    .collect(),
-            )),
-            None => Ok(runner
-                .state("")
-                .map_or(serde_json::Value::Null, |v| (*v).clone())),
-        }
+        let encoded = match partition {
+            Some(p) => {
+                let state = runner.state(p).ok_or_else(|| {
+                    Error::NotFound(format!("projection {name:?} has no partition {p:?}"))
+                })?;
+                serde_json::to_vec(&*state)
+            }
+            None if runner.is_partitioned() => {
+                let all = runner.states();
+                let map: BTreeMap<&str, &serde_json::Value> =
+                    all.iter().map(|(k, v)| (k.as_str(), v.as_ref())).collect();
+                serde_json::to_vec(&map)
+            }
+            None => match runner.state("") {
+                Some(state) => serde_json::to_vec(&*state),
+                None => Ok(b"null".to_vec()),
+            },
+        };
+        encoded.map_err(|e| Error::Internal(format!("cannot encode the state: {e}")))
     }
 
     /// Creates or updates a projection whose `source` compiled. Blocking.
     pub(crate) fn put(&self, name: &str, source: String) -> Result<(PutOutcome, View)> {
-        self.check_loaded()?;
-        let mut registry = self.registry.lock();
+        let mut registry = self.manage()?;
         let existing = self.hosted.read().get(name).cloned();
         if let Some(old) = &existing {
             if old.definition.lock().source == source {
@@ -276,25 +296,25 @@ impl Projections {
     }
 
     /// Persists a new desired status of `hosted`.
+    ///
+    /// The definition's lock is not held while the record is written (readers of the
+    /// projection's view take it on async workers); the registry lock serialises writers.
     fn set_desired(&self, registry: &mut Registry, hosted: &Hosted, status: Desired) -> Result<()> {
-        let mut definition = hosted.definition.lock();
-        if definition.status == status {
+        let current = hosted.definition.lock().clone();
+        if current.status == status {
             return Ok(());
         }
-        let updated = Definition {
-            status,
-            ..definition.clone()
-        };
+        let updated = Definition { status, ..current };
         registry
             .put(&self.store, updated.clone())
             .map_err(|e| self.store_error(e))?;
-        *definition = updated;
+        *hosted.definition.lock() = updated;
         Ok(())
     }
 
     /// Stops a projection (final checkpoint). Blocking.
     pub(crate) fn stop(&self, name: &str) -> Result<View> {
-        let mut registry = self.registry.lock();
+        let mut registry = self.manage()?;
         let hosted = self.get(name)?;
         self.set_desired(&mut registry, &hosted, Desired::Stopped)?;
         hosted.runner.stop();
@@ -303,7 +323,7 @@ impl Projections {
 
     /// Starts a projection (a faulted one retries the event that failed). Blocking.
     pub(crate) fn start(&self, name: &str) -> Result<View> {
-        let mut registry = self.registry.lock();
+        let mut registry = self.manage()?;
         let hosted = self.get(name)?;
         self.set_desired(&mut registry, &hosted, Desired::Running)?;
         if hosted.runner.status().state != RunState::Running {
@@ -315,7 +335,7 @@ impl Projections {
     /// Rebuilds a projection from the start as a new incarnation of the same generation (emits
     /// are not repeated). Blocking.
     pub(crate) fn reset(&self, name: &str) -> Result<View> {
-        let mut registry = self.registry.lock();
+        let mut registry = self.manage()?;
         let hosted = self.get(name)?;
         let definition = Definition {
             incarnation: registry.take_incarnation(),
@@ -335,7 +355,7 @@ impl Projections {
 
     /// Deletes a projection and frees its checkpoint stream. Blocking.
     pub(crate) fn delete(&self, name: &str) -> Result<()> {
-        let mut registry = self.registry.lock();
+        let mut registry = self.manage()?;
         let hosted = self.get(name)?;
         registry
             .delete(&self.store, name)
@@ -346,7 +366,12 @@ impl Projections {
     }
 
     /// Stops every runner with a final checkpoint (graceful shutdown). Blocking; idempotent.
+    /// Waits for a management operation in progress; later ones answer 503.
     pub(crate) fn shutdown(&self) {
+        {
+            let _registry = self.registry.lock();
+            self.shut_down.store(true, Ordering::Release);
+        }
         let all: Vec<Arc<Hosted>> = self.hosted.read().values().cloned().collect();
         for h in &all {
             h.runner.begin_stop();
@@ -373,5 +398,50 @@ fn definition_status(hosted: &Hosted) -> Desired {
 impl Drop for Projections {
     fn drop(&mut self) {
         self.shutdown();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use strata_store::{FsyncPolicy, Options};
+
+    const COUNT: &str =
+        "fromAll().when({ $init: () => ({ n: 0 }), $any: (s, e) => { s.n += 1; return s; } });";
+
+    /// A management operation that arrives after (or races with) shutdown does not start a
+    /// runner against the closing store: it answers 503 and writes nothing.
+    #[test]
+    fn management_after_shutdown_is_unavailable_and_starts_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let options = Options {
+            fsync: FsyncPolicy::Never,
+            ..Options::default()
+        };
+        let store = Store::open(dir.path(), options).unwrap();
+        let projections = Projections::load(store.clone(), ProjectionOptions::default());
+        projections.put("a", COUNT.into()).unwrap();
+        projections.shutdown();
+        assert_eq!(
+            projections.describe("a").unwrap().status.state,
+            RunState::Stopped
+        );
+        for result in [
+            projections.put("b", COUNT.into()).map(|_| ()),
+            projections.start("a").map(|_| ()),
+            projections.reset("a").map(|_| ()),
+            projections.delete("a"),
+        ] {
+            assert!(
+                matches!(result, Err(Error::Unavailable(_))),
+                "{:?}",
+                result.err()
+            );
+        }
+        assert_eq!(
+            projections.describe("a").unwrap().status.state,
+            RunState::Stopped
+        );
+        assert!(projections.describe("b").is_err());
     }
 }

@@ -317,7 +317,11 @@ impl ProjectionRunner {
     pub fn start(&self) -> Result<()> {
         let mut thread = self.thread.lock();
         if let Some(t) = thread.as_ref() {
-            if !t.is_finished() {
+            // A live thread of a projection that is no longer `Running` is on its way out
+            // (it has just faulted or stopped): wait for it and start a new one, rather than
+            // answer "already running".
+            let running = self.shared.progress.lock().state == RunState::Running;
+            if running && !t.is_finished() && self.shared.control.load(Ordering::Acquire) == RUN {
                 return Ok(());
             }
         }
