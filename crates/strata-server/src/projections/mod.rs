@@ -124,7 +124,8 @@ fn js_builder(source: String, limits: JsLimits) -> EngineBuilder {
 }
 
 impl Projections {
-    /// Folds the registry and opens every projection; those marked running start. A registry
+    /// Folds the registry and opens every projection; those marked running start (unless
+    /// opening faulted them: an unreadable checkpoint is reported, not papered over). A registry
     /// that cannot be read is reported by every projection request (503), not a start-up
     /// failure of the whole server.
     pub(crate) fn load(store: Store, options: ProjectionOptions) -> Projections {
@@ -145,7 +146,11 @@ impl Projections {
         };
         for definition in registry.definitions.values() {
             let hosted = projections.open(definition.clone());
-            if definition.status == Desired::Running {
+            // A projection that could not be opened (its checkpoint is unreadable, its script
+            // no longer builds) stays faulted with the reason: starting it would clear the
+            // error and silently rebuild from scratch. `start` / `reset` do that on request.
+            let opened = hosted.runner.status().state != RunState::Faulted;
+            if definition.status == Desired::Running && opened {
                 if let Err(e) = hosted.runner.start() {
                     tracing::error!(projection = %definition.name, error = %e, "cannot start projection");
                 }
@@ -443,5 +448,51 @@ mod tests {
             RunState::Stopped
         );
         assert!(projections.describe("b").is_err());
+    }
+
+    /// A projection whose checkpoint cannot be read at start-up stays faulted with the reason
+    /// (it is not silently restarted from scratch); `start` then rebuilds it.
+    #[test]
+    fn an_unreadable_checkpoint_faults_the_projection_at_start_up() {
+        let dir = tempfile::tempdir().unwrap();
+        let options = Options {
+            fsync: FsyncPolicy::Never,
+            ..Options::default()
+        };
+        let store = Store::open(dir.path(), options).unwrap();
+        store
+            .append(
+                "s-1",
+                strata_store::ExpectedRevision::Any,
+                vec![strata_store::NewEvent::json("T", "{}")],
+            )
+            .unwrap();
+        let projections = Projections::load(store.clone(), ProjectionOptions::default());
+        projections.put("a", COUNT.into()).unwrap();
+        projections.shutdown();
+        drop(projections);
+        // A record that claims chunks that are not there.
+        store
+            .append(
+                "$projection-a",
+                strata_store::ExpectedRevision::Any,
+                vec![strata_store::NewEvent::json(
+                    "$checkpoint",
+                    r#"{"version":1,"incarnation":1,"position":0,"cursor":1,"partitions":1,"chunks":500,"bytes":10,"events_processed":1}"#,
+                )],
+            )
+            .unwrap();
+        let projections = Projections::load(store.clone(), ProjectionOptions::default());
+        let view = projections.describe("a").unwrap();
+        assert_eq!(view.status.state, RunState::Faulted, "{:?}", view.status);
+        assert!(view.status.error.is_some());
+        // An explicit start rebuilds from the start.
+        projections.start("a").unwrap();
+        let deadline = std::time::Instant::now() + Duration::from_secs(20);
+        while projections.describe("a").unwrap().status.events_processed < 1 {
+            assert!(std::time::Instant::now() < deadline, "no rebuild");
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        projections.shutdown();
     }
 }
