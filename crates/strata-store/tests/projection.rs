@@ -1178,3 +1178,52 @@ fn emits_of_a_long_batch_are_flushed_as_they_accumulate() {
         seen.load(Ordering::SeqCst)
     );
 }
+
+/// An engine whose user code failed (threw, timed out, ran out of memory) is never used again:
+/// the runner redoes the batch's good prefix on a freshly built engine, and every start builds
+/// a new one.
+#[test]
+fn a_failed_engine_is_rebuilt_before_reuse() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open_store(dir.path());
+    store
+        .append(
+            "order-1",
+            ExpectedRevision::Any,
+            vec![
+                order("a", 1),
+                NewEvent::json("OrderPlaced", r#"{"fail": true}"#),
+            ],
+        )
+        .unwrap();
+    let builds = Arc::new(AtomicU64::new(0));
+    let counted = builds.clone();
+    let inner = typed_engine(OrderTotals::new(false));
+    let builder: strata_store::projection::EngineBuilder = Arc::new(move || {
+        counted.fetch_add(1, Ordering::SeqCst);
+        inner()
+    });
+    let runner = ProjectionRunner::open(
+        store.clone(),
+        "rebuilt",
+        1,
+        builder,
+        RunnerOptions::default(),
+    );
+    assert_eq!(
+        builds.load(Ordering::SeqCst),
+        1,
+        "open builds one to learn the source"
+    );
+    runner.start().unwrap();
+    wait_for(&runner, "fault", |s| s.state == RunState::Faulted);
+    // The run's engine, then a fresh one for the events before the failure.
+    assert_eq!(builds.load(Ordering::SeqCst), 3);
+    assert_eq!(runner.state("").unwrap()["count"], 1);
+    runner.start().unwrap();
+    wait_for(&runner, "fault again", |s| {
+        s.state == RunState::Faulted && builds.load(Ordering::SeqCst) == 5
+    });
+    assert_eq!(runner.state("").unwrap()["count"], 1);
+    runner.stop();
+}
