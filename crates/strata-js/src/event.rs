@@ -20,7 +20,7 @@ use rquickjs::function::Args;
 use rquickjs::{Ctx, Function, Object, Persistent, Value};
 use strata_store::{ContentType, RecordedEvent};
 
-use crate::timestamp::format_timestamp;
+use strata_store::timestamp::format_timestamp;
 
 type JsString = rquickjs::String<'static>;
 

@@ -95,7 +95,6 @@ mod limits;
 mod projection;
 mod sandbox;
 mod states;
-mod timestamp;
 
 pub use error::JsError;
 pub use limits::JsLimits;

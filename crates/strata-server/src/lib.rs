@@ -64,11 +64,11 @@ pub use app::App;
 pub use auth::{Auth, Role};
 pub use config::{Config, HttpLimits};
 pub use error::{Error, Result};
-pub use event_json::format_timestamp;
 pub use groups::GroupOptions;
 pub use openapi::document as openapi_document;
 pub use projections::ProjectionOptions;
 pub use server::{serve, Server};
+pub use strata_store::timestamp::format_timestamp;
 
 /// The `(method, path template)` of every route the router serves, in the order registered.
 /// The OpenAPI document describes exactly these (checked by a test).

@@ -44,6 +44,7 @@ mod segment;
 mod stats;
 mod store;
 mod subscription;
+pub mod timestamp;
 pub mod verify;
 mod writer;
 
