@@ -51,6 +51,7 @@ mod groups;
 mod metrics;
 mod openapi;
 mod ops;
+mod path;
 mod projections;
 mod query;
 mod read;

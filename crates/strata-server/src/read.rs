@@ -3,7 +3,7 @@
 //! One resource, three representations chosen by `Accept` (API.md): a JSON page (here), an
 //! NDJSON replay ([`crate::replay`]) and an SSE catch-up subscription ([`crate::subscribe`]).
 
-use axum::extract::{FromRequestParts, Path, RawQuery, State};
+use axum::extract::{FromRequestParts, RawQuery, State};
 use axum::http::request::Parts;
 use axum::http::{header, HeaderMap, HeaderValue};
 use axum::response::{IntoResponse, Response};
@@ -14,7 +14,7 @@ use crate::auth::{Action, Principal};
 use crate::error::{Error, Result};
 use crate::event_json::{write_event, write_u64, Layout};
 use crate::query::{Query, ReadParams, Target};
-use crate::{replay, stream_name, subscribe};
+use crate::{path, replay, stream_name, subscribe};
 
 /// The `{stream}` path parameter, percent-decoded (checked by each handler).
 pub(crate) struct StreamPath(pub String);
@@ -23,12 +23,7 @@ impl<S: Send + Sync> FromRequestParts<S> for StreamPath {
     type Rejection = Error;
 
     async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self> {
-        let params = path_params(parts, state).await?;
-        params
-            .into_iter()
-            .find(|(k, _)| k == "stream")
-            .map(|(_, v)| StreamPath(v))
-            .ok_or_else(|| Error::Internal("route has no {stream} parameter".into()))
+        Ok(StreamPath(path::param(parts, state, "stream").await?))
     }
 }
 
@@ -42,29 +37,12 @@ impl<S: Send + Sync> FromRequestParts<S> for EventPath {
     type Rejection = Error;
 
     async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self> {
-        let params = path_params(parts, state).await?;
-        let get = |key: &str| {
-            params
-                .iter()
-                .find(|(k, _)| k == key)
-                .map(|(_, v)| v.clone())
-                .ok_or_else(|| Error::Internal(format!("route has no {{{key}}} parameter")))
-        };
+        let params = path::params(parts, state).await?;
         Ok(EventPath {
-            stream: get("stream")?,
-            revision: get("revision")?,
+            stream: path::take(&params, "stream")?,
+            revision: path::take(&params, "revision")?,
         })
     }
-}
-
-async fn path_params<S: Send + Sync>(
-    parts: &mut Parts,
-    state: &S,
-) -> Result<Vec<(String, String)>> {
-    Path::<Vec<(String, String)>>::from_request_parts(parts, state)
-        .await
-        .map(|Path(p)| p)
-        .map_err(|e| Error::invalid(format!("bad path: {e}")))
 }
 
 /// The representation a read answers with, from the `Accept` header.

@@ -6,20 +6,26 @@ use crate::error::{Error, Result};
 /// Longest stream name, in bytes.
 pub(crate) const MAX_STREAM_NAME_BYTES: usize = 255;
 
-/// Checks a stream name used for reading (reserved `$`-names may be read).
-pub(crate) fn check_readable(name: &str) -> Result<()> {
+/// Checks what every name of the API shares (streams, consumer groups, projections): 1–255
+/// bytes of UTF-8, no control characters. `kind` names the thing in the error message.
+pub(crate) fn check_name(kind: &str, name: &str) -> Result<()> {
     if name.is_empty() || name.len() > MAX_STREAM_NAME_BYTES {
         return Err(Error::invalid(format!(
-            "stream names are 1 to {MAX_STREAM_NAME_BYTES} bytes, this one is {}",
+            "{kind} names are 1 to {MAX_STREAM_NAME_BYTES} bytes, this one is {}",
             name.len()
         )));
     }
     if name.chars().any(char::is_control) {
-        return Err(Error::invalid(
-            "stream names must not contain control characters",
-        ));
+        return Err(Error::invalid(format!(
+            "{kind} names must not contain control characters"
+        )));
     }
     Ok(())
+}
+
+/// Checks a stream name used for reading (reserved `$`-names may be read).
+pub(crate) fn check_readable(name: &str) -> Result<()> {
+    check_name("stream", name)
 }
 
 /// Checks a stream name used for writing (append, delete, metadata): also refuses `$`-names.

@@ -20,7 +20,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use axum::body::Body;
-use axum::extract::{FromRequestParts, Path, RawQuery, State};
+use axum::extract::{FromRequestParts, RawQuery, State};
 use axum::http::request::Parts;
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
@@ -36,6 +36,7 @@ use crate::body::read_json_body;
 use crate::error::{Error, Result};
 use crate::event_json::{write_event, write_str, write_u64, Layout};
 use crate::format_timestamp;
+use crate::path;
 use crate::query::Query;
 use crate::read::json_response;
 
@@ -55,14 +56,7 @@ impl<S: Send + Sync> FromRequestParts<S> for GroupPath {
     type Rejection = Error;
 
     async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self> {
-        let Path(params) = Path::<Vec<(String, String)>>::from_request_parts(parts, state)
-            .await
-            .map_err(|e| Error::invalid(format!("bad path: {e}")))?;
-        let name = params
-            .into_iter()
-            .find(|(k, _)| k == "group")
-            .map(|(_, v)| v)
-            .ok_or_else(|| Error::Internal("route has no {group} parameter".into()))?;
+        let name = path::param(parts, state, "group").await?;
         check_group_name(&name)?;
         Ok(GroupPath(name))
     }

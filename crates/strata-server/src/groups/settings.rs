@@ -230,17 +230,7 @@ impl Settings {
 
 /// Checks a group name: 1–255 bytes of UTF-8, no control characters, no `$` (reserved names).
 pub fn check_group_name(name: &str) -> Result<()> {
-    if name.is_empty() || name.len() > MAX_GROUP_NAME_BYTES {
-        return Err(Error::invalid(format!(
-            "group names are 1 to {MAX_GROUP_NAME_BYTES} bytes, this one is {}",
-            name.len()
-        )));
-    }
-    if name.chars().any(char::is_control) {
-        return Err(Error::invalid(
-            "group names must not contain control characters",
-        ));
-    }
+    crate::stream_name::check_name("group", name)?;
     if name.contains('$') {
         return Err(Error::invalid("group names must not contain $"));
     }

@@ -1,7 +1,7 @@
 //! The `/projections` endpoints (API.md, "Projections"; shapes in docs/http-api.md).
 
 use axum::body::Body;
-use axum::extract::{FromRequestParts, Path, RawQuery, State};
+use axum::extract::{FromRequestParts, RawQuery, State};
 use axum::http::request::Parts;
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
@@ -16,6 +16,7 @@ use crate::auth::{Action, Principal};
 use crate::error::{Error, Result};
 use crate::query::Query;
 use crate::read::json_response;
+use crate::{path, stream_name};
 
 /// What is percent-encoded in a name used as one path segment (`Location`): everything but
 /// RFC 3986 unreserved characters.
@@ -24,9 +25,6 @@ const SEGMENT: &percent_encoding::AsciiSet = &percent_encoding::NON_ALPHANUMERIC
     .remove(b'.')
     .remove(b'_')
     .remove(b'~');
-
-/// Longest projection name, in bytes.
-const MAX_NAME_BYTES: usize = 255;
 
 /// The routes of this module (merged into the server's route table).
 pub(crate) fn routes() -> Vec<Route> {
@@ -50,31 +48,14 @@ impl<S: Send + Sync> FromRequestParts<S> for ProjectionName {
     type Rejection = Error;
 
     async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self> {
-        let Path(params) = Path::<Vec<(String, String)>>::from_request_parts(parts, state)
-            .await
-            .map_err(|e| Error::invalid(format!("bad path: {e}")))?;
-        let name = params
-            .into_iter()
-            .find(|(k, _)| k == "name")
-            .map(|(_, v)| v)
-            .ok_or_else(|| Error::Internal("route has no {name} parameter".into()))?;
+        let name = path::param(parts, state, "name").await?;
         check_name(&name)?;
         Ok(ProjectionName(name))
     }
 }
 
 fn check_name(name: &str) -> Result<()> {
-    if name.is_empty() || name.len() > MAX_NAME_BYTES {
-        return Err(Error::invalid(format!(
-            "projection names are 1 to {MAX_NAME_BYTES} bytes, this one is {}",
-            name.len()
-        )));
-    }
-    if name.chars().any(char::is_control) {
-        return Err(Error::invalid(
-            "projection names must not contain control characters",
-        ));
-    }
+    stream_name::check_name("projection", name)?;
     if name.starts_with('$') {
         return Err(Error::invalid(format!(
             "projection names must not start with $: {name:?}"
