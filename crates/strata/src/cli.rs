@@ -77,6 +77,12 @@ pub struct ServeArgs {
     /// Seconds open connections get to finish after SIGTERM / Ctrl-C.
     #[arg(long, env = "STRATA_SHUTDOWN_GRACE", default_value_t = 10)]
     pub shutdown_grace: u64,
+    /// Memory limit of each projection's JavaScript heap (every partition's state included), MiB.
+    #[arg(long, env = "STRATA_PROJECTION_MEMORY_MB", default_value_t = 64, value_parser = clap::value_parser!(u64).range(1..=65_536))]
+    pub projection_memory_mb: u64,
+    /// Time limit of one projection handler call (or partitionBy, or a state read), ms.
+    #[arg(long, env = "STRATA_PROJECTION_EVENT_TIMEOUT_MS", default_value_t = 250, value_parser = clap::value_parser!(u64).range(1..=600_000))]
+    pub projection_event_timeout_ms: u64,
     /// Log level on stderr: error, warn, info, debug or trace.
     #[arg(long, env = "STRATA_LOG", default_value = "info")]
     pub log_level: tracing::Level,

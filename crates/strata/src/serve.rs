@@ -58,6 +58,10 @@ fn config(args: &ServeArgs) -> Result<Config> {
         max_events_per_append: args.max_events_per_append,
     };
     config.shutdown_grace = Duration::from_secs(args.shutdown_grace);
+    config.projections.js_limits.memory_bytes =
+        usize::try_from(args.projection_memory_mb.saturating_mul(1 << 20)).unwrap_or(usize::MAX);
+    config.projections.js_limits.per_event =
+        Duration::from_millis(args.projection_event_timeout_ms);
     config.store.fsync = args.fsync;
     config.store.segment_size = args.segment_size;
     config.store.rebuild_progress = Some(rebuild_progress());
@@ -107,4 +111,41 @@ fn shutdown_signal() -> std::io::Result<impl std::future::Future<Output = ()>> {
             _ = term.recv() => tracing::info!("SIGTERM received"),
         }
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::Parser;
+
+    use crate::cli::{Cli, Command};
+
+    fn serve_config(args: &[&str]) -> strata_server::Config {
+        let cli = Cli::try_parse_from(["strata", "serve"].iter().chain(args)).unwrap();
+        let Command::Serve(serve) = cli.command else {
+            panic!("not serve")
+        };
+        super::config(&serve).unwrap()
+    }
+
+    #[test]
+    fn projection_sandbox_limits_come_from_the_flags() {
+        let defaults = serve_config(&[]);
+        assert_eq!(defaults.projections.js_limits.memory_bytes, 64 << 20);
+        assert_eq!(
+            defaults.projections.js_limits.per_event,
+            std::time::Duration::from_millis(250)
+        );
+        let set = serve_config(&[
+            "--projection-memory-mb",
+            "8",
+            "--projection-event-timeout-ms",
+            "40",
+        ]);
+        assert_eq!(set.projections.js_limits.memory_bytes, 8 << 20);
+        assert_eq!(
+            set.projections.js_limits.per_event,
+            std::time::Duration::from_millis(40)
+        );
+        assert!(Cli::try_parse_from(["strata", "serve", "--projection-memory-mb", "0"]).is_err());
+    }
 }
