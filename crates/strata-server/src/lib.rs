@@ -17,8 +17,9 @@
 //! | `subscribe` | the SSE representation: catch-up subscriptions with `Last-Event-ID` resume |
 //! | `streams` | the stream listing, deletion, stream metadata |
 //! | `groups` | consumer groups: settings, the dispatcher, durable state, the engine, endpoints |
-//! | `ops` | `/health`, `/info`, `/metrics` |
 //! | `projections` | `/projections/...`: hosted JavaScript projections, their registry |
+//! | `ops` | `/health`, `/info`, `/metrics` |
+//! | `path`, `stream_name`, `query`, `body`, `event_json` | path parameters, name checks, query strings, bodies, the event JSON writer |
 //! | [`auth`] | bearer tokens, roles and stream prefixes |
 //! | `openapi` | `GET /openapi.json` |
 //! | [`error`] | [`Error`]: every failure, with its HTTP status and the API's JSON error shape |
