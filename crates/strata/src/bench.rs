@@ -630,6 +630,23 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
         .await?;
         Ok((head.status, body))
     }
+
+    /// Appends one JSON event (`body`) to `stream`; the `201` answer's body, any other status
+    /// an error (the fixed-rate publishers).
+    async fn append_one(&mut self, target: &Target, stream: &str, body: &str) -> Result<Vec<u8>> {
+        let (status, answer) = self
+            .exchange(&target.request(
+                "POST",
+                &format!("/streams/{stream}"),
+                "",
+                Some(body.as_bytes()),
+            ))
+            .await?;
+        if status != 201 {
+            return Err(http_error(status, &answer));
+        }
+        Ok(answer)
+    }
 }
 
 fn parse_status(line: &[u8]) -> io::Result<u16> {
@@ -1350,17 +1367,7 @@ async fn publish(
                     "{{\"type\":\"BenchTick\",\"data\":{{\"seq\":{i},\"sent_ns\":{}}}}}",
                     clock.elapsed().as_nanos()
                 );
-                let (status, answer) = conn
-                    .exchange(&target.request(
-                        "POST",
-                        &format!("/streams/{stream}"),
-                        "",
-                        Some(body.as_bytes()),
-                    ))
-                    .await?;
-                if status != 201 {
-                    return Err(http_error(status, &answer));
-                }
+                conn.append_one(&target, &stream, &body).await?;
                 acks.push(micros(now.elapsed()));
                 acked_at[i as usize].store(clock.elapsed().as_nanos() as u64, Relaxed);
                 sent.fetch_add(1, Relaxed);

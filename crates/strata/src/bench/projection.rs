@@ -309,17 +309,7 @@ async fn live_lag(
                 let due = start + period.mul_f64(i as f64);
                 tokio::time::sleep_until(due.into()).await;
                 let body = format!("{{\"type\":\"BenchLive\",\"data\":{{\"seq\":{i}}}}}");
-                let (status, answer) = conn
-                    .exchange(&target.request(
-                        "POST",
-                        &format!("/streams/{stream}"),
-                        "",
-                        Some(body.as_bytes()),
-                    ))
-                    .await?;
-                if status != 201 {
-                    return Err(http_error(status, &answer));
-                }
+                let answer = conn.append_one(&target, &stream, &body).await?;
                 let acked = clock.elapsed().as_micros() as u64;
                 let v: serde_json::Value = serde_json::from_slice(&answer)
                     .map_err(|e| Error::Io(io::Error::other(format!("append answer: {e}"))))?;
