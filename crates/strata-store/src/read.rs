@@ -156,10 +156,12 @@ pub(crate) fn read_all(
     let mut events: Vec<RecordedEvent> = Vec::new();
     match direction {
         Direction::Forward => {
+            // `from` is a lower bound: a start beyond the head is kept as it is (never clamped
+            // back to the head), so the page is empty and `next` stays at `from`.
             let start = match from {
                 ReadFrom::Start => 0,
                 ReadFrom::End => committed,
-                ReadFrom::At(p) => p.min(committed),
+                ReadFrom::At(p) => p,
             };
             if indexable(filter) {
                 let mut lo = start;

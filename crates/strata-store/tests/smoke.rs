@@ -147,3 +147,43 @@ fn replay_range_is_bounded_and_stoppable() {
     assert_eq!(store.replay(0, |_| all += 1).unwrap(), 100);
     assert_eq!(all, 100);
 }
+
+/// `from` is a lower bound on every forward path: a page or a subscription that starts beyond
+/// the head never goes back to the head (with or without an indexed filter).
+#[test]
+fn reading_all_from_beyond_the_head_never_goes_backwards() {
+    let by_type = AllFilter {
+        types: vec!["T".into()],
+        ..AllFilter::default()
+    };
+    for filter in [AllFilter::default(), by_type] {
+        let dir = tempfile::tempdir().unwrap();
+        let opts = Options {
+            fsync: FsyncPolicy::Never,
+            ..Options::default()
+        };
+        let store = Store::open(dir.path(), opts).unwrap();
+        store
+            .append("a-1", ExpectedRevision::Any, vec![NewEvent::json("T", "0")])
+            .unwrap();
+        let page = store
+            .read_all(ReadFrom::At(5), Direction::Forward, 10, &filter)
+            .unwrap();
+        assert!(page.events.is_empty());
+        assert_eq!(page.next, Some(5), "{filter:?}");
+        assert!(page.end);
+
+        let mut sub = store.subscribe_all(5, filter.clone());
+        assert!(sub.poll(10).unwrap().is_empty());
+        assert_eq!(sub.cursor(), 5);
+        let mut seen = Vec::new();
+        while store.next_position() < 7 {
+            store
+                .append("a-1", ExpectedRevision::Any, vec![NewEvent::json("T", "1")])
+                .unwrap();
+            seen.extend(sub.poll(10).unwrap().iter().map(|e| e.position));
+        }
+        // Only positions at or after 5 are delivered, in order.
+        assert_eq!(seen, [5, 6], "{filter:?}");
+    }
+}

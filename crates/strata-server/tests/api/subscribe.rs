@@ -188,3 +188,27 @@ async fn shutdown_ends_subscriptions() {
     s.app.begin_shutdown();
     assert!(sse.ended(SECOND).await);
 }
+
+/// `from` (and `Last-Event-ID`) beyond the head is a lower bound: the JSON page answers
+/// `next` = `from`, and an SSE subscription delivers only positions at or after it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn all_from_beyond_the_head_is_a_lower_bound() {
+    let s = TestServer::start();
+    s.append("b-1", r#"{"type":"T"}"#).await;
+    let v = s.get("/all?from=5").await.json();
+    assert_eq!(v["events"].as_array().map(Vec::len), Some(0));
+    assert_eq!(v["next"], 5);
+    assert_eq!(v["end"], true);
+    let mut sse = s.subscribe("/all?from=5", &[]).await;
+    // Last-Event-ID 5 at or above the head: resume at 6.
+    let mut resumed = s.subscribe("/all", &[("last-event-id", "5")]).await;
+    for _ in 0..6 {
+        s.append("b-1", r#"{"type":"T"}"#).await;
+    }
+    for expected in ["5", "6"] {
+        let m = sse.next_message(5 * SECOND).await.expect("message");
+        assert_eq!(m.id.as_deref(), Some(expected));
+    }
+    let m = resumed.next_message(5 * SECOND).await.expect("message");
+    assert_eq!(m.id.as_deref(), Some("6"));
+}
