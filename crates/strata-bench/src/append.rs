@@ -11,7 +11,7 @@ use tokio::sync::Barrier;
 
 use crate::args::BenchArgs;
 use crate::error::{Error, Result};
-use crate::http::{http_error, task_failed, Counters, Target};
+use crate::http::{http_error, join_all, Counters, Target};
 use crate::probe::{CpuProbe, CpuUse};
 use crate::report::{fmt_num, micros, tick, timed_bar, Latencies, Report};
 
@@ -167,15 +167,7 @@ pub(crate) async fn timed_appends(
     let start = Instant::now();
     let bar = timed_bar(&label, dur);
     let ticker = tick(bar.clone(), start, count.clone());
-    let mut results = Vec::with_capacity(clients);
-    let mut failure = None;
-    for t in tasks {
-        match t.await {
-            Ok(Ok(r)) => results.push(r),
-            Ok(Err(e)) => failure = failure.or(Some(e)),
-            Err(e) => failure = failure.or(Some(task_failed("client task", e))),
-        }
-    }
+    let (results, failure) = join_all(tasks, "client task").await;
     ticker.abort();
     let _ = ticker.await;
     bar.finish_and_clear();

@@ -6,16 +6,15 @@ use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use indicatif::{ProgressBar, ProgressStyle};
 use tokio::net::TcpStream;
 use tokio::sync::Barrier;
 
 use crate::args::BenchArgs;
 use crate::error::{Error, Result};
-use crate::http::{http_error, task_failed, Conn, Target};
+use crate::http::{http_error, join_all, task_failed, Conn, Target};
 use crate::probe::{CpuProbe, CpuUse};
 use crate::replay::fill;
-use crate::report::{fmt_num, micros, Latencies, Report};
+use crate::report::{count_bar, fmt_num, micros, Latencies, Report};
 use crate::sse::{publish, SseRun};
 
 /// A poll answer, as far as the generator needs it (the events are skipped, not built).
@@ -72,20 +71,23 @@ pub(crate) fn ack_body(messages: &[PollMessage<'_>]) -> Vec<u8> {
     body.into_bytes()
 }
 
-/// `PUT /groups/{name}` with `settings`; 200 or 201 expected.
-pub(crate) async fn create_group(target: &Target, name: &str, settings: &str) -> Result<()> {
+/// `PUT /groups/{name}`: a group on category `cat` from its start (ack timeout 60 s, ordering
+/// `none`); 200 or 201 expected.
+pub(crate) async fn create_group(target: &Target, name: &str, cat: &str) -> Result<()> {
+    let settings = format!(
+        "{{\"source\":\"category:{cat}\",\"from\":\"start\",\"ack_timeout_ms\":60000,\"ordering\":\"none\"}}"
+    );
     let mut conn = target.connect().await?;
-    let (status, body) = conn
-        .exchange(&target.request(
+    conn.call(
+        &target.request(
             "PUT",
             &format!("/groups/{name}"),
             "",
             Some(settings.as_bytes()),
-        ))
-        .await?;
-    if status != 201 && status != 200 {
-        return Err(http_error(status, &body));
-    }
+        ),
+        |status| status == 201 || status == 200,
+    )
+    .await?;
     Ok(())
 }
 
@@ -178,28 +180,14 @@ pub(crate) async fn group_drain(
     let total = args.group_events.div_ceil(args.group_events.clamp(1, 1000))
         * args.group_events.clamp(1, 1000);
     let name = format!("{cat}-c{consumers}");
-    create_group(
-        target,
-        &name,
-        &format!(
-            "{{\"source\":\"category:{cat}\",\"from\":\"start\",\"ack_timeout_ms\":60000,\"ordering\":\"none\"}}"
-        ),
-    )
-    .await?;
+    create_group(target, &name, cat).await?;
     let poll = target.request(
         "POST",
         &format!("/groups/{name}/poll?max={}&wait_ms=200", args.group_max),
         "Content-Length: 0\r\n",
         None,
     );
-    let label = format!("group, {consumers} consumers");
-    let bar = ProgressBar::new(total);
-    if let Ok(style) =
-        ProgressStyle::with_template("{prefix:<34} [{bar:30}] {human_pos}/{human_len} {per_sec}")
-    {
-        bar.set_style(style.progress_chars("=> "));
-    }
-    bar.set_prefix(label);
+    let bar = count_bar(&format!("group, {consumers} consumers"), total);
     let acked = Arc::new(AtomicU64::new(0));
     // ns after `start` at which the last event was acked.
     let finished = Arc::new(AtomicU64::new(0));
@@ -250,18 +238,10 @@ pub(crate) async fn group_drain(
         }));
     }
     barrier.wait().await;
-    let (mut polls, mut redelivered, mut lat, mut failure) = (0, 0, Vec::new(), None);
-    for t in tasks {
-        match t.await {
-            Ok(Ok((p, r, l))) => {
-                polls += p;
-                redelivered += r;
-                lat.extend(l);
-            }
-            Ok(Err(e)) => failure = failure.or(Some(e)),
-            Err(e) => failure = failure.or(Some(task_failed("consumer", e))),
-        }
-    }
+    let (results, failure) = join_all(tasks, "consumer").await;
+    let polls = results.iter().map(|r| r.0).sum();
+    let redelivered = results.iter().map(|r| r.1).sum();
+    let lat = results.into_iter().flat_map(|r| r.2).collect();
     let cpu = cpu.stop();
     bar.finish_and_clear();
     if let Some(e) = failure {
@@ -287,14 +267,7 @@ pub(crate) async fn group_latency(
     dur: Duration,
 ) -> Result<SseRun> {
     let name = format!("{cat}-lat");
-    create_group(
-        target,
-        &name,
-        &format!(
-            "{{\"source\":\"category:{cat}\",\"from\":\"start\",\"ack_timeout_ms\":60000,\"ordering\":\"none\"}}"
-        ),
-    )
-    .await?;
+    create_group(target, &name, cat).await?;
     let total = ((dur.as_secs_f64() * f64::from(args.rate)).round() as u64).max(1);
     let clock = Instant::now();
     let poll = target.request(

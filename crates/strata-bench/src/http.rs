@@ -173,6 +173,24 @@ pub(crate) fn task_failed(what: &str, e: tokio::task::JoinError) -> Error {
     Error::Io(io::Error::other(format!("{what} failed: {e}")))
 }
 
+/// Awaits every task: the results of those that succeeded, and the first failure (an error a
+/// task returned, or a task that panicked or was cancelled: `what` names the tasks).
+pub(crate) async fn join_all<T>(
+    tasks: Vec<tokio::task::JoinHandle<Result<T>>>,
+    what: &str,
+) -> (Vec<T>, Option<Error>) {
+    let mut results = Vec::with_capacity(tasks.len());
+    let mut failure = None;
+    for t in tasks {
+        match t.await {
+            Ok(Ok(r)) => results.push(r),
+            Ok(Err(e)) => failure = failure.or(Some(e)),
+            Err(e) => failure = failure.or(Some(task_failed(what, e))),
+        }
+    }
+    (results, failure)
+}
+
 pub(crate) fn http_error(status: u16, body: &[u8]) -> Error {
     Error::Http {
         status,
@@ -368,6 +386,20 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
         Ok((head.status, body))
     }
 
+    /// Sends `request`; the whole body of an answer whose status `ok` accepts, any other answer
+    /// an [`Error::Http`].
+    pub(crate) async fn call(
+        &mut self,
+        request: &[u8],
+        ok: impl Fn(u16) -> bool,
+    ) -> Result<Vec<u8>> {
+        let (status, body) = self.exchange(request).await?;
+        if !ok(status) {
+            return Err(http_error(status, &body));
+        }
+        Ok(body)
+    }
+
     /// Appends one JSON event (`body`) to `stream`; the `201` answer's body, any other status
     /// an error (the fixed-rate publishers).
     pub(crate) async fn append_one(
@@ -376,18 +408,13 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
         stream: &str,
         body: &str,
     ) -> Result<Vec<u8>> {
-        let (status, answer) = self
-            .exchange(&target.request(
-                "POST",
-                &format!("/streams/{stream}"),
-                "",
-                Some(body.as_bytes()),
-            ))
-            .await?;
-        if status != 201 {
-            return Err(http_error(status, &answer));
-        }
-        Ok(answer)
+        let request = target.request(
+            "POST",
+            &format!("/streams/{stream}"),
+            "",
+            Some(body.as_bytes()),
+        );
+        self.call(&request, |status| status == 201).await
     }
 }
 

@@ -22,15 +22,14 @@ use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use indicatif::{ProgressBar, ProgressStyle};
 use tokio::net::TcpStream;
 
 use crate::args::BenchArgs;
 use crate::error::{Error, Result};
-use crate::http::{http_error, task_failed, Conn, Target};
+use crate::http::{http_error, join_all, task_failed, Conn, Target};
 use crate::probe::{CpuProbe, CpuUse};
 use crate::replay::fill;
-use crate::report::{fmt_num, tick, timed_bar, Latencies, Report};
+use crate::report::{count_bar, fmt_num, tick, timed_bar, Latencies, Report};
 
 /// Name prefix of the projection; the run's tag follows.
 const SCRIPT: &str = "fromAll().when({ $init: () => ({ n: 0, last: -1 }), \
@@ -208,13 +207,7 @@ pub(crate) async fn projection(
     put.extend_from_slice(SCRIPT.as_bytes());
 
     // Catch-up.
-    let bar = ProgressBar::new(head.map_or(0, |h| h + 1));
-    if let Ok(style) =
-        ProgressStyle::with_template("{prefix:<34} [{bar:30}] {human_pos}/{human_len} {per_sec}")
-    {
-        bar.set_style(style.progress_chars("=> "));
-    }
-    bar.set_prefix("projection catch-up");
+    let bar = count_bar("projection catch-up", head.map_or(0, |h| h + 1));
     let mut conn = target.connect().await?;
     let cpu = CpuProbe::start(args.server_pid);
     let t0 = Instant::now();
@@ -336,15 +329,8 @@ async fn live_lag(
             Ok::<_, Error>(acks)
         }));
     }
-    let mut acks = Vec::new();
-    let mut failure = None;
-    for p in publishers {
-        match p.await {
-            Ok(Ok(a)) => acks.extend(a),
-            Ok(Err(e)) => failure = failure.or(Some(e)),
-            Err(e) => failure = failure.or(Some(task_failed("publisher", e))),
-        }
-    }
+    let (acks, mut failure) = join_all(publishers, "publisher").await;
+    let mut acks: Vec<(u64, u64)> = acks.into_iter().flatten().collect();
     let published_until = clock.elapsed().as_micros() as u64;
     ticker.abort();
     let _ = ticker.await;

@@ -5,14 +5,12 @@ use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::Arc;
 use std::time::Instant;
 
-use indicatif::{ProgressBar, ProgressStyle};
-
 use crate::append::append_body;
 use crate::args::BenchArgs;
 use crate::error::{Error, Result};
 use crate::http::{http_error, task_failed, Target};
 use crate::probe::{CpuProbe, CpuUse};
-use crate::report::{fmt_num, Report};
+use crate::report::{count_bar, fmt_num, Report};
 
 /// The result of an NDJSON replay.
 pub(crate) struct ReplayRun {
@@ -84,13 +82,7 @@ pub(crate) async fn replay(target: &Arc<Target>, tag: &str, args: &BenchArgs) ->
         "Accept: application/x-ndjson\r\n",
         None,
     );
-    let bar = ProgressBar::new(events);
-    if let Ok(style) =
-        ProgressStyle::with_template("{prefix:<34} [{bar:30}] {human_pos}/{human_len} {per_sec}")
-    {
-        bar.set_style(style.progress_chars("=> "));
-    }
-    bar.set_prefix("replay (NDJSON)");
+    let bar = count_bar("replay (NDJSON)", events);
     let mut conn = target.connect().await?;
     let cpu = CpuProbe::start(args.server_pid);
     let t0 = Instant::now();
@@ -142,13 +134,7 @@ pub(crate) async fn fill(
 ) -> Result<u64> {
     const CONNS: u64 = 4;
     let batch = n.clamp(1, 1000);
-    let bar = ProgressBar::new(n);
-    if let Ok(style) =
-        ProgressStyle::with_template("{prefix:<34} [{bar:30}] {human_pos}/{human_len} {per_sec}")
-    {
-        bar.set_style(style.progress_chars("=> "));
-    }
-    bar.set_prefix(label.to_owned());
+    let bar = count_bar(label, n);
     let batches = n.div_ceil(batch);
     let left = Arc::new(AtomicU64::new(batches));
     let mut tasks = Vec::new();

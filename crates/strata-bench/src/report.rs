@@ -40,6 +40,18 @@ pub(crate) fn timed_bar(label: &str, len: Duration) -> ProgressBar {
     bar
 }
 
+/// A progress bar over `len` events, showing the count and the rate.
+pub(crate) fn count_bar(label: &str, len: u64) -> ProgressBar {
+    let bar = ProgressBar::new(len);
+    if let Ok(style) =
+        ProgressStyle::with_template("{prefix:<34} [{bar:30}] {human_pos}/{human_len} {per_sec}")
+    {
+        bar.set_style(style.progress_chars("=> "));
+    }
+    bar.set_prefix(label.to_owned());
+    bar
+}
+
 /// Updates `bar` with the elapsed time and `count`'s rate until aborted.
 pub(crate) fn tick(
     bar: ProgressBar,

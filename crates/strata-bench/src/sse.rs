@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crate::error::{Error, Result};
-use crate::http::{http_error, parse_decimal, task_failed, Target};
+use crate::http::{http_error, join_all, parse_decimal, task_failed, Target};
 use crate::report::{fmt_num, micros, tick, timed_bar, Latencies, Report};
 
 /// The result of an append → SSE delivery run.
@@ -49,42 +49,22 @@ impl SseRun {
     }
 
     pub(crate) fn record(&self, report: &mut Report, scenario: &str, config: &str) {
-        report.add(
-            scenario,
-            config,
-            "delivered / sent",
-            self.delivered as f64 / self.sent as f64,
-        );
-        report.add(scenario, config, "delivery p50 µs", self.delivery.q(0.5));
-        report.add(scenario, config, "delivery p99 µs", self.delivery.q(0.99));
-        report.add(
-            scenario,
-            config,
-            "delivery p99.9 µs",
-            self.delivery.q(0.999),
-        );
-        report.add(scenario, config, "delivery max µs", self.delivery.q(1.0));
-        report.add(scenario, config, "append ack p50 µs", self.ack.q(0.5));
-        report.add(scenario, config, "append ack p99 µs", self.ack.q(0.99));
-        report.add(
-            scenario,
-            config,
-            "send lag behind schedule p99 µs",
-            self.lag.q(0.99),
-        );
+        let mut rows = vec![
+            ("delivered / sent", self.delivered as f64 / self.sent as f64),
+            ("delivery p50 µs", self.delivery.q(0.5)),
+            ("delivery p99 µs", self.delivery.q(0.99)),
+            ("delivery p99.9 µs", self.delivery.q(0.999)),
+            ("delivery max µs", self.delivery.q(1.0)),
+            ("append ack p50 µs", self.ack.q(0.5)),
+            ("append ack p99 µs", self.ack.q(0.99)),
+            ("send lag behind schedule p99 µs", self.lag.q(0.99)),
+        ];
         if let Some(l) = &self.after_ack {
-            report.add(
-                scenario,
-                config,
-                "delivery after append ack p50 µs",
-                l.q(0.5),
-            );
-            report.add(
-                scenario,
-                config,
-                "delivery after append ack p99 µs",
-                l.q(0.99),
-            );
+            rows.push(("delivery after append ack p50 µs", l.q(0.5)));
+            rows.push(("delivery after append ack p99 µs", l.q(0.99)));
+        }
+        for (metric, value) in rows {
+            report.add(scenario, config, metric, value);
         }
     }
 }
@@ -226,16 +206,11 @@ pub(crate) async fn publish(
             Ok::<_, Error>((acks, lag))
         }));
     }
-    let (mut acks, mut lag, mut failure) = (Vec::new(), Vec::new(), None);
-    for p in publishers {
-        match p.await {
-            Ok(Ok((a, l))) => {
-                acks.extend(a);
-                lag.extend(l);
-            }
-            Ok(Err(e)) => failure = failure.or(Some(e)),
-            Err(e) => failure = failure.or(Some(task_failed("publisher", e))),
-        }
+    let (results, failure) = join_all(publishers, "publisher").await;
+    let (mut acks, mut lag) = (Vec::new(), Vec::new());
+    for (a, l) in results {
+        acks.extend(a);
+        lag.extend(l);
     }
     let secs = start.elapsed().as_secs_f64();
     ticker.abort();
