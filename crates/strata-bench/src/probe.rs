@@ -50,7 +50,7 @@ impl CpuProbe {
 }
 
 impl CpuUse {
-    /// "; server CPU x µs, generator CPU y µs per <unit>" for the parts known.
+    /// `"; server CPU x µs, generator CPU y µs per <unit>"` for the parts known.
     pub(crate) fn summary(&self, units: u64, unit: &str) -> String {
         let per = |s: f64| fmt_num(s * 1e6 / units.max(1) as f64);
         match (self.server, self.client) {
