@@ -879,7 +879,7 @@ fn index_files_with_damaged_body_are_rebuilt_with_identical_answers() {
     index_damage_case("index_body_flips", |dir| {
         for (i, p) in index_files(dir).into_iter().enumerate() {
             // One byte in the body (the header is intact); the body CRC in the header covers it.
-            // Section k of the table at 48 + 16k starts at that u64 (index_file.rs).
+            // Section k of the table at 48 + 16k starts at that u64 (index_file/format.rs).
             let bytes = std::fs::read(&p).expect("read");
             let section_start =
                 |k: usize| u64::from_le_bytes(bytes[48 + 16 * k..56 + 16 * k].try_into().unwrap());

@@ -25,9 +25,6 @@ pub enum Command {
     Tail(TailArgs),
     /// Check a data directory offline: every frame's CRC and every index file.
     Verify(VerifyArgs),
-    /// Load-test a running server over HTTP: appends, batches, NDJSON replay, SSE latency,
-    /// consumer groups.
-    Bench(crate::bench::BenchArgs),
     /// Manage consumer groups (persistent subscriptions with competing consumers).
     Group(GroupArgs),
     /// Consume a group: long-poll, print (or run a command on) each event, ack it.

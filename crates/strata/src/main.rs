@@ -5,13 +5,12 @@
 //! - `strata verify`: check a data directory offline (every CRC, every index file).
 //! - `strata group ...`: create, list, show and delete consumer groups; their parked events.
 //! - `strata consume GROUP`: a competing consumer of a group (print or `--exec` per event, ack).
-//! - `strata bench`: an HTTP load generator against a running server (`docs/performance.md`).
 //! - `strata projection ...`: manage JavaScript projections (`docs/projections.md`).
 //!
-//! Every flag can also be given as a `STRATA_*` environment variable (see `--help`).
+//! Every flag can also be given as a `STRATA_*` environment variable (see `--help`). The HTTP load
+//! generator is a separate binary, `strata-bench` (`docs/performance.md`).
 
 #![deny(unsafe_op_in_unsafe_fn)]
-mod bench;
 mod cli;
 mod client;
 mod consume;
@@ -35,7 +34,6 @@ fn main() -> ExitCode {
         Command::Read(args) => client::read(args),
         Command::Tail(args) => client::tail(args),
         Command::Verify(args) => verify::run(args),
-        Command::Bench(args) => bench::run(args),
         Command::Group(args) => group::run(args),
         Command::Consume(args) => consume::run(args),
         Command::Projection(command) => projection::run(command),

@@ -1,4 +1,4 @@
-//! The `projection` scenario of `strata bench`: how fast a JavaScript projection folds.
+//! The `projection` scenario: how fast a JavaScript projection folds.
 //!
 //! 1. **Catch-up**: the log is filled to at least `--events` events (as for `replay`), then a
 //!    counting projection over `fromAll()` (`$any` handler: every user event reaches the
@@ -17,7 +17,19 @@
 //! state is published together with the position it reflects (whole batches), and reading it
 //! takes only the state lock. The projection is deleted at the end of each run.
 
-use super::*;
+use std::io;
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use tokio::net::TcpStream;
+
+use crate::args::BenchArgs;
+use crate::error::{Error, Result};
+use crate::http::{http_error, join_all, task_failed, Conn, Target};
+use crate::probe::{CpuProbe, CpuUse};
+use crate::replay::fill;
+use crate::report::{count_bar, fmt_num, tick, timed_bar, Latencies, Report};
 
 /// Name prefix of the projection; the run's tag follows.
 const SCRIPT: &str = "fromAll().when({ $init: () => ({ n: 0, last: -1 }), \
@@ -35,28 +47,28 @@ const PUBLISHERS: u64 = 16;
 const PATIENCE: Duration = Duration::from_secs(600);
 
 /// One run of the scenario.
-pub(super) struct ProjectionRun {
+pub(crate) struct ProjectionRun {
     /// Events folded during the catch-up.
-    events: u64,
+    pub(crate) events: u64,
     /// Seconds from the `PUT` to the projection reaching the head.
-    secs: f64,
+    pub(crate) secs: f64,
     /// The server's `events_per_second` when the catch-up ended.
-    server_rate: Option<f64>,
-    cpu: CpuUse,
+    pub(crate) server_rate: Option<f64>,
+    pub(crate) cpu: CpuUse,
     /// Events appended during the live phase.
-    live_events: u64,
+    pub(crate) live_events: u64,
     /// Sampled lag in events.
-    lag_events: Latencies,
+    pub(crate) lag_events: Latencies,
     /// Sampled lag in time, µs.
-    lag_time: Latencies,
+    pub(crate) lag_time: Latencies,
 }
 
 impl ProjectionRun {
-    fn rate(&self) -> f64 {
+    pub(crate) fn rate(&self) -> f64 {
         self.events as f64 / self.secs
     }
 
-    pub(super) fn summary(&self) -> String {
+    pub(crate) fn summary(&self) -> String {
         format!(
             "catch-up: {} events in {:.2} s: {} events/s (server's own rate {}){}; live at {} events: lag p50 {} / p99 {} / max {} events, {} / {} / {} ms ({} samples)",
             fmt_num(self.events as f64),
@@ -75,7 +87,7 @@ impl ProjectionRun {
         )
     }
 
-    pub(super) fn record(&self, report: &mut Report, min_events: u64, rate: u32) {
+    pub(crate) fn record(&self, report: &mut Report, min_events: u64, rate: u32) {
         // Keyed by `--events`, not by the events folded: the log grows from run to run.
         let config = format!(
             "catch-up, count over fromAll(), log of ≥ {} events",
@@ -125,7 +137,7 @@ struct Sample {
 
 impl Sample {
     /// `{n, last}`, or `null` before the first event.
-    fn parse(v: &serde_json::Value) -> Sample {
+    pub(crate) fn parse(v: &serde_json::Value) -> Sample {
         Sample {
             position: v["last"].as_u64(),
             processed: v["n"].as_u64().unwrap_or(0),
@@ -157,7 +169,7 @@ async fn last_user_position(target: &Target) -> Result<Option<u64>> {
 }
 
 /// Runs the scenario once.
-pub(super) async fn projection(
+pub(crate) async fn projection(
     target: &Arc<Target>,
     tag: &str,
     args: &BenchArgs,
@@ -195,13 +207,7 @@ pub(super) async fn projection(
     put.extend_from_slice(SCRIPT.as_bytes());
 
     // Catch-up.
-    let bar = ProgressBar::new(head.map_or(0, |h| h + 1));
-    if let Ok(style) =
-        ProgressStyle::with_template("{prefix:<34} [{bar:30}] {human_pos}/{human_len} {per_sec}")
-    {
-        bar.set_style(style.progress_chars("=> "));
-    }
-    bar.set_prefix("projection catch-up");
+    let bar = count_bar("projection catch-up", head.map_or(0, |h| h + 1));
     let mut conn = target.connect().await?;
     let cpu = CpuProbe::start(args.server_pid);
     let t0 = Instant::now();
@@ -323,15 +329,8 @@ async fn live_lag(
             Ok::<_, Error>(acks)
         }));
     }
-    let mut acks = Vec::new();
-    let mut failure = None;
-    for p in publishers {
-        match p.await {
-            Ok(Ok(a)) => acks.extend(a),
-            Ok(Err(e)) => failure = failure.or(Some(e)),
-            Err(e) => failure = failure.or(Some(task_failed("publisher", e))),
-        }
-    }
+    let (acks, mut failure) = join_all(publishers, "publisher").await;
+    let mut acks: Vec<(u64, u64)> = acks.into_iter().flatten().collect();
     let published_until = clock.elapsed().as_micros() as u64;
     ticker.abort();
     let _ = ticker.await;

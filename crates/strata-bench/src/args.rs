@@ -1,0 +1,90 @@
+//! The command line of `strata-bench`: which scenarios, how many clients, how long.
+
+use clap::{Args, ValueEnum};
+
+/// How to reach the server.
+#[derive(Debug, Args)]
+pub struct ClientArgs {
+    /// Base URL of the server.
+    #[arg(long, env = "STRATA_SERVER", default_value = "http://127.0.0.1:2113")]
+    pub server: String,
+    /// Bearer token, when the server requires one.
+    #[arg(long, env = "STRATA_TOKEN", hide_env_values = true)]
+    pub token: Option<String>,
+}
+
+/// `strata-bench` options.
+#[derive(Debug, Args)]
+pub struct BenchArgs {
+    /// `--server` and `--token`.
+    #[command(flatten)]
+    pub client: ClientArgs,
+    /// Which scenarios to run (comma-separated).
+    #[arg(long, value_enum, value_delimiter = ',', default_value = "all")]
+    pub scenario: Vec<Scenario>,
+    /// Client counts of the single-event `append` scenario (comma-separated).
+    #[arg(long, value_delimiter = ',', default_value = "1,16,64")]
+    pub clients: Vec<usize>,
+    /// Client counts of the `batch` scenario (comma-separated).
+    #[arg(long, value_delimiter = ',', default_value = "1,4")]
+    pub batch_clients: Vec<usize>,
+    /// Events per request in the `batch` scenario.
+    #[arg(long, default_value_t = 100)]
+    pub batch_size: usize,
+    /// Seconds each `append` / `batch` configuration and the `sse` scenario run.
+    #[arg(long, default_value_t = 10.0)]
+    pub duration: f64,
+    /// Events replayed by the `replay` scenario (the log is filled up to this many first).
+    #[arg(long, default_value_t = 1_000_000)]
+    pub events: u64,
+    /// Events per second the `sse` publisher appends.
+    #[arg(long, default_value_t = 1000)]
+    pub rate: u32,
+    /// Bytes of JSON `data` per event in `append`, `batch` and the replay's filling.
+    #[arg(long, default_value_t = 256)]
+    pub payload: usize,
+    /// Repetitions of every selected scenario; the tables give median, min and max.
+    #[arg(long, default_value_t = 1)]
+    pub runs: usize,
+    /// Worker threads of the generator's own tokio runtime. Few: it shares the machine with
+    /// the server it measures.
+    #[arg(long, default_value_t = 1)]
+    pub client_threads: usize,
+    /// Events pre-loaded for the `group` scenario (every consumer count drains all of them).
+    #[arg(long, default_value_t = 100_000)]
+    pub group_events: u64,
+    /// Consumer counts of the `group` scenario (comma-separated).
+    #[arg(long, value_delimiter = ',', default_value = "1,4,16")]
+    pub group_consumers: Vec<usize>,
+    /// Most events per poll in the `group` scenarios (the server allows up to 1,000).
+    #[arg(long, default_value_t = 100)]
+    pub group_max: usize,
+    /// Long-polling consumers of the `group-latency` scenario.
+    #[arg(long, default_value_t = 4)]
+    pub latency_consumers: usize,
+    /// PID of the server when it runs on this machine: the report then adds the CPU time the
+    /// server and the generator spent per request (Linux, from `/proc/*/task/*/schedstat`).
+    #[arg(long)]
+    pub server_pid: Option<u32>,
+}
+
+/// A `--scenario` value.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum Scenario {
+    /// Durable single-event appends by N concurrent clients.
+    Append,
+    /// Durable batched appends.
+    Batch,
+    /// NDJSON replay of `/all`.
+    Replay,
+    /// Append → SSE delivery latency at a fixed rate.
+    Sse,
+    /// Consumer group: pre-loaded events drained by 1, 4, 16 consumers (poll + batch ack).
+    Group,
+    /// Append → consumer-group delivery latency at a fixed rate, consumers long-polling.
+    GroupLatency,
+    /// A JavaScript projection: catch-up rate over the log, lag under a live load.
+    Projection,
+    /// All of the above.
+    All,
+}
