@@ -85,8 +85,6 @@
 //! A [`JsProjection`] is not `Send`: build it on the thread that runs it (the runner's
 //! `EngineFactory` does that).
 
-#![deny(unsafe_op_in_unsafe_fn)]
-
 mod definition;
 mod emit;
 mod error;

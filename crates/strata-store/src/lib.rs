@@ -24,8 +24,6 @@
 //! assert_eq!(page.events.len(), 1);
 //! # Ok::<(), strata_store::Error>(())
 //! ```
-#![deny(unsafe_op_in_unsafe_fn)]
-#![warn(missing_docs)]
 
 mod bloom;
 mod error;

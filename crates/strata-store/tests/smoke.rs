@@ -1,3 +1,6 @@
+//! Smoke tests of the embedded store: a round trip through appends, reads, deletes and
+//! subscriptions, bounded replays, and `from` as a lower bound on forward reads.
+
 use strata_store::*;
 
 #[test]

@@ -10,7 +10,6 @@
 //! Every flag can also be given as a `STRATA_*` environment variable (see `--help`). The HTTP load
 //! generator is a separate binary, `strata-bench` (`docs/performance.md`).
 
-#![deny(unsafe_op_in_unsafe_fn)]
 mod cli;
 mod client;
 mod consume;
