@@ -48,8 +48,6 @@
 //! - One module per workload: `append` (`append` and `batch`), `replay`, `sse` (and the
 //!   fixed-rate publisher), `group` (`group` and `group-latency`), `projection`.
 
-#![deny(unsafe_op_in_unsafe_fn)]
-#![warn(missing_docs)]
 
 mod append;
 mod args;
