@@ -1227,3 +1227,83 @@ fn a_failed_engine_is_rebuilt_before_reuse() {
     assert_eq!(runner.state("").unwrap()["count"], 1);
     runner.stop();
 }
+
+/// A state that cannot be serialised once it is `broken`.
+#[derive(Default, Deserialize)]
+struct Fragile {
+    n: u64,
+    broken: bool,
+}
+
+impl Serialize for Fragile {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::{Error, SerializeStruct};
+        if self.broken {
+            return Err(S::Error::custom("a broken state"));
+        }
+        let mut st = s.serialize_struct("Fragile", 2)?;
+        st.serialize_field("n", &self.n)?;
+        st.serialize_field("broken", &self.broken)?;
+        st.end()
+    }
+}
+
+/// Counts the events of stream `s`; a `Break` event breaks the state for good.
+struct BreaksOnce;
+
+impl Projection for BreaksOnce {
+    type State = Fragile;
+    fn source(&self) -> ProjectionSource {
+        ProjectionSource::Stream("s".into())
+    }
+    fn init(&self) -> Fragile {
+        Fragile::default()
+    }
+    fn apply(
+        &self,
+        state: &mut Fragile,
+        event: &RecordedEvent,
+        _: &mut Emitter<'_>,
+    ) -> Result<(), ProjectionError> {
+        state.n += 1;
+        state.broken |= event.event_type == "Break";
+        Ok(())
+    }
+}
+
+/// The state is serialised once per batch, but the fault names the event whose handling made
+/// it unserialisable, not the batch's last one, and keeps the progress before it.
+#[test]
+fn an_unserialisable_state_faults_at_the_event_that_made_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open_store(dir.path());
+    let events = ["T", "T", "Break", "T", "T"]
+        .iter()
+        .map(|t| NewEvent::json(*t, "{}"))
+        .collect();
+    store.append("s", ExpectedRevision::Any, events).unwrap();
+    let runner = ProjectionRunner::open(
+        store.clone(),
+        "fragile",
+        1,
+        typed_engine(BreaksOnce),
+        RunnerOptions::default(),
+    );
+    runner.start().unwrap();
+    for _ in 0..2 {
+        wait_for(&runner, "fault", |s| s.state == RunState::Faulted);
+        let status = runner.status();
+        let error = status.error.clone().unwrap();
+        assert!(error.message.contains("a broken state"), "{error:?}");
+        assert_eq!(error.position, Some(2), "{error:?}");
+        assert_eq!(status.position, Some(1));
+        assert_eq!(status.checkpoint_position, Some(1));
+        assert_eq!(
+            runner.state("").as_deref(),
+            Some(&serde_json::json!({"n": 2, "broken": false}))
+        );
+        // Starting again retries the event: the same fault.
+        runner.start().unwrap();
+    }
+    runner.stop();
+}

@@ -8,7 +8,10 @@
 //!   [`super::emit`]); a checkpoint is one atomic append (see [`super::checkpoint`]). So after a
 //!   crash the runner resumes from the last checkpoint, re-runs the events after it, re-emits
 //!   nothing twice, and ends with the same state as a rebuild from scratch.
-//! - A failure of user code, or a panic of it, faults this projection only.
+//! - A failure of user code, or a panic of it, faults this projection only, at the event that
+//!   caused it (`Fault::position`) with the progress before that event kept. That includes a
+//!   state that cannot be serialised: states are serialised once per batch, and when that fails
+//!   the batch is redone, checking each event's state, to find the event.
 
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::panic::{catch_unwind, AssertUnwindSafe};
@@ -666,14 +669,37 @@ fn run_loop(sh: &RunnerShared) -> Result<(), Fault> {
             }
         }
         let started = Instant::now();
-        let mut outcome = apply_batch(sh, engine.as_mut(), &feed, &batch, cursor)?;
+        let mut outcome = apply_batch(sh, engine.as_mut(), &feed, &batch, cursor, false)?;
+        // The states the batch changed, serialised for serving: once per batch, not per event
+        // (serialising costs a whole state, and most events change a small part of it).
+        let mut fresh = None;
+        if outcome.failure.is_none() {
+            match serialise(engine.as_mut(), std::mem::take(&mut outcome.touched)) {
+                Ok(states) => fresh = Some(states),
+                Err(e) => {
+                    // Some state cannot be served. Find the event that made it so: redo the
+                    // batch on a fresh engine, serialising the state each event leaves behind
+                    // (only on this failure path), and treat that event as the failing one.
+                    engine = fresh_engine(sh)?;
+                    let located = apply_batch(sh, engine.as_mut(), &feed, &batch, cursor, true)?;
+                    if located.failure.is_none() {
+                        // Not reproduced (a handler that is not deterministic, or one state
+                        // changed through another partition's handler): fault where it was
+                        // seen, without serving the batch.
+                        return Err(Fault::user(e, outcome.position.or(position)));
+                    }
+                    outcome = located;
+                }
+            }
+        }
         if let Some(failed) = &outcome.failure {
             // The engine may have lost the failing partition's state (a handler that mutated
-            // it, then threw). Redo the events before the failure on a fresh engine restored
-            // from the served state, so that exactly those are kept.
+            // it, then threw) or holds an unserialisable one. Redo the events before the
+            // failure on a fresh engine restored from the served state, so that exactly those
+            // are kept.
             let k = failed.index;
             engine = fresh_engine(sh)?;
-            let mut redo = apply_batch(sh, engine.as_mut(), &feed, &batch[..k], cursor)?;
+            let mut redo = apply_batch(sh, engine.as_mut(), &feed, &batch[..k], cursor, false)?;
             if redo.failure.is_none() && redo.complete {
                 redo.failure = outcome.failure.take();
             }
@@ -695,13 +721,12 @@ fn run_loop(sh: &RunnerShared) -> Result<(), Fault> {
         if failure.is_none() && complete {
             resume = feed.cursor().max(resume);
         }
+        let fresh = match fresh {
+            Some(states) => states,
+            None => serialise(engine.as_mut(), touched).map_err(|e| Fault::user(e, position))?,
+        };
         // Emits first: a checkpoint never covers an event whose emits are not durable.
         flush_emits(sh, &mut emits)?;
-        let mut fresh = Vec::with_capacity(touched.len());
-        for key in touched {
-            let value = engine.state(&key).map_err(|e| Fault::user(e, position))?;
-            fresh.push((key, value));
-        }
         {
             let mut states = sh.states.write();
             for (key, value) in fresh {
@@ -750,6 +775,19 @@ fn fresh_engine(sh: &RunnerShared) -> Result<Box<dyn ProjectionEngine>, Fault> {
     Ok(engine)
 }
 
+/// The JSON states of `touched` (`None`: the partition has no state).
+fn serialise(
+    engine: &mut dyn ProjectionEngine,
+    touched: HashSet<String>,
+) -> Result<Vec<(String, Option<Value>)>, ProjectionError> {
+    let mut states = Vec::with_capacity(touched.len());
+    for key in touched {
+        let value = engine.state(&key)?;
+        states.push((key, value));
+    }
+    Ok(states)
+}
+
 /// A failure of user code in a batch.
 struct BatchFailure {
     error: ProjectionError,
@@ -778,12 +816,17 @@ struct BatchOutcome {
 /// or shutdown waits for one event, not a whole batch). Emits are appended as soon as the
 /// buffered ones reach the store's events-per-append limit (they are idempotent and no
 /// checkpoint covers them yet), so memory is bounded by that limit plus one event's emits.
+///
+/// With `check_states` (the search for the event that made a state unserialisable), the state
+/// of each event's partition is serialised after the event, and a failure to do so is that
+/// event's failure; the whole batch is then applied even when a stop is requested.
 fn apply_batch(
     sh: &RunnerShared,
     engine: &mut dyn ProjectionEngine,
     feed: &Feed,
     batch: &[crate::RecordedEvent],
     cursor: u64,
+    check_states: bool,
 ) -> Result<BatchOutcome, Fault> {
     let mut out = BatchOutcome {
         emits: Vec::new(),
@@ -797,7 +840,7 @@ fn apply_batch(
     let flush_at = sh.store.options().limits.max_events_per_append.max(1);
     let mut buffered = 0usize;
     for (index, event) in batch.iter().enumerate() {
-        if index > 0 && sh.control.load(Ordering::Acquire) != RUN {
+        if index > 0 && !check_states && sh.control.load(Ordering::Acquire) != RUN {
             out.complete = false;
             break;
         }
@@ -823,6 +866,12 @@ fn apply_batch(
                 if let Some(why) = emitted.iter().find_map(|e| check_emit(&sh.store, e).err()) {
                     out.failure = Some(fail(ProjectionError::new(why)));
                     return Ok(out);
+                }
+                if check_states {
+                    if let Err(e) = engine.state(&key) {
+                        out.failure = Some(fail(e));
+                        return Ok(out);
+                    }
                 }
                 if !emitted.is_empty() {
                     buffered += emitted.len();

@@ -1,0 +1,101 @@
+//! The JavaScript engine under the store's projection runner: a fault names the event that
+//! caused it.
+
+mod common;
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use serde_json::json;
+use strata_js::{JsLimits, JsProjection};
+use strata_store::projection::{
+    EngineBuilder, ProjectionEngine, ProjectionError, ProjectionRunner, RunState, RunnerOptions,
+};
+use strata_store::{ExpectedRevision, FsyncPolicy, NewEvent, Options, Store};
+
+fn open_store(dir: &std::path::Path) -> Store {
+    let options = Options {
+        fsync: FsyncPolicy::Never,
+        ..Options::default()
+    };
+    Store::open(dir, options).unwrap()
+}
+
+/// Appends `types` to the stream `s` (empty JSON data), at positions 0, 1, ...
+fn append(store: &Store, types: &[&str]) {
+    let events = types.iter().map(|t| NewEvent::json(*t, "{}")).collect();
+    store.append("s", ExpectedRevision::Any, events).unwrap();
+}
+
+fn limits(memory_bytes: usize) -> JsLimits {
+    JsLimits {
+        memory_bytes,
+        // Time enough for a debug build.
+        per_event: Duration::from_secs(5),
+        ..JsLimits::default()
+    }
+}
+
+/// Starts projection `p` of `source`, `batch_size` events per batch.
+fn start(store: &Store, source: &str, limits: JsLimits, batch_size: usize) -> ProjectionRunner {
+    let source: Arc<str> = source.into();
+    let builder: EngineBuilder = Arc::new(move || {
+        JsProjection::compile(&source, limits)
+            .map(|p| Box::new(p) as Box<dyn ProjectionEngine>)
+            .map_err(ProjectionError::from)
+    });
+    let options = RunnerOptions {
+        batch_size,
+        ..RunnerOptions::default()
+    };
+    let runner = ProjectionRunner::open(store.clone(), "p", 1, builder, options);
+    runner.start().unwrap();
+    runner
+}
+
+/// Waits until the runner faulted or examined every event, and says whether it faulted.
+fn settle(runner: &ProjectionRunner, store: &Store) -> bool {
+    let end = store.next_position();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let status = runner.status();
+        match status.state {
+            RunState::Faulted => return true,
+            RunState::Running if status.cursor >= end => return false,
+            _ => {}
+        }
+        assert!(Instant::now() < deadline, "timed out: {status:?}");
+        std::thread::sleep(Duration::from_millis(2));
+    }
+}
+
+/// A batch of six events whose third makes the state unserialisable with `value`.
+fn unserialisable_at_the_third_event(value: &str, message: &str) {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open_store(dir.path());
+    append(&store, &["T", "T", "Bad", "T", "T", "T"]);
+    let runner = start(
+        &store,
+        &format!(
+            "fromAll().when({{ $any: (s, e) => {{ s.n = (s.n || 0) + 1; if (e.type === 'Bad') s.bad = {value}; }} }})"
+        ),
+        limits(8 << 20),
+        500,
+    );
+    assert!(settle(&runner, &store), "{value}: {:?}", runner.status());
+    let status = runner.status();
+    let error = status.error.unwrap();
+    assert!(error.message.contains(message), "{value}: {error:?}");
+    assert_eq!(error.position, Some(2), "{value}: {error:?}");
+    assert_eq!(status.position, Some(1), "{value}");
+    assert_eq!(status.checkpoint_position, Some(1), "{value}");
+    assert_eq!(runner.state("").as_deref(), Some(&json!({ "n": 2 })));
+    runner.stop();
+}
+
+#[test]
+fn an_unserialisable_state_faults_at_the_event_that_made_it() {
+    unserialisable_at_the_third_event("'\\uD800'", "not valid JSON");
+    unserialisable_at_the_third_event("10n", "BigInt");
+    unserialisable_at_the_third_event("s", "circular");
+}
