@@ -20,9 +20,10 @@
 //! - **Source**: exactly one of `fromAll()`, `fromStream(name)`, `fromStreams([names])` (or
 //!   `fromStreams(a, b, ...)`), `fromCategory(name)`. Names are non-empty strings.
 //! - **Partitioning** (optional, before `when`): `.foreachStream()` keeps one state per stream;
-//!   `.partitionBy(e => key)` one state per key: a string, or a number (as JavaScript prints
-//!   it); `null`/`undefined` skips the event; anything else is an error. Without either, one
-//!   state (the partition `""`).
+//!   `.partitionBy(e => key)` one state per key: a string of at most
+//!   [`MAX_PARTITION_KEY_BYTES`] (4 KiB of UTF-8; longer is a `RangeError`), or a number (as
+//!   JavaScript prints it); `null`/`undefined` skips the event; anything else is an error.
+//!   Without either, one state (the partition `""`).
 //! - **Handlers**: `.when({...})` once, with functions only. `$init()` creates a partition's
 //!   state (`{}` without `$init`, or when it returns `undefined`). `<EventType>(state, event)`
 //!   handles that type, `$any(state, event)` every type without its own handler; at least one of
@@ -98,4 +99,4 @@ mod states;
 
 pub use error::JsError;
 pub use limits::JsLimits;
-pub use projection::JsProjection;
+pub use projection::{JsProjection, MAX_PARTITION_KEY_BYTES};

@@ -16,6 +16,12 @@ use crate::sandbox::{self, Sandbox, SOURCE_NAME};
 use crate::states::States;
 use crate::{JsError, JsLimits};
 
+/// The longest partition key `partitionBy` may return, in bytes of UTF-8 (4 KiB). Keys live
+/// outside the JavaScript heap (in the engine's and the runner's maps, in checkpoints); a longer
+/// one fails the event with a `RangeError`. `foreachStream()` keys are stream names, bounded by
+/// the store's stream-name limit instead.
+pub const MAX_PARTITION_KEY_BYTES: usize = 4096;
+
 type Live = Persistent<Value<'static>>;
 
 /// A compiled projection: its own sandboxed runtime, its definition and the live states.
@@ -317,7 +323,18 @@ fn partition_string<'js>(ctx: &Ctx<'js>, key: &Value<'js>) -> rquickjs::Result<O
         return Ok(None);
     }
     if let Some(s) = key.as_string() {
-        return s.to_string().map(Some);
+        let s = s.to_string()?;
+        if s.len() > MAX_PARTITION_KEY_BYTES {
+            return Err(Exception::throw_range(
+                ctx,
+                &format!(
+                    "partitionBy() returned a key of {} bytes; a partition key is at most \
+                     {MAX_PARTITION_KEY_BYTES} bytes (UTF-8)",
+                    s.len()
+                ),
+            ));
+        }
+        return Ok(Some(s));
     }
     if key.is_number() {
         let rquickjs::convert::Coerced(s) = key.get::<rquickjs::convert::Coerced<String>>()?;

@@ -1,5 +1,5 @@
 //! The JavaScript engine under the store's projection runner: a fault names the event that
-//! caused it.
+//! caused it (a partition key over the cap, a state that cannot be serialised).
 
 mod common;
 
@@ -67,6 +67,34 @@ fn settle(runner: &ProjectionRunner, store: &Store) -> bool {
         assert!(Instant::now() < deadline, "timed out: {status:?}");
         std::thread::sleep(Duration::from_millis(2));
     }
+}
+
+#[test]
+fn a_partition_key_over_the_cap_faults_at_its_event() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open_store(dir.path());
+    append(&store, &["T"; 200]);
+    let runner = start(
+        &store,
+        "fromAll().partitionBy(e => e.position < 3 ? 'ok' : 'k'.repeat(100000) + e.position)
+           .when({ $any: (s) => { s.n = (s.n || 0) + 1; } })",
+        limits(4 << 20),
+        500,
+    );
+    assert!(settle(&runner, &store), "{:?}", runner.status());
+    let status = runner.status();
+    let error = status.error.unwrap();
+    assert!(
+        error.message.starts_with("RangeError: partitionBy()")
+            && error.message.contains("at most 4096 bytes"),
+        "{error:?}"
+    );
+    assert_eq!(error.position, Some(3));
+    assert_eq!(status.position, Some(2));
+    assert_eq!(status.checkpoint_position, Some(2));
+    let states = runner.states();
+    assert_eq!(states.len(), 1);
+    assert_eq!(*states[0].1, json!({ "n": 3 }));
 }
 
 /// A batch of six events whose third makes the state unserialisable with `value`.

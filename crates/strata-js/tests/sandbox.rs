@@ -27,6 +27,7 @@ fn the_limits_have_the_documented_defaults() {
     assert_eq!(limits.memory_bytes, 64 << 20);
     assert_eq!(limits.per_event, Duration::from_millis(250));
     assert_eq!(limits.max_stack_bytes, 1 << 20);
+    assert_eq!(strata_js::MAX_PARTITION_KEY_BYTES, KEY_CAP);
     assert_eq!(compile("fromAll().when({ $any: s => s })").limits(), limits);
 }
 
@@ -369,4 +370,33 @@ fn huge_native_work_is_bounded_by_memory() {
         err.message == JsError::OutOfMemory.to_string() || err.message.starts_with("RangeError"),
         "{err:?}"
     );
+}
+
+/// The documented cap on a `partitionBy` key (4 KiB of UTF-8).
+const KEY_CAP: usize = 4096;
+
+#[test]
+fn partition_keys_are_capped() {
+    let mut p = compile(
+        "fromAll().partitionBy(e => e.data.c.repeat(e.data.n)).when({ $any: (s) => { s.n = 1; } })",
+    );
+    let key_event = |position: u64, c: &str, n: usize| {
+        event(position, "a", "T", &json!({ "c": c, "n": n }).to_string())
+    };
+    feed_all(&mut p, &[key_event(0, "k", KEY_CAP)]);
+    assert_eq!(state(&mut p, &"k".repeat(KEY_CAP)), json!({ "n": 1 }));
+    // Bytes of UTF-8, not characters; and the audit's million-byte key.
+    for (c, n) in [("k", KEY_CAP + 1), ("✓", KEY_CAP / 3 + 1), ("k", 1_000_000)] {
+        let err = feed(&mut p, &key_event(1, c, n)).unwrap_err();
+        assert!(
+            err.message.starts_with("RangeError: partitionBy()"),
+            "{err:?}"
+        );
+        assert!(
+            err.message.contains(&format!("{} bytes", c.len() * n))
+                && err.message.contains(&format!("at most {KEY_CAP} bytes")),
+            "{err:?}"
+        );
+    }
+    assert_eq!(p.partitions(), vec!["k".repeat(KEY_CAP)]);
 }
