@@ -52,11 +52,15 @@
 //! never run. `Date.now()` and `Math.random()` exist but make a projection nondeterministic.
 //! Limits ([`JsLimits`]):
 //!
-//! - `memory_bytes` (64 MiB): everything the runtime allocates, states included — a projection
-//!   with very many partitions needs a larger limit. A memory bomb fails with
-//!   [`JsError::OutOfMemory`]; what it allocated is freed with its stack frames. (QuickJS throws
-//!   `null` when it cannot even allocate the error object, so a handler that throws `null`
-//!   itself is reported as out of memory too.)
+//! - `memory_bytes` (64 MiB): everything the runtime allocates, states included, **plus** what
+//!   the projection holds outside it: the partition keys (kept in Rust maps) and what the runner
+//!   reports holding ([`ProjectionEngine::set_external_bytes`](strata_store::projection::ProjectionEngine::set_external_bytes):
+//!   its served copies of the states and keys). Before each handler call the runtime's own
+//!   limit is lowered by those. A projection with very many partitions needs a larger limit. A
+//!   memory bomb, or a partition that no longer fits, fails with [`JsError::OutOfMemory`]; what
+//!   a failed call allocated is freed with its stack frames. (QuickJS throws `null` when it
+//!   cannot even allocate the error object, so a handler that throws `null` itself is reported
+//!   as out of memory too.)
 //! - `per_event` (250 ms): the wall time of one call into user code — a handler with `$init`,
 //!   `partitionBy`, the serialisation of a state (`toJSON`), the definition script at compile.
 //!   An infinite loop fails with [`JsError::Timeout`]; user code cannot catch the interrupt.

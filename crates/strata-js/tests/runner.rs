@@ -1,5 +1,6 @@
-//! The JavaScript engine under the store's projection runner: a fault names the event that
-//! caused it (a partition key over the cap, a state that cannot be serialised).
+//! The JavaScript engine under the store's projection runner: the memory limit covers the
+//! partition keys and the runner's served copies of the states, and a fault names the event
+//! that caused it.
 
 mod common;
 
@@ -7,7 +8,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use serde_json::json;
-use strata_js::{JsLimits, JsProjection};
+use strata_js::{JsError, JsLimits, JsProjection};
 use strata_store::projection::{
     EngineBuilder, ProjectionEngine, ProjectionError, ProjectionRunner, RunState, RunnerOptions,
 };
@@ -69,6 +70,10 @@ fn settle(runner: &ProjectionRunner, store: &Store) -> bool {
     }
 }
 
+fn oom() -> String {
+    JsError::OutOfMemory.to_string()
+}
+
 #[test]
 fn a_partition_key_over_the_cap_faults_at_its_event() {
     let dir = tempfile::tempdir().unwrap();
@@ -95,6 +100,65 @@ fn a_partition_key_over_the_cap_faults_at_its_event() {
     let states = runner.states();
     assert_eq!(states.len(), 1);
     assert_eq!(*states[0].1, json!({ "n": 3 }));
+}
+
+#[test]
+fn partition_keys_fault_the_projection_when_they_fill_its_memory() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open_store(dir.path());
+    append(&store, &["T"; 600]);
+    let runner = start(
+        &store,
+        "fromAll().partitionBy(e => 'k'.repeat(4000) + e.position).when({ $any: (s) => { s.n = 1; } })",
+        limits(2 << 20),
+        500,
+    );
+    assert!(
+        settle(&runner, &store),
+        "2.4 MB of keys in a 2 MiB projection: {:?}",
+        runner.status()
+    );
+    let status = runner.status();
+    let error = status.error.unwrap();
+    assert_eq!(error.message, oom());
+    let at = error.position.expect("faulted at an event");
+    assert!(at < 600, "{at}");
+    // Everything before that event is kept (and checkpointed): one partition per event.
+    assert_eq!(status.position, Some(at - 1));
+    assert_eq!(status.checkpoint_position, Some(at - 1));
+    assert_eq!(status.partitions as u64, at);
+    // The served keys count too: starting again faults at the same event, not later.
+    runner.start().unwrap();
+    assert!(settle(&runner, &store));
+    let again = runner.status();
+    assert_eq!(again.error.unwrap().position, Some(at));
+    assert_eq!(again.partitions as u64, at);
+    runner.stop();
+}
+
+#[test]
+fn the_served_copy_of_the_state_counts_against_the_memory_limit() {
+    // A 1 MiB state in a 4 MiB projection, then a handler that needs 2.5 MiB for a moment: it
+    // fits the runtime alone (1 + 2.5 MiB), not with the runner's served copy of the state.
+    let dir = tempfile::tempdir().unwrap();
+    let store = open_store(dir.path());
+    append(&store, &["Big", "Temp", "T"]);
+    let runner = start(
+        &store,
+        "fromAll().when({
+            Big: (s) => { s.x = 'y'.repeat(1 << 20); },
+            Temp: (s) => { s.n = 'z'.repeat(5 << 19).length; },
+            T: (s) => { s.t = 1; },
+        })",
+        limits(4 << 20),
+        1,
+    );
+    assert!(settle(&runner, &store), "{:?}", runner.status());
+    let status = runner.status();
+    let error = status.error.unwrap();
+    assert_eq!(error.message, oom());
+    assert_eq!(error.position, Some(1));
+    assert_eq!(status.position, Some(0));
 }
 
 /// A batch of six events whose third makes the state unserialisable with `value`.
