@@ -39,7 +39,9 @@ pub enum JsError {
         /// The limit that was exceeded ([`crate::JsLimits::per_event`]).
         limit: Duration,
     },
-    /// The sandbox's memory limit ([`crate::JsLimits::memory_bytes`]) was reached.
+    /// The projection's memory limit ([`crate::JsLimits::memory_bytes`]) was reached: by the
+    /// runtime's allocations, with the partition keys and the runner's copies of the states
+    /// counted against it.
     #[error("the projection ran out of memory (its sandbox's memory limit was reached)")]
     OutOfMemory,
 }

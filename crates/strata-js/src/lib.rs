@@ -20,9 +20,10 @@
 //! - **Source**: exactly one of `fromAll()`, `fromStream(name)`, `fromStreams([names])` (or
 //!   `fromStreams(a, b, ...)`), `fromCategory(name)`. Names are non-empty strings.
 //! - **Partitioning** (optional, before `when`): `.foreachStream()` keeps one state per stream;
-//!   `.partitionBy(e => key)` one state per key: a string, or a number (as JavaScript prints
-//!   it); `null`/`undefined` skips the event; anything else is an error. Without either, one
-//!   state (the partition `""`).
+//!   `.partitionBy(e => key)` one state per key: a string of at most
+//!   [`MAX_PARTITION_KEY_BYTES`] (4 KiB of UTF-8; longer is a `RangeError`), or a number (as
+//!   JavaScript prints it); `null`/`undefined` skips the event; anything else is an error.
+//!   Without either, one state (the partition `""`).
 //! - **Handlers**: `.when({...})` once, with functions only. `$init()` creates a partition's
 //!   state (`{}` without `$init`, or when it returns `undefined`). `<EventType>(state, event)`
 //!   handles that type, `$any(state, event)` every type without its own handler; at least one of
@@ -51,11 +52,15 @@
 //! never run. `Date.now()` and `Math.random()` exist but make a projection nondeterministic.
 //! Limits ([`JsLimits`]):
 //!
-//! - `memory_bytes` (64 MiB): everything the runtime allocates, states included — a projection
-//!   with very many partitions needs a larger limit. A memory bomb fails with
-//!   [`JsError::OutOfMemory`]; what it allocated is freed with its stack frames. (QuickJS throws
-//!   `null` when it cannot even allocate the error object, so a handler that throws `null`
-//!   itself is reported as out of memory too.)
+//! - `memory_bytes` (64 MiB): everything the runtime allocates, states included, **plus** what
+//!   the projection holds outside it: the partition keys (kept in Rust maps) and what the runner
+//!   reports holding ([`ProjectionEngine::set_external_bytes`](strata_store::projection::ProjectionEngine::set_external_bytes):
+//!   its served copies of the states and keys). Before each handler call the runtime's own
+//!   limit is lowered by those. A projection with very many partitions needs a larger limit. A
+//!   memory bomb, or a partition that no longer fits, fails with [`JsError::OutOfMemory`]; what
+//!   a failed call allocated is freed with its stack frames. (QuickJS throws `null` when it
+//!   cannot even allocate the error object, so a handler that throws `null` itself is reported
+//!   as out of memory too.)
 //! - `per_event` (250 ms): the wall time of one call into user code — a handler with `$init`,
 //!   `partitionBy`, the serialisation of a state (`toJSON`), the definition script at compile.
 //!   An infinite loop fails with [`JsError::Timeout`]; user code cannot catch the interrupt.
@@ -96,4 +101,4 @@ mod states;
 
 pub use error::JsError;
 pub use limits::JsLimits;
-pub use projection::JsProjection;
+pub use projection::{JsProjection, MAX_PARTITION_KEY_BYTES};

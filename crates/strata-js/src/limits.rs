@@ -5,8 +5,10 @@ use std::time::Duration;
 /// The limits of one projection's JavaScript sandbox.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct JsLimits {
-    /// Memory the runtime may allocate in total: every partition's state, the definition and
-    /// the temporaries of the call in progress. Default 64 MiB; 0 means no limit.
+    /// Memory the projection may use in total: what the runtime allocates (every partition's
+    /// state, the definition, the temporaries of the call in progress) plus the partition keys
+    /// and the runner's served copies of the states, which live outside the runtime and are
+    /// counted against it. Default 64 MiB; 0 means no limit.
     pub memory_bytes: usize,
     /// Wall time one call into user code may take (`$init` plus a handler, `partitionBy`, a
     /// state's serialisation, the definition script at compile). Default 250 ms.

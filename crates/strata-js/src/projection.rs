@@ -13,8 +13,14 @@ use crate::definition::{self, Definition, Partitioning, ReadError, PRELUDE, PREL
 use crate::emit::{self, EmitSink};
 use crate::event::EventBuilder;
 use crate::sandbox::{self, Sandbox, SOURCE_NAME};
-use crate::states::States;
+use crate::states::{key_bytes, States};
 use crate::{JsError, JsLimits};
+
+/// The longest partition key `partitionBy` may return, in bytes of UTF-8 (4 KiB). Keys live
+/// outside the JavaScript heap (in the engine's and the runner's maps, in checkpoints); a longer
+/// one fails the event with a `RangeError`. `foreachStream()` keys are stream names, bounded by
+/// the store's stream-name limit instead.
+pub const MAX_PARTITION_KEY_BYTES: usize = 4096;
 
 type Live = Persistent<Value<'static>>;
 
@@ -27,6 +33,12 @@ type Live = Persistent<Value<'static>>;
 /// error for it until [`ProjectionEngine::restore`] or [`ProjectionEngine::clear`]. No partially
 /// applied state is ever observable; the runner faults and later resumes from its checkpoint.
 ///
+/// Memory: the partition keys (kept in Rust maps) and what the runner reports holding
+/// ([`ProjectionEngine::set_external_bytes`]) are counted against [`JsLimits::memory_bytes`]
+/// together with the runtime's own allocations: before each handler call the runtime's limit is
+/// lowered by them, and a call for which they leave no room fails with
+/// [`JsError::OutOfMemory`].
+///
 /// Not `Send` (a QuickJS runtime belongs to one thread): build it on the thread that runs it.
 pub struct JsProjection {
     // Field order is drop order: every saved JS value before the sandbox that owns them.
@@ -36,6 +48,10 @@ pub struct JsProjection {
     definition: Definition,
     events: EventBuilder,
     poisoned: HashMap<String, ProjectionError>,
+    /// What `poisoned` holds outside the runtime: keys and errors (an estimate).
+    poisoned_bytes: usize,
+    /// What the runner holds for this projection outside the engine (its served states).
+    external_bytes: usize,
     emits: Rc<EmitSink>,
     sandbox: Sandbox,
 }
@@ -80,6 +96,8 @@ impl JsProjection {
             definition,
             events,
             poisoned: HashMap::default(),
+            poisoned_bytes: 0,
+            external_bytes: 0,
             emits,
             sandbox,
         })
@@ -88,6 +106,43 @@ impl JsProjection {
     /// The limits this projection runs under.
     pub fn limits(&self) -> JsLimits {
         self.sandbox.limits()
+    }
+
+    /// Counts what the projection holds outside the runtime — the partition keys (`new_key`'s
+    /// too), poisoned partitions, the runner's copies — against the memory limit: lowers the
+    /// runtime's own limit by it, or fails when it leaves no room at all. A few additions per
+    /// event; the runtime is told only when the amount changes.
+    fn reserve_outside(&self, new_key: Option<&str>) -> Result<(), JsError> {
+        let limit = self.sandbox.limits().memory_bytes;
+        if limit == 0 {
+            return Ok(());
+        }
+        let new_key = new_key.map_or(0, key_bytes);
+        let outside = self
+            .states
+            .key_bytes()
+            .saturating_add(self.poisoned_bytes)
+            .saturating_add(self.external_bytes)
+            .saturating_add(new_key);
+        if outside >= limit {
+            return Err(JsError::OutOfMemory);
+        }
+        self.sandbox.set_heap_limit(limit - outside);
+        Ok(())
+    }
+
+    fn poison(&mut self, partition: &str, error: ProjectionError) {
+        let bytes = poisoned_bytes(partition, &error);
+        if let Some(old) = self.poisoned.insert(partition.to_owned(), error) {
+            self.poisoned_bytes -= poisoned_bytes(partition, &old);
+        }
+        self.poisoned_bytes += bytes;
+    }
+
+    fn unpoison(&mut self, partition: &str) {
+        if let Some(old) = self.poisoned.remove(partition) {
+            self.poisoned_bytes -= poisoned_bytes(partition, &old);
+        }
     }
 
     fn apply_inner(
@@ -100,6 +155,7 @@ impl JsProjection {
         };
         let init = self.definition.handlers.init.as_ref();
         let current = self.states.get(partition).cloned();
+        self.reserve_outside(current.is_none().then_some(partition))?;
         let cached = self.last_event.take();
         let (sandbox, events, emits) = (&self.sandbox, &mut self.events, &self.emits);
         let (state, emitted) = sandbox.call(|ctx| {
@@ -143,6 +199,13 @@ impl JsProjection {
         self.states.set(partition, state);
         Ok(emitted)
     }
+}
+
+/// The memory a poisoned partition holds outside the runtime (an estimate).
+fn poisoned_bytes(partition: &str, error: &ProjectionError) -> usize {
+    key_bytes(partition).max(crate::states::KEY_OVERHEAD)
+        + error.message.len()
+        + error.stack.as_ref().map_or(0, String::len)
 }
 
 /// A new partition's state: `$init()`, or `{}` without one (or when it returns `undefined`).
@@ -241,7 +304,7 @@ impl ProjectionEngine for JsProjection {
             Err(e) => {
                 let error = ProjectionError::from(e);
                 self.states.remove(partition);
-                self.poisoned.insert(partition.to_owned(), error.clone());
+                self.poison(partition, error.clone());
                 Err(error)
             }
         }
@@ -298,7 +361,7 @@ impl ProjectionEngine for JsProjection {
                 .map(|v| Persistent::save(ctx, v))
                 .map_err(|e| sandbox.error(ctx, e))
         })?;
-        self.poisoned.remove(partition);
+        self.unpoison(partition);
         self.states.set(partition, live);
         Ok(())
     }
@@ -306,7 +369,12 @@ impl ProjectionEngine for JsProjection {
     fn clear(&mut self) {
         self.states.clear();
         self.poisoned.clear();
+        self.poisoned_bytes = 0;
         self.last_event = None;
+    }
+
+    fn set_external_bytes(&mut self, bytes: usize) {
+        self.external_bytes = bytes;
     }
 }
 
@@ -317,7 +385,18 @@ fn partition_string<'js>(ctx: &Ctx<'js>, key: &Value<'js>) -> rquickjs::Result<O
         return Ok(None);
     }
     if let Some(s) = key.as_string() {
-        return s.to_string().map(Some);
+        let s = s.to_string()?;
+        if s.len() > MAX_PARTITION_KEY_BYTES {
+            return Err(Exception::throw_range(
+                ctx,
+                &format!(
+                    "partitionBy() returned a key of {} bytes; a partition key is at most \
+                     {MAX_PARTITION_KEY_BYTES} bytes (UTF-8)",
+                    s.len()
+                ),
+            ));
+        }
+        return Ok(Some(s));
     }
     if key.is_number() {
         let rquickjs::convert::Coerced(s) = key.get::<rquickjs::convert::Coerced<String>>()?;

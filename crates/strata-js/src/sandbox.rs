@@ -30,7 +30,10 @@ struct Clock {
 pub(crate) struct Sandbox {
     // Field order is drop order: the context before its runtime.
     context: Context,
-    _runtime: Runtime,
+    runtime: Runtime,
+    /// The runtime's own memory limit now (0 = none): `limits.memory_bytes` less what the
+    /// projection holds outside the runtime (see [`Sandbox::set_heap_limit`]).
+    heap_limit: Cell<usize>,
     clock: Clock,
     limits: JsLimits,
 }
@@ -54,7 +57,8 @@ impl Sandbox {
         let context = Context::full(&runtime).map_err(|_| JsError::OutOfMemory)?;
         Ok(Sandbox {
             context,
-            _runtime: runtime,
+            runtime,
+            heap_limit: Cell::new(limits.memory_bytes),
             clock,
             limits,
         })
@@ -62,6 +66,16 @@ impl Sandbox {
 
     pub(crate) fn limits(&self) -> JsLimits {
         self.limits
+    }
+
+    /// Sets the memory the runtime itself may allocate (at least 1 byte: 0 would mean no
+    /// limit). Allocations beyond it fail as out of memory; what is allocated already stays.
+    pub(crate) fn set_heap_limit(&self, bytes: usize) {
+        let bytes = bytes.max(1);
+        if self.heap_limit.get() != bytes {
+            self.runtime.set_memory_limit(bytes);
+            self.heap_limit.set(bytes);
+        }
     }
 
     /// Runs `f` inside the context with the per-call deadline armed; an interrupt turns into

@@ -3,10 +3,25 @@
 
 use foldhash::HashMap;
 
-/// Partition key → value, with `""` kept outside the map.
+/// What one partition key held in a Rust map costs besides its bytes (an estimate): the
+/// `String`, the saved value and the map's slot, the allocation's rounding.
+pub(crate) const KEY_OVERHEAD: usize = 64;
+
+/// The memory a key held in a Rust map takes (an estimate); the partition `""` takes none.
+pub(crate) fn key_bytes(partition: &str) -> usize {
+    if partition.is_empty() {
+        0
+    } else {
+        KEY_OVERHEAD + partition.len()
+    }
+}
+
+/// Partition key → value, with `""` kept outside the map. Keeps the total of [`key_bytes`] of
+/// its keys, which live outside the JavaScript heap.
 pub(crate) struct States<V> {
     unpartitioned: Option<V>,
     partitions: HashMap<String, V>,
+    key_bytes: usize,
 }
 
 impl<V> Default for States<V> {
@@ -14,6 +29,7 @@ impl<V> Default for States<V> {
         States {
             unpartitioned: None,
             partitions: HashMap::default(),
+            key_bytes: 0,
         }
     }
 }
@@ -35,6 +51,7 @@ impl<V> States<V> {
             *slot = value;
         } else {
             self.partitions.insert(partition.to_owned(), value);
+            self.key_bytes += key_bytes(partition);
         }
     }
 
@@ -42,8 +59,17 @@ impl<V> States<V> {
         if partition.is_empty() {
             self.unpartitioned.take()
         } else {
-            self.partitions.remove(partition)
+            let removed = self.partitions.remove(partition);
+            if removed.is_some() {
+                self.key_bytes -= key_bytes(partition);
+            }
+            removed
         }
+    }
+
+    /// The total [`key_bytes`] of the partitions with a value.
+    pub(crate) fn key_bytes(&self) -> usize {
+        self.key_bytes
     }
 
     /// Every partition with a value, in no particular order.
@@ -58,6 +84,7 @@ impl<V> States<V> {
     pub(crate) fn clear(&mut self) {
         self.unpartitioned = None;
         self.partitions.clear();
+        self.key_bytes = 0;
     }
 }
 
@@ -78,10 +105,21 @@ mod tests {
         let mut keys: Vec<&str> = s.keys().collect();
         keys.sort();
         assert_eq!(keys, ["", "a"]);
+        assert_eq!(
+            s.key_bytes(),
+            KEY_OVERHEAD + 1,
+            "counted once, and \"\" not at all"
+        );
+        s.set("bc", 4);
+        assert_eq!(s.key_bytes(), 2 * KEY_OVERHEAD + 3);
+        assert_eq!(s.remove("bc"), Some(4));
+        assert_eq!(s.remove("bc"), None);
         assert_eq!(s.remove(""), Some(1));
         assert_eq!(s.remove(""), None);
         assert_eq!(s.keys().collect::<Vec<_>>(), ["a"]);
+        assert_eq!(s.key_bytes(), KEY_OVERHEAD + 1);
         s.clear();
         assert!(s.get("a").is_none());
+        assert_eq!(s.key_bytes(), 0);
     }
 }

@@ -27,6 +27,7 @@ fn the_limits_have_the_documented_defaults() {
     assert_eq!(limits.memory_bytes, 64 << 20);
     assert_eq!(limits.per_event, Duration::from_millis(250));
     assert_eq!(limits.max_stack_bytes, 1 << 20);
+    assert_eq!(strata_js::MAX_PARTITION_KEY_BYTES, KEY_CAP);
     assert_eq!(compile("fromAll().when({ $any: s => s })").limits(), limits);
 }
 
@@ -369,4 +370,107 @@ fn huge_native_work_is_bounded_by_memory() {
         err.message == JsError::OutOfMemory.to_string() || err.message.starts_with("RangeError"),
         "{err:?}"
     );
+}
+
+/// The documented cap on a `partitionBy` key (4 KiB of UTF-8).
+const KEY_CAP: usize = 4096;
+
+#[test]
+fn partition_keys_are_capped() {
+    let mut p = compile(
+        "fromAll().partitionBy(e => e.data.c.repeat(e.data.n)).when({ $any: (s) => { s.n = 1; } })",
+    );
+    let key_event = |position: u64, c: &str, n: usize| {
+        event(position, "a", "T", &json!({ "c": c, "n": n }).to_string())
+    };
+    feed_all(&mut p, &[key_event(0, "k", KEY_CAP)]);
+    assert_eq!(state(&mut p, &"k".repeat(KEY_CAP)), json!({ "n": 1 }));
+    // Bytes of UTF-8, not characters; and the audit's million-byte key.
+    for (c, n) in [("k", KEY_CAP + 1), ("✓", KEY_CAP / 3 + 1), ("k", 1_000_000)] {
+        let err = feed(&mut p, &key_event(1, c, n)).unwrap_err();
+        assert!(
+            err.message.starts_with("RangeError: partitionBy()"),
+            "{err:?}"
+        );
+        assert!(
+            err.message.contains(&format!("{} bytes", c.len() * n))
+                && err.message.contains(&format!("at most {KEY_CAP} bytes")),
+            "{err:?}"
+        );
+    }
+    assert_eq!(p.partitions(), vec!["k".repeat(KEY_CAP)]);
+}
+
+#[test]
+fn partition_keys_count_against_the_memory_limit() {
+    // 4,000-byte keys, tiny states: the keys alone must exhaust a 2 MiB limit within a few
+    // hundred events instead of piling up outside the runtime.
+    let limits = JsLimits {
+        memory_bytes: 2 << 20,
+        ..JsLimits::default()
+    };
+    let mut p = JsProjection::compile(
+        "fromAll().partitionBy(e => 'k'.repeat(4000) + e.position).when({ $any: (s) => { s.n = 1; } })",
+        limits,
+    )
+    .unwrap();
+    let mut failed = None;
+    for position in 0..1000 {
+        if let Err(e) = feed(&mut p, &event(position, "a", "T", "{}")) {
+            failed = Some((position, e));
+            break;
+        }
+    }
+    let (position, err) = failed.expect("4 MB of keys stayed within a 2 MiB limit");
+    assert_eq!(err.message, JsError::OutOfMemory.to_string());
+    // Each key takes more than its 4,000 bytes; the runtime itself takes some room too.
+    assert!(
+        (100..(2 << 20) / 4000).contains(&position),
+        "out of memory at the {position}th key"
+    );
+    // Dropping the states gives the room back.
+    p.clear();
+    feed_all(&mut p, &[event(1000, "a", "T", "{}")]);
+}
+
+#[test]
+fn what_the_runner_holds_counts_against_the_memory_limit() {
+    let limits = JsLimits {
+        memory_bytes: 2 << 20,
+        ..JsLimits::default()
+    };
+    let mut p = JsProjection::compile(
+        "fromAll().when({
+            Big: (s) => { s.big = 'y'.repeat(1 << 20).length; },
+            $any: (s) => { s.n = (s.n || 0) + 1; },
+        })",
+        limits,
+    )
+    .unwrap();
+    feed_all(
+        &mut p,
+        &[event(0, "a", "T", "{}"), event(1, "a", "Big", "{}")],
+    );
+    let oom = JsError::OutOfMemory.to_string();
+    // The runner's copies take all of it: no room for the next event.
+    p.set_external_bytes(2 << 20);
+    assert_eq!(
+        feed(&mut p, &event(2, "a", "T", "{}")).unwrap_err().message,
+        oom
+    );
+    // Half of it: not enough for a 1 MiB temporary.
+    p.restore("", json!({ "n": 1 })).unwrap();
+    p.set_external_bytes(1 << 20);
+    feed_all(&mut p, &[event(3, "a", "T", "{}")]);
+    assert_eq!(
+        feed(&mut p, &event(4, "a", "Big", "{}"))
+            .unwrap_err()
+            .message,
+        oom
+    );
+    // Nothing: room again.
+    p.restore("", json!({ "n": 2 })).unwrap();
+    p.set_external_bytes(0);
+    feed_all(&mut p, &[event(5, "a", "Big", "{}")]);
+    assert_eq!(state(&mut p, ""), json!({ "n": 2, "big": 1 << 20 }));
 }

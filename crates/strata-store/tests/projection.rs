@@ -1227,3 +1227,176 @@ fn a_failed_engine_is_rebuilt_before_reuse() {
     assert_eq!(runner.state("").unwrap()["count"], 1);
     runner.stop();
 }
+
+/// A state that cannot be serialised once it is `broken`.
+#[derive(Default, Deserialize)]
+struct Fragile {
+    n: u64,
+    broken: bool,
+}
+
+impl Serialize for Fragile {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::{Error, SerializeStruct};
+        if self.broken {
+            return Err(S::Error::custom("a broken state"));
+        }
+        let mut st = s.serialize_struct("Fragile", 2)?;
+        st.serialize_field("n", &self.n)?;
+        st.serialize_field("broken", &self.broken)?;
+        st.end()
+    }
+}
+
+/// Counts the events of stream `s`; a `Break` event breaks the state for good.
+struct BreaksOnce;
+
+impl Projection for BreaksOnce {
+    type State = Fragile;
+    fn source(&self) -> ProjectionSource {
+        ProjectionSource::Stream("s".into())
+    }
+    fn init(&self) -> Fragile {
+        Fragile::default()
+    }
+    fn apply(
+        &self,
+        state: &mut Fragile,
+        event: &RecordedEvent,
+        _: &mut Emitter<'_>,
+    ) -> Result<(), ProjectionError> {
+        state.n += 1;
+        state.broken |= event.event_type == "Break";
+        Ok(())
+    }
+}
+
+/// The state is serialised once per batch, but the fault names the event whose handling made
+/// it unserialisable, not the batch's last one, and keeps the progress before it.
+#[test]
+fn an_unserialisable_state_faults_at_the_event_that_made_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open_store(dir.path());
+    let events = ["T", "T", "Break", "T", "T"]
+        .iter()
+        .map(|t| NewEvent::json(*t, "{}"))
+        .collect();
+    store.append("s", ExpectedRevision::Any, events).unwrap();
+    let runner = ProjectionRunner::open(
+        store.clone(),
+        "fragile",
+        1,
+        typed_engine(BreaksOnce),
+        RunnerOptions::default(),
+    );
+    runner.start().unwrap();
+    for _ in 0..2 {
+        wait_for(&runner, "fault", |s| s.state == RunState::Faulted);
+        let status = runner.status();
+        let error = status.error.clone().unwrap();
+        assert!(error.message.contains("a broken state"), "{error:?}");
+        assert_eq!(error.position, Some(2), "{error:?}");
+        assert_eq!(status.position, Some(1));
+        assert_eq!(status.checkpoint_position, Some(1));
+        assert_eq!(
+            runner.state("").as_deref(),
+            Some(&serde_json::json!({"n": 2, "broken": false}))
+        );
+        // Starting again retries the event: the same fault.
+        runner.start().unwrap();
+    }
+    runner.stop();
+}
+
+/// A typed engine that records what the runner reports holding outside it.
+struct Reporting {
+    inner: Box<dyn strata_store::projection::ProjectionEngine>,
+    reported: Arc<AtomicU64>,
+}
+
+impl strata_store::projection::ProjectionEngine for Reporting {
+    fn source(&self) -> ProjectionSource {
+        self.inner.source()
+    }
+    fn event_types(&self) -> Option<Vec<String>> {
+        self.inner.event_types()
+    }
+    fn partition_key(&mut self, event: &RecordedEvent) -> Result<Option<String>, ProjectionError> {
+        self.inner.partition_key(event)
+    }
+    fn apply(
+        &mut self,
+        partition: &str,
+        event: &RecordedEvent,
+        emits: &mut Vec<strata_store::projection::Emit>,
+    ) -> Result<(), ProjectionError> {
+        self.inner.apply(partition, event, emits)
+    }
+    fn state(&mut self, partition: &str) -> Result<Option<serde_json::Value>, ProjectionError> {
+        self.inner.state(partition)
+    }
+    fn partitions(&self) -> Vec<String> {
+        self.inner.partitions()
+    }
+    fn restore(
+        &mut self,
+        partition: &str,
+        state: serde_json::Value,
+    ) -> Result<(), ProjectionError> {
+        self.inner.restore(partition, state)
+    }
+    fn clear(&mut self) {
+        self.inner.clear()
+    }
+    fn set_external_bytes(&mut self, bytes: usize) {
+        self.reported.store(bytes as u64, Ordering::SeqCst);
+    }
+}
+
+/// The runner tells the engine how much its served copies of the states (keys included) take,
+/// so that an engine with a memory limit can count them; the same after a restart.
+#[test]
+fn the_runner_reports_its_served_copies_to_the_engine() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open_store(dir.path());
+    let customers: Vec<String> = (0..50).map(|i| format!("{i:0>1000}")).collect();
+    for batch in customers.chunks(10) {
+        let orders = batch.iter().map(|c| order(c, 5)).collect();
+        store
+            .append("order-1", ExpectedRevision::Any, orders)
+            .unwrap();
+    }
+    let open = |reported: &Arc<AtomicU64>| {
+        let reported = reported.clone();
+        let inner = typed_engine(OrderTotals::new(true));
+        let builder: strata_store::projection::EngineBuilder = Arc::new(move || {
+            Ok(Box::new(Reporting {
+                inner: inner()?,
+                reported: reported.clone(),
+            })
+                as Box<dyn strata_store::projection::ProjectionEngine>)
+        });
+        ProjectionRunner::open(store.clone(), "reporting", 1, builder, options(7, 10))
+    };
+    let reported = Arc::new(AtomicU64::new(0));
+    let runner = open(&reported);
+    runner.start().unwrap();
+    wait_caught_up(&runner, &store);
+    let held = reported.load(Ordering::SeqCst);
+    // 50 keys of 1,000 bytes and 50 small states.
+    assert!((50_000..100_000).contains(&held), "{held}");
+    runner.stop();
+    drop(runner);
+    // Restored from the checkpoint, the same states weigh the same.
+    let reported = Arc::new(AtomicU64::new(0));
+    let runner = open(&reported);
+    runner.start().unwrap();
+    // Reported as the thread starts (there is nothing new to read).
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while reported.load(Ordering::SeqCst) == 0 {
+        assert!(Instant::now() < deadline, "nothing reported");
+        std::thread::sleep(Duration::from_millis(2));
+    }
+    assert_eq!(reported.load(Ordering::SeqCst), held);
+    runner.stop();
+}

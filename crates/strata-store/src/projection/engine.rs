@@ -80,6 +80,15 @@ pub trait ProjectionEngine {
         -> Result<(), ProjectionError>;
     /// Drops every state (reset).
     fn clear(&mut self);
+    /// Tells the engine that the runner holds about `bytes` of memory for this projection
+    /// outside the engine: its served copy of every partition's state, keys included. An
+    /// engine with a memory limit counts them against that limit, so that the projection as a
+    /// whole stays within it (its next [`apply`](Self::apply) fails when they leave no room).
+    /// The runner calls it after restoring the states and after every batch. The default
+    /// ignores it (no limit).
+    fn set_external_bytes(&mut self, bytes: usize) {
+        let _ = bytes;
+    }
 }
 
 /// Builds an engine inside the runner's own thread (JS runtimes are not `Send`).

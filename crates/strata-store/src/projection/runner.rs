@@ -8,7 +8,13 @@
 //!   [`super::emit`]); a checkpoint is one atomic append (see [`super::checkpoint`]). So after a
 //!   crash the runner resumes from the last checkpoint, re-runs the events after it, re-emits
 //!   nothing twice, and ends with the same state as a rebuild from scratch.
-//! - A failure of user code, or a panic of it, faults this projection only.
+//! - A failure of user code, or a panic of it, faults this projection only, at the event that
+//!   caused it (`Fault::position`) with the progress before that event kept. That includes a
+//!   state that cannot be serialised: states are serialised once per batch, and when that fails
+//!   the batch is redone, checking each event's state, to find the event.
+//! - The served states' estimated memory ([`served_bytes`]) is reported to the engine after
+//!   every batch ([`ProjectionEngine::set_external_bytes`]), so that it counts against the
+//!   engine's memory limit.
 
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::panic::{catch_unwind, AssertUnwindSafe};
@@ -204,8 +210,69 @@ struct RunnerShared {
     options: RunnerOptions,
     source: ProjectionSource,
     progress: Mutex<Progress>,
-    states: RwLock<HashMap<String, Arc<Value>>>,
+    states: RwLock<HashMap<String, Served>>,
     control: AtomicU8,
+}
+
+/// A served state and an estimate of the memory it takes here, its key included (see
+/// [`served_bytes`]): the runner's copy counts against the engine's memory limit
+/// ([`ProjectionEngine::set_external_bytes`]).
+struct Served {
+    value: Arc<Value>,
+    bytes: usize,
+}
+
+impl Served {
+    fn new(key: &str, value: Value) -> Served {
+        Served {
+            bytes: served_bytes(key, &value),
+            value: Arc::new(value),
+        }
+    }
+}
+
+/// An estimate of the heap memory of one served state, its key and map entry included, after
+/// the layout of `serde_json::Value` (objects are B-trees of 11-member nodes, arrays grow by
+/// doubling): within about 10% of the measured memory for states such as `{"count": 1,
+/// "total": 3}` (some 850 bytes with a short key, most of it the object's node), a 100-member
+/// object, an array or a long string. Iterative: a deep value cannot overflow the stack.
+fn served_bytes(key: &str, value: &Value) -> usize {
+    use std::mem::size_of;
+    // Per heap allocation: the allocator's header and rounding.
+    const ALLOC: usize = 16;
+    // The map entry (key, `Served`, control byte and spare capacity), the `Arc` with its value.
+    const ENTRY: usize =
+        size_of::<String>() + size_of::<Served>() + 16 + ALLOC + 16 + size_of::<Value>();
+    // One node of an object's B-tree: up to 11 members; a larger object has about 5 per node
+    // (nodes split in halves) plus the internal nodes.
+    const NODE: usize = ALLOC + 16 + 11 * (size_of::<String>() + size_of::<Value>());
+    let heap = |len: usize| if len == 0 { 0 } else { len + ALLOC };
+    let mut bytes = ENTRY + heap(key.len());
+    let mut pending = vec![value];
+    while let Some(value) = pending.pop() {
+        match value {
+            Value::String(s) => bytes += heap(s.len()),
+            Value::Array(items) => {
+                if !items.is_empty() {
+                    bytes += heap(items.len().next_power_of_two().max(4) * size_of::<Value>());
+                }
+                pending.extend(items);
+            }
+            Value::Object(members) => {
+                bytes += match members.len() {
+                    0 => 0,
+                    1..=11 => NODE,
+                    n => n.div_ceil(5) * NODE,
+                };
+                for (k, v) in members {
+                    bytes += heap(k.len());
+                    pending.push(v);
+                }
+            }
+            Value::Null | Value::Bool(_) | Value::Number(_) => {}
+        }
+    }
+    bytes
 }
 
 /// A projection and its runner thread. See the module docs for the invariants.
@@ -276,7 +343,10 @@ impl ProjectionRunner {
                 states = cp
                     .states
                     .into_iter()
-                    .map(|(k, v)| (k, Arc::new(v)))
+                    .map(|(k, v)| {
+                        let served = Served::new(&k, v);
+                        (k, served)
+                    })
                     .collect();
             }
             Ok(_) => {}
@@ -479,7 +549,11 @@ impl ProjectionRunner {
     /// The served state of `partition` (`""` for an unpartitioned projection), `None` when it
     /// has none. Reflects whole batches only.
     pub fn state(&self, partition: &str) -> Option<Arc<Value>> {
-        self.shared.states.read().get(partition).cloned()
+        self.shared
+            .states
+            .read()
+            .get(partition)
+            .map(|s| s.value.clone())
     }
 
     /// Every partition's served state, sorted by partition key.
@@ -489,7 +563,7 @@ impl ProjectionRunner {
             .states
             .read()
             .iter()
-            .map(|(k, v)| (k.clone(), v.clone()))
+            .map(|(k, v)| (k.clone(), v.value.clone()))
             .collect();
         all.sort_by(|a, b| a.0.cmp(&b.0));
         all
@@ -606,7 +680,7 @@ fn checkpoint(sh: &RunnerShared) -> Result<u64> {
             &sh.store,
             &sh.stream,
             record,
-            states.iter().map(|(k, v)| (k, v.as_ref())),
+            states.iter().map(|(k, v)| (k, v.value.as_ref())),
         )?
     };
     let mut p = sh.progress.lock();
@@ -616,7 +690,7 @@ fn checkpoint(sh: &RunnerShared) -> Result<u64> {
 }
 
 fn run_loop(sh: &RunnerShared) -> Result<(), Fault> {
-    let mut engine = fresh_engine(sh)?;
+    let (mut engine, mut served) = fresh_engine(sh)?;
     let (mut cursor, mut position) = {
         let p = sh.progress.lock();
         (p.cursor, p.position)
@@ -666,14 +740,37 @@ fn run_loop(sh: &RunnerShared) -> Result<(), Fault> {
             }
         }
         let started = Instant::now();
-        let mut outcome = apply_batch(sh, engine.as_mut(), &feed, &batch, cursor)?;
+        let mut outcome = apply_batch(sh, engine.as_mut(), &feed, &batch, cursor, false)?;
+        // The states the batch changed, serialised for serving: once per batch, not per event
+        // (serialising costs a whole state, and most events change a small part of it).
+        let mut fresh = None;
+        if outcome.failure.is_none() {
+            match serialise(engine.as_mut(), std::mem::take(&mut outcome.touched)) {
+                Ok(states) => fresh = Some(states),
+                Err(e) => {
+                    // Some state cannot be served. Find the event that made it so: redo the
+                    // batch on a fresh engine, serialising the state each event leaves behind
+                    // (only on this failure path), and treat that event as the failing one.
+                    (engine, served) = fresh_engine(sh)?;
+                    let located = apply_batch(sh, engine.as_mut(), &feed, &batch, cursor, true)?;
+                    if located.failure.is_none() {
+                        // Not reproduced (a handler that is not deterministic, or one state
+                        // changed through another partition's handler): fault where it was
+                        // seen, without serving the batch.
+                        return Err(Fault::user(e, outcome.position.or(position)));
+                    }
+                    outcome = located;
+                }
+            }
+        }
         if let Some(failed) = &outcome.failure {
             // The engine may have lost the failing partition's state (a handler that mutated
-            // it, then threw). Redo the events before the failure on a fresh engine restored
-            // from the served state, so that exactly those are kept.
+            // it, then threw) or holds an unserialisable one. Redo the events before the
+            // failure on a fresh engine restored from the served state, so that exactly those
+            // are kept.
             let k = failed.index;
-            engine = fresh_engine(sh)?;
-            let mut redo = apply_batch(sh, engine.as_mut(), &feed, &batch[..k], cursor)?;
+            (engine, served) = fresh_engine(sh)?;
+            let mut redo = apply_batch(sh, engine.as_mut(), &feed, &batch[..k], cursor, false)?;
             if redo.failure.is_none() && redo.complete {
                 redo.failure = outcome.failure.take();
             }
@@ -695,18 +792,35 @@ fn run_loop(sh: &RunnerShared) -> Result<(), Fault> {
         if failure.is_none() && complete {
             resume = feed.cursor().max(resume);
         }
+        let fresh = match fresh {
+            Some(states) => states,
+            None => serialise(engine.as_mut(), touched).map_err(|e| Fault::user(e, position))?,
+        };
         // Emits first: a checkpoint never covers an event whose emits are not durable.
         flush_emits(sh, &mut emits)?;
-        let mut fresh = Vec::with_capacity(touched.len());
-        for key in touched {
-            let value = engine.state(&key).map_err(|e| Fault::user(e, position))?;
-            fresh.push((key, value));
-        }
+        let fresh: Vec<(String, Option<Served>)> = fresh
+            .into_iter()
+            .map(|(key, value)| {
+                let value = value.map(|v| Served::new(&key, v));
+                (key, value)
+            })
+            .collect();
+        // What the served states will take (this thread is their only writer).
+        let replaced: usize = {
+            let states = sh.states.read();
+            fresh
+                .iter()
+                .filter_map(|(key, _)| states.get(key).map(|s| s.bytes))
+                .sum()
+        };
+        let added: usize = fresh.iter().flat_map(|(_, v)| v).map(|v| v.bytes).sum();
+        served = (served + added).saturating_sub(replaced);
+        engine.set_external_bytes(served);
         {
             let mut states = sh.states.write();
             for (key, value) in fresh {
                 match value {
-                    Some(v) => states.insert(key, Arc::new(v)),
+                    Some(v) => states.insert(key, v),
                     None => states.remove(&key),
                 };
             }
@@ -739,15 +853,32 @@ fn run_loop(sh: &RunnerShared) -> Result<(), Fault> {
     }
 }
 
-/// An engine built by the builder with every served state restored.
-fn fresh_engine(sh: &RunnerShared) -> Result<Box<dyn ProjectionEngine>, Fault> {
+/// An engine built by the builder with every served state restored, and told how much the
+/// served states take ([`ProjectionEngine::set_external_bytes`]); with that amount.
+fn fresh_engine(sh: &RunnerShared) -> Result<(Box<dyn ProjectionEngine>, usize), Fault> {
     let mut engine = (sh.builder)().map_err(|e| Fault::user(e, None))?;
+    let mut served = 0;
     for (k, v) in sh.states.read().iter() {
         engine
-            .restore(k, (**v).clone())
+            .restore(k, (*v.value).clone())
             .map_err(|e| Fault::user(e, None))?;
+        served += v.bytes;
     }
-    Ok(engine)
+    engine.set_external_bytes(served);
+    Ok((engine, served))
+}
+
+/// The JSON states of `touched` (`None`: the partition has no state).
+fn serialise(
+    engine: &mut dyn ProjectionEngine,
+    touched: HashSet<String>,
+) -> Result<Vec<(String, Option<Value>)>, ProjectionError> {
+    let mut states = Vec::with_capacity(touched.len());
+    for key in touched {
+        let value = engine.state(&key)?;
+        states.push((key, value));
+    }
+    Ok(states)
 }
 
 /// A failure of user code in a batch.
@@ -778,12 +909,17 @@ struct BatchOutcome {
 /// or shutdown waits for one event, not a whole batch). Emits are appended as soon as the
 /// buffered ones reach the store's events-per-append limit (they are idempotent and no
 /// checkpoint covers them yet), so memory is bounded by that limit plus one event's emits.
+///
+/// With `check_states` (the search for the event that made a state unserialisable), the state
+/// of each event's partition is serialised after the event, and a failure to do so is that
+/// event's failure; the whole batch is then applied even when a stop is requested.
 fn apply_batch(
     sh: &RunnerShared,
     engine: &mut dyn ProjectionEngine,
     feed: &Feed,
     batch: &[crate::RecordedEvent],
     cursor: u64,
+    check_states: bool,
 ) -> Result<BatchOutcome, Fault> {
     let mut out = BatchOutcome {
         emits: Vec::new(),
@@ -797,7 +933,7 @@ fn apply_batch(
     let flush_at = sh.store.options().limits.max_events_per_append.max(1);
     let mut buffered = 0usize;
     for (index, event) in batch.iter().enumerate() {
-        if index > 0 && sh.control.load(Ordering::Acquire) != RUN {
+        if index > 0 && !check_states && sh.control.load(Ordering::Acquire) != RUN {
             out.complete = false;
             break;
         }
@@ -823,6 +959,12 @@ fn apply_batch(
                 if let Some(why) = emitted.iter().find_map(|e| check_emit(&sh.store, e).err()) {
                     out.failure = Some(fail(ProjectionError::new(why)));
                     return Ok(out);
+                }
+                if check_states {
+                    if let Err(e) = engine.state(&key) {
+                        out.failure = Some(fail(e));
+                        return Ok(out);
+                    }
                 }
                 if !emitted.is_empty() {
                     buffered += emitted.len();
