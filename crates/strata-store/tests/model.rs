@@ -635,7 +635,8 @@ impl Model {
                 let start = match from {
                     ReadFrom::Start => 0,
                     ReadFrom::End => end,
-                    ReadFrom::At(p) => p.min(end),
+                    // A lower bound: beyond the end, the page is empty and `next` stays there.
+                    ReadFrom::At(p) => p,
                 };
                 let all: Vec<u64> = (start..end)
                     .filter(|&p| self.matches(&self.log[p as usize], f))
