@@ -48,7 +48,6 @@
 //! - One module per workload: `append` (`append` and `batch`), `replay`, `sse` (and the
 //!   fixed-rate publisher), `group` (`group` and `group-latency`), `projection`.
 
-
 mod append;
 mod args;
 mod error;

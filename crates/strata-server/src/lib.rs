@@ -49,6 +49,7 @@ pub mod config;
 pub mod error;
 mod event_json;
 mod groups;
+mod live_feed;
 mod metrics;
 mod openapi;
 mod ops;

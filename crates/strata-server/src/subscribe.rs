@@ -34,6 +34,7 @@ use crate::app::App;
 use crate::body::ChannelBody;
 use crate::error::{Error, Result};
 use crate::event_json::{write_event, write_u64, Layout};
+use crate::live_feed::{FeedError, LiveFeed};
 use crate::query::{FromParam, ReadParams};
 use crate::read::require_forward;
 use crate::replay::PageSizer;
@@ -104,29 +105,33 @@ pub(crate) async fn subscribe(
 }
 
 /// Feeds one subscriber until it disconnects, the subscription fails, or the server shuts down.
-async fn produce(app: App, mut subscription: Subscription, tx: mpsc::Sender<Bytes>) {
+async fn produce(app: App, subscription: Subscription, tx: mpsc::Sender<Bytes>) {
     let _open = app.metrics().subscription_opened();
     let by_revision = matches!(subscription.target(), SubscriptionTarget::Stream(_));
     let keepalive = app.keepalive_interval();
     let mut sizer = PageSizer::new(TARGET_CHUNK_BYTES, 1, 1024);
+    let mut feed = LiveFeed::new(subscription);
     let mut last_sent = Instant::now();
     loop {
-        // Read what is there, from the log, on the blocking pool.
-        let limit = sizer.limit();
-        let polled = tokio::task::spawn_blocking(move || {
-            let events = subscription.poll(limit);
-            (subscription, events)
-        })
-        .await;
-        let events = match polled {
-            Ok((s, events)) => {
-                subscription = s;
-                events
+        // The next events (read on the blocking pool, waiting for commits while caught up),
+        // a keepalive when nothing was sent for a while, the client leaving, or shutdown.
+        let batch = tokio::select! {
+            batch = feed.next_batch(sizer.limit(), |_| {}) => batch,
+            () = tokio::time::sleep_until((last_sent + keepalive).into()) => {
+                // A full channel means data is on its way anyway.
+                if let Err(mpsc::error::TrySendError::Closed(_)) =
+                    tx.try_send(Bytes::from_static(KEEPALIVE))
+                {
+                    return;
+                }
+                last_sent = Instant::now();
+                continue;
             }
-            Err(_) => return,
+            () = tx.closed() => return,
+            () = app.shutting_down() => return,
         };
-        match events {
-            Ok(events) if !events.is_empty() => {
+        match batch {
+            Ok(events) => {
                 let chunk = render(&events, by_revision);
                 sizer.observe(chunk.len(), events.len());
                 app.metrics().add_events_read(events.len());
@@ -136,25 +141,8 @@ async fn produce(app: App, mut subscription: Subscription, tx: mpsc::Sender<Byte
                 }
                 last_sent = Instant::now();
             }
-            Ok(_) => {
-                // Caught up: wait for the next commit, a keepalive, the client, or shutdown.
-                tokio::select! {
-                    woke = subscription.wait() => if woke.is_err() { return },
-                    () = tokio::time::sleep_until((last_sent + keepalive).into()) => {
-                        // A full channel means data is on its way anyway.
-                        if let Err(mpsc::error::TrySendError::Closed(_)) =
-                            tx.try_send(Bytes::from_static(KEEPALIVE))
-                        {
-                            return;
-                        }
-                        last_sent = Instant::now();
-                    }
-                    () = tx.closed() => return,
-                    () = app.shutting_down() => return,
-                }
-            }
-            Err(strata_store::Error::Closed) => return,
-            Err(e) => {
+            Err(FeedError::Lost | FeedError::Store(strata_store::Error::Closed)) => return,
+            Err(FeedError::Store(e)) => {
                 let error = app.store_error(e);
                 tracing::info!(error = %error, "subscription ended");
                 let mut msg = b"event: error\ndata: ".to_vec();
