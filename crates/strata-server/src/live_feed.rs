@@ -105,6 +105,8 @@ impl LiveFeed {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::future::Future;
+    use std::task::Poll;
     use std::time::Duration;
     use strata_store::{AllFilter, ExpectedRevision, FsyncPolicy, NewEvent, Options, Store};
 
@@ -160,13 +162,17 @@ mod tests {
             // Cancel a call at once, every other round: whatever it had read is handed out by
             // the next call.
             if round % 2 == 0 {
-                let cut = tokio::time::timeout(Duration::ZERO, feed.next_batch(1, |_| {})).await;
-                if let Ok(batch) = cut {
-                    // It finished before the timeout looked: nothing to pick up.
-                    delivered.extend(batch.unwrap().iter().map(|e| e.position));
-                    continue;
+                // Polled exactly once, then dropped: cut while its read is in flight.
+                let mut call = Box::pin(feed.next_batch(1, |_| {}));
+                let first = std::future::poll_fn(|cx| Poll::Ready(call.as_mut().poll(cx))).await;
+                drop(call);
+                match first {
+                    Poll::Ready(batch) => {
+                        delivered.extend(batch.unwrap().iter().map(|e| e.position));
+                        continue;
+                    }
+                    Poll::Pending => cancelled += 1,
                 }
-                cancelled += 1;
             }
             let batch = feed.next_batch(100, |_| {}).await.unwrap();
             delivered.extend(batch.iter().map(|e| e.position));
