@@ -35,6 +35,7 @@ mod frame;
 mod hash;
 mod id_gen;
 mod index_file;
+pub mod json_check;
 mod log;
 mod memtable;
 mod options;
@@ -56,6 +57,7 @@ pub use event::{
 };
 pub use frame::EventView;
 pub use hash::category_of;
+pub use json_check::MAX_JSON_DEPTH;
 pub use options::{FsyncPolicy, Limits, Options, RebuildProgress};
 pub use stats::{StatsSnapshot, FSYNC_BUCKETS_MICROS};
 pub use store::{Health, Store, StoreInfo};
