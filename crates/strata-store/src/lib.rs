@@ -5,7 +5,8 @@
 //!
 //! - [`Store::append`]: atomic appends with optimistic concurrency ([`ExpectedRevision`]) and
 //!   idempotent retries by event id, made durable by group commit (one writer thread, one
-//!   `write` + one `fdatasync` for everything queued).
+//!   `write` + one `fdatasync` for everything queued). JSON payloads are checked first
+//!   ([`json_check`]: at most 64 levels deep, no lone surrogate escapes).
 //! - Reads of a stream by revision, of the whole log by position with type / category / prefix
 //!   filters answered from indexes, of one event, and of the stream list.
 //! - Soft and hard deletes and stream metadata (`max_count`, `max_age_seconds`,
