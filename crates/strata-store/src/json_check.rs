@@ -88,9 +88,9 @@ pub fn check_json(text: &[u8], max_depth: usize) -> Result<(), JsonProblem> {
                 }
                 let object = open == b'{';
                 if object {
-                    objects |= 1 << depth;
+                    objects |= 1u128 << depth;
                 } else {
-                    objects &= !(1 << depth);
+                    objects &= !(1u128 << depth);
                 }
                 depth += 1;
                 s.i += 1;
@@ -123,7 +123,7 @@ pub fn check_json(text: &[u8], max_depth: usize) -> Result<(), JsonProblem> {
                     Some(_) => Err(s.syntax("trailing characters after the value")),
                 };
             }
-            let object = objects & (1 << (depth - 1)) != 0;
+            let object = objects & (1u128 << (depth - 1)) != 0;
             match s.peek() {
                 Some(b',') => {
                     s.i += 1;
