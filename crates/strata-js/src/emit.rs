@@ -3,7 +3,8 @@
 //! Calls are checked where they are made, so a bad one throws a `TypeError` inside the handler
 //! (with the handler's stack): `stream` is a user stream name (1–255 bytes of UTF-8, no control
 //! characters, not starting with `$`), `type` is 1–255 bytes, `data` is JSON-serialisable
-//! (`undefined`/omitted means `null`). Outside a handler (while defining the projection, in
+//! (`undefined`/omitted means `null`) into JSON the store accepts (nested at most 64 levels,
+//! no lone surrogate in a string). Outside a handler (while defining the projection, in
 //! `partitionBy`) `emit` throws.
 
 use std::cell::{Cell, RefCell};
@@ -11,7 +12,9 @@ use std::rc::Rc;
 
 use rquickjs::function::Opt;
 use rquickjs::{Ctx, Exception, Function, Value};
+use strata_store::json_check::check_json;
 use strata_store::projection::Emit;
+use strata_store::MAX_JSON_DEPTH;
 
 /// The most events one handler call may emit (the API's limit for one append).
 pub(crate) const MAX_EMITS_PER_EVENT: usize = 10_000;
@@ -83,6 +86,15 @@ fn emit<'js>(
                 ));
             };
             let json = json.to_string()?;
+            // What the store would refuse at append (nesting beyond its limit; a lone
+            // surrogate, which JS strings may hold and JSON.stringify escapes) fails here, where
+            // the handler's stack shows which emit it was.
+            if let Err(problem) = check_json(json.as_bytes(), MAX_JSON_DEPTH) {
+                return Err(Exception::throw_type(
+                    ctx,
+                    &format!("emit(): JSON.stringify(data) cannot be appended: {problem}"),
+                ));
+            }
             serde_json::from_str(&json).map_err(|e| {
                 Exception::throw_type(ctx, &format!("emit(): data is not valid JSON: {e}"))
             })?
@@ -159,6 +171,41 @@ mod tests {
             assert!(call("emit('s', 'T', 1)").is_err(), "closed again");
             sink.open();
             assert!(sink.close().is_empty(), "a new call starts empty");
+        });
+    }
+
+    #[test]
+    fn data_the_store_would_refuse_throws_at_the_emit() {
+        with_sink(|ctx, sink| {
+            sink.open();
+            let message = |src: &str| match ctx.eval::<(), _>(src) {
+                Ok(()) => String::new(),
+                Err(_) => {
+                    let e = ctx.catch();
+                    let e = e.as_object().unwrap();
+                    let name: String = e.get("name").unwrap();
+                    let message: String = e.get("message").unwrap();
+                    format!("{name}: {message}")
+                }
+            };
+            assert_eq!(
+                message("emit('s', 'T', { s: 'a' + String.fromCharCode(0xD800) })"),
+                r"TypeError: emit(): JSON.stringify(data) cannot be appended: lone surrogate \ud800 at byte 7"
+            );
+            assert_eq!(
+                message("let d = 1; for (let i = 0; i < 65; i++) d = [d]; emit('s', 'T', d)"),
+                "TypeError: emit(): JSON.stringify(data) cannot be appended: JSON nested deeper \
+                 than 64 levels (at byte 64)"
+            );
+            // A pair, and 64 levels, are fine.
+            assert_eq!(message("emit('s', 'T', '\\ud83d\\ude00')"), "");
+            assert_eq!(
+                message("let e = 1; for (let i = 0; i < 64; i++) e = [e]; emit('s', 'T', e)"),
+                ""
+            );
+            let emits = sink.close();
+            assert_eq!(emits.len(), 2);
+            assert_eq!(emits[0].data, serde_json::json!("\u{1f600}"));
         });
     }
 

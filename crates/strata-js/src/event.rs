@@ -8,7 +8,8 @@
 //! Same rules as the server's `event_json`: `data` is the parsed JSON payload (`null` when
 //! empty); a binary payload, or JSON content that does not parse, is `data_base64` instead;
 //! `metadata` is the parsed JSON or `null` when absent; metadata that is not JSON is `null` plus
-//! `metadata_base64`. Only the payloads go through the JSON parser; the other fields are set
+//! `metadata_base64`. Here "does not parse" includes JSON nested too deeply for the engine's
+//! parser (only events written before the store refused nesting beyond 64 levels). Only the payloads go through the JSON parser; the other fields are set
 //! directly, and the strings that repeat from event to event (type, stream, timestamp of one
 //! append) are reused.
 
@@ -20,7 +21,9 @@ use rquickjs::function::Args;
 use rquickjs::{Ctx, Function, Object, Persistent, Value};
 use strata_store::{ContentType, RecordedEvent};
 
+use strata_store::json_check::{check_json, JsonProblem};
 use strata_store::timestamp::format_timestamp;
+use strata_store::MAX_JSON_DEPTH;
 
 type JsString = rquickjs::String<'static>;
 
@@ -176,8 +179,12 @@ fn number<'js>(ctx: &Ctx<'js>, n: u64) -> Value<'js> {
     }
 }
 
-/// Parses `bytes` as JSON; `Ok(None)` when they are not JSON. Other failures (out of memory)
-/// stay pending exceptions.
+/// Parses `bytes` as JSON; `Ok(None)` when they are not JSON, or nested too deeply for the
+/// engine's stack (the parser recurses; it gives up somewhere past a few thousand levels,
+/// depending on `JsLimits::max_stack_bytes`). The store refuses payloads nested deeper than
+/// 64 levels, but events appended before it did may be deeper: they are handed over as base64
+/// rather than faulting every projection that reads past them, on every replay. Other failures
+/// (out of memory) stay pending exceptions.
 fn parse_json<'js>(ctx: &Ctx<'js>, bytes: &[u8]) -> rquickjs::Result<Option<Value<'js>>> {
     match ctx.json_parse(bytes) {
         Ok(value) => Ok(Some(value)),
@@ -189,12 +196,118 @@ fn parse_json<'js>(ctx: &Ctx<'js>, bytes: &[u8]) -> rquickjs::Result<Option<Valu
                 .as_object()
                 .and_then(|o| o.get::<_, Option<String>>("name").ok().flatten())
                 .is_some_and(|name| name == "SyntaxError");
-            if syntax {
+            // Only checked after a failure: the parse of ordinary payloads pays nothing. Data
+            // the engine cannot parse within its stack is always deeper than the store's limit.
+            if syntax || too_deep(bytes) {
                 Ok(None)
             } else {
                 Err(ctx.throw(exception))
             }
         }
         Err(e) => Err(e),
+    }
+}
+
+/// True when `bytes` nest deeper than the store accepts (or are not JSON at all).
+fn too_deep(bytes: &[u8]) -> bool {
+    matches!(
+        check_json(bytes, MAX_JSON_DEPTH),
+        Err(JsonProblem::TooDeep { .. } | JsonProblem::Syntax { .. })
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+    use strata_store::projection::ProjectionEngine;
+    use strata_store::{ContentType, RecordedEvent};
+
+    use crate::{JsLimits, JsProjection};
+
+    fn event(position: u64, data: impl Into<Vec<u8>>) -> RecordedEvent {
+        RecordedEvent {
+            id: uuid::Uuid::from_u128(u128::from(position) + 1),
+            stream: "deep-1".into(),
+            revision: position,
+            position,
+            event_type: "T".into(),
+            timestamp_micros: 0,
+            content_type: ContentType::Json,
+            data: data.into(),
+            metadata: Vec::new(),
+        }
+    }
+
+    fn arrays(depth: usize) -> String {
+        "[".repeat(depth) + &"]".repeat(depth)
+    }
+
+    /// Partitions and applies like the runner; the state of the partition afterwards.
+    fn fold(p: &mut JsProjection, events: &[RecordedEvent]) -> serde_json::Value {
+        let mut key = String::new();
+        for e in events {
+            key = p.partition_key(e).unwrap().unwrap();
+            p.apply(&key, e, &mut Vec::new()).unwrap();
+        }
+        p.state(&key).unwrap().unwrap()
+    }
+
+    // Events written before the store checked JSON payloads may be nested deeper than the
+    // engine's parser can go; they must not fault a projection that never reads them.
+    #[test]
+    fn payloads_too_deep_to_parse_are_handed_as_base64() {
+        let deep = event(0, arrays(100_000));
+        let mut deep_metadata = event(1, "{}");
+        deep_metadata.metadata = format!(r#"{{"m":{}}}"#, arrays(100_000)).into_bytes();
+        let fine = event(2, arrays(1000));
+
+        let mut counter = JsProjection::compile(
+            "fromAll().when({ $any: (s, e) => { s.n = (s.n || 0) + 1; } })",
+            JsLimits::default(),
+        )
+        .unwrap();
+        let events = [deep.clone(), deep_metadata.clone(), fine.clone()];
+        assert_eq!(fold(&mut counter, &events), json!({ "n": 3 }));
+
+        let mut reader = JsProjection::compile(
+            "fromAll().partitionBy(e => e.stream).when({ $any: (s, e) => {
+                s.seen = (s.seen || []);
+                s.seen.push({ data: typeof e.data, base64: (e.data_base64 || '').length,
+                              meta: e.metadata, meta64: (e.metadata_base64 || '').length,
+                              fine: Array.isArray(e.data) });
+            } })",
+            JsLimits::default(),
+        )
+        .unwrap();
+        let b64 = |n: usize| n.div_ceil(3) * 4;
+        assert_eq!(
+            fold(&mut reader, &events),
+            json!({ "seen": [
+                { "data": "undefined", "base64": b64(200_000), "meta": null, "meta64": 0, "fine": false },
+                { "data": "object", "base64": 0, "meta": null, "meta64": b64(200_006), "fine": false },
+                { "data": "object", "base64": 0, "meta": null, "meta64": 0, "fine": true },
+            ] })
+        );
+    }
+
+    #[test]
+    fn a_small_stack_moves_the_cut_not_the_rule() {
+        let limits = JsLimits {
+            max_stack_bytes: 64 << 10,
+            ..JsLimits::default()
+        };
+        let mut p = JsProjection::compile(
+            "fromAll().when({ $any: (s, e) => { s.parsed = e.data !== undefined; } })",
+            limits,
+        )
+        .unwrap();
+        assert_eq!(
+            fold(&mut p, &[event(0, arrays(50_000))]),
+            json!({ "parsed": false })
+        );
+        assert_eq!(
+            fold(&mut p, &[event(1, arrays(64))]),
+            json!({ "parsed": true })
+        );
     }
 }

@@ -9,7 +9,7 @@ use uuid::Uuid;
 /// How an event's `data` bytes are to be interpreted. Stored in each record; never guessed.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum ContentType {
-    /// `data` is UTF-8 JSON text (returned as JSON by the server).
+    /// `data` is UTF-8 JSON text (returned as JSON by the server), checked at append.
     Json,
     /// `data` is opaque bytes (returned base64-encoded by the server).
     Binary,
@@ -24,14 +24,17 @@ pub struct NewEvent {
     pub event_type: String,
     /// Payload bytes, interpreted per `content_type`.
     pub data: Vec<u8>,
-    /// Metadata bytes (JSON text by convention); empty means "no metadata".
+    /// Metadata bytes: JSON text (checked at append like JSON `data`, whatever the content
+    /// type); empty means "no metadata".
     pub metadata: Vec<u8>,
     /// How `data` is encoded.
     pub content_type: ContentType,
 }
 
 impl NewEvent {
-    /// A JSON event; `data` must be valid JSON text (the store does not parse it).
+    /// A JSON event. `data` must be JSON text nested at most `Limits::max_json_depth` deep
+    /// without lone surrogate escapes, or empty (`null`); [`crate::Store::append`] checks it
+    /// (one linear scan, see [`crate::json_check`]) and stores the bytes as they are.
     pub fn json(event_type: impl Into<String>, data: impl Into<Vec<u8>>) -> Self {
         NewEvent {
             id: None,

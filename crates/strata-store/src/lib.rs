@@ -5,7 +5,8 @@
 //!
 //! - [`Store::append`]: atomic appends with optimistic concurrency ([`ExpectedRevision`]) and
 //!   idempotent retries by event id, made durable by group commit (one writer thread, one
-//!   `write` + one `fdatasync` for everything queued).
+//!   `write` + one `fdatasync` for everything queued). JSON payloads are checked first
+//!   ([`json_check`]: at most 64 levels deep, no lone surrogate escapes).
 //! - Reads of a stream by revision, of the whole log by position with type / category / prefix
 //!   filters answered from indexes, of one event, and of the stream list.
 //! - Soft and hard deletes and stream metadata (`max_count`, `max_age_seconds`,
@@ -33,6 +34,7 @@ mod frame;
 mod hash;
 mod id_gen;
 mod index_file;
+pub mod json_check;
 mod log;
 mod memtable;
 mod options;
@@ -54,6 +56,7 @@ pub use event::{
 };
 pub use frame::EventView;
 pub use hash::category_of;
+pub use json_check::MAX_JSON_DEPTH;
 pub use options::{FsyncPolicy, Limits, Options, RebuildProgress};
 pub use stats::{StatsSnapshot, FSYNC_BUCKETS_MICROS};
 pub use store::{Health, Store, StoreInfo};

@@ -51,6 +51,10 @@ pub struct Limits {
     pub max_stream_name_len: usize,
     /// Maximum event-type length in bytes (at most 65535).
     pub max_event_type_len: usize,
+    /// Deepest nesting of arrays and objects in JSON `data` and in metadata (default
+    /// [`crate::MAX_JSON_DEPTH`], 64; larger values act as
+    /// [`crate::json_check::JSON_DEPTH_CEILING`], 128). See [`crate::json_check`].
+    pub max_json_depth: usize,
 }
 
 impl Default for Limits {
@@ -60,6 +64,7 @@ impl Default for Limits {
             max_events_per_append: 10_000,
             max_stream_name_len: 255,
             max_event_type_len: 255,
+            max_json_depth: crate::MAX_JSON_DEPTH,
         }
     }
 }

@@ -29,7 +29,7 @@ use crate::segment::{
 };
 use crate::stats::{Stats, StatsSnapshot};
 use crate::subscription::{Subscription, SubscriptionTarget};
-use crate::writer::{Request, Writer};
+use crate::writer::{validate_append, Request, Writer};
 
 /// An open event store. Cheap to clone; all clones share one writer. The store closes when the
 /// last clone is dropped (or on [`Store::close`]); everything acknowledged before is durable.
@@ -181,12 +181,19 @@ impl Store {
     ///
     /// If every event id was already appended to the stream as this same run, nothing is written
     /// and the original result comes back with `idempotent_replay` set.
+    ///
+    /// Input is checked before anything is queued, and any violation refuses the whole append
+    /// with [`Error::InvalidInput`] naming the event and field (`events[2].data`): the stream
+    /// name and [`crate::Limits`], and the JSON payloads — the `data` of JSON events and every
+    /// non-empty metadata must be JSON text nested at most `max_json_depth` (64) levels deep
+    /// with no lone UTF-16 surrogate escape (see [`crate::json_check`]).
     pub fn append(
         &self,
         stream: &str,
         expected: ExpectedRevision,
         events: Vec<NewEvent>,
     ) -> Result<AppendResult> {
+        validate_append(stream, &events, &self.shared.options.limits)?;
         let (reply, rx) = oneshot::channel();
         self.send(Request::Append {
             stream: stream.to_owned(),
@@ -205,6 +212,7 @@ impl Store {
         expected: ExpectedRevision,
         events: Vec<NewEvent>,
     ) -> Result<AppendResult> {
+        validate_append(stream, &events, &self.shared.options.limits)?;
         let (reply, rx) = oneshot::channel();
         self.send(Request::Append {
             stream: stream.to_owned(),

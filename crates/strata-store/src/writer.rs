@@ -23,6 +23,7 @@ use crate::frame::{encode_frame, encode_segment_header, FrameFields, SEGMENT_HEA
 use crate::hash::{category_of, hash_str};
 use crate::id_gen::IdGen;
 use crate::index_file::{write_index, SegmentIndex};
+use crate::json_check::check_json;
 use crate::log::{
     meta_stream_name, LogState, MetaRecord, Shared, META_EVENT_TYPE, META_STREAM_PREFIX,
 };
@@ -946,6 +947,35 @@ pub(crate) fn validate_stream_name(stream: &str, limits: &Limits) -> Result<()> 
             "stream",
             "names starting with $$ are reserved for stream metadata",
         ));
+    }
+    Ok(())
+}
+
+/// Every check of an append's input, run on the caller's thread before the request is queued
+/// (so a refused append writes nothing, and the payload scan, linear in the bytes, runs in
+/// parallel across callers rather than on the writer thread). The writer repeats the cheap
+/// checks (frame encoding relies on them) but not the payload scan.
+pub(crate) fn validate_append(stream: &str, events: &[NewEvent], limits: &Limits) -> Result<()> {
+    validate_stream_name(stream, limits)?;
+    validate_events(events, limits)?;
+    validate_payloads(events, limits)
+}
+
+/// JSON payloads (see [`crate::json_check`]): the `data` of JSON events and the metadata of
+/// every event, when not empty, must be JSON text nested at most `limits.max_json_depth` deep
+/// without lone surrogate escapes. Refused as `events[i].data` / `events[i].metadata`.
+fn validate_payloads(events: &[NewEvent], limits: &Limits) -> Result<()> {
+    let check = |i: usize, field: &str, bytes: &[u8]| {
+        check_json(bytes, limits.max_json_depth)
+            .map_err(|problem| Error::invalid(format!("events[{i}].{field}"), problem.to_string()))
+    };
+    for (i, e) in events.iter().enumerate() {
+        if e.content_type == ContentType::Json && !e.data.is_empty() {
+            check(i, "data", &e.data)?;
+        }
+        if !e.metadata.is_empty() {
+            check(i, "metadata", &e.metadata)?;
+        }
     }
     Ok(())
 }
