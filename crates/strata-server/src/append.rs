@@ -126,16 +126,29 @@ fn location(stream: &str, first_revision: u64) -> Result<HeaderValue, InvalidHea
     HeaderValue::from_maybe_shared(bytes::Bytes::from(s))
 }
 
-/// The `Expected-Revision` header: `any` (default), `no_stream`, `stream_exists` or an integer.
+/// The `Expected-Revision` header: `any` (default, when the header is absent), `no_stream`,
+/// `stream_exists` or a revision in plain digits. A header that is present but empty, signed
+/// (`+0`) or anything else is a 400: it never falls back to `any`.
 pub(crate) fn expected_revision(headers: &HeaderMap) -> Result<ExpectedRevision> {
-    match headers.get("expected-revision") {
-        None => Ok(ExpectedRevision::Any),
-        Some(v) => v
-            .to_str()
-            .map_err(|_| Error::invalid("Expected-Revision must be text"))?
-            .trim()
-            .parse()
-            .map_err(|e: String| Error::invalid(format!("Expected-Revision: {e}"))),
+    let Some(v) = headers.get("expected-revision") else {
+        return Ok(ExpectedRevision::Any);
+    };
+    let text = v
+        .to_str()
+        .map_err(|_| Error::invalid("Expected-Revision must be text"))?
+        .trim();
+    match text {
+        "any" => Ok(ExpectedRevision::Any),
+        "no_stream" => Ok(ExpectedRevision::NoStream),
+        "stream_exists" => Ok(ExpectedRevision::StreamExists),
+        _ => query::parse_digits(text)
+            .map(ExpectedRevision::Exact)
+            .ok_or_else(|| {
+                Error::invalid(format!(
+                    "Expected-Revision must be any, no_stream, stream_exists or a revision \
+                     (plain digits), not {text:?}"
+                ))
+            }),
     }
 }
 

@@ -11,6 +11,7 @@ mod ops;
 mod projections;
 mod read;
 mod server;
+mod slips;
 mod streams;
 mod subscribe;
 mod support;
