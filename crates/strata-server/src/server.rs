@@ -127,18 +127,32 @@ impl Server {
         app.stop_groups().await;
         // Projections checkpoint before the store closes.
         let projections_app = app.clone();
-        let _ = tokio::task::spawn_blocking(move || projections_app.stop_projections()).await;
+        let stopped = on_blocking_pool("stopping the projections", move || {
+            projections_app.stop_projections()
+        })
+        .await;
+        // The store closes even when that failed: acknowledged appends must be synced.
         let store = app.store().clone();
         let closed = tokio::task::spawn_blocking(move || store.close())
             .await
             .map_err(|e| Error::Internal(format!("closing the store failed: {e}")))?
             .map_err(Error::Store);
-        match (&served, &closed) {
-            (Ok(()), Ok(())) => tracing::info!("store closed; bye"),
-            _ => tracing::error!(?served, ?closed, "shutdown was not clean"),
+        match (&served, &stopped, &closed) {
+            (Ok(()), Ok(()), Ok(())) => tracing::info!("store closed; bye"),
+            _ => tracing::error!(?served, ?stopped, ?closed, "shutdown was not clean"),
         }
-        served.and(closed)
+        served.and(stopped).and(closed)
     }
+}
+
+/// Runs a blocking shutdown step on tokio's blocking pool and waits for it. A panic in the
+/// step (or its cancellation) is logged and returned as [`Error::Internal`], so that the
+/// shutdown is reported as not clean and the process exits non-zero.
+async fn on_blocking_pool(what: &'static str, step: impl FnOnce() + Send + 'static) -> Result<()> {
+    tokio::task::spawn_blocking(step).await.map_err(|e| {
+        tracing::error!(error = %e, "{what} failed");
+        Error::Internal(format!("{what} failed: {e}"))
+    })
 }
 
 /// Binds per `config` and serves until `shutdown` resolves ([`Server::bind`] + [`Server::run`]).
@@ -147,4 +161,19 @@ pub async fn serve(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<()> {
     Server::bind(config).await?.run(shutdown).await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_panicking_shutdown_step_is_an_error() {
+        assert!(on_blocking_pool("a step", || {}).await.is_ok());
+        let failed = on_blocking_pool("a step", || panic!("boom")).await;
+        match failed {
+            Err(Error::Internal(message)) => assert!(message.contains("a step"), "{message}"),
+            other => panic!("expected an internal error, got {other:?}"),
+        }
+    }
 }
