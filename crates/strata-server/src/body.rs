@@ -134,7 +134,10 @@ mod tests {
             HeaderValue::from_static("Application/JSON; charset=utf-8"),
         );
         assert!(require_json(&h).is_ok());
-        for ok in ["application/json;charset=\"UTF-8\"", "application/json; v=1"] {
+        for ok in [
+            "application/json;charset=\"UTF-8\"",
+            "application/json; v=1",
+        ] {
             h.insert(header::CONTENT_TYPE, HeaderValue::from_static(ok));
             assert!(require_json(&h).is_ok(), "{ok}");
         }

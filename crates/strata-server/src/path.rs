@@ -64,10 +64,21 @@ mod tests {
 
     #[test]
     fn percent_escapes_need_two_hex_digits() {
-        for ok in ["/streams/a", "/streams/a%25b", "/streams/%C3%A9", "/x/%2f/%2F"] {
+        for ok in [
+            "/streams/a",
+            "/streams/a%25b",
+            "/streams/%C3%A9",
+            "/x/%2f/%2F",
+        ] {
             assert!(check_percent_encoding(ok).is_ok(), "{ok}");
         }
-        for bad in ["/streams/%zz", "/streams/%", "/streams/a%2", "/streams/%g0/1", "/%%41"] {
+        for bad in [
+            "/streams/%zz",
+            "/streams/%",
+            "/streams/a%2",
+            "/streams/%g0/1",
+            "/%%41",
+        ] {
             assert!(
                 matches!(check_percent_encoding(bad), Err(Error::InvalidRequest(_))),
                 "{bad}"

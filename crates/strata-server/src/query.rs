@@ -245,7 +245,16 @@ mod tests {
         assert_eq!(parse_digits("0"), Some(0));
         assert_eq!(parse_digits("007"), Some(7));
         assert_eq!(parse_digits("18446744073709551615"), Some(u64::MAX));
-        for bad in ["", "+5", "-0", " 5", "5 ", "0x5", "1e3", "18446744073709551616"] {
+        for bad in [
+            "",
+            "+5",
+            "-0",
+            " 5",
+            "5 ",
+            "0x5",
+            "1e3",
+            "18446744073709551616",
+        ] {
             assert_eq!(parse_digits(bad), None, "{bad:?}");
         }
         for q in ["limit=%2B5", "limit=+5", "from=%2B1"] {

@@ -451,10 +451,7 @@ async fn a_huge_count_of_tiny_events_is_413_without_reading_them_all() {
     // Small and large bodies within the limits (inline and blocking-pool parsing) append.
     let ten = format!("[{}]", [r#"{"type":"T"}"#; 10].join(","));
     assert_eq!(s.post("/streams/flood", &ten, &[]).await.status, 201);
-    let big = format!(
-        r#"[{{"type":"T","data":"{}"}}]"#,
-        "x".repeat(200 * 1024)
-    );
+    let big = format!(r#"[{{"type":"T","data":"{}"}}]"#, "x".repeat(200 * 1024));
     let r = s.post("/streams/flood", &big, &[]).await;
     assert_eq!(r.status, 201, "{}", r.text());
     assert_eq!(r.json()["first_revision"], 10);

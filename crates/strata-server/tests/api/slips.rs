@@ -42,14 +42,9 @@ async fn expected_revision_must_be_a_keyword_or_plain_digits() {
         )
         .await
         .assert_error(400, "invalid_request");
-        s.call(
-            "DELETE",
-            "/streams/er-1",
-            &[("expected-revision", bad)],
-            "",
-        )
-        .await
-        .assert_error(400, "invalid_request");
+        s.call("DELETE", "/streams/er-1", &[("expected-revision", bad)], "")
+            .await
+            .assert_error(400, "invalid_request");
     }
     // Nothing was written or deleted by the refused requests.
     let page = s.get("/streams/er-1").await;
