@@ -1,21 +1,24 @@
 //! The server's life: bind, open the store, serve, shut down gracefully, close the store.
 //!
+//! Connections are accepted and served by `conn` (connection cap, header-read and idle
+//! timeouts: [`Config::connections`]).
+//!
 //! Shutdown, when the signal future resolves: stop accepting connections; end streamed
 //! responses (SSE subscriptions, NDJSON replays) at a message boundary; let in-flight requests
 //! — appends above all — finish (at most [`Config::shutdown_grace`]; long polls of consumer
 //! groups return at once); then stop the consumer groups, saving their checkpoints; then close the store,
 //! which waits for queued appends and syncs the log.
 
-use std::future::{Future, IntoFuture};
+use std::future::Future;
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use axum::serve::ListenerExt;
 use strata_store::Store;
 use tokio::net::TcpListener;
 
 use crate::app::App;
-use crate::config::Config;
+use crate::config::{Config, ConnectionLimits};
+use crate::conn;
 use crate::error::{Error, Result};
 
 /// A bound server with its store open, ready to [`Server::run`].
@@ -24,6 +27,7 @@ pub struct Server {
     local_addr: SocketAddr,
     app: App,
     shutdown_grace: Duration,
+    connections: ConnectionLimits,
 }
 
 impl Server {
@@ -74,6 +78,7 @@ impl Server {
             local_addr,
             app,
             shutdown_grace: config.shutdown_grace,
+            connections: config.connections,
         })
     }
 
@@ -94,35 +99,30 @@ impl Server {
             listener,
             app,
             shutdown_grace,
+            connections,
             ..
         } = self;
-        let listener = listener.tap_io(|tcp| {
-            // Small SSE messages and responses must not wait for Nagle's algorithm.
-            if let Err(e) = tcp.set_nodelay(true) {
-                tracing::debug!(error = %e, "could not set TCP_NODELAY");
-            }
-        });
         let signal_app = app.clone();
-        let signal = async move {
+        let signal = tokio::spawn(async move {
             shutdown.await;
             tracing::info!("shutting down: finishing in-flight requests");
             signal_app.begin_shutdown();
-        };
-        let serving = axum::serve(listener, app.router())
-            .with_graceful_shutdown(signal)
-            .into_future();
+        });
+        // Returns once shutdown began and every connection has closed.
+        let serving = conn::serve(listener, app.clone(), connections);
         let grace_app = app.clone();
         let grace = async move {
             grace_app.shutting_down().await;
             tokio::time::sleep(shutdown_grace).await;
         };
-        let served = tokio::select! {
-            r = serving => r.map_err(Error::Io),
+        let served: Result<()> = tokio::select! {
+            () = serving => Ok(()),
             () = grace => {
                 tracing::warn!(?shutdown_grace, "connections still open after the grace period; closing anyway");
                 Ok(())
             }
         };
+        signal.abort();
         // Consumer groups: stop their tasks and save their checkpoints before the store closes.
         app.stop_groups().await;
         // Projections checkpoint before the store closes.

@@ -4,6 +4,7 @@
 
 mod append;
 mod auth;
+mod connections;
 mod groups;
 mod groups_scale;
 mod groups_support;
