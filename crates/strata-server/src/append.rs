@@ -201,7 +201,7 @@ fn parse_events(bytes: &[u8], limits: &HttpLimits) -> Result<Vec<NewEvent>> {
 
 fn too_many_events(max: usize) -> Error {
     Error::PayloadTooLarge(format!(
-        "more than {max} events in one append, over the limit of {max}"
+        "too many events: an append holds at most {max} events"
     ))
 }
 
