@@ -702,3 +702,87 @@ fn error_bodies_are_json_objects_with_their_documented_fields() {
     let body = raw.split("\r\n\r\n").nth(1).unwrap();
     let _: Value = serde_json::from_str(body).unwrap();
 }
+
+/// True once the server has closed `stream` (EOF or reset); false while it is open.
+fn closed_by_server(stream: &mut std::net::TcpStream) -> bool {
+    stream
+        .set_read_timeout(Some(Duration::from_millis(50)))
+        .unwrap();
+    let mut buf = [0u8; 256];
+    match stream.read(&mut buf) {
+        Ok(0) => true,
+        Ok(n) => panic!("unexpected bytes: {:?}", String::from_utf8_lossy(&buf[..n])),
+        Err(e) => !matches!(
+            e.kind(),
+            std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+        ),
+    }
+}
+
+#[test]
+fn slow_and_idle_connections_are_closed_and_unparsable_requests_get_json() {
+    let server = TestServer::start_with(&[
+        "--header-read-timeout",
+        "1",
+        "--idle-timeout",
+        "1",
+        "--max-connections",
+        "4",
+    ]);
+    let c = server.client();
+
+    // A request head over the limit: 431 with the JSON error shape (hyper's own answer had
+    // an empty body).
+    let mut stream = c.connect();
+    let big = format!(
+        "GET /health HTTP/1.1\r\nHost: x\r\nX-Big: {}\r\n\r\n",
+        "a".repeat(500_000)
+    );
+    let _ = stream.write_all(big.as_bytes());
+    read_response(stream, Duration::from_secs(10))
+        .into_reply()
+        .assert_error(431, "invalid_request");
+
+    // Slowloris: a header line every 200 ms is cut off after --header-read-timeout.
+    let mut slow = c.connect();
+    slow.write_all(b"GET /health HTTP/1.1\r\nHost: x\r\n")
+        .unwrap();
+    let started = Instant::now();
+    let mut i = 0;
+    loop {
+        std::thread::sleep(Duration::from_millis(200));
+        if slow.write_all(format!("X-{i}: 1\r\n").as_bytes()).is_err()
+            || closed_by_server(&mut slow)
+        {
+            break;
+        }
+        i += 1;
+        assert!(
+            started.elapsed() < Duration::from_secs(15),
+            "a trickled header was read for 15 s"
+        );
+    }
+
+    // An idle keep-alive connection is closed after --idle-timeout.
+    let mut idle = c.connect();
+    idle.write_all(b"HEAD /health HTTP/1.1\r\nHost: x\r\n\r\n")
+        .unwrap();
+    idle.set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    let mut head = Vec::new();
+    while !head.ends_with(b"\r\n\r\n") {
+        let mut byte = [0u8; 1];
+        idle.read_exact(&mut byte).unwrap();
+        head.push(byte[0]);
+    }
+    assert!(head.starts_with(b"HTTP/1.1 200"), "{head:?}");
+    let started = Instant::now();
+    while !closed_by_server(&mut idle) {
+        assert!(
+            started.elapsed() < Duration::from_secs(15),
+            "an idle connection stayed open for 15 s"
+        );
+    }
+    // The server still serves.
+    c.get("/health").assert_status(200);
+}

@@ -15,8 +15,9 @@ use tokio::sync::mpsc;
 use crate::error::{Error, Result};
 
 /// Reads a request body that must be JSON: 415 unless `Content-Type` is `application/json`
-/// (parameters such as `charset=utf-8` allowed), 413 when `Content-Length` announces more than
-/// `max` bytes (before reading anything) or when more than `max` bytes arrive.
+/// in UTF-8 (a `charset` parameter, if any, must be `utf-8`), 413 when `Content-Length`
+/// announces more than `max` bytes (before reading anything) or when more than `max` bytes
+/// arrive.
 pub(crate) async fn read_json_body(headers: &HeaderMap, body: Body, max: usize) -> Result<Bytes> {
     require_json(headers)?;
     if let Some(len) = headers
@@ -41,27 +42,42 @@ fn too_large(max: usize) -> Error {
     Error::PayloadTooLarge(format!("the request body is over the limit of {max} bytes"))
 }
 
-/// 415 unless the request's `Content-Type` is `application/json`.
+/// 415 unless the request's `Content-Type` is `application/json` (any case) whose `charset`
+/// parameters, if any, all say `utf-8` (any case, quoted or not): the body is read as UTF-8,
+/// so a body declared in another charset is refused rather than misread. Other parameters are
+/// ignored.
 fn require_json(headers: &HeaderMap) -> Result<()> {
     let Some(value) = headers.get(header::CONTENT_TYPE) else {
         return Err(Error::UnsupportedMediaType(
             "the body must be JSON: send Content-Type: application/json".into(),
         ));
     };
-    let essence = value
-        .to_str()
-        .ok()
-        .and_then(|v| v.split(';').next())
-        .map(str::trim)
-        .unwrap_or("");
-    if essence.eq_ignore_ascii_case("application/json") {
-        Ok(())
-    } else {
-        Err(Error::UnsupportedMediaType(format!(
+    let text = value.to_str().unwrap_or("");
+    let mut parts = text.split(';');
+    let essence = parts.next().map(str::trim).unwrap_or("");
+    if !essence.eq_ignore_ascii_case("application/json") {
+        return Err(Error::UnsupportedMediaType(format!(
             "the body must be application/json, not {:?}",
             value.to_str().unwrap_or("(not text)")
-        )))
+        )));
     }
+    for parameter in parts {
+        let (name, charset) = parameter.split_once('=').unwrap_or((parameter, ""));
+        if !name.trim().eq_ignore_ascii_case("charset") {
+            continue;
+        }
+        let charset = charset.trim();
+        let unquoted = charset
+            .strip_prefix('"')
+            .and_then(|c| c.strip_suffix('"'))
+            .unwrap_or(charset);
+        if !unquoted.eq_ignore_ascii_case("utf-8") {
+            return Err(Error::UnsupportedMediaType(format!(
+                "JSON bodies must be UTF-8: charset {charset:?} is not supported"
+            )));
+        }
+    }
+    Ok(())
 }
 
 /// A response body that yields `first` and then whatever arrives on a bounded channel, ending
@@ -118,6 +134,25 @@ mod tests {
             HeaderValue::from_static("Application/JSON; charset=utf-8"),
         );
         assert!(require_json(&h).is_ok());
+        for ok in [
+            "application/json;charset=\"UTF-8\"",
+            "application/json; v=1",
+        ] {
+            h.insert(header::CONTENT_TYPE, HeaderValue::from_static(ok));
+            assert!(require_json(&h).is_ok(), "{ok}");
+        }
+        for bad in [
+            "application/json; charset=latin1",
+            "application/json; charset=",
+            "application/json; charset=\"utf-8",
+            "application/json; charset=utf-8; charset=utf-16",
+        ] {
+            h.insert(header::CONTENT_TYPE, HeaderValue::from_static(bad));
+            assert!(
+                matches!(require_json(&h), Err(Error::UnsupportedMediaType(_))),
+                "{bad}"
+            );
+        }
     }
 
     #[tokio::test]

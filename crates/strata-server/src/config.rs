@@ -24,6 +24,8 @@ pub struct Config {
     pub insecure: bool,
     /// Request size limits.
     pub limits: HttpLimits,
+    /// Connection limits: header-read and idle timeouts, the most connections served at once.
+    pub connections: ConnectionLimits,
     /// An SSE response that has sent nothing for this long sends a `: keepalive` comment.
     /// Default 15 s (API.md: at least every 15 s).
     pub keepalive_interval: Duration,
@@ -44,6 +46,7 @@ impl Config {
             auth: Auth::default(),
             insecure: false,
             limits: HttpLimits::default(),
+            connections: ConnectionLimits::default(),
             keepalive_interval: Duration::from_secs(15),
             shutdown_grace: Duration::from_secs(10),
             projections: ProjectionOptions::default(),
@@ -61,6 +64,35 @@ impl Config {
 impl Default for Config {
     fn default() -> Self {
         Config::new("./strata-data")
+    }
+}
+
+/// Limits on connections, against clients that hold connections without using them
+/// (slowloris, idle keep-alive floods). A response in flight (an SSE subscription, an NDJSON
+/// replay, a consumer-group long poll) is never cut by these timeouts.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ConnectionLimits {
+    /// How long a client has to send a complete request head (request line and headers): from
+    /// the accepted connection, or on a kept-alive connection from the first byte of the next
+    /// request. Over it the connection is closed without an answer. Default 10 s.
+    pub header_read_timeout: Duration,
+    /// How long a kept-alive connection may wait, with no request in flight and no byte of a
+    /// next request received, before the server closes it. Default 60 s.
+    pub idle_timeout: Duration,
+    /// Most connections served at once. Further connections are not accepted until one
+    /// closes: they wait in the kernel's listen backlog (connecting succeeds, the request is
+    /// answered once a slot frees), and once the backlog is full new connection attempts are
+    /// refused or dropped by the kernel. Default 10,000; at least 1.
+    pub max_connections: usize,
+}
+
+impl Default for ConnectionLimits {
+    fn default() -> Self {
+        ConnectionLimits {
+            header_read_timeout: Duration::from_secs(10),
+            idle_timeout: Duration::from_secs(60),
+            max_connections: 10_000,
+        }
     }
 }
 

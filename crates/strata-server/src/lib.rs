@@ -10,6 +10,7 @@
 //! |---|---|
 //! | [`config`] | [`Config`]: data directory, listen address, fsync policy, auth, limits |
 //! | `server` | [`Server`]: binds, opens the store, serves until shutdown, closes the store |
+//! | `conn` | the accept loop: connection cap, header-read and idle timeouts, JSON for hyper's own error answers |
 //! | `app` | the shared state of every handler ([`App`]) and the route table |
 //! | `append` | `POST /streams/{stream}`: event bodies, `Expected-Revision`, idempotency |
 //! | `read` | `GET /streams/{stream}`, `GET /all`, one event: parameters and JSON pages |
@@ -46,6 +47,7 @@ mod append;
 pub mod auth;
 mod body;
 pub mod config;
+mod conn;
 pub mod error;
 mod event_json;
 mod groups;
@@ -65,7 +67,7 @@ mod subscribe;
 
 pub use app::App;
 pub use auth::{Auth, Role};
-pub use config::{Config, HttpLimits};
+pub use config::{Config, ConnectionLimits, HttpLimits};
 pub use error::{Error, Result};
 pub use groups::GroupOptions;
 pub use openapi::document as openapi_document;

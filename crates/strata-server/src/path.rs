@@ -1,20 +1,43 @@
 //! Path parameters (`{stream}`, `{group}`, `{name}`, ...) of the route table, percent-decoded.
-//! A path that does not decode (bad percent-encoding, not UTF-8) is a 400 `invalid_request`.
+//! A path that does not decode (bad percent-encoding such as `%zz` or a lone `%`, not UTF-8) is
+//! a 400 `invalid_request`: a name is never taken literally from a path that is not valid
+//! percent-encoding.
 
 use axum::extract::{FromRequestParts, Path};
 use axum::http::request::Parts;
 
 use crate::error::{Error, Result};
 
-/// Every path parameter of the matched route, percent-decoded.
+/// Every path parameter of the matched route, percent-decoded. 400 when the path holds a `%`
+/// not followed by two hex digits (a decoder would pass it through literally) or when a
+/// parameter does not decode to UTF-8.
 pub(crate) async fn params<S: Send + Sync>(
     parts: &mut Parts,
     state: &S,
 ) -> Result<Vec<(String, String)>> {
+    check_percent_encoding(parts.uri.path())?;
     Path::<Vec<(String, String)>>::from_request_parts(parts, state)
         .await
         .map(|Path(p)| p)
         .map_err(|e| Error::invalid(format!("bad path: {e}")))
+}
+
+/// 400 unless every `%` in `path` starts a `%XX` escape with two hex digits.
+fn check_percent_encoding(path: &str) -> Result<()> {
+    let bytes = path.as_bytes();
+    for (i, &b) in bytes.iter().enumerate() {
+        if b == b'%'
+            && !(bytes.get(i + 1).is_some_and(u8::is_ascii_hexdigit)
+                && bytes.get(i + 2).is_some_and(u8::is_ascii_hexdigit))
+        {
+            let end = (i + 3).min(bytes.len());
+            return Err(Error::invalid(format!(
+                "bad path: {:?} is not a percent-encoded byte (write % as %25)",
+                String::from_utf8_lossy(&bytes[i..end])
+            )));
+        }
+    }
+    Ok(())
 }
 
 /// The path parameter `key`; a route without it is a bug of the route table (500).
@@ -33,4 +56,33 @@ pub(crate) async fn param<S: Send + Sync>(
     key: &str,
 ) -> Result<String> {
     take(&params(parts, state).await?, key)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn percent_escapes_need_two_hex_digits() {
+        for ok in [
+            "/streams/a",
+            "/streams/a%25b",
+            "/streams/%C3%A9",
+            "/x/%2f/%2F",
+        ] {
+            assert!(check_percent_encoding(ok).is_ok(), "{ok}");
+        }
+        for bad in [
+            "/streams/%zz",
+            "/streams/%",
+            "/streams/a%2",
+            "/streams/%g0/1",
+            "/%%41",
+        ] {
+            assert!(
+                matches!(check_percent_encoding(bad), Err(Error::InvalidRequest(_))),
+                "{bad}"
+            );
+        }
+    }
 }

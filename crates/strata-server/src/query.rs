@@ -53,8 +53,8 @@ impl Query {
         let Some(v) = self.get(key) else {
             return usize::try_from(default).map_err(|_| Error::invalid("limit too large"));
         };
-        match v.parse::<u64>() {
-            Ok(n) if (1..=max).contains(&n) => {
+        match parse_digits(v) {
+            Some(n) if (1..=max).contains(&n) => {
                 usize::try_from(n).map_err(|_| Error::invalid("limit too large"))
             }
             _ => Err(Error::invalid(format!(
@@ -75,6 +75,16 @@ impl Query {
     }
 }
 
+/// A non-negative integer written as plain ASCII digits only: no sign, no spaces, no other
+/// notation (`u64::from_str` alone would take `+5`). `None` when empty, not digits, or over
+/// `u64::MAX`.
+pub(crate) fn parse_digits(v: &str) -> Option<u64> {
+    if v.is_empty() || !v.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    v.parse().ok()
+}
+
 /// The `from` parameter: a revision/position, or `start` / `end`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) enum FromParam {
@@ -88,7 +98,7 @@ impl FromParam {
         match v {
             "start" => Ok(FromParam::Start),
             "end" => Ok(FromParam::End),
-            _ => v.parse::<u64>().map(FromParam::At).map_err(|_| {
+            _ => parse_digits(v).map(FromParam::At).ok_or_else(|| {
                 Error::invalid(format!(
                     "from must be start, end or a non-negative integer, not {v:?}"
                 ))
@@ -228,6 +238,28 @@ mod tests {
             );
         }
         assert!(ReadParams::parse(Some("include_system=yes"), Target::All).is_err());
+    }
+
+    #[test]
+    fn numbers_are_plain_digits() {
+        assert_eq!(parse_digits("0"), Some(0));
+        assert_eq!(parse_digits("007"), Some(7));
+        assert_eq!(parse_digits("18446744073709551615"), Some(u64::MAX));
+        for bad in [
+            "",
+            "+5",
+            "-0",
+            " 5",
+            "5 ",
+            "0x5",
+            "1e3",
+            "18446744073709551616",
+        ] {
+            assert_eq!(parse_digits(bad), None, "{bad:?}");
+        }
+        for q in ["limit=%2B5", "limit=+5", "from=%2B1"] {
+            assert!(ReadParams::parse(Some(q), Target::Stream).is_err(), "{q}");
+        }
     }
 
     #[test]

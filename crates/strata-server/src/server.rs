@@ -1,21 +1,24 @@
 //! The server's life: bind, open the store, serve, shut down gracefully, close the store.
 //!
+//! Connections are accepted and served by `conn` (connection cap, header-read and idle
+//! timeouts: [`Config::connections`]).
+//!
 //! Shutdown, when the signal future resolves: stop accepting connections; end streamed
 //! responses (SSE subscriptions, NDJSON replays) at a message boundary; let in-flight requests
 //! — appends above all — finish (at most [`Config::shutdown_grace`]; long polls of consumer
 //! groups return at once); then stop the consumer groups, saving their checkpoints; then close the store,
 //! which waits for queued appends and syncs the log.
 
-use std::future::{Future, IntoFuture};
+use std::future::Future;
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use axum::serve::ListenerExt;
 use strata_store::Store;
 use tokio::net::TcpListener;
 
 use crate::app::App;
-use crate::config::Config;
+use crate::config::{Config, ConnectionLimits};
+use crate::conn;
 use crate::error::{Error, Result};
 
 /// A bound server with its store open, ready to [`Server::run`].
@@ -24,6 +27,7 @@ pub struct Server {
     local_addr: SocketAddr,
     app: App,
     shutdown_grace: Duration,
+    connections: ConnectionLimits,
 }
 
 impl Server {
@@ -74,6 +78,7 @@ impl Server {
             local_addr,
             app,
             shutdown_grace: config.shutdown_grace,
+            connections: config.connections,
         })
     }
 
@@ -94,51 +99,60 @@ impl Server {
             listener,
             app,
             shutdown_grace,
+            connections,
             ..
         } = self;
-        let listener = listener.tap_io(|tcp| {
-            // Small SSE messages and responses must not wait for Nagle's algorithm.
-            if let Err(e) = tcp.set_nodelay(true) {
-                tracing::debug!(error = %e, "could not set TCP_NODELAY");
-            }
-        });
         let signal_app = app.clone();
-        let signal = async move {
+        let signal = tokio::spawn(async move {
             shutdown.await;
             tracing::info!("shutting down: finishing in-flight requests");
             signal_app.begin_shutdown();
-        };
-        let serving = axum::serve(listener, app.router())
-            .with_graceful_shutdown(signal)
-            .into_future();
+        });
+        // Returns once shutdown began and every connection has closed.
+        let serving = conn::serve(listener, app.clone(), connections);
         let grace_app = app.clone();
         let grace = async move {
             grace_app.shutting_down().await;
             tokio::time::sleep(shutdown_grace).await;
         };
-        let served = tokio::select! {
-            r = serving => r.map_err(Error::Io),
+        let served: Result<()> = tokio::select! {
+            () = serving => Ok(()),
             () = grace => {
                 tracing::warn!(?shutdown_grace, "connections still open after the grace period; closing anyway");
                 Ok(())
             }
         };
+        signal.abort();
         // Consumer groups: stop their tasks and save their checkpoints before the store closes.
         app.stop_groups().await;
         // Projections checkpoint before the store closes.
         let projections_app = app.clone();
-        let _ = tokio::task::spawn_blocking(move || projections_app.stop_projections()).await;
+        let stopped = on_blocking_pool("stopping the projections", move || {
+            projections_app.stop_projections()
+        })
+        .await;
+        // The store closes even when that failed: acknowledged appends must be synced.
         let store = app.store().clone();
         let closed = tokio::task::spawn_blocking(move || store.close())
             .await
             .map_err(|e| Error::Internal(format!("closing the store failed: {e}")))?
             .map_err(Error::Store);
-        match (&served, &closed) {
-            (Ok(()), Ok(())) => tracing::info!("store closed; bye"),
-            _ => tracing::error!(?served, ?closed, "shutdown was not clean"),
+        match (&served, &stopped, &closed) {
+            (Ok(()), Ok(()), Ok(())) => tracing::info!("store closed; bye"),
+            _ => tracing::error!(?served, ?stopped, ?closed, "shutdown was not clean"),
         }
-        served.and(closed)
+        served.and(stopped).and(closed)
     }
+}
+
+/// Runs a blocking shutdown step on tokio's blocking pool and waits for it. A panic in the
+/// step (or its cancellation) is logged and returned as [`Error::Internal`], so that the
+/// shutdown is reported as not clean and the process exits non-zero.
+async fn on_blocking_pool(what: &'static str, step: impl FnOnce() + Send + 'static) -> Result<()> {
+    tokio::task::spawn_blocking(step).await.map_err(|e| {
+        tracing::error!(error = %e, "{what} failed");
+        Error::Internal(format!("{what} failed: {e}"))
+    })
 }
 
 /// Binds per `config` and serves until `shutdown` resolves ([`Server::bind`] + [`Server::run`]).
@@ -147,4 +161,19 @@ pub async fn serve(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<()> {
     Server::bind(config).await?.run(shutdown).await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_panicking_shutdown_step_is_an_error() {
+        assert!(on_blocking_pool("a step", || {}).await.is_ok());
+        let failed = on_blocking_pool("a step", || panic!("boom")).await;
+        match failed {
+            Err(Error::Internal(message)) => assert!(message.contains("a step"), "{message}"),
+            other => panic!("expected an internal error, got {other:?}"),
+        }
+    }
 }

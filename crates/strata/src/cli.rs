@@ -68,6 +68,16 @@ pub struct ServeArgs {
     /// Most events in one append.
     #[arg(long, env = "STRATA_MAX_EVENTS_PER_APPEND", default_value_t = 10_000)]
     pub max_events_per_append: usize,
+    /// Seconds a client has to send a complete request head (request line and headers), from
+    /// connecting or, on a kept-alive connection, from the first byte of the request.
+    #[arg(long, env = "STRATA_HEADER_READ_TIMEOUT", default_value_t = 10, value_parser = clap::value_parser!(u64).range(1..=86_400))]
+    pub header_read_timeout: u64,
+    /// Seconds a kept-alive connection may stay idle (no request in flight) before it is closed.
+    #[arg(long, env = "STRATA_IDLE_TIMEOUT", default_value_t = 60, value_parser = clap::value_parser!(u64).range(1..=86_400))]
+    pub idle_timeout: u64,
+    /// Most connections served at once; more wait in the listen backlog until one closes.
+    #[arg(long, env = "STRATA_MAX_CONNECTIONS", default_value_t = 10_000, value_parser = clap::value_parser!(u64).range(1..=1_000_000))]
+    pub max_connections: u64,
     /// Segment file size at which a new segment is started, in bytes.
     #[arg(long, env = "STRATA_SEGMENT_SIZE", default_value_t = 256 * 1024 * 1024)]
     pub segment_size: u64,

@@ -6,7 +6,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use indicatif::{ProgressBar, ProgressStyle};
-use strata_server::{Auth, Config, HttpLimits, Server};
+use strata_server::{Auth, Config, ConnectionLimits, HttpLimits, Server};
 
 use crate::cli::ServeArgs;
 use crate::error::Result;
@@ -56,6 +56,11 @@ fn config(args: &ServeArgs) -> Result<Config> {
         max_body_bytes: args.max_body_bytes,
         max_event_bytes: args.max_event_bytes,
         max_events_per_append: args.max_events_per_append,
+    };
+    config.connections = ConnectionLimits {
+        header_read_timeout: Duration::from_secs(args.header_read_timeout),
+        idle_timeout: Duration::from_secs(args.idle_timeout),
+        max_connections: usize::try_from(args.max_connections).unwrap_or(usize::MAX),
     };
     config.shutdown_grace = Duration::from_secs(args.shutdown_grace);
     config.projections.js_limits.memory_bytes =
@@ -125,6 +130,43 @@ mod tests {
             panic!("not serve")
         };
         super::config(&serve).unwrap()
+    }
+
+    #[test]
+    fn connection_limits_come_from_the_flags() {
+        use std::time::Duration;
+        let defaults = serve_config(&[]);
+        assert_eq!(
+            defaults.connections,
+            strata_server::ConnectionLimits::default()
+        );
+        assert_eq!(
+            defaults.connections.header_read_timeout,
+            Duration::from_secs(10)
+        );
+        assert_eq!(defaults.connections.idle_timeout, Duration::from_secs(60));
+        assert_eq!(defaults.connections.max_connections, 10_000);
+        let set = serve_config(&[
+            "--header-read-timeout",
+            "3",
+            "--idle-timeout",
+            "7",
+            "--max-connections",
+            "50",
+        ]);
+        assert_eq!(set.connections.header_read_timeout, Duration::from_secs(3));
+        assert_eq!(set.connections.idle_timeout, Duration::from_secs(7));
+        assert_eq!(set.connections.max_connections, 50);
+        for bad in [
+            ["--max-connections", "0"],
+            ["--idle-timeout", "0"],
+            ["--header-read-timeout", "-1"],
+        ] {
+            assert!(
+                Cli::try_parse_from(["strata", "serve"].iter().chain(&bad)).is_err(),
+                "{bad:?}"
+            );
+        }
     }
 
     #[test]

@@ -429,6 +429,35 @@ async fn default_limits_accept_10000_events() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_huge_count_of_tiny_events_is_413_without_reading_them_all() {
+    let s = TestServer::with(|c| c.limits.max_events_per_append = 10);
+    // A million events (~13 MB, under the body limit) and a tail that is not JSON: only a
+    // parser that stops at event 11 answers 413 (reading on would find the tail: 400).
+    let mut body = String::with_capacity(13_000_100);
+    body.push('[');
+    for _ in 0..1_000_000 {
+        body.push_str(r#"{"type":"T"},"#);
+    }
+    body.push_str("not JSON");
+    assert!(body.len() < 16 * 1024 * 1024);
+    let v = s
+        .post("/streams/flood", &body, &[])
+        .await
+        .assert_error(413, "payload_too_large");
+    assert!(v["message"].as_str().unwrap().contains("10"), "{v}");
+    s.get("/streams/flood")
+        .await
+        .assert_error(404, "stream_not_found");
+    // Small and large bodies within the limits (inline and blocking-pool parsing) append.
+    let ten = format!("[{}]", [r#"{"type":"T"}"#; 10].join(","));
+    assert_eq!(s.post("/streams/flood", &ten, &[]).await.status, 201);
+    let big = format!(r#"[{{"type":"T","data":"{}"}}]"#, "x".repeat(200 * 1024));
+    let r = s.post("/streams/flood", &big, &[]).await;
+    assert_eq!(r.status, 201, "{}", r.text());
+    assert_eq!(r.json()["first_revision"], 10);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn appending_to_deleted_streams() {
     let s = TestServer::start();
     s.append("soft", r#"[{"type":"A"},{"type":"B"}]"#).await;

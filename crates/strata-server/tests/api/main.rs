@@ -4,6 +4,7 @@
 
 mod append;
 mod auth;
+mod connections;
 mod groups;
 mod groups_scale;
 mod groups_support;
@@ -11,6 +12,7 @@ mod ops;
 mod projections;
 mod read;
 mod server;
+mod slips;
 mod streams;
 mod subscribe;
 mod support;

@@ -1,0 +1,663 @@
+//! Connections: the accept loop, the connection cap, per-connection timeouts, and JSON bodies
+//! for the answers hyper sends on its own before a request could be parsed.
+//!
+//! - **Cap.** At most [`ConnectionLimits::max_connections`] connections are served at once: the
+//!   accept loop takes a slot before it accepts, so connections over the cap wait in the
+//!   kernel's listen backlog until one closes (the client's connect succeeds; its request is
+//!   answered once a slot frees; once the backlog is full the kernel refuses or drops new
+//!   attempts).
+//! - **Header-read timeout.** A request head (request line and headers) must be complete within
+//!   [`ConnectionLimits::header_read_timeout`] of the connection being accepted, or on a
+//!   kept-alive connection of the first byte of that request; otherwise the connection is closed
+//!   without an answer (slowloris).
+//! - **Idle timeout.** A kept-alive connection with no request in flight and no byte of a next
+//!   request is closed after [`ConnectionLimits::idle_timeout`].
+//! - A request in flight has no deadline here: an SSE subscription, an NDJSON replay or a
+//!   long poll lasts as long as its response does (and a request body as long as the handler
+//!   reads it).
+//! - **JSON for hyper's own answers.** hyper answers a request it cannot parse by itself, with
+//!   an empty body: 400 (malformed), 414 (request target too long), 431 (head over
+//!   [`MAX_HEAD_BYTES`] or more than [`MAX_HEADERS`] fields). The connection's I/O wrapper
+//!   recognises exactly these bodiless answers as they are written and sends the API's JSON
+//!   error shape instead (`invalid_request`, same status, `Connection: close`).
+//!
+//! Graceful shutdown ([`crate::App::begin_shutdown`]): the accept loop stops (the listener is
+//! closed, new connections are refused), every connection finishes its request in flight and
+//! closes, and [`serve`] returns once all connections are gone.
+//!
+//! The loop is written for what comes next: each accepted socket is handed to
+//! [`serve_connection`], which is generic over the I/O type, so a TLS handshake (rustls) slots
+//! in between accept and `serve_connection` inside the connection's task (under the header
+//! timeout), and HTTP/2 is the `hyper-util` auto builder's other protocol (today HTTP/1 only).
+
+use std::convert::Infallible;
+use std::future::Future;
+use std::io;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use axum::body::Body;
+use axum::http::{Request, Response};
+use axum::Router;
+use bytes::Bytes;
+use http_body::{Frame, SizeHint};
+use hyper::body::Incoming;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::server::conn::auto;
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::net::TcpListener;
+use tokio::sync::{watch, Notify, Semaphore};
+use tokio::time::Instant;
+
+use crate::app::App;
+use crate::config::ConnectionLimits;
+
+/// Largest request head (request line and headers) in bytes: hyper's default read buffer,
+/// set explicitly so that the 431 message can name it. Over it: 431.
+pub(crate) const MAX_HEAD_BYTES: usize = 8192 + 4096 * 100;
+/// Most header fields in one request (hyper's default). Over it: 431.
+pub(crate) const MAX_HEADERS: usize = 100;
+
+/// Accepts connections on `listener` and serves `app` on them until [`App::begin_shutdown`];
+/// then stops accepting and returns once every connection has closed (module docs).
+pub(crate) async fn serve(listener: TcpListener, app: App, limits: ConnectionLimits) {
+    let router = app.router();
+    let slots = Arc::new(Semaphore::new(
+        limits.max_connections.clamp(1, Semaphore::MAX_PERMITS),
+    ));
+    // Every connection task holds a receiver; `closed()` resolves once they are all gone.
+    let (all_closed_tx, all_closed_rx) = watch::channel(());
+    let stop_app = app.clone();
+    let stop = async move { stop_app.shutting_down().await };
+    tokio::pin!(stop);
+    loop {
+        let slot = tokio::select! {
+            biased;
+            () = &mut stop => break,
+            slot = Arc::clone(&slots).acquire_owned() => slot,
+        };
+        let Ok(slot) = slot else {
+            // The semaphore is never closed; should it be, stop accepting rather than spin.
+            break;
+        };
+        let accepted = tokio::select! {
+            biased;
+            () = &mut stop => break,
+            accepted = listener.accept() => accepted,
+        };
+        let (tcp, peer) = match accepted {
+            Ok(accepted) => accepted,
+            Err(e) => {
+                accept_error(e).await;
+                continue;
+            }
+        };
+        // Small SSE messages and responses must not wait for Nagle's algorithm.
+        if let Err(e) = tcp.set_nodelay(true) {
+            tracing::debug!(error = %e, "could not set TCP_NODELAY");
+        }
+        let router = router.clone();
+        let app = app.clone();
+        let all_closed = all_closed_rx.clone();
+        tokio::spawn(async move {
+            // A TLS handshake would go here, before the connection is served.
+            serve_connection(tcp, router, &app, limits).await;
+            tracing::trace!(%peer, "connection closed");
+            drop(slot);
+            drop(all_closed);
+        });
+    }
+    drop(listener);
+    drop(all_closed_rx);
+    all_closed_tx.closed().await;
+}
+
+/// What to do after `accept` failed: nothing for an error of that one connection; otherwise
+/// (e.g. out of file descriptors) log it and pause for a second so that the loop does not
+/// spin while the cause lasts.
+async fn accept_error(e: io::Error) {
+    if matches!(
+        e.kind(),
+        io::ErrorKind::ConnectionRefused
+            | io::ErrorKind::ConnectionAborted
+            | io::ErrorKind::ConnectionReset
+    ) {
+        return;
+    }
+    tracing::error!(error = %e, "accept failed; retrying in 1 s (is the open-files limit below --max-connections?)");
+    tokio::time::sleep(Duration::from_secs(1)).await;
+}
+
+/// Serves HTTP on one connection until it closes, the client is too slow (header-read
+/// timeout) or idle too long (idle timeout), or the server shuts down gracefully.
+pub(crate) async fn serve_connection<I>(io: I, router: Router, app: &App, limits: ConnectionLimits)
+where
+    I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let activity = Arc::new(Activity::new(Instant::now()));
+    let io = TokioIo::new(Watched {
+        io,
+        activity: Arc::clone(&activity),
+        rewrite: None,
+    });
+    let service = ConnService {
+        router,
+        activity: Arc::clone(&activity),
+    };
+    let mut builder = auto::Builder::new(TokioExecutor::new()).http1_only();
+    builder
+        .http1()
+        // Timeouts are kept here (see `Activity`), not by hyper's own header timer, which
+        // would also bound the idle time between requests.
+        .header_read_timeout(None)
+        .max_buf_size(MAX_HEAD_BYTES)
+        .max_headers(MAX_HEADERS);
+    let conn = builder.serve_connection(io, service);
+    tokio::pin!(conn);
+    let stop = app.shutting_down();
+    tokio::pin!(stop);
+    let mut stopping = false;
+    loop {
+        let deadline = activity.deadline(&limits);
+        tokio::select! {
+            served = conn.as_mut() => {
+                if let Err(e) = served {
+                    tracing::debug!(error = %e, "connection ended with an error");
+                }
+                return;
+            }
+            () = sleep_until(deadline) => {
+                if activity.deadline(&limits).is_some_and(|d| d <= Instant::now()) {
+                    tracing::debug!(
+                        reading_head = activity.reading_head(),
+                        "closing a connection: header-read or idle timeout"
+                    );
+                    return;
+                }
+            }
+            () = activity.changed.notified() => {}
+            () = &mut stop, if !stopping => {
+                stopping = true;
+                conn.as_mut().graceful_shutdown();
+            }
+        }
+    }
+}
+
+/// Sleeps until `deadline`, or forever without one.
+async fn sleep_until(deadline: Option<Instant>) {
+    match deadline {
+        Some(deadline) => tokio::time::sleep_until(deadline).await,
+        None => std::future::pending().await,
+    }
+}
+
+/// What one connection is doing, for its timeouts: requests in flight, when it last became
+/// idle, when the head of the next request started arriving. Times are milliseconds since
+/// `epoch`, plus one (0 = unset).
+struct Activity {
+    epoch: Instant,
+    in_flight: AtomicUsize,
+    /// When the connection last went idle: accepted, or the last response finished.
+    idle_since: AtomicU64,
+    /// When the first byte of the next request head arrived (0: none yet).
+    head_since: AtomicU64,
+    /// Woken when the deadline may have moved earlier or appeared.
+    changed: Notify,
+}
+
+impl Activity {
+    fn new(epoch: Instant) -> Activity {
+        Activity {
+            epoch,
+            in_flight: AtomicUsize::new(0),
+            idle_since: AtomicU64::new(1),
+            // A new connection is there to send a request: the header timeout runs at once.
+            head_since: AtomicU64::new(1),
+            changed: Notify::new(),
+        }
+    }
+
+    /// `now` as a stamp.
+    fn stamp(&self, now: Instant) -> u64 {
+        u64::try_from(now.saturating_duration_since(self.epoch).as_millis())
+            .unwrap_or(u64::MAX - 1)
+            .saturating_add(1)
+    }
+
+    fn at(&self, stamp: u64) -> Instant {
+        self.epoch + Duration::from_millis(stamp.saturating_sub(1))
+    }
+
+    fn reading_head(&self) -> bool {
+        self.head_since.load(Ordering::Acquire) != 0
+    }
+
+    /// When the connection is to be closed unless something happens first; `None` while a
+    /// request is in flight.
+    fn deadline(&self, limits: &ConnectionLimits) -> Option<Instant> {
+        if self.in_flight.load(Ordering::Acquire) > 0 {
+            return None;
+        }
+        match self.head_since.load(Ordering::Acquire) {
+            0 => Some(self.at(self.idle_since.load(Ordering::Acquire)) + limits.idle_timeout),
+            head => Some(self.at(head) + limits.header_read_timeout),
+        }
+    }
+
+    /// Bytes arrived at `now`: with no request in flight, they start the next request's head.
+    fn bytes_read(&self, now: Instant) {
+        if self.in_flight.load(Ordering::Acquire) == 0
+            && self
+                .head_since
+                .compare_exchange(0, self.stamp(now), Ordering::AcqRel, Ordering::Acquire)
+                .is_ok()
+        {
+            self.changed.notify_one();
+        }
+    }
+
+    /// A request head was parsed and handed to the router: no deadline until its response is
+    /// done.
+    fn request_started(self: &Arc<Self>) -> InFlight {
+        self.in_flight.fetch_add(1, Ordering::AcqRel);
+        self.head_since.store(0, Ordering::Release);
+        InFlight(Arc::clone(self))
+    }
+
+    /// A response finished (or was dropped) at `now`: idle from then on if it was the last.
+    fn request_finished(&self, now: Instant) {
+        if self.in_flight.fetch_sub(1, Ordering::AcqRel) == 1 {
+            self.idle_since.store(self.stamp(now), Ordering::Release);
+            self.head_since.store(0, Ordering::Release);
+            self.changed.notify_one();
+        }
+    }
+}
+
+/// One request in flight, from its parsed head until its response body is finished or
+/// dropped.
+struct InFlight(Arc<Activity>);
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        self.0.request_finished(Instant::now());
+    }
+}
+
+/// The router as a hyper service, marking each request in flight until its response body is
+/// done.
+#[derive(Clone)]
+struct ConnService {
+    router: Router,
+    activity: Arc<Activity>,
+}
+
+impl hyper::service::Service<Request<Incoming>> for ConnService {
+    type Response = Response<Tracked>;
+    type Error = Infallible;
+    type Future = Pin<Box<dyn Future<Output = Result<Response<Tracked>, Infallible>> + Send>>;
+
+    fn call(&self, request: Request<Incoming>) -> Self::Future {
+        let in_flight = self.activity.request_started();
+        if let Some(size) = oversized_head(&request) {
+            let response = head_too_large(size).map(|body| Tracked {
+                body,
+                _in_flight: in_flight,
+            });
+            return Box::pin(std::future::ready(Ok(response)));
+        }
+        let request = request.map(Body::new);
+        let response = tower::Service::call(&mut self.router.clone(), request);
+        Box::pin(async move {
+            let response = response.await?;
+            Ok(response.map(|body| Tracked {
+                body,
+                _in_flight: in_flight,
+            }))
+        })
+    }
+}
+
+/// The size of `request`'s head as sent (request line and header fields, give or take
+/// optional whitespace) when it is over [`MAX_HEAD_BYTES`]. hyper refuses a head that does not
+/// fit its read buffer, but that buffer may grow past its nominal maximum before a head is
+/// complete, so the limit is checked here too, exactly.
+fn oversized_head<B>(request: &Request<B>) -> Option<usize> {
+    let target = request
+        .uri()
+        .path_and_query()
+        .map_or_else(|| request.uri().to_string().len(), |p| p.as_str().len());
+    // "METHOD target HTTP/1.1\r\n", "name: value\r\n" each, "\r\n".
+    let mut size = request.method().as_str().len() + 1 + target + 11 + 2;
+    for (name, value) in request.headers() {
+        size += name.as_str().len() + 2 + value.len() + 2;
+    }
+    (size > MAX_HEAD_BYTES).then_some(size)
+}
+
+/// The 431 of [`oversized_head`], closing the connection like hyper's own.
+fn head_too_large(size: usize) -> Response<Body> {
+    let body = serde_json::json!({
+        "error": "invalid_request",
+        "message": format!(
+            "the request head is too large: {size} bytes, over the limit of {MAX_HEAD_BYTES} \
+             bytes of request line and headers"
+        ),
+    })
+    .to_string();
+    let mut response = Response::new(Body::from(body));
+    *response.status_mut() = axum::http::StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE;
+    let headers = response.headers_mut();
+    headers.insert(
+        axum::http::header::CONTENT_TYPE,
+        axum::http::HeaderValue::from_static("application/json"),
+    );
+    headers.insert(
+        axum::http::header::CONNECTION,
+        axum::http::HeaderValue::from_static("close"),
+    );
+    response
+}
+
+/// A response body that keeps its request in flight until it is finished or dropped.
+struct Tracked {
+    body: Body,
+    _in_flight: InFlight,
+}
+
+impl http_body::Body for Tracked {
+    type Data = Bytes;
+    type Error = axum::Error;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, axum::Error>>> {
+        Pin::new(&mut self.body).poll_frame(cx)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.body.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.body.size_hint()
+    }
+}
+
+/// The connection's I/O: reports bytes read to [`Activity`], and replaces hyper's bodiless
+/// automatic error answers with JSON ones ([`json_for_automatic_answer`]).
+struct Watched<I> {
+    io: I,
+    activity: Arc<Activity>,
+    /// A replacement being written: its bytes, how many are written, and how many bytes of
+    /// hyper's original answer to report as written once it is done.
+    rewrite: Option<(Vec<u8>, usize, usize)>,
+}
+
+impl<I: AsyncWrite + Unpin> Watched<I> {
+    /// Writes the pending replacement; `Ready(Ok(n))` with the original answer's length once
+    /// all of it is written.
+    fn poll_rewrite(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<usize>> {
+        while let Some((bytes, written, _)) = self.rewrite.as_mut() {
+            if *written == bytes.len() {
+                let claimed = self.rewrite.take().map_or(0, |(_, _, claimed)| claimed);
+                return Poll::Ready(Ok(claimed));
+            }
+            match Pin::new(&mut self.io).poll_write(cx, &bytes[*written..]) {
+                Poll::Ready(Ok(0)) => return Poll::Ready(Err(io::ErrorKind::WriteZero.into())),
+                Poll::Ready(Ok(n)) => *written += n,
+                Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
+                Poll::Pending => return Poll::Pending,
+            }
+        }
+        Poll::Ready(Ok(0))
+    }
+
+    /// Starts a rewrite if `buf` begins with one of hyper's automatic answers.
+    fn check(&mut self, buf: &[u8]) {
+        if self.rewrite.is_none() {
+            if let Some((claimed, replacement)) = json_for_automatic_answer(buf) {
+                self.rewrite = Some((replacement, 0, claimed));
+            }
+        }
+    }
+}
+
+impl<I: AsyncRead + Unpin> AsyncRead for Watched<I> {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        let before = buf.filled().len();
+        let polled = Pin::new(&mut self.io).poll_read(cx, buf);
+        if matches!(polled, Poll::Ready(Ok(()))) && buf.filled().len() > before {
+            self.activity.bytes_read(Instant::now());
+        }
+        polled
+    }
+}
+
+impl<I: AsyncWrite + Unpin> AsyncWrite for Watched<I> {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        self.check(buf);
+        if self.rewrite.is_some() {
+            return self.poll_rewrite(cx);
+        }
+        Pin::new(&mut self.io).poll_write(cx, buf)
+    }
+
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        if let Some(first) = bufs.iter().find(|b| !b.is_empty()) {
+            self.check(first);
+        }
+        if self.rewrite.is_some() {
+            return self.poll_rewrite(cx);
+        }
+        Pin::new(&mut self.io).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.io.is_write_vectored()
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.io).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.io).poll_shutdown(cx)
+    }
+}
+
+/// If `buf` starts with one of hyper's automatic error answers (a complete `HTTP/1.1 400`,
+/// `414` or `431` head with `content-length: 0` and no `content-type`: the router never
+/// answers these statuses without a JSON body), returns the length of that head and the
+/// answer to send instead: the same status line and headers, with the API's JSON error body.
+fn json_for_automatic_answer(buf: &[u8]) -> Option<(usize, Vec<u8>)> {
+    let status = buf.strip_prefix(b"HTTP/1.1 ")?.get(..3)?;
+    let message = match status {
+        b"400" => {
+            "malformed HTTP request: the request line or a header could not be parsed".to_owned()
+        }
+        b"414" => "the request target (path and query) is too long".to_owned(),
+        b"431" => format!(
+            "the request head is too large: at most {MAX_HEAD_BYTES} bytes of request line and \
+             headers and at most {MAX_HEADERS} header fields"
+        ),
+        _ => return None,
+    };
+    let head_len = buf.windows(4).position(|w| w == b"\r\n\r\n")? + 4;
+    let head = &buf[..head_len];
+    let lines: Vec<&[u8]> = head[..head_len - 4].split(|&b| b == b'\n').collect();
+    let header = |line: &[u8], name: &[u8]| {
+        line.len() > name.len() && line[..name.len()].eq_ignore_ascii_case(name)
+    };
+    let bodiless = lines
+        .iter()
+        .any(|l| header(l, b"content-length:") && l[15..].trim_ascii() == b"0");
+    let typed = lines.iter().any(|l| header(l, b"content-type:"));
+    if !bodiless || typed {
+        return None;
+    }
+    let body = serde_json::json!({"error": "invalid_request", "message": message}).to_string();
+    let mut out = Vec::with_capacity(head_len + body.len() + 64);
+    for (i, line) in lines.iter().enumerate() {
+        let line = line.strip_suffix(b"\r").unwrap_or(line);
+        if i > 0 && header(line, b"content-length:") {
+            continue;
+        }
+        out.extend_from_slice(line);
+        out.extend_from_slice(b"\r\n");
+        if i == 0 {
+            out.extend_from_slice(b"content-type: application/json\r\n");
+            out.extend_from_slice(format!("content-length: {}\r\n", body.len()).as_bytes());
+        }
+    }
+    out.extend_from_slice(b"\r\n");
+    out.extend_from_slice(body.as_bytes());
+    Some((head_len, out))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const HYPER_431: &[u8] = b"HTTP/1.1 431 Request Header Fields Too Large\r\nconnection: close\r\ncontent-length: 0\r\ndate: Wed, 02 Dec 2026 12:30:18 GMT\r\n\r\n";
+
+    fn split(answer: &[u8]) -> (String, serde_json::Value) {
+        let text = String::from_utf8(answer.to_vec()).unwrap();
+        let (head, body) = text.split_once("\r\n\r\n").unwrap();
+        (head.to_owned(), serde_json::from_str(body).unwrap())
+    }
+
+    #[test]
+    fn hypers_automatic_answers_get_json_bodies() {
+        let (claimed, answer) = json_for_automatic_answer(HYPER_431).unwrap();
+        assert_eq!(claimed, HYPER_431.len());
+        let (head, body) = split(&answer);
+        assert!(
+            head.starts_with("HTTP/1.1 431 Request Header Fields Too Large\r\n"),
+            "{head}"
+        );
+        assert!(
+            head.contains("\r\ncontent-type: application/json\r\n"),
+            "{head}"
+        );
+        assert!(head.contains("\r\nconnection: close\r\n"), "{head}");
+        assert!(
+            head.contains("\r\ndate: Wed, 02 Dec 2026 12:30:18 GMT"),
+            "{head}"
+        );
+        let length = format!("\r\ncontent-length: {}\r\n", body.to_string().len());
+        assert!(head.contains(&length), "{head}");
+        assert!(!head.contains("content-length: 0"), "{head}");
+        assert_eq!(body["error"], "invalid_request");
+        for status in ["400 Bad Request", "414 URI Too Long"] {
+            let hyper =
+                format!("HTTP/1.1 {status}\r\nconnection: close\r\ncontent-length: 0\r\n\r\n");
+            let (_, answer) = json_for_automatic_answer(hyper.as_bytes()).unwrap();
+            let (head, body) = split(&answer);
+            assert!(
+                head.starts_with(&format!("HTTP/1.1 {status}\r\n")),
+                "{head}"
+            );
+            assert_eq!(body["error"], "invalid_request");
+        }
+        // Only the head is claimed when more follows it.
+        let mut more = HYPER_431.to_vec();
+        more.extend_from_slice(b"HTTP/1.1 200 OK\r\n");
+        assert_eq!(json_for_automatic_answer(&more).unwrap().0, HYPER_431.len());
+    }
+
+    #[test]
+    fn other_writes_are_left_alone() {
+        for buf in [
+            // The router's own answers carry a type and a body.
+            &b"HTTP/1.1 400 Bad Request\r\ncontent-type: application/json\r\ncontent-length: 0\r\n\r\n"[..],
+            b"HTTP/1.1 431 Request Header Fields Too Large\r\ncontent-type: application/json\r\ncontent-length: 50\r\n\r\n{",
+            b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\n\r\n",
+            b"HTTP/1.1 404 Not Found\r\ncontent-length: 0\r\n\r\n",
+            // Incomplete heads and body bytes.
+            b"HTTP/1.1 431 Request Header Fields Too Large\r\ncontent-length: 0\r\n",
+            b"{\"error\":\"x\"}",
+            b"5\r\nHTTP/1.1 431\r\n",
+            b"",
+        ] {
+            assert!(
+                json_for_automatic_answer(buf).is_none(),
+                "{:?}",
+                String::from_utf8_lossy(buf)
+            );
+        }
+    }
+
+    #[test]
+    fn heads_over_the_limit_are_refused_exactly() {
+        let request = |extra: usize| {
+            Request::get("/health")
+                .header("x-big", "a".repeat(extra))
+                .body(())
+                .unwrap()
+        };
+        // "GET /health HTTP/1.1\r\n" (22) + "x-big: …\r\n" (9 + n) + "\r\n" (2).
+        let fits = MAX_HEAD_BYTES - 22 - 9 - 2;
+        assert_eq!(oversized_head(&request(fits)), None);
+        assert_eq!(oversized_head(&request(fits + 1)), Some(MAX_HEAD_BYTES + 1));
+        let answer = head_too_large(MAX_HEAD_BYTES + 1);
+        assert_eq!(answer.status().as_u16(), 431);
+        assert_eq!(answer.headers()["connection"], "close");
+        assert_eq!(answer.headers()["content-type"], "application/json");
+    }
+
+    #[test]
+    fn deadlines_follow_the_connection_state() {
+        let limits = ConnectionLimits {
+            header_read_timeout: Duration::from_secs(10),
+            idle_timeout: Duration::from_secs(60),
+            max_connections: 1,
+        };
+        let start = Instant::now();
+        let s = |secs| start + Duration::from_secs(secs);
+        let activity = Arc::new(Activity::new(start));
+        // New: the header timeout runs from the accept, bytes or not.
+        assert_eq!(activity.deadline(&limits), Some(s(10)));
+        activity.bytes_read(s(3));
+        assert_eq!(activity.deadline(&limits), Some(s(10)));
+        let request = activity.request_started();
+        // In flight: no deadline, whatever arrives (a body, a pipelined request).
+        assert_eq!(activity.deadline(&limits), None);
+        activity.bytes_read(s(100));
+        assert_eq!(activity.deadline(&limits), None);
+        std::mem::forget(request);
+        activity.request_finished(s(100));
+        // Idle from the end of the response.
+        assert_eq!(activity.deadline(&limits), Some(s(160)));
+        // The first byte of the next head starts the header timeout; later bytes of the same
+        // head do not extend it.
+        activity.bytes_read(s(105));
+        assert_eq!(activity.deadline(&limits), Some(s(115)));
+        activity.bytes_read(s(110));
+        assert_eq!(activity.deadline(&limits), Some(s(115)));
+        // Two requests in flight (HTTP/2 one day): idle only once both are done.
+        let one = activity.request_started();
+        let two = activity.request_started();
+        drop(one);
+        assert_eq!(activity.deadline(&limits), None);
+        drop(two);
+        assert!(activity.deadline(&limits).is_some());
+    }
+}
