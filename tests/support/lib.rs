@@ -36,8 +36,9 @@ pub const START_TIMEOUT: Duration = Duration::from_secs(30);
 /// `CARGO_BIN_EXE_strata`, and `cargo test --workspace` does not promise to build the binary
 /// before running them. Cargo decides whether anything is stale (a no-op build takes a fraction
 /// of a second) and its own lock serialises concurrent builds; the [`OnceLock`] makes the tests
-/// of one process build once. Should that build fail while a binary exists, the existing one is
-/// tested and a warning goes to the process's real stderr (not the captured test output).
+/// of one process build once. Should that build fail, or cargo not run, every test that needs
+/// the binary panics with cargo's error output ([`check_build`]): a binary left by an earlier
+/// build is never tested in its place.
 pub fn strata_binary() -> &'static Path {
     static BINARY: OnceLock<PathBuf> = OnceLock::new();
     BINARY.get_or_init(locate_or_build)
@@ -84,23 +85,8 @@ fn locate_or_build() -> PathBuf {
         }
     }
     let started = Instant::now();
-    // Written to the real stderr (not the test's captured output): a stale binary must show.
-    let warn = |msg: String| {
-        use std::io::Write;
-        let _ = writeln!(std::io::stderr(), "warning: {msg}");
-    };
-    match cmd.status() {
-        Ok(status) if status.success() => {}
-        Ok(status) if binary.is_file() => warn(format!(
-            "`cargo build -p strata` failed ({status}); testing the existing {}",
-            binary.display()
-        )),
-        Ok(status) => panic!("`cargo build -p strata` failed ({status})"),
-        Err(e) if binary.is_file() => warn(format!(
-            "could not run cargo ({e}); testing the existing {}",
-            binary.display()
-        )),
-        Err(e) => panic!("could not run cargo to build strata: {e}"),
+    if let Err(e) = check_build(cmd.stdin(Stdio::null()).output(), &binary) {
+        panic!("{e}");
     }
     assert!(
         binary.is_file(),
@@ -111,6 +97,30 @@ fn locate_or_build() -> PathBuf {
         eprintln!("built {} in {:.1?}", binary.display(), started.elapsed());
     }
     binary
+}
+
+/// Judges the `cargo build -p strata` that [`strata_binary`] runs: `Err` with cargo's own error
+/// output when the build failed or cargo could not be run. There is no fallback to `binary` from
+/// an earlier build, even when it exists: it would test stale code (the test command is
+/// `cargo test`, so cargo is always there).
+pub fn check_build(
+    result: std::io::Result<std::process::Output>,
+    binary: &Path,
+) -> Result<(), String> {
+    match result {
+        Ok(out) if out.status.success() => Ok(()),
+        Ok(out) => Err(format!(
+            "`cargo build -p strata` failed ({}); not testing the older {}:\n{}{}",
+            out.status,
+            binary.display(),
+            String::from_utf8_lossy(&out.stderr),
+            String::from_utf8_lossy(&out.stdout),
+        )),
+        Err(e) => Err(format!(
+            "could not run cargo to build strata ({e}); not testing the older {}",
+            binary.display()
+        )),
+    }
 }
 
 /// A running `strata serve` process.

@@ -333,6 +333,7 @@ pub(crate) struct GroupSample {
     pub checkpoint: u64,
     pub in_flight: u64,
     pub parked: u64,
+    pub waiting_polls: u64,
     pub deliveries: u64,
     pub acks: u64,
     pub nacks: u64,
@@ -344,11 +345,12 @@ pub(crate) struct GroupSample {
 /// checkpoint and the source's head (log positions for `$all` and category sources).
 pub(crate) fn render_groups(out: &mut String, groups: &[GroupSample]) {
     type Field = fn(&GroupSample) -> u64;
-    let series: [(&str, &str, &str, Field); 9] = [
+    let series: [(&str, &str, &str, Field); 10] = [
         ("strata_group_lag", "Cursors between a consumer group's checkpoint and its source's head (log positions for $all and category sources).", "gauge", |g| g.lag),
         ("strata_group_checkpoint", "A consumer group's checkpoint: every cursor below it is done.", "gauge", |g| g.checkpoint),
         ("strata_group_in_flight", "Events handed to a consumer and not yet acked.", "gauge", |g| g.in_flight),
         ("strata_group_parked", "Parked (dead-lettered) events.", "gauge", |g| g.parked),
+        ("strata_group_waiting_polls", "Long polls waiting for events right now.", "gauge", |g| g.waiting_polls),
         ("strata_group_deliveries_total", "Events handed to consumers (redeliveries included).", "counter", |g| g.deliveries),
         ("strata_group_acks_total", "Events acked.", "counter", |g| g.acks),
         ("strata_group_nacks_total", "Nacks applied.", "counter", |g| g.nacks),
@@ -490,6 +492,7 @@ mod tests {
                 checkpoint: 3,
                 in_flight: 2,
                 parked: 1,
+                waiting_polls: 3,
                 deliveries: 10,
                 acks: 8,
                 nacks: 1,
@@ -503,6 +506,8 @@ mod tests {
             "{out}"
         );
         assert!(out.contains("strata_group_redeliveries_total{group=\"bill\\\"ing\"} 2\n"));
+        assert!(out.contains("# TYPE strata_group_waiting_polls gauge\n"));
+        assert!(out.contains("strata_group_waiting_polls{group=\"bill\\\"ing\"} 3\n"));
         assert!(out.contains("# TYPE strata_group_acks_total counter\n"));
     }
 }

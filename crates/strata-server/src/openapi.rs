@@ -433,6 +433,7 @@ pub fn document() -> Value {
                         "replaying": { "type": "integer", "description": "Replayed parked events not acked yet." },
                         "lag": { "type": "integer", "description": "Source head cursor minus checkpoint (log positions for `$all` and category sources, so other streams' events count too)." },
                         "error": { "type": ["string", "null"], "description": "Why the group cannot read its source now (e.g. the stream is deleted)." },
+                        "waiting_polls": { "type": "integer", "description": "Long polls waiting for events right now." },
                         "stats": { "type": "object", "description": "Counters since the server started: deliveries, acks, nacks, parks, redeliveries." }
                     }
                 },

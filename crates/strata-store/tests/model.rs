@@ -9,7 +9,8 @@
 //! split by a segment seal) must match the model in some order. The writer's head cache is
 //! sometimes tiny, so heads are looked up in the indexes again and again.
 //!
-//! `PROPTEST_CASES=<n>` and `STRATA_MODEL_OPS=<max ops per case>` run more or longer cases.
+//! `PROPTEST_CASES=<n>` and `STRATA_MODEL_OPS=<max ops per case>` run more or longer cases;
+//! values below the defaults are raised to them (fewer cases would not reach every outcome).
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::{Barrier, Mutex};
@@ -1419,23 +1420,50 @@ fn run_ops(head_cache: usize, ops: &[Op]) {
     }
 }
 
-fn env_or(name: &str, default: u32) -> u32 {
-    std::env::var(name)
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
+/// Cases of [`store_matches_model`] when `PROPTEST_CASES` does not ask for more. Also the
+/// least it runs: with fewer (or shorter, see [`MIN_OPS`]) cases the random sequences miss some
+/// of the outcomes the test requires (64 cases of up to 40 ops missed one in about 2.5% of runs),
+/// so a lower value would make the run flaky or, at 0, vacuous.
+const MIN_CASES: u32 = 128;
+/// Upper bound of ops per case when `STRATA_MODEL_OPS` does not ask for more; also the least.
+const MIN_OPS: u32 = 40;
+
+/// `name` from the environment as a number, `floor` when unset. A value below `floor` is
+/// raised to it with a note on the real stderr (not the captured test output), so that a
+/// setting meant to speed the suite up cannot make the test vacuous; a value that is not a
+/// number is refused.
+fn env_at_least(name: &str, floor: u32) -> u32 {
+    let raw = match std::env::var(name) {
+        Ok(raw) => raw,
+        Err(std::env::VarError::NotPresent) => return floor,
+        Err(e) => panic!("{name}: {e}"),
+    };
+    let n: u32 = raw
+        .trim()
+        .parse()
+        .unwrap_or_else(|e| panic!("{name}={raw:?} is not a count ({e})"));
+    if n >= floor {
+        return n;
+    }
+    use std::io::Write;
+    let _ = writeln!(
+        std::io::stderr(),
+        "note: {name}={n} is below the least that store_matches_model runs; running {floor}"
+    );
+    floor
 }
 
-/// `PROPTEST_CASES` and `STRATA_MODEL_OPS` (max ops per case) override the defaults.
+/// `PROPTEST_CASES` and `STRATA_MODEL_OPS` (max ops per case) can raise the defaults, never
+/// lower them ([`env_at_least`]).
 #[test]
 fn store_matches_model() {
     let config = ProptestConfig {
-        cases: env_or("PROPTEST_CASES", 128),
+        cases: env_at_least("PROPTEST_CASES", MIN_CASES),
         failure_persistence: None,
         max_shrink_iters: 4096,
         ..ProptestConfig::default()
     };
-    let max_ops = env_or("STRATA_MODEL_OPS", 40) as usize;
+    let max_ops = env_at_least("STRATA_MODEL_OPS", MIN_OPS) as usize;
     let strategy = (
         prop_oneof![Just(0usize), Just(1), Just(2), Just(100_000)],
         prop::collection::vec(op_strategy(), 1..max_ops),
@@ -1443,12 +1471,18 @@ fn store_matches_model() {
     let mut runner = TestRunner::new(config);
     if let Err(e) = runner.run(&strategy, |(head_cache, ops)| {
         run_ops(head_cache, &ops);
+        note("cases");
         Ok(())
     }) {
         panic!("{e}");
     }
     let stats = STATS.lock().unwrap().clone();
     println!("outcomes: {stats:#?}");
+    let cases = stats.get("cases").copied().unwrap_or(0);
+    assert!(
+        cases >= u64::from(MIN_CASES),
+        "only {cases} cases ran (the least is {MIN_CASES})"
+    );
     for key in [
         "append.write",
         "append.replay",

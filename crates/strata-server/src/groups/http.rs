@@ -75,6 +75,7 @@ fn view_json(v: &GroupView) -> Value {
         "replaying": v.replaying,
         "lag": v.lag,
         "error": v.error,
+        "waiting_polls": v.waiting_polls,
         "stats": {
             "deliveries": v.counters[0],
             "acks": v.counters[1],

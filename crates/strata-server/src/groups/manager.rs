@@ -12,7 +12,8 @@
 //!   `checkpoint_acks` acks accumulated, and only when something changed.
 //!
 //! Long polls wait on the group's [`Notify`], woken when the feeder adds events, when an
-//! ack/nack/timeout makes events eligible, when the group is deleted, and on shutdown.
+//! ack/nack/timeout makes events eligible, when the group is deleted, and on shutdown; the
+//! `waiting_polls` gauge (`GET /groups/{group}`, `/metrics`) counts those waiting.
 //!
 //! Durability: parks are written before any checkpoint that passes them (a parked event is
 //! never lost), a nack with `park` and a replay answer only once their record is durable, and
@@ -21,7 +22,8 @@
 
 use std::collections::BTreeMap;
 use std::sync::atomic::{
-    AtomicBool, AtomicU64, Ordering::AcqRel, Ordering::Acquire, Ordering::Relaxed,
+    AtomicBool, AtomicU64, AtomicUsize, Ordering::AcqRel, Ordering::Acquire, Ordering::Relaxed,
+    Ordering::Release,
 };
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -89,6 +91,8 @@ pub(crate) struct GroupView {
     pub replaying: usize,
     pub lag: u64,
     pub error: Option<String>,
+    /// Long polls parked waiting for events right now.
+    pub waiting_polls: usize,
     pub counters: [u64; 5],
 }
 
@@ -135,6 +139,10 @@ pub(crate) struct Group {
     state: Mutex<State>,
     /// Long polls wait here.
     wake: Notify,
+    /// Long polls parked on `wake` right now: counted only once registered for its next
+    /// notification (so anything that wakes pollers from then on reaches them), uncounted when
+    /// they stop waiting for any reason (woken, `wait_ms` over, shutdown, client gone).
+    waiting_polls: AtomicUsize,
     /// The feeder waits here for room in the window.
     room: Notify,
     /// The timer waits here for new deadlines.
@@ -498,6 +506,7 @@ impl Groups {
                 error: None,
             }),
             wake: Notify::new(),
+            waiting_polls: AtomicUsize::new(0),
             room: Notify::new(),
             timer: Notify::new(),
             flush_now: Notify::new(),
@@ -738,6 +747,7 @@ impl Groups {
             if group.is_stopping() {
                 return Ok(Vec::new());
             }
+            let _waiting = WaitingPoll::enter(&group.waiting_polls);
             tokio::select! {
                 () = &mut notified => {}
                 () = tokio::time::sleep_until(deadline) => return Ok(Vec::new()),
@@ -1049,6 +1059,7 @@ impl Groups {
                     replaying: st.replaying.len(),
                     lag: head.saturating_sub(checkpoint),
                     error: st.error.clone(),
+                    waiting_polls: g.waiting_polls.load(Acquire),
                     counters: [
                         c.deliveries.load(Relaxed),
                         c.acks.load(Relaxed),
@@ -1075,6 +1086,7 @@ impl Groups {
                 checkpoint: v.checkpoint,
                 in_flight: v.in_flight as u64,
                 parked: v.parked as u64,
+                waiting_polls: v.waiting_polls as u64,
                 deliveries: v.counters[0],
                 acks: v.counters[1],
                 nacks: v.counters[2],
@@ -1090,6 +1102,25 @@ impl Group {
     /// The group's source.
     pub(crate) fn source(&self) -> Source {
         self.settings.read().source.clone()
+    }
+}
+
+/// Counts a long poll in [`Group::waiting_polls`] while it lives (also when the poll's future
+/// is dropped mid-wait, e.g. its client went away). Entered after the poll registered for the
+/// group's wake-up, with `Release`: whoever reads the count with `Acquire` and then wakes the
+/// group reaches that poll.
+struct WaitingPoll<'a>(&'a AtomicUsize);
+
+impl<'a> WaitingPoll<'a> {
+    fn enter(gauge: &'a AtomicUsize) -> Self {
+        gauge.fetch_add(1, Release);
+        WaitingPoll(gauge)
+    }
+}
+
+impl Drop for WaitingPoll<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Release);
     }
 }
 

@@ -340,22 +340,28 @@ async fn per_stream_ordering_holds_back_later_events_of_a_busy_stream() {
     assert_eq!(next[0]["event"]["revision"], 1);
 }
 
+/// The poll is parked (counted by the `waiting_polls` gauge, in the group and in `/metrics`)
+/// before the append: only a wake-up can end it with the event, since a poll nothing wakes
+/// returns empty when its `wait_ms` is over.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn long_poll_is_woken_by_an_append() {
     let s = std::sync::Arc::new(TestServer::start());
     create(&*s, "g", json!({"source": "order-9"})).await;
+    assert_eq!(show(&*s, "g").await["waiting_polls"], 0);
     let poller = {
         let s = s.clone();
         tokio::spawn(async move { poll(&*s, "g", 10, 30_000).await })
     };
-    tokio::time::sleep(Duration::from_millis(100)).await;
+    wait_waiting_polls(&*s, "g", 1).await;
+    let metrics = call(&*s, "GET", "/metrics", None).await.text();
+    assert!(
+        metrics.contains("strata_group_waiting_polls{group=\"g\"} 1\n"),
+        "{metrics}"
+    );
     append(&*s, "order-9", 1).await;
-    // Well before wait_ms (30 s): the append wakes it.
-    let m = tokio::time::timeout(Duration::from_secs(20), poller)
-        .await
-        .expect("the long poll was not woken")
-        .unwrap();
-    assert_eq!(datas(&m), [0]);
+    let m = poller.await.unwrap();
+    assert_eq!(datas(&m), [0], "the append did not wake the long poll");
+    assert_eq!(show(&*s, "g").await["waiting_polls"], 0);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -366,9 +372,10 @@ async fn shutdown_ends_long_polls() {
         let s = s.clone();
         tokio::spawn(async move { poll(&*s, "g", 10, 60_000).await })
     };
-    tokio::time::sleep(Duration::from_millis(100)).await;
+    wait_waiting_polls(&*s, "g", 1).await;
     s.app.begin_shutdown();
-    let m = tokio::time::timeout(Duration::from_secs(20), poller)
+    // Ended by the shutdown, not by its 60 s wait (30 s: a hang guard).
+    let m = tokio::time::timeout(Duration::from_secs(30), poller)
         .await
         .expect("the long poll outlived the shutdown")
         .unwrap();
@@ -526,13 +533,12 @@ async fn delete_frees_the_state_and_recreate_starts_afresh() {
         let s = s.clone();
         tokio::spawn(async move { call(&*s, "POST", "/groups/g/poll?wait_ms=30000", None).await })
     };
-    tokio::time::sleep(Duration::from_millis(100)).await;
+    // The poll waits before the delete: the delete must wake it (else it would answer 200
+    // with nothing after its 30 s).
+    wait_waiting_polls(&*s, "g", 1).await;
     let r = call(&*s, "DELETE", "/groups/g", None).await;
     assert_eq!(r.status, 204, "{}", r.text());
-    let pending = tokio::time::timeout(Duration::from_secs(20), poller)
-        .await
-        .unwrap()
-        .unwrap();
+    let pending = poller.await.unwrap();
     pending.assert_error(404, "not_found");
     call(&*s, "GET", "/groups/g", None)
         .await
@@ -950,23 +956,39 @@ async fn replay_parked(node: &Node) -> (u64, u64) {
 }
 
 /// A long poll already waiting when an ack deadline passes is woken by the group's timer (not
-/// by another request): it returns the redelivery well before its own `wait_ms` (a broken
-/// timer would leave it empty-handed after 30 s).
+/// by another request): it returns the redelivery before its own `wait_ms` is over (a broken
+/// timer would leave it empty-handed after 30 s). The poll is seen parked while the event is
+/// still in flight, so it cannot have taken the redelivery without waiting.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_ack_timeout_wakes_a_waiting_long_poll() {
-    let s = TestServer::start();
-    append(&s, "order-1", 1).await;
-    create(&s, "g", json!({"source": "order-1", "ack_timeout_ms": 300})).await;
-    let first = poll(&s, "g", 10, 5000).await;
+    let s = std::sync::Arc::new(TestServer::start());
+    append(&*s, "order-1", 1).await;
+    create(
+        &*s,
+        "g",
+        json!({"source": "order-1", "ack_timeout_ms": 3000}),
+    )
+    .await;
+    let first = poll(&*s, "g", 10, 5000).await;
     assert_eq!(first.len(), 1);
-    let again = poll(&s, "g", 10, 30_000).await;
+    let poller = {
+        let s = s.clone();
+        tokio::spawn(async move { poll(&*s, "g", 10, 30_000).await })
+    };
+    let g = wait_waiting_polls(&*s, "g", 1).await;
+    assert_eq!(
+        g["in_flight"], 1,
+        "the ack deadline passed before the poll was seen waiting: {g}"
+    );
+    let again = poller.await.unwrap();
     assert_eq!(again.len(), 1, "the long poll ended without the redelivery");
     assert_eq!(again[0]["delivery"], 2);
-    ack(&s, "g", &ids(&again)).await;
+    ack(&*s, "g", &ids(&again)).await;
 }
 
 /// With per-stream ordering, the ack of a stream's event in flight wakes a long poll already
-/// waiting for that stream's next event (nothing else happens that could wake it).
+/// waiting for that stream's next event (nothing else happens that could wake it, and a poll
+/// nothing wakes returns empty when its 30 s are over).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_per_stream_ack_wakes_a_waiting_long_poll() {
     let s = std::sync::Arc::new(TestServer::start());
@@ -983,8 +1005,13 @@ async fn a_per_stream_ack_wakes_a_waiting_long_poll() {
         let s = s.clone();
         tokio::spawn(async move { poll(&*s, "g", 10, 30_000).await })
     };
-    // Whether the poll is already waiting or not, it must get event 1 after the ack.
-    tokio::time::sleep(Duration::from_millis(100)).await;
+    // Parked before the ack (event 1 waits for event 0's ack).
+    let g = wait_waiting_polls(&*s, "g", 1).await;
+    assert_eq!(
+        (g["in_flight"].as_u64(), g["buffered"].as_u64()),
+        (Some(1), Some(1)),
+        "{g}"
+    );
     ack(&*s, "g", &ids(&first)).await;
     let m = poller.await.unwrap();
     assert_eq!(datas(&m), [1], "the long poll ended without the next event");

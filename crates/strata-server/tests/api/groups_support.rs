@@ -184,6 +184,25 @@ pub async fn wait_parked(s: &impl Serve, group: &str, n: usize) -> Vec<Value> {
     }
 }
 
+/// Waits until `n` long polls of `group` are parked waiting for events (its `waiting_polls`
+/// gauge), up to 20 s, and returns the group. A counted poll is registered for the group's
+/// next wake-up: whatever should end it from then on (an append, an ack, a delete, ...) must
+/// reach it, and without one it would sit out its whole `wait_ms`.
+pub async fn wait_waiting_polls(s: &impl Serve, group: &str, n: u64) -> Value {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        let g = show(s, group).await;
+        if g["waiting_polls"].as_u64() == Some(n) {
+            return g;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "never {n} waiting poll(s): {g}"
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+}
+
 /// Polls until `n` messages arrived (ack timeouts are short in these tests), up to 20 s.
 pub async fn poll_until(s: &impl Serve, group: &str, n: usize) -> Vec<Value> {
     let mut got = Vec::new();

@@ -5,6 +5,10 @@ use std::time::Duration;
 
 use crate::support::{TestServer, SECOND};
 
+/// How long a message, or the end of a response, that must come is waited for: a hang guard,
+/// not a latency bound (each wait returns as soon as it comes; the machine may be loaded).
+const WAIT: Duration = SECOND.saturating_mul(30);
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn history_then_live_with_no_gap_or_duplicate() {
     let s = Arc::new(TestServer::start());
@@ -22,7 +26,7 @@ async fn history_then_live_with_no_gap_or_duplicate() {
         })
     };
     for expected in 0..250u64 {
-        let m = sse.next_message(5 * SECOND).await.expect("message");
+        let m = sse.next_message(WAIT).await.expect("message");
         assert_eq!(m.id.as_deref(), Some(expected.to_string().as_str()));
         let e = m.json();
         assert_eq!(e["revision"], expected);
@@ -39,18 +43,18 @@ async fn all_subscriptions_use_positions_and_filters() {
     s.append("order-1", r#"{"type":"Placed"}"#).await;
     s.append("user-1", r#"{"type":"Created"}"#).await;
     let mut sse = s.subscribe("/all?category=order", &[]).await;
-    let m = sse.next_message(SECOND).await.unwrap();
+    let m = sse.next_message(WAIT).await.unwrap();
     assert_eq!((m.id.as_deref(), m.event.as_str()), (Some("0"), "Placed"));
     s.append("user-2", r#"{"type":"Created"}"#).await;
     s.append("order-2", r#"{"type":"Placed"}"#).await;
-    let m = sse.next_message(SECOND).await.unwrap();
+    let m = sse.next_message(WAIT).await.unwrap();
     assert_eq!(m.id.as_deref(), Some("3"));
     assert_eq!(m.json()["stream"], "order-2");
     // types filter, from=end: only new events.
     let mut sse = s.subscribe("/all?types=Created&from=end", &[]).await;
     s.append("order-3", r#"{"type":"Placed"}"#).await;
     s.append("user-3", r#"{"type":"Created"}"#).await;
-    let m = sse.next_message(SECOND).await.unwrap();
+    let m = sse.next_message(WAIT).await.unwrap();
     assert_eq!(m.id.as_deref(), Some("5"));
 }
 
@@ -63,12 +67,12 @@ async fn last_event_id_resumes_right_after_it() {
         .subscribe("/streams/r-1?from=0", &[("last-event-id", "6")])
         .await;
     for expected in 7..10u64 {
-        let m = sse.next_message(SECOND).await.unwrap();
+        let m = sse.next_message(WAIT).await.unwrap();
         assert_eq!(m.json()["revision"], expected);
     }
     let mut sse = s.subscribe("/all", &[("last-event-id", "8")]).await;
     assert_eq!(
-        sse.next_message(SECOND).await.unwrap().id.as_deref(),
+        sse.next_message(WAIT).await.unwrap().id.as_deref(),
         Some("9")
     );
     let r = s
@@ -87,12 +91,12 @@ async fn from_end_and_from_revision() {
     let mut sse = s.subscribe("/streams/f-1?from=end", &[]).await;
     let mut sse3 = s.subscribe("/streams/f-1?from=3", &[]).await;
     s.append("f-1", r#"{"type":"New"}"#).await;
-    let m = sse.next_message(SECOND).await.unwrap();
+    let m = sse.next_message(WAIT).await.unwrap();
     assert_eq!((m.id.as_deref(), m.event.as_str()), (Some("5"), "New"));
     let ids: Vec<String> = [
-        sse3.next_message(SECOND).await.unwrap(),
-        sse3.next_message(SECOND).await.unwrap(),
-        sse3.next_message(SECOND).await.unwrap(),
+        sse3.next_message(WAIT).await.unwrap(),
+        sse3.next_message(WAIT).await.unwrap(),
+        sse3.next_message(WAIT).await.unwrap(),
     ]
     .into_iter()
     .filter_map(|m| m.id)
@@ -106,7 +110,7 @@ async fn a_stream_not_written_yet_is_waited_for() {
     let mut sse = s.subscribe("/streams/later-1", &[]).await;
     assert!(sse.next_message(Duration::from_millis(100)).await.is_none());
     s.append("later-1", r#"{"type":"Born"}"#).await;
-    let m = sse.next_message(SECOND).await.unwrap();
+    let m = sse.next_message(WAIT).await.unwrap();
     assert_eq!((m.id.as_deref(), m.event.as_str()), (Some("0"), "Born"));
 }
 
@@ -116,7 +120,7 @@ async fn keepalive_comments() {
     let mut sse = s.subscribe("/all", &[]).await;
     // The response opens with one, then one per idle interval.
     for _ in 0..3 {
-        let b = sse.next_block(SECOND).await.expect("keepalive");
+        let b = sse.next_block(WAIT).await.expect("keepalive");
         assert_eq!(b.comment.as_deref(), Some("keepalive"));
     }
 }
@@ -139,13 +143,13 @@ async fn subscriptions_are_forward_only_and_410_when_deleted() {
     .assert_error(400, "invalid_request");
     // Deleted while subscribed: a final `event: error`, then the end.
     let mut sse = s.subscribe("/streams/d-1", &[]).await;
-    sse.next_message(SECOND).await.unwrap();
-    sse.next_message(SECOND).await.unwrap();
+    sse.next_message(WAIT).await.unwrap();
+    sse.next_message(WAIT).await.unwrap();
     assert_eq!(s.call("DELETE", "/streams/d-1", &[], "").await.status, 204);
-    let m = sse.next_message(SECOND).await.expect("error message");
+    let m = sse.next_message(WAIT).await.expect("error message");
     assert_eq!(m.event, "error");
     assert_eq!(m.json()["error"], "stream_deleted");
-    assert!(sse.ended(SECOND).await);
+    assert!(sse.ended(WAIT).await);
     // Deleted before subscribing: 410.
     s.get_with("/streams/d-1", &[("accept", "text/event-stream")])
         .await
@@ -158,27 +162,32 @@ async fn a_slow_reader_does_not_lose_events_and_is_counted() {
     let mut sse = s.subscribe("/streams/slow-1", &[]).await;
     // Write far more than the subscription buffers while the reader reads nothing.
     s.append_many("slow-1", 20_000).await;
-    tokio::time::sleep(Duration::from_millis(100)).await;
-    let metrics = s.get("/metrics").await.text();
-    assert!(
-        metrics.contains("strata_subscriptions_open 1\n"),
-        "{metrics}"
-    );
+    // Counted once its producer runs (shortly after the response head).
+    open_subscriptions_reach(&s, 1).await;
     for expected in 0..20_000u64 {
-        let m = sse.next_message(5 * SECOND).await.expect("message");
+        let m = sse.next_message(WAIT).await.expect("message");
         assert_eq!(m.id, Some(expected.to_string()));
     }
     drop(sse);
     // The producer notices the client is gone.
-    let mut open = String::new();
-    for _ in 0..50 {
-        tokio::time::sleep(Duration::from_millis(20)).await;
-        open = s.get("/metrics").await.text();
-        if open.contains("strata_subscriptions_open 0\n") {
-            break;
+    open_subscriptions_reach(&s, 0).await;
+}
+
+/// Waits until `/metrics` counts `n` open subscriptions, up to [`WAIT`].
+async fn open_subscriptions_reach(s: &TestServer, n: u64) {
+    let line = format!("strata_subscriptions_open {n}\n");
+    let deadline = tokio::time::Instant::now() + WAIT;
+    loop {
+        let metrics = s.get("/metrics").await.text();
+        if metrics.contains(&line) {
+            return;
         }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "never {n} open subscription(s):\n{metrics}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    assert!(open.contains("strata_subscriptions_open 0\n"));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -186,7 +195,7 @@ async fn shutdown_ends_subscriptions() {
     let s = TestServer::start();
     let mut sse = s.subscribe("/all", &[]).await;
     s.app.begin_shutdown();
-    assert!(sse.ended(SECOND).await);
+    assert!(sse.ended(WAIT).await);
 }
 
 /// `from` (and `Last-Event-ID`) beyond the head is a lower bound: the JSON page answers
