@@ -57,4 +57,4 @@ pub use hash::category_of;
 pub use options::{FsyncPolicy, Limits, Options, RebuildProgress};
 pub use stats::{StatsSnapshot, FSYNC_BUCKETS_MICROS};
 pub use store::{Health, Store, StoreInfo};
-pub use subscription::{Subscription, SubscriptionTarget};
+pub use subscription::{Subscription, SubscriptionTarget, Wake};

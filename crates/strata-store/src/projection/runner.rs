@@ -15,6 +15,8 @@
 //! - The served states' estimated memory ([`served_bytes`]) is reported to the engine after
 //!   every batch ([`ProjectionEngine::set_external_bytes`]), so that it counts against the
 //!   engine's memory limit.
+//! - Each runner has its own wake-up: a stop wakes its thread only, not the store's other
+//!   waiters on commits.
 
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::panic::{catch_unwind, AssertUnwindSafe};
@@ -23,7 +25,7 @@ use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use event_listener::Listener;
+use event_listener::Event;
 use parking_lot::{Mutex, RwLock};
 use serde_json::Value;
 
@@ -212,6 +214,8 @@ struct RunnerShared {
     progress: Mutex<Progress>,
     states: RwLock<HashMap<String, Served>>,
     control: AtomicU8,
+    /// Notified after `control` changes: wakes this runner's thread, and no other waiter.
+    wake: Event,
 }
 
 /// A served state and an estimate of the memory it takes here, its key included (see
@@ -367,6 +371,7 @@ impl ProjectionRunner {
                 progress: Mutex::new(progress),
                 states: RwLock::new(states),
                 control: AtomicU8::new(RUN),
+                wake: Event::new(),
             }),
             thread: Mutex::new(None),
         }
@@ -445,7 +450,7 @@ impl ProjectionRunner {
     pub fn begin_stop(&self) {
         let _thread = self.thread.lock();
         self.shared.control.store(STOP, Ordering::Release);
-        self.shared.store.shared().commits.notify(usize::MAX);
+        self.shared.wake.notify(usize::MAX);
     }
 
     /// Waits for the runner thread to end (after [`ProjectionRunner::begin_stop`]).
@@ -458,7 +463,7 @@ impl ProjectionRunner {
     fn halt(&self, how: u8) {
         let mut thread = self.thread.lock();
         self.shared.control.store(how, Ordering::Release);
-        self.shared.store.shared().commits.notify(usize::MAX);
+        self.shared.wake.notify(usize::MAX);
         if let Some(t) = thread.take() {
             let _ = t.join();
         }
@@ -997,27 +1002,17 @@ fn flush_emits(
     Ok(())
 }
 
-/// Waits until something is committed after the feed's last poll, the control word changes,
-/// `deadline` passes, or the store closes.
+/// Waits until something is committed after the feed's last poll, the control word changes
+/// (this runner's own `wake`: a stop wakes no other runner, subscriber or group), `deadline`
+/// passes, or the store closes.
 fn wait(sh: &RunnerShared, feed: &Feed, deadline: Option<Instant>) -> Result<()> {
-    let shared = sh.store.shared();
-    loop {
-        let listener = shared.commits.listen();
-        if shared.closed.load(Ordering::Acquire) {
-            return Err(Error::Closed);
-        }
-        if sh.control.load(Ordering::Acquire) != RUN || feed.has_new_commits() {
-            return Ok(());
-        }
-        match deadline {
-            None => listener.wait(),
-            Some(d) => {
-                if listener.wait_deadline(d).is_none() {
-                    return Ok(());
-                }
-            }
-        }
+    // Listen before checking: a stop between the check and the wait still wakes it.
+    let stop = sh.wake.listen();
+    if sh.control.load(Ordering::Acquire) != RUN {
+        return Ok(());
     }
+    // Every reason to wake is checked again by the caller's loop.
+    feed.wait_until(stop, deadline).map(drop)
 }
 
 #[cfg(test)]
@@ -1025,6 +1020,7 @@ mod tests {
     use super::*;
     use crate::projection::{typed_engine, Emitter, Projection};
     use crate::{FsyncPolicy, NewEvent, Options, RecordedEvent};
+    use event_listener::Listener;
 
     struct Count;
 
@@ -1079,5 +1075,78 @@ mod tests {
         assert!(kept <= MAX_SAMPLES, "{kept} samples kept");
         assert!(runner.status().events_per_second > 0.0);
         runner.stop();
+    }
+
+    /// Waits until `runner` has examined every event of the store and is idle.
+    fn caught_up(runner: &ProjectionRunner, store: &Store) {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            let status = runner.status();
+            assert_eq!(status.state, RunState::Running, "{status:?}");
+            if status.cursor >= store.head("s").unwrap().last_revision.map_or(0, |r| r + 1) {
+                return;
+            }
+            assert!(Instant::now() < deadline, "no progress: {status:?}");
+            std::thread::sleep(Duration::from_millis(2));
+        }
+    }
+
+    /// Stopping (or abandoning) one projection wakes its own runner thread only: not the store's
+    /// other waiters on commits (subscriptions, group feeders, other runners).
+    #[test]
+    fn stopping_a_runner_wakes_no_other_waiter() {
+        let dir = tempfile::tempdir().unwrap();
+        let options = Options {
+            fsync: FsyncPolicy::Never,
+            ..Options::default()
+        };
+        let store = Store::open(dir.path(), options).unwrap();
+        store
+            .append("s", ExpectedRevision::Any, vec![NewEvent::json("T", "{}")])
+            .unwrap();
+        let open = |name: &str| {
+            ProjectionRunner::open(
+                store.clone(),
+                name,
+                1,
+                typed_engine(Count),
+                RunnerOptions::default(),
+            )
+        };
+        let (a, b) = (open("a"), open("b"));
+        for runner in [&a, &b] {
+            // A first run and stop write the checkpoint, so a later stop writes (commits)
+            // nothing.
+            runner.start().unwrap();
+            caught_up(runner, &store);
+            runner.stop();
+            runner.start().unwrap();
+            caught_up(runner, &store);
+        }
+        let commits = store.shared().commits.listen();
+        let other = b.shared.wake.listen();
+        a.stop();
+        assert!(
+            !commits.discard(),
+            "the stop notified every waiter on commits"
+        );
+        assert!(!other.discard(), "the stop woke another runner");
+        a.start().unwrap();
+        caught_up(&a, &store);
+        let commits = store.shared().commits.listen();
+        a.abandon();
+        assert!(
+            !commits.discard(),
+            "abandon notified every waiter on commits"
+        );
+        // Both ended by their own wake-up; the other runner still runs, and still follows.
+        assert_eq!(a.status().state, RunState::Stopped);
+        assert_eq!(b.status().state, RunState::Running);
+        store
+            .append("s", ExpectedRevision::Any, vec![NewEvent::json("T", "{}")])
+            .unwrap();
+        caught_up(&b, &store);
+        assert_eq!(b.state("").as_deref(), Some(&serde_json::json!(2)));
+        b.stop();
     }
 }
