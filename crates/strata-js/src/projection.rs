@@ -199,6 +199,23 @@ impl JsProjection {
         self.states.set(partition, state);
         Ok(emitted)
     }
+
+    /// Replaces the state of `partition` with `JSON.parse(json)` and clears its poisoning.
+    fn restore_text(
+        &mut self,
+        partition: &str,
+        json: impl Into<Vec<u8>>,
+    ) -> Result<(), ProjectionError> {
+        let sandbox = &self.sandbox;
+        let live = sandbox.call(|ctx| {
+            ctx.json_parse(json)
+                .map(|v| Persistent::save(ctx, v))
+                .map_err(|e| sandbox.error(ctx, e))
+        })?;
+        self.unpoison(partition);
+        self.states.set(partition, live);
+        Ok(())
+    }
 }
 
 /// The memory a poisoned partition holds outside the runtime (an estimate).
@@ -355,15 +372,16 @@ impl ProjectionEngine for JsProjection {
     ) -> Result<(), ProjectionError> {
         let json = serde_json::to_string(&state)
             .map_err(|e| ProjectionError::new(format!("the state is not valid JSON: {e}")))?;
-        let sandbox = &self.sandbox;
-        let live = sandbox.call(|ctx| {
-            ctx.json_parse(json)
-                .map(|v| Persistent::save(ctx, v))
-                .map_err(|e| sandbox.error(ctx, e))
-        })?;
-        self.unpoison(partition);
-        self.states.set(partition, live);
-        Ok(())
+        self.restore_text(partition, json)
+    }
+
+    /// Parses the text in the runtime directly (no `serde_json::Value` in between).
+    fn restore_json(
+        &mut self,
+        partition: &str,
+        state: &serde_json::value::RawValue,
+    ) -> Result<(), ProjectionError> {
+        self.restore_text(partition, state.get())
     }
 
     fn clear(&mut self) {

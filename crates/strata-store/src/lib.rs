@@ -60,4 +60,4 @@ pub use json_check::MAX_JSON_DEPTH;
 pub use options::{FsyncPolicy, Limits, Options, RebuildProgress};
 pub use stats::{StatsSnapshot, FSYNC_BUCKETS_MICROS};
 pub use store::{Health, Store, StoreInfo};
-pub use subscription::{Subscription, SubscriptionTarget};
+pub use subscription::{Subscription, SubscriptionTarget, Wake};

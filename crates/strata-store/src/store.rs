@@ -408,7 +408,8 @@ impl Store {
         &self.shared.options
     }
 
-    /// The state shared with the writer (for the projection runner's interruptible waits).
+    /// The state shared with the writer (for tests: who was notified of commits).
+    #[cfg(test)]
     pub(crate) fn shared(&self) -> &Arc<crate::log::Shared> {
         &self.shared
     }

@@ -159,8 +159,15 @@ fn runner_states(runner: &ProjectionRunner) -> BTreeMap<String, Totals> {
     runner
         .states()
         .into_iter()
-        .map(|(k, v)| (k, serde_json::from_value((*v).clone()).unwrap()))
+        .map(|(k, v)| (k, serde_json::from_str(v.get()).unwrap()))
         .collect()
+}
+
+/// The served state of `partition`, parsed.
+fn served(runner: &ProjectionRunner, partition: &str) -> Option<serde_json::Value> {
+    runner
+        .state(partition)
+        .map(|json| serde_json::from_str(json.get()).unwrap())
 }
 
 fn wait_for(runner: &ProjectionRunner, what: &str, pred: impl Fn(&ProjectionStatus) -> bool) {
@@ -456,14 +463,14 @@ fn partitioned_state_per_key() {
     wait_caught_up(&runner, &store);
     assert!(runner.is_partitioned());
     assert_eq!(
-        runner.state("ann").as_deref(),
-        Some(&serde_json::json!({"count": 2, "total": 17}))
+        served(&runner, "ann"),
+        Some(serde_json::json!({"count": 2, "total": 17}))
     );
     assert_eq!(
-        runner.state("bob").as_deref(),
-        Some(&serde_json::json!({"count": 1, "total": 5}))
+        served(&runner, "bob"),
+        Some(serde_json::json!({"count": 1, "total": 5}))
     );
-    assert_eq!(runner.state("nobody"), None);
+    assert_eq!(served(&runner, "nobody"), None);
     assert_eq!(runner.states().len(), 3);
     assert_eq!(runner.status().partitions, 3);
     assert_eq!(runner.status().position, Some(3));
@@ -523,14 +530,14 @@ fn a_throwing_handler_faults_at_its_event_and_keeps_earlier_progress() {
     assert_eq!(error.position, Some(bad.first_position));
     assert_eq!(status.position, Some(1));
     assert_eq!(
-        runner.state("").as_deref(),
-        Some(&serde_json::json!({"count": 2, "total": 3}))
+        served(&runner, ""),
+        Some(serde_json::json!({"count": 2, "total": 3}))
     );
     // The progress before the failing event was checkpointed.
     assert_eq!(status.checkpoint_position, Some(1));
     wait_for(&other, "other catches up", |s| s.cursor >= 3);
     assert_eq!(other.status().state, RunState::Running);
-    assert_eq!(other.state("").unwrap()["total"], 7);
+    assert_eq!(served(&other, "").unwrap()["total"], 7);
     // Starting again retries the failing event: faulted again, same position.
     runner.start().unwrap();
     wait_for(&runner, "fault again", |s| s.state == RunState::Faulted);
@@ -569,11 +576,11 @@ fn stop_and_start_resume_where_they_stopped() {
     store
         .append("order-1", ExpectedRevision::Any, vec![order("a", 10)])
         .unwrap();
-    assert_eq!(runner.state("").unwrap()["count"], 1);
+    assert_eq!(served(&runner, "").unwrap()["count"], 1);
     assert!(runner.status().lag >= 1);
     runner.start().unwrap();
     wait_caught_up(&runner, &store);
-    assert_eq!(runner.state("").unwrap()["count"], 2);
+    assert_eq!(served(&runner, "").unwrap()["count"], 2);
     assert_eq!(runner.status().events_processed, 2);
     assert_eq!(runner.status().lag, 0);
     runner.stop();
@@ -606,7 +613,7 @@ fn reset_rebuilds_from_the_start_as_a_new_incarnation() {
     assert_eq!(status.incarnation, 2);
     assert_eq!(status.generation, 1, "a reset keeps the generation");
     wait_caught_up(&runner, &store);
-    assert_eq!(runner.state("").unwrap()["count"], 2);
+    assert_eq!(served(&runner, "").unwrap()["count"], 2);
     assert_eq!(runner.status().events_processed, 2);
     runner.stop();
     // The re-run emits the same ids as before: the store deduplicates them, nothing new.
@@ -626,7 +633,7 @@ fn reset_rebuilds_from_the_start_as_a_new_incarnation() {
         typed_engine(OrderTotals::new(false)),
         RunnerOptions::default(),
     );
-    assert_eq!(old.state(""), None);
+    assert_eq!(served(&old, ""), None);
 }
 
 #[test]
@@ -721,7 +728,7 @@ fn sources_read_exactly_their_events() {
     // The others' copies are appended by now: `all` must see them all.
     wait_caught_up(&all, &store);
     let counts = |r: &ProjectionRunner| -> BTreeMap<String, u64> {
-        serde_json::from_value((*r.state("").unwrap()).clone()).unwrap()
+        serde_json::from_value(served(r, "").unwrap()).unwrap()
     };
     // `fromAll` sees user streams only: not the checkpoint streams, not its own `copies`
     // (it sees the other projections' copies).
@@ -847,7 +854,7 @@ fn an_emit_to_a_reserved_stream_faults_at_its_event() {
     let error = runner.status().error.unwrap();
     assert_eq!(error.position, Some(r.last_position));
     assert!(error.message.contains("reserved"), "{}", error.message);
-    assert_eq!(runner.state("").as_deref(), Some(&serde_json::json!(1)));
+    assert_eq!(served(&runner, ""), Some(serde_json::json!(1)));
     assert!(store.head("$system").unwrap().last_revision.is_none());
 }
 
@@ -974,7 +981,7 @@ fn reset_of_an_emitting_projection_emits_nothing_twice_a_new_generation_does() {
     runner.reset(2).unwrap();
     runner.reset(3).unwrap();
     wait_caught_up(&runner, &store);
-    assert_eq!(runner.state("").unwrap()["count"], 40);
+    assert_eq!(served(&runner, "").unwrap()["count"], 40);
     runner.abandon();
     drop(runner);
     let after: Vec<uuid::Uuid> = big_orders(&store).iter().map(|e| e.id).collect();
@@ -1119,7 +1126,7 @@ fn stop_ends_a_long_batch_after_the_event_in_progress() {
     let status = runner.status();
     assert_eq!(status.state, RunState::Stopped);
     assert_eq!(status.events_processed, done);
-    assert_eq!(runner.state("").as_deref(), Some(&serde_json::json!(done)));
+    assert_eq!(served(&runner, ""), Some(serde_json::json!(done)));
     assert_eq!(status.checkpoint_position, status.position);
     drop(runner);
     // Resume: the rest of the batch is applied, once.
@@ -1131,11 +1138,11 @@ fn stop_ends_a_long_batch_after_the_event_in_progress() {
         typed_engine(p),
         options(300, u64::MAX),
     );
-    assert_eq!(runner.state("").as_deref(), Some(&serde_json::json!(done)));
+    assert_eq!(served(&runner, ""), Some(serde_json::json!(done)));
     runner.start().unwrap();
     wait_for(&runner, "the rest", |s| s.events_processed >= 300);
     runner.stop();
-    assert_eq!(runner.state("").as_deref(), Some(&serde_json::json!(300)));
+    assert_eq!(served(&runner, ""), Some(serde_json::json!(300)));
     let out = store
         .read_stream("out", ReadFrom::Start, Direction::Forward, 10_000)
         .unwrap();
@@ -1166,7 +1173,7 @@ fn emits_of_a_long_batch_are_flushed_as_they_accumulate() {
     runner.start().unwrap();
     wait_for(&runner, "all", |s| s.events_processed >= 30);
     runner.stop();
-    assert_eq!(runner.state("").as_deref(), Some(&serde_json::json!(30)));
+    assert_eq!(served(&runner, ""), Some(serde_json::json!(30)));
     let out = store
         .read_stream("out", ReadFrom::Start, Direction::Forward, 10_000)
         .unwrap();
@@ -1219,12 +1226,12 @@ fn a_failed_engine_is_rebuilt_before_reuse() {
     wait_for(&runner, "fault", |s| s.state == RunState::Faulted);
     // The run's engine, then a fresh one for the events before the failure.
     assert_eq!(builds.load(Ordering::SeqCst), 3);
-    assert_eq!(runner.state("").unwrap()["count"], 1);
+    assert_eq!(served(&runner, "").unwrap()["count"], 1);
     runner.start().unwrap();
     wait_for(&runner, "fault again", |s| {
         s.state == RunState::Faulted && builds.load(Ordering::SeqCst) == 5
     });
-    assert_eq!(runner.state("").unwrap()["count"], 1);
+    assert_eq!(served(&runner, "").unwrap()["count"], 1);
     runner.stop();
 }
 
@@ -1299,8 +1306,8 @@ fn an_unserialisable_state_faults_at_the_event_that_made_it() {
         assert_eq!(status.position, Some(1));
         assert_eq!(status.checkpoint_position, Some(1));
         assert_eq!(
-            runner.state("").as_deref(),
-            Some(&serde_json::json!({"n": 2, "broken": false}))
+            served(&runner, ""),
+            Some(serde_json::json!({"n": 2, "broken": false}))
         );
         // Starting again retries the event: the same fault.
         runner.start().unwrap();
@@ -1398,5 +1405,57 @@ fn the_runner_reports_its_served_copies_to_the_engine() {
         std::thread::sleep(Duration::from_millis(2));
     }
     assert_eq!(reported.load(Ordering::SeqCst), held);
+    runner.stop();
+}
+
+/// A served `{count, total}` state with a short key is held as its compact JSON text, and the
+/// runner reports its real size: the text, the key and the map entry (some 150 bytes a
+/// partition), not a `serde_json::Value` tree (some 850), so that many more small partitions fit
+/// a memory limit.
+#[test]
+fn small_served_states_are_held_as_compact_text() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open_store(dir.path());
+    let customers: Vec<String> = (0..1000).map(|i| format!("c{i}")).collect();
+    for batch in customers.chunks(100) {
+        let orders = batch.iter().map(|c| order(c, 5)).collect();
+        store
+            .append("order-1", ExpectedRevision::Any, orders)
+            .unwrap();
+    }
+    let reported = Arc::new(AtomicU64::new(0));
+    let inner = typed_engine(OrderTotals::new(true));
+    let builder: strata_store::projection::EngineBuilder = {
+        let reported = reported.clone();
+        Arc::new(move || {
+            Ok(Box::new(Reporting {
+                inner: inner()?,
+                reported: reported.clone(),
+            })
+                as Box<dyn strata_store::projection::ProjectionEngine>)
+        })
+    };
+    let runner = ProjectionRunner::open(store.clone(), "small", 1, builder, options(500, 10_000));
+    runner.start().unwrap();
+    wait_caught_up(&runner, &store);
+    let held = reported.load(Ordering::SeqCst) as usize;
+    let states = runner.states();
+    assert_eq!(states.len(), 1000);
+    // At least the bytes themselves: every key and every state's compact JSON.
+    let text: usize = states
+        .iter()
+        .map(|(k, v)| k.len() + serde_json::to_string(&**v).unwrap().len())
+        .sum();
+    assert!(held >= text, "{held} < {text}");
+    // The text is the compact JSON of the state (what `GET .../state` serves as it is).
+    assert_eq!(
+        runner.state("c7").unwrap().get(),
+        serde_json::json!({"count": 1, "total": 5}).to_string()
+    );
+    // ...and a small overhead on top of them, not a tree of values.
+    assert!(
+        held <= states.len() * 256,
+        "{held} bytes for 1,000 small states"
+    );
     runner.stop();
 }

@@ -27,6 +27,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use parking_lot::{Mutex, RwLock};
+use serde_json::value::RawValue;
 use strata_js::{JsLimits, JsProjection};
 use strata_store::projection::{
     EngineBuilder, ProjectionEngine, ProjectionError, ProjectionRunner, ProjectionStatus, RunState,
@@ -233,9 +234,11 @@ impl Projections {
     }
 
     /// The served state as JSON bytes: of `partition`, or (`None`) the unpartitioned state, or
-    /// every partition's state as an object when the projection is partitioned. Serialised
-    /// straight from the served (shared, immutable) states: no copy, and never waits for the
-    /// projection's user code. May take a while for a large state: call it on the blocking pool.
+    /// every partition's state as an object when the projection is partitioned. The runner
+    /// keeps each state as its compact JSON text: one is served as it is (copied, not
+    /// encoded), and the object of every partition is those texts under their keys. Never
+    /// waits for the projection's user code. May take a while for a large state: call it on the
+    /// blocking pool.
     pub(crate) fn state_json(&self, name: &str, partition: Option<&str>) -> Result<Vec<u8>> {
         let hosted = self.get(name)?;
         let runner = &hosted.runner;
@@ -244,20 +247,21 @@ impl Projections {
                 let state = runner.state(p).ok_or_else(|| {
                     Error::NotFound(format!("projection {name:?} has no partition {p:?}"))
                 })?;
-                serde_json::to_vec(&*state)
+                state.get().as_bytes().to_vec()
             }
             None if runner.is_partitioned() => {
                 let all = runner.states();
-                let map: BTreeMap<&str, &serde_json::Value> =
+                let map: BTreeMap<&str, &RawValue> =
                     all.iter().map(|(k, v)| (k.as_str(), v.as_ref())).collect();
                 serde_json::to_vec(&map)
+                    .map_err(|e| Error::Internal(format!("cannot encode the state: {e}")))?
             }
             None => match runner.state("") {
-                Some(state) => serde_json::to_vec(&*state),
-                None => Ok(b"null".to_vec()),
+                Some(state) => state.get().as_bytes().to_vec(),
+                None => b"null".to_vec(),
             },
         };
-        encoded.map_err(|e| Error::Internal(format!("cannot encode the state: {e}")))
+        Ok(encoded)
     }
 
     /// Creates or updates a projection whose `source` compiled. Blocking.
@@ -448,6 +452,76 @@ mod tests {
             RunState::Stopped
         );
         assert!(projections.describe("b").is_err());
+    }
+
+    /// The served state's bytes are `serde_json`'s compact encoding of the state the engine
+    /// returns, whatever JavaScript's own `JSON.stringify` would write (member order, number
+    /// forms, escapes): of one partition, and of every partition as one object.
+    #[test]
+    fn served_state_bytes_are_the_compact_encoding_of_the_engine_state() {
+        use strata_store::projection::ProjectionEngine;
+        use strata_store::{Direction, ReadFrom};
+        const SOURCE: &str = r#"fromAll().partitionBy(e => e.data.k).when({
+            $init: () => ({ z: 1, b: 1e21, a: 0.000001, big: 123456789012345680000,
+                            s: "\u00e9\u2028<\"\n\u0001\ud83d\ude00", n: [1.5, -2, null, true, 1e-7],
+                            o: { y: {}, x: [], 10: 2, 9: 1 } }),
+            $any: (s, e) => { s.count = (s.count || 0) + 1; s[e.data.k] = e.position; }
+        });"#;
+        let dir = tempfile::tempdir().unwrap();
+        let options = Options {
+            fsync: FsyncPolicy::Never,
+            ..Options::default()
+        };
+        let store = Store::open(dir.path(), options).unwrap();
+        let events = ["b", "a", "a", "é\"k"]
+            .iter()
+            .map(|k| strata_store::NewEvent::json("T", json_of(k)))
+            .collect();
+        store
+            .append("s-1", strata_store::ExpectedRevision::Any, events)
+            .unwrap();
+        let projections = Projections::load(store.clone(), ProjectionOptions::default());
+        projections.put("p", SOURCE.into()).unwrap();
+        let deadline = std::time::Instant::now() + Duration::from_secs(20);
+        while projections.describe("p").unwrap().status.events_processed < 4 {
+            assert!(std::time::Instant::now() < deadline, "not folded");
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        // The same fold on an engine of its own: the states as values.
+        let mut engine = JsProjection::compile(SOURCE, JsLimits::default()).unwrap();
+        let page = store
+            .read_stream("s-1", ReadFrom::Start, Direction::Forward, 10)
+            .unwrap();
+        for event in &page.events {
+            let key = engine.partition_key(event).unwrap().unwrap();
+            engine.apply(&key, event, &mut Vec::new()).unwrap();
+        }
+        let values: BTreeMap<String, serde_json::Value> = engine
+            .partitions()
+            .into_iter()
+            .map(|k| {
+                let v = engine.state(&k).unwrap().unwrap();
+                (k, v)
+            })
+            .collect();
+        assert_eq!(values.len(), 3);
+        for (k, v) in &values {
+            assert_eq!(
+                projections.state_json("p", Some(k)).unwrap(),
+                serde_json::to_vec(v).unwrap(),
+                "{k}"
+            );
+        }
+        assert_eq!(
+            projections.state_json("p", None).unwrap(),
+            serde_json::to_vec(&values).unwrap()
+        );
+        projections.shutdown();
+    }
+
+    /// `{"k": key}`.
+    fn json_of(key: &str) -> String {
+        serde_json::json!({ "k": key }).to_string()
     }
 
     /// A projection whose checkpoint cannot be read at start-up stays faulted with the reason

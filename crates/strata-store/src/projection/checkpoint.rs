@@ -15,6 +15,7 @@
 use std::collections::HashMap;
 
 use serde::{Deserialize, Serialize};
+use serde_json::value::RawValue;
 
 use crate::error::{Error, Result};
 use crate::event::{ContentType, Direction, ExpectedRevision, NewEvent, ReadFrom, StreamMetadata};
@@ -50,12 +51,13 @@ pub struct CheckpointRecord {
 }
 
 /// A checkpoint read back: the record and every partition's state.
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Clone, Debug)]
 pub struct Checkpoint {
     /// The closing record.
     pub record: CheckpointRecord,
-    /// State per partition.
-    pub states: HashMap<String, serde_json::Value>,
+    /// State per partition, as the JSON text the checkpoint holds (checked to be JSON, not
+    /// parsed into values): compact, as written.
+    pub states: HashMap<String, Box<RawValue>>,
 }
 
 /// The reserved stream holding the checkpoints of projection `name`: `$projection-<name>`, or,
@@ -72,16 +74,17 @@ pub fn checkpoint_stream(store: &Store, name: &str) -> String {
     }
 }
 
-/// Writes a checkpoint of `states` (serialised here, in partition order) closed by `record`
-/// (whose `partitions`, `chunks` and `bytes` are filled in). Returns the state's size in bytes.
+/// Writes a checkpoint of `states` (each the JSON text of one partition's state, copied in as it
+/// is, in partition order) closed by `record` (whose `partitions`, `chunks` and `bytes` are
+/// filled in). Returns the state's size in bytes.
 pub(crate) fn write_checkpoint<'a>(
     store: &Store,
     stream: &str,
     mut record: CheckpointRecord,
-    states: impl Iterator<Item = (&'a String, &'a serde_json::Value)>,
+    states: impl Iterator<Item = (&'a String, &'a RawValue)>,
 ) -> Result<u64> {
-    // Serialised from references in partition order: no copy of the states.
-    let sorted: std::collections::BTreeMap<&String, &serde_json::Value> = states.collect();
+    // Written from references in partition order: no copy of the states but the JSON itself.
+    let sorted: std::collections::BTreeMap<&String, &RawValue> = states.collect();
     let bytes = serde_json::to_vec(&sorted)
         .map_err(|e| Error::invalid("projection state", e.to_string()))?;
     let limits = &store.options().limits;
@@ -182,7 +185,7 @@ pub fn read_latest_checkpoint(store: &Store, stream: &str) -> Result<Option<Chec
             record.bytes
         )));
     }
-    let states: HashMap<String, serde_json::Value> =
+    let states: HashMap<String, Box<RawValue>> =
         serde_json::from_slice(&bytes).map_err(|e| bad(format!("state JSON: {e}")))?;
     Ok(Some(Checkpoint { record, states }))
 }
@@ -198,6 +201,28 @@ mod tests {
             ..Options::default()
         };
         Store::open(dir, options).unwrap()
+    }
+
+    /// Writes `states` (as values) as a checkpoint closed by `record`.
+    fn write(
+        store: &Store,
+        stream: &str,
+        record: CheckpointRecord,
+        states: &HashMap<String, serde_json::Value>,
+    ) -> Result<u64> {
+        let texts: HashMap<String, Box<RawValue>> = states
+            .iter()
+            .map(|(k, v)| (k.clone(), serde_json::value::to_raw_value(v).unwrap()))
+            .collect();
+        write_checkpoint(store, stream, record, texts.iter().map(|(k, v)| (k, &**v)))
+    }
+
+    /// The states of `cp` as values.
+    fn values(cp: &Checkpoint) -> HashMap<String, serde_json::Value> {
+        cp.states
+            .iter()
+            .map(|(k, v)| (k.clone(), serde_json::from_str(v.get()).unwrap()))
+            .collect()
     }
 
     fn record(position: u64) -> CheckpointRecord {
@@ -218,16 +243,16 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let store = store(dir.path());
         let s = checkpoint_stream(&store, "p");
-        assert_eq!(read_latest_checkpoint(&store, &s).unwrap(), None);
+        assert!(read_latest_checkpoint(&store, &s).unwrap().is_none());
         let mut states = HashMap::new();
         states.insert("a".to_string(), serde_json::json!({"n": 1}));
-        write_checkpoint(&store, &s, record(3), states.iter()).unwrap();
+        write(&store, &s, record(3), &states).unwrap();
         states.insert("b".to_string(), serde_json::json!([1, 2]));
-        write_checkpoint(&store, &s, record(9), states.iter()).unwrap();
+        write(&store, &s, record(9), &states).unwrap();
         let cp = read_latest_checkpoint(&store, &s).unwrap().unwrap();
         assert_eq!(cp.record.position, Some(9));
         assert_eq!(cp.record.partitions, 2);
-        assert_eq!(cp.states, states);
+        assert_eq!(values(&cp), states);
         // Only the latest checkpoint stays readable.
         let page = store
             .read_stream(&s, ReadFrom::Start, Direction::Forward, 100)
@@ -254,10 +279,10 @@ mod tests {
                 )
             })
             .collect();
-        write_checkpoint(&store, &s, record(1), states.iter()).unwrap();
+        write(&store, &s, record(1), &states).unwrap();
         let cp = read_latest_checkpoint(&store, &s).unwrap().unwrap();
         assert!(cp.record.chunks > 3);
-        assert_eq!(cp.states, states);
+        assert_eq!(values(&cp), states);
     }
 
     #[test]
@@ -273,9 +298,9 @@ mod tests {
         let states: HashMap<String, serde_json::Value> = (0..40)
             .map(|i| (format!("k{i}"), serde_json::json!({"text": "y".repeat(40)})))
             .collect();
-        write_checkpoint(&store, &s, record(1), states.iter()).unwrap();
+        write(&store, &s, record(1), &states).unwrap();
         let cp = read_latest_checkpoint(&store, &s).unwrap().unwrap();
-        assert_eq!(cp.states, states);
+        assert_eq!(values(&cp), states);
     }
 
     #[test]
@@ -285,7 +310,7 @@ mod tests {
         let s = checkpoint_stream(&store, "torn");
         let mut states = HashMap::new();
         states.insert(String::new(), serde_json::json!({"n": 1}));
-        write_checkpoint(&store, &s, record(3), states.iter()).unwrap();
+        write(&store, &s, record(3), &states).unwrap();
         // A later chained checkpoint crashed after its first append: chunks, no record.
         store
             .append(
@@ -299,13 +324,13 @@ mod tests {
             .unwrap();
         let cp = read_latest_checkpoint(&store, &s).unwrap().unwrap();
         assert_eq!(cp.record.position, Some(3));
-        assert_eq!(cp.states, states);
+        assert_eq!(values(&cp), states);
         // The next complete checkpoint is found after the torn chunks.
         states.insert(String::new(), serde_json::json!({"n": 2}));
-        write_checkpoint(&store, &s, record(5), states.iter()).unwrap();
+        write(&store, &s, record(5), &states).unwrap();
         let cp = read_latest_checkpoint(&store, &s).unwrap().unwrap();
         assert_eq!(cp.record.position, Some(5));
-        assert_eq!(cp.states, states);
+        assert_eq!(values(&cp), states);
     }
 
     #[test]

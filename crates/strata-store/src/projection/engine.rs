@@ -78,6 +78,19 @@ pub trait ProjectionEngine {
     /// Replaces the state of `partition` (restoring a checkpoint).
     fn restore(&mut self, partition: &str, state: serde_json::Value)
         -> Result<(), ProjectionError>;
+    /// Replaces the state of `partition` with the state whose JSON text is `state`, as
+    /// [`restore`](Self::restore) does with the parsed value; the runner restores its served
+    /// states (kept as JSON text) this way. The default parses the text and calls `restore`; an
+    /// engine that reads JSON text itself (a JavaScript engine) can skip that value.
+    fn restore_json(
+        &mut self,
+        partition: &str,
+        state: &serde_json::value::RawValue,
+    ) -> Result<(), ProjectionError> {
+        let value = serde_json::from_str(state.get())
+            .map_err(|e| ProjectionError::new(format!("the state is not valid JSON: {e}")))?;
+        self.restore(partition, value)
+    }
     /// Drops every state (reset).
     fn clear(&mut self);
     /// Tells the engine that the runner holds about `bytes` of memory for this projection

@@ -2,12 +2,15 @@
 //! filters pushed down to the indexes, plus the exact checks the indexes cannot express.
 
 use std::collections::HashSet;
+use std::time::Instant;
 
 use super::engine::ProjectionSource;
+use event_listener::EventListener;
+
 use crate::error::{Error, Result};
 use crate::event::{AllFilter, RecordedEvent};
 use crate::hash::category_of;
-use crate::{Store, Subscription};
+use crate::{Store, Subscription, Wake};
 
 /// A subscription over a projection's source. Its cursor is a log position, or a revision for
 /// [`ProjectionSource::Stream`].
@@ -124,9 +127,14 @@ impl Feed {
                 .is_none_or(|t| t.contains(&event.event_type))
     }
 
-    /// True when commits happened since the last poll.
-    pub(crate) fn has_new_commits(&self) -> bool {
-        self.sub.has_new_commits()
+    /// Blocks until something is committed after the last poll, `interrupt` is notified,
+    /// `deadline` passes or the store closes ([`Subscription::wait_blocking_until`]).
+    pub(crate) fn wait_until(
+        &self,
+        interrupt: EventListener,
+        deadline: Option<Instant>,
+    ) -> Result<Wake> {
+        self.sub.wait_blocking_until(Some(interrupt), deadline)
     }
 }
 

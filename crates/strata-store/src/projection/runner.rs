@@ -12,9 +12,13 @@
 //!   caused it (`Fault::position`) with the progress before that event kept. That includes a
 //!   state that cannot be serialised: states are serialised once per batch, and when that fails
 //!   the batch is redone, checking each event's state, to find the event.
-//! - The served states' estimated memory ([`served_bytes`]) is reported to the engine after
-//!   every batch ([`ProjectionEngine::set_external_bytes`]), so that it counts against the
-//!   engine's memory limit.
+//! - States are served as their compact JSON text (`serde_json`'s encoding of the engine's
+//!   state), made once per batch for the states the batch changed. The served states' memory
+//!   ([`served_bytes`]: text, key and map entry) is reported to the engine after every batch
+//!   ([`ProjectionEngine::set_external_bytes`]), so that it counts against the engine's memory
+//!   limit.
+//! - Each runner has its own wake-up: a stop wakes its thread only, not the store's other
+//!   waiters on commits.
 
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::panic::{catch_unwind, AssertUnwindSafe};
@@ -23,9 +27,9 @@ use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use event_listener::Listener;
+use event_listener::Event;
 use parking_lot::{Mutex, RwLock};
-use serde_json::Value;
+use serde_json::value::RawValue;
 
 use super::checkpoint::{
     checkpoint_stream, read_latest_checkpoint, write_checkpoint, CheckpointRecord,
@@ -212,67 +216,49 @@ struct RunnerShared {
     progress: Mutex<Progress>,
     states: RwLock<HashMap<String, Served>>,
     control: AtomicU8,
+    /// Notified after `control` changes: wakes this runner's thread, and no other waiter.
+    wake: Event,
 }
 
-/// A served state and an estimate of the memory it takes here, its key included (see
-/// [`served_bytes`]): the runner's copy counts against the engine's memory limit
+/// A served state, as its compact JSON text, and the memory it takes here, its key included
+/// (see [`served_bytes`]): the runner's copy counts against the engine's memory limit
 /// ([`ProjectionEngine::set_external_bytes`]).
 struct Served {
-    value: Arc<Value>,
+    json: Arc<RawValue>,
     bytes: usize,
 }
 
 impl Served {
-    fn new(key: &str, value: Value) -> Served {
+    fn new(key: &str, json: Box<RawValue>) -> Served {
         Served {
-            bytes: served_bytes(key, &value),
-            value: Arc::new(value),
+            bytes: served_bytes(key, &json),
+            json: Arc::from(json),
         }
     }
 }
 
-/// An estimate of the heap memory of one served state, its key and map entry included, after
-/// the layout of `serde_json::Value` (objects are B-trees of 11-member nodes, arrays grow by
-/// doubling): within about 10% of the measured memory for states such as `{"count": 1,
-/// "total": 3}` (some 850 bytes with a short key, most of it the object's node), a 100-member
-/// object, an array or a long string. Iterative: a deep value cannot overflow the stack.
-fn served_bytes(key: &str, value: &Value) -> usize {
+/// The heap memory of one served state, its key and its map entry included: the lengths of the
+/// JSON text and of the key, plus the fixed costs of their allocations (the `Arc`'s counts, the
+/// allocator's header and rounding) and of the hash table's slots. About 160 bytes for a
+/// `{"count":1,"total":3}` state with a short key (measured with glibc: 150 to 190 depending on
+/// how full the table is).
+fn served_bytes(key: &str, json: &RawValue) -> usize {
     use std::mem::size_of;
-    // Per heap allocation: the allocator's header and rounding.
-    const ALLOC: usize = 16;
-    // The map entry (key, `Served`, control byte and spare capacity), the `Arc` with its value.
-    const ENTRY: usize =
-        size_of::<String>() + size_of::<Served>() + 16 + ALLOC + 16 + size_of::<Value>();
-    // One node of an object's B-tree: up to 11 members; a larger object has about 5 per node
-    // (nodes split in halves) plus the internal nodes.
-    const NODE: usize = ALLOC + 16 + 11 * (size_of::<String>() + size_of::<Value>());
-    let heap = |len: usize| if len == 0 { 0 } else { len + ALLOC };
-    let mut bytes = ENTRY + heap(key.len());
-    let mut pending = vec![value];
-    while let Some(value) = pending.pop() {
-        match value {
-            Value::String(s) => bytes += heap(s.len()),
-            Value::Array(items) => {
-                if !items.is_empty() {
-                    bytes += heap(items.len().next_power_of_two().max(4) * size_of::<Value>());
-                }
-                pending.extend(items);
-            }
-            Value::Object(members) => {
-                bytes += match members.len() {
-                    0 => 0,
-                    1..=11 => NODE,
-                    n => n.div_ceil(5) * NODE,
-                };
-                for (k, v) in members {
-                    bytes += heap(k.len());
-                    pending.push(v);
-                }
-            }
-            Value::Null | Value::Bool(_) | Value::Number(_) => {}
+    // A hash table is between 7/16 and 7/8 full, about 1.6 slots per entry on average; a slot
+    // holds the key's `String`, the `Served` and a control byte.
+    const ENTRY: usize = (size_of::<String>() + size_of::<Served>() + 1) * 8 / 5;
+    // The `Arc`'s strong and weak counts, before the text.
+    const COUNTS: usize = 2 * size_of::<usize>();
+    // A heap allocation as glibc's malloc makes it: 8 bytes of header, a multiple of 16, at
+    // least 32 bytes.
+    let heap = |len: usize| {
+        if len == 0 {
+            0
+        } else {
+            (len + 8).next_multiple_of(16).max(32)
         }
-    }
-    bytes
+    };
+    ENTRY + heap(key.len()) + heap(COUNTS + json.get().len())
 }
 
 /// A projection and its runner thread. See the module docs for the invariants.
@@ -367,6 +353,7 @@ impl ProjectionRunner {
                 progress: Mutex::new(progress),
                 states: RwLock::new(states),
                 control: AtomicU8::new(RUN),
+                wake: Event::new(),
             }),
             thread: Mutex::new(None),
         }
@@ -445,7 +432,7 @@ impl ProjectionRunner {
     pub fn begin_stop(&self) {
         let _thread = self.thread.lock();
         self.shared.control.store(STOP, Ordering::Release);
-        self.shared.store.shared().commits.notify(usize::MAX);
+        self.shared.wake.notify(usize::MAX);
     }
 
     /// Waits for the runner thread to end (after [`ProjectionRunner::begin_stop`]).
@@ -458,7 +445,7 @@ impl ProjectionRunner {
     fn halt(&self, how: u8) {
         let mut thread = self.thread.lock();
         self.shared.control.store(how, Ordering::Release);
-        self.shared.store.shared().commits.notify(usize::MAX);
+        self.shared.wake.notify(usize::MAX);
         if let Some(t) = thread.take() {
             let _ = t.join();
         }
@@ -546,24 +533,29 @@ impl ProjectionRunner {
         }
     }
 
-    /// The served state of `partition` (`""` for an unpartitioned projection), `None` when it
-    /// has none. Reflects whole batches only.
-    pub fn state(&self, partition: &str) -> Option<Arc<Value>> {
+    /// The served state of `partition` (`""` for an unpartitioned projection) as its compact
+    /// JSON text, `None` when it has none. Reflects whole batches only.
+    ///
+    /// The text is `serde_json`'s compact encoding of the value the engine returned
+    /// ([`ProjectionEngine::state`]): no whitespace, object members in `serde_json`'s map order
+    /// (sorted by key). Shared, never copied: serve it as it is; parse it
+    /// (`serde_json::from_str(json.get())`) to inspect it.
+    pub fn state(&self, partition: &str) -> Option<Arc<RawValue>> {
         self.shared
             .states
             .read()
             .get(partition)
-            .map(|s| s.value.clone())
+            .map(|s| s.json.clone())
     }
 
-    /// Every partition's served state, sorted by partition key.
-    pub fn states(&self) -> Vec<(String, Arc<Value>)> {
-        let mut all: Vec<(String, Arc<Value>)> = self
+    /// Every partition's served state (as [`ProjectionRunner::state`]), sorted by partition key.
+    pub fn states(&self) -> Vec<(String, Arc<RawValue>)> {
+        let mut all: Vec<(String, Arc<RawValue>)> = self
             .shared
             .states
             .read()
             .iter()
-            .map(|(k, v)| (k.clone(), v.value.clone()))
+            .map(|(k, v)| (k.clone(), v.json.clone()))
             .collect();
         all.sort_by(|a, b| a.0.cmp(&b.0));
         all
@@ -680,7 +672,7 @@ fn checkpoint(sh: &RunnerShared) -> Result<u64> {
             &sh.store,
             &sh.stream,
             record,
-            states.iter().map(|(k, v)| (k, v.value.as_ref())),
+            states.iter().map(|(k, v)| (k, v.json.as_ref())),
         )?
     };
     let mut p = sh.progress.lock();
@@ -860,7 +852,7 @@ fn fresh_engine(sh: &RunnerShared) -> Result<(Box<dyn ProjectionEngine>, usize),
     let mut served = 0;
     for (k, v) in sh.states.read().iter() {
         engine
-            .restore(k, (*v.value).clone())
+            .restore_json(k, &v.json)
             .map_err(|e| Fault::user(e, None))?;
         served += v.bytes;
     }
@@ -868,15 +860,23 @@ fn fresh_engine(sh: &RunnerShared) -> Result<(Box<dyn ProjectionEngine>, usize),
     Ok((engine, served))
 }
 
-/// The JSON states of `touched` (`None`: the partition has no state).
+/// Partition keys with their states' compact JSON text (`None`: the partition has no state).
+type Encoded = Vec<(String, Option<Box<RawValue>>)>;
+
+/// The states of `touched` as compact JSON text.
 fn serialise(
     engine: &mut dyn ProjectionEngine,
     touched: HashSet<String>,
-) -> Result<Vec<(String, Option<Value>)>, ProjectionError> {
+) -> Result<Encoded, ProjectionError> {
     let mut states = Vec::with_capacity(touched.len());
     for key in touched {
-        let value = engine.state(&key)?;
-        states.push((key, value));
+        // The value is dropped as soon as it is encoded: at most one state is held twice.
+        let json = engine
+            .state(&key)?
+            .map(|value| serde_json::value::to_raw_value(&value))
+            .transpose()
+            .map_err(|e| ProjectionError::new(format!("the state cannot be encoded: {e}")))?;
+        states.push((key, json));
     }
     Ok(states)
 }
@@ -997,27 +997,17 @@ fn flush_emits(
     Ok(())
 }
 
-/// Waits until something is committed after the feed's last poll, the control word changes,
-/// `deadline` passes, or the store closes.
+/// Waits until something is committed after the feed's last poll, the control word changes
+/// (this runner's own `wake`: a stop wakes no other runner, subscriber or group), `deadline`
+/// passes, or the store closes.
 fn wait(sh: &RunnerShared, feed: &Feed, deadline: Option<Instant>) -> Result<()> {
-    let shared = sh.store.shared();
-    loop {
-        let listener = shared.commits.listen();
-        if shared.closed.load(Ordering::Acquire) {
-            return Err(Error::Closed);
-        }
-        if sh.control.load(Ordering::Acquire) != RUN || feed.has_new_commits() {
-            return Ok(());
-        }
-        match deadline {
-            None => listener.wait(),
-            Some(d) => {
-                if listener.wait_deadline(d).is_none() {
-                    return Ok(());
-                }
-            }
-        }
+    // Listen before checking: a stop between the check and the wait still wakes it.
+    let stop = sh.wake.listen();
+    if sh.control.load(Ordering::Acquire) != RUN {
+        return Ok(());
     }
+    // Every reason to wake is checked again by the caller's loop.
+    feed.wait_until(stop, deadline).map(drop)
 }
 
 #[cfg(test)]
@@ -1025,6 +1015,7 @@ mod tests {
     use super::*;
     use crate::projection::{typed_engine, Emitter, Projection};
     use crate::{FsyncPolicy, NewEvent, Options, RecordedEvent};
+    use event_listener::Listener;
 
     struct Count;
 
@@ -1079,5 +1070,78 @@ mod tests {
         assert!(kept <= MAX_SAMPLES, "{kept} samples kept");
         assert!(runner.status().events_per_second > 0.0);
         runner.stop();
+    }
+
+    /// Waits until `runner` has examined every event of the store and is idle.
+    fn caught_up(runner: &ProjectionRunner, store: &Store) {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            let status = runner.status();
+            assert_eq!(status.state, RunState::Running, "{status:?}");
+            if status.cursor >= store.head("s").unwrap().last_revision.map_or(0, |r| r + 1) {
+                return;
+            }
+            assert!(Instant::now() < deadline, "no progress: {status:?}");
+            std::thread::sleep(Duration::from_millis(2));
+        }
+    }
+
+    /// Stopping (or abandoning) one projection wakes its own runner thread only: not the store's
+    /// other waiters on commits (subscriptions, group feeders, other runners).
+    #[test]
+    fn stopping_a_runner_wakes_no_other_waiter() {
+        let dir = tempfile::tempdir().unwrap();
+        let options = Options {
+            fsync: FsyncPolicy::Never,
+            ..Options::default()
+        };
+        let store = Store::open(dir.path(), options).unwrap();
+        store
+            .append("s", ExpectedRevision::Any, vec![NewEvent::json("T", "{}")])
+            .unwrap();
+        let open = |name: &str| {
+            ProjectionRunner::open(
+                store.clone(),
+                name,
+                1,
+                typed_engine(Count),
+                RunnerOptions::default(),
+            )
+        };
+        let (a, b) = (open("a"), open("b"));
+        for runner in [&a, &b] {
+            // A first run and stop write the checkpoint, so a later stop writes (commits)
+            // nothing.
+            runner.start().unwrap();
+            caught_up(runner, &store);
+            runner.stop();
+            runner.start().unwrap();
+            caught_up(runner, &store);
+        }
+        let commits = store.shared().commits.listen();
+        let other = b.shared.wake.listen();
+        a.stop();
+        assert!(
+            !commits.discard(),
+            "the stop notified every waiter on commits"
+        );
+        assert!(!other.discard(), "the stop woke another runner");
+        a.start().unwrap();
+        caught_up(&a, &store);
+        let commits = store.shared().commits.listen();
+        a.abandon();
+        assert!(
+            !commits.discard(),
+            "abandon notified every waiter on commits"
+        );
+        // Both ended by their own wake-up; the other runner still runs, and still follows.
+        assert_eq!(a.status().state, RunState::Stopped);
+        assert_eq!(b.status().state, RunState::Running);
+        store
+            .append("s", ExpectedRevision::Any, vec![NewEvent::json("T", "{}")])
+            .unwrap();
+        caught_up(&b, &store);
+        assert_eq!(b.state("").as_deref().map(|s| s.get()), Some("2"));
+        b.stop();
     }
 }
