@@ -39,8 +39,6 @@
 //! server.run(std::future::pending()).await
 //! # }
 //! ```
-#![deny(unsafe_op_in_unsafe_fn)]
-#![warn(missing_docs)]
 
 mod app;
 mod append;

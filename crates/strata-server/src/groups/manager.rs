@@ -4,8 +4,8 @@
 //! Each group has one [`Dispatcher`] behind a mutex (held only for in-memory steps, never across
 //! an await) and three tasks:
 //!
-//! - the *feeder* keeps the window filled from the store with a [`Subscription`]; when caught up
-//!   it waits for the writer's commit notification, when the window is full it waits until an
+//! - the *feeder* keeps the window filled from the store through a [`LiveFeed`] (the server's
+//!   one live-read loop); when caught up it waits for the writer's commit notification, when the window is full it waits until an
 //!   ack, nack or timeout frees room — it never sleeps on a timer;
 //! - the *timer* sleeps until the earliest ack deadline and takes expired events back;
 //! - the *checkpointer* saves the checkpoint every `checkpoint_interval`, or as soon as
@@ -29,7 +29,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use parking_lot::{Mutex, RwLock};
-use strata_store::{AllFilter, Health, RecordedEvent, Store, Subscription};
+use strata_store::{AllFilter, Health, RecordedEvent, Store};
 use tokio::sync::{watch, Notify};
 use tokio::task::JoinHandle;
 
@@ -40,6 +40,7 @@ use super::dispatcher::{
 use super::durable::{self, CheckpointRecord, GroupRecord, ParkedChanges, ParkedEntry};
 use super::settings::{Ordering, Settings, Source, StartFrom};
 use crate::error::{Error, Result};
+use crate::live_feed::{FeedError, LiveFeed};
 
 /// Tuning of the group engine (not part of a group's settings).
 #[derive(Clone, Debug)]
@@ -1161,7 +1162,7 @@ async fn feeder(group: Arc<Group>, store: Store, batch: usize) {
 
 async fn feed(group: &Arc<Group>, store: Store, batch: usize) {
     let start = group.state.lock().dispatcher.fed_to();
-    let mut subscription: Option<Subscription> = Some(match group.source() {
+    let subscription = match group.source() {
         Source::All => store.subscribe_all(start, AllFilter::default()),
         Source::Category(c) => store.subscribe_all(
             start,
@@ -1171,7 +1172,7 @@ async fn feed(group: &Arc<Group>, store: Store, batch: usize) {
             },
         ),
         Source::Stream(s) => store.subscribe_stream(&s, start),
-    });
+    };
     // A store read is bounded by a count only: the largest event of the last reads bounds it by
     // the window's byte budget too (before any, the largest event the store accepts). The hint
     // halves with each read of smaller events, so one large event does not slow the group's
@@ -1180,6 +1181,7 @@ async fn feed(group: &Arc<Group>, store: Store, batch: usize) {
     let largest =
         limits.max_event_size + limits.max_stream_name_len + limits.max_event_type_len + 128;
     let mut size_hint: Option<usize> = None;
+    let mut feed = LiveFeed::new(subscription);
     loop {
         if group.is_stopping() {
             return;
@@ -1196,33 +1198,22 @@ async fn feed(group: &Arc<Group>, store: Store, batch: usize) {
                 () = group.stopped() => return,
             }
         }
-        let Some(mut sub) = subscription.take() else {
-            return;
-        };
         let by_bytes = (byte_room / size_hint.unwrap_or(largest).max(1)).max(1);
         let want = room.min(batch).min(by_bytes).max(1);
-        let Ok((sub, polled)) = tokio::task::spawn_blocking(move || {
-            let r = sub.poll(want);
-            (sub, r)
-        })
-        .await
-        else {
-            return;
-        };
-        let cursor = sub.cursor();
-        match polled {
-            Ok(events) if events.is_empty() => {
-                {
-                    let mut st = group.state.lock();
-                    st.dispatcher.advance_fed(cursor);
-                    st.error = None;
-                }
-                group.mark_caught_up();
-                tokio::select! {
-                    woke = sub.wait() => if woke.is_err() { return },
-                    () = group.stopped() => return,
-                }
+        // While caught up, the dispatcher learns how far the source was examined.
+        let caught_up = |cursor: u64| {
+            {
+                let mut st = group.state.lock();
+                st.dispatcher.advance_fed(cursor);
+                st.error = None;
             }
+            group.mark_caught_up();
+        };
+        let batch = tokio::select! {
+            batch = feed.next_batch(want, caught_up) => batch,
+            () = group.stopped() => return,
+        };
+        match batch {
             Ok(events) => {
                 {
                     let mut st = group.state.lock();
@@ -1235,13 +1226,13 @@ async fn feed(group: &Arc<Group>, store: Store, batch: usize) {
                         let stream: Arc<str> = Arc::from(e.stream.as_str());
                         st.dispatcher.feed(c, stream, Arc::new(e), size);
                     }
-                    st.dispatcher.advance_fed(cursor);
+                    st.dispatcher.advance_fed(feed.cursor());
                     size_hint = Some(hint);
                 }
                 group.wake.notify_waiters();
             }
-            Err(strata_store::Error::Closed) => return,
-            Err(e) => {
+            Err(FeedError::Lost | FeedError::Store(strata_store::Error::Closed)) => return,
+            Err(FeedError::Store(e)) => {
                 let message = e.to_string();
                 {
                     let mut st = group.state.lock();
@@ -1254,12 +1245,11 @@ async fn feed(group: &Arc<Group>, store: Store, batch: usize) {
                 group.mark_caught_up();
                 // A later commit (the stream re-created, ...) may fix it: wait for one.
                 tokio::select! {
-                    woke = sub.wait() => if woke.is_err() { return },
+                    woke = feed.wait() => if woke.is_err() { return },
                     () = group.stopped() => return,
                 }
             }
         }
-        subscription = Some(sub);
     }
 }
 
