@@ -5,8 +5,9 @@
 //! an await) and three tasks:
 //!
 //! - the *feeder* keeps the window filled from the store through a [`LiveFeed`] (the server's
-//!   one live-read loop); when caught up it waits for the writer's commit notification, when the window is full it waits until an
-//!   ack, nack or timeout frees room — it never sleeps on a timer;
+//!   one live-read loop); when caught up it waits for the writer's commit notification, when
+//!   the window is full it waits until an ack, nack or timeout frees room — it never sleeps on
+//!   a timer;
 //! - the *timer* sleeps until the earliest ack deadline and takes expired events back;
 //! - the *checkpointer* saves the checkpoint every `checkpoint_interval`, or as soon as
 //!   `checkpoint_acks` acks accumulated, and only when something changed.
