@@ -1,4 +1,4 @@
-//! End-to-end: consumer groups (API.md, Consumer groups) against the real `strata` binary —
+//! End-to-end: consumer groups (docs/http-api.md, Consumer groups) against the real `strata` binary —
 //! competing consumers, ack timeouts, nack actions, parking and replay, per-stream ordering,
 //! kill -9 mid-consumption, independence and deletion of groups, and the errors of bad
 //! requests. Ack timeouts are short (hundreds of ms) and every wait is a poll with a deadline.

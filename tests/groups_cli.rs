@@ -1,5 +1,5 @@
 //! End-to-end: `strata group ...` and `strata consume` run as processes against a running
-//! `strata serve` (API.md, Consumer groups).
+//! `strata serve` (docs/http-api.md, Consumer groups).
 
 use std::io::Read;
 use std::process::{Command, Output, Stdio};

@@ -1,4 +1,4 @@
-//! End-to-end: every error of shared/API.md's table with its exact status and JSON shape
+//! End-to-end: every error of docs/http-api.md's table with its exact status and JSON shape
 //! (`{"error", "message", ...}`, `Content-Type: application/json`), the body limits (413, also
 //! for a body that is announced but never sent), 415, and bearer-token authentication (401 /
 //! 403, `--auth-token` and a tokens file with roles and stream prefixes) — against the real
@@ -650,7 +650,7 @@ fn tokens_file_roles_and_stream_prefixes() {
 fn error_bodies_are_json_objects_with_their_documented_fields() {
     // Each status has its own test (503 is in tests/process.rs: it needs a storage fault);
     // this one checks the body of each kind: `error`, `message` and the extra fields named by
-    // API.md, as one complete JSON document.
+    // docs/http-api.md, as one complete JSON document.
     let server = TestServer::start();
     let c = server.client();
     c.append("shape-1", &json!({"type": "A"}));

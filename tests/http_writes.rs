@@ -1,6 +1,6 @@
 //! End-to-end: appends (`POST /streams/{stream}`), `Expected-Revision`, idempotent retries,
 //! atomic batches, racing writers, deletion and stream metadata — against the real `strata`
-//! binary (shared/API.md "Appending", "Stream deletion and metadata").
+//! binary (docs/http-api.md "Appending", "Stream deletion and metadata").
 
 use std::collections::BTreeSet;
 use std::sync::{Arc, Barrier};
@@ -799,7 +799,7 @@ fn metadata_get_put_and_its_limits_on_reads() {
     );
 }
 
-/// API.md: the metadata body is an object `{"max_count"?, "max_age_seconds"?,
+/// docs/http-api.md: the metadata body is an object `{"max_count"?, "max_age_seconds"?,
 /// "truncate_before"?, "custom"?}`; an array (which serde's derived visitor would read as
 /// positional fields) or any other JSON value is a 400.
 #[test]

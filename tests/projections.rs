@@ -1,4 +1,4 @@
-//! End-to-end: JavaScript projections (API.md "Projections") against the real `strata` binary.
+//! End-to-end: JavaScript projections (docs/http-api.md "Projections") against the real `strata` binary.
 //!
 //! The three worked examples of docs/projections.md are read from docs/examples/projections/
 //! (`include_str!`), so the documentation and these tests cannot drift apart. Faults, sandbox

@@ -1,4 +1,4 @@
-//! End-to-end: projections across restarts and crashes (API.md "Projections": "State is
+//! End-to-end: projections across restarts and crashes (docs/http-api.md "Projections": "State is
 //! checkpointed: a restart resumes from the checkpoint"; emit idempotent through deterministic
 //! event ids). The server is killed with SIGKILL through the harness, mid-way through
 //! processing, and brought back on the same data directory.

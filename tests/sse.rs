@@ -424,7 +424,7 @@ fn a_slow_sse_reader_does_not_grow_server_memory() {
     assert_eq!(info["open_subscriptions"], 1, "{info}");
 
     // Now read everything: every event, in order. A server may drop a slow subscriber with a
-    // final `event: error` (API.md); the client then resumes with Last-Event-ID.
+    // final `event: error` (docs/http-api.md); the client then resumes with Last-Event-ID.
     let total = 1 + BATCHES * PER_BATCH;
     let mut next_position = 0u64;
     let mut resumes = 0;

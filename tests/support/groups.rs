@@ -1,4 +1,4 @@
-//! Consumer-group helpers for the end-to-end tests (API.md, Consumer groups): a [`Group`]
+//! Consumer-group helpers for the end-to-end tests (docs/http-api.md, Consumer groups): a [`Group`]
 //! handle with create / poll / ack / nack / state / parked / replay / delete, and fallible
 //! variants ([`Group::try_poll`], [`Group::try_settle`]) for tests that kill the server while
 //! consumers are talking to it.

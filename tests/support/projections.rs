@@ -1,5 +1,5 @@
 //! Helpers of the projection tests (`tests/projections*.rs`): the `/projections` endpoints of
-//! API.md ("Projections") and polling with deadlines until a projection reaches a state.
+//! docs/http-api.md ("Projections") and polling with deadlines until a projection reaches a state.
 
 use std::time::{Duration, Instant};
 

@@ -18,7 +18,7 @@ use strata_store::MAX_JSON_DEPTH;
 
 /// The most events one handler call may emit (the API's limit for one append).
 pub(crate) const MAX_EMITS_PER_EVENT: usize = 10_000;
-/// The longest stream name or event type, in bytes (API.md).
+/// The longest stream name or event type, in bytes (docs/http-api.md).
 const MAX_NAME_BYTES: usize = 255;
 
 /// Where the `emit` function collects into; `open` only while a handler runs.

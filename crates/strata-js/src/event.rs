@@ -1,4 +1,4 @@
-//! The event object handed to user code: API.md's event JSON, built field by field.
+//! The event object handed to user code: the API's event JSON, built field by field.
 //!
 //! ```json
 //! {"id":"…","stream":"order-42","revision":0,"position":1834,"type":"OrderPlaced",

@@ -32,7 +32,7 @@
 //!   Promise is an error). Events with no handler leave the state alone.
 //!   [`ProjectionEngine::event_types`](strata_store::projection::ProjectionEngine::event_types)
 //!   is `None` with `$any`, else the handlers' type names.
-//! - **The event** is API.md's event JSON: `{id, stream, revision, position, type, timestamp,
+//! - **The event** is the API's event JSON: `{id, stream, revision, position, type, timestamp,
 //!   data, metadata}`, `timestamp` in RFC 3339 UTC with microseconds, `data` the parsed payload
 //!   (`null` when empty) or `data_base64` for binary (or non-JSON) payloads, `metadata` the
 //!   parsed metadata or `null` (plus `metadata_base64` when it is not JSON) — the same object as

@@ -27,7 +27,7 @@ pub struct Config {
     /// Connection limits: header-read and idle timeouts, the most connections served at once.
     pub connections: ConnectionLimits,
     /// An SSE response that has sent nothing for this long sends a `: keepalive` comment.
-    /// Default 15 s (API.md: at least every 15 s).
+    /// Default 15 s (docs/http-api.md: at least every 15 s).
     pub keepalive_interval: Duration,
     /// After the shutdown signal, how long open connections may take to finish before the
     /// server stops waiting for them and closes the store. Default 10 s.
@@ -37,7 +37,7 @@ pub struct Config {
 }
 
 impl Config {
-    /// The defaults of API.md ("Running"), serving `data_dir`.
+    /// The defaults of docs/http-api.md ("Running"), serving `data_dir`.
     pub fn new(data_dir: impl Into<PathBuf>) -> Self {
         Config {
             data_dir: data_dir.into(),
@@ -96,7 +96,7 @@ impl Default for ConnectionLimits {
     }
 }
 
-/// Size limits on requests (API.md, "Security").
+/// Size limits on requests (docs/http-api.md, "Security").
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct HttpLimits {
     /// Largest request body in bytes (default 16 MiB). Larger: 413.

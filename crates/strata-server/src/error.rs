@@ -1,6 +1,6 @@
 //! The crate's one error type.
 //!
-//! Every request failure becomes a response with the shape of API.md, "Errors":
+//! Every request failure becomes a response with the shape of docs/http-api.md, "Errors":
 //! `{"error": "<code>", "message": "<human text>"}` plus the extra fields some codes carry
 //! (`expected`/`actual` for `wrong_expected_revision`). Start-up failures (bind, tokens file,
 //! opening the store) use the same type so that the binary has one error to report.

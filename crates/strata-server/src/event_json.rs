@@ -1,4 +1,4 @@
-//! Events as the server returns them (API.md, "Events"), written straight into a byte buffer:
+//! Events as the server returns them (docs/http-api.md, "Events"), written straight into a byte buffer:
 //!
 //! ```json
 //! {"id":"…","stream":"order-42","revision":0,"position":1834,"type":"OrderPlaced",

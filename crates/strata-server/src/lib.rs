@@ -1,6 +1,6 @@
 //! # strata-server
 //!
-//! Strata's HTTP server: the contract of `shared/API.md` (reference: `docs/http-api.md`) served
+//! Strata's HTTP server: the contract of `docs/http-api.md` served
 //! with axum + tokio on top of the embedded engine, [`strata_store`].
 //!
 //! Data flows one way: request → handler → [`strata_store::Store`] → response. Each concept of the

@@ -114,7 +114,7 @@ pub(crate) enum Target {
     All,
 }
 
-/// The parameters of `GET /streams/{stream}` and `GET /all` (API.md, "Reading and subscribing").
+/// The parameters of `GET /streams/{stream}` and `GET /all` (docs/http-api.md, "Reading and subscribing").
 #[derive(Clone, Debug)]
 pub(crate) struct ReadParams {
     /// `from` as given (`None`: the direction's default).

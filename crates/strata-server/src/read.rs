@@ -1,6 +1,6 @@
 //! Reading: `GET /streams/{stream}`, `GET /all` and `GET /streams/{stream}/{revision}`.
 //!
-//! One resource, three representations chosen by `Accept` (API.md): a JSON page (here), an
+//! One resource, three representations chosen by `Accept` (docs/http-api.md): a JSON page (here), an
 //! NDJSON replay ([`crate::replay`]) and an SSE catch-up subscription ([`crate::subscribe`]).
 
 use axum::extract::{FromRequestParts, RawQuery, State};

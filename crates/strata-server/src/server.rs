@@ -6,8 +6,10 @@
 //! Shutdown, when the signal future resolves: stop accepting connections; end streamed
 //! responses (SSE subscriptions, NDJSON replays) at a message boundary; let in-flight requests
 //! — appends above all — finish (at most [`Config::shutdown_grace`]; long polls of consumer
-//! groups return at once); then stop the consumer groups, saving their checkpoints; then close the store,
-//! which waits for queued appends and syncs the log.
+//! groups return at once); then stop the consumer groups, saving their checkpoints; then stop
+//! the projections, each writing a final checkpoint (a panic there makes `run` fail, so the
+//! process exits non-zero); then close the store — always, even after a failure above — which
+//! waits for queued appends and syncs the log.
 
 use std::future::Future;
 use std::net::SocketAddr;

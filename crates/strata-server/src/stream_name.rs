@@ -1,4 +1,4 @@
-//! Stream names as the API accepts them (API.md: 1–255 bytes of UTF-8, no control characters;
+//! Stream names as the API accepts them (docs/http-api.md: 1–255 bytes of UTF-8, no control characters;
 //! names starting with `$` are reserved for the server).
 
 use crate::error::{Error, Result};

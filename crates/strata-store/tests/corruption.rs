@@ -1,6 +1,6 @@
 //! Damaged files: byte flips in sealed and open segments, missing and damaged index files.
 //!
-//! Rules under test (DESIGN.md, "The log" and "Indexes"): corruption is never skipped or cut
+//! Rules under test (docs/architecture.md, "The log" and "Indexes"): corruption is never skipped or cut
 //! silently; it is reported with the file and offset and the store turns read-only. A missing or
 //! damaged index file is rebuilt from its segment, never trusted blindly.
 

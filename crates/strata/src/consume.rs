@@ -1,4 +1,4 @@
-//! `strata consume GROUP`: one competing consumer of a group (API.md, Consumer groups).
+//! `strata consume GROUP`: one competing consumer of a group (docs/http-api.md, Consumer groups).
 //!
 //! It long-polls `POST /groups/{group}/poll`, and for every message either
 //!

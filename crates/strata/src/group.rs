@@ -1,5 +1,5 @@
 //! `strata group ...`: create, list, show and delete consumer groups, list and replay their
-//! parked events (API.md, Consumer groups).
+//! parked events (docs/http-api.md, Consumer groups).
 //!
 //! Human output (tables, `key: value` lines) goes to stdout unless `--json` asks for the
 //! server's JSON; event listings are one JSON object per line, like `strata read`.

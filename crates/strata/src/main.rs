@@ -1,6 +1,6 @@
 //! `strata`: the Strata event store's command line.
 //!
-//! - `strata serve`: run the HTTP server (`shared/API.md`, reference in `docs/http-api.md`).
+//! - `strata serve`: run the HTTP server (reference: `docs/http-api.md`).
 //! - `strata append` / `read` / `tail`: client commands talking to a running server.
 //! - `strata verify`: check a data directory offline (every CRC, every index file).
 //! - `strata group ...`: create, list, show and delete consumer groups; their parked events.

@@ -1,5 +1,5 @@
 //! `strata projection ...`: manage the server's JavaScript projections over HTTP
-//! (`/projections/...` of `shared/API.md`; guide in `docs/projections.md`).
+//! (`/projections/...` of `docs/http-api.md`; guide in `docs/projections.md`).
 //!
 //! Output is line-oriented like the other client commands: the server's JSON answer on one
 //! line on stdout (`list`: one projection per line; `state`: the state JSON), errors on stderr

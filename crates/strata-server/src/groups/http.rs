@@ -1,5 +1,5 @@
-//! The HTTP endpoints of consumer groups (API.md, "Consumer groups"; the decisions API.md leaves
-//! open are in docs/http-api.md, "Consumer groups").
+//! The HTTP endpoints of consumer groups (docs/http-api.md, "Consumer groups", where the
+//! choices the contract leaves open are marked **Strata:**).
 //!
 //! | route | role | answer |
 //! |---|---|---|

@@ -1,5 +1,5 @@
 //! Consumer groups: persistent subscriptions with competing consumers and at-least-once
-//! delivery (API.md, "Consumer groups"; reference: docs/http-api.md, "Consumer groups").
+//! delivery (docs/http-api.md, "Consumer groups").
 //!
 //! | module | what |
 //! |---|---|

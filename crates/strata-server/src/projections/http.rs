@@ -1,4 +1,4 @@
-//! The `/projections` endpoints (API.md, "Projections"; shapes in docs/http-api.md).
+//! The `/projections` endpoints (docs/http-api.md, "Projections").
 
 use axum::body::Body;
 use axum::extract::{FromRequestParts, RawQuery, State};
@@ -64,7 +64,7 @@ fn check_name(name: &str) -> Result<()> {
     Ok(())
 }
 
-/// The JSON of a projection (API.md's fields first, then the documented additions).
+/// The JSON of a projection (the API's fields first, then the documented additions).
 pub(crate) fn view_json(view: &View, with_query: bool) -> Value {
     let s = &view.status;
     let error = s

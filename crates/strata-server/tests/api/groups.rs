@@ -1,4 +1,4 @@
-//! Consumer groups (API.md, "Consumer groups"): settings, poll/ack/nack, timeouts, parking and
+//! Consumer groups (docs/http-api.md, "Consumer groups"): settings, poll/ack/nack, timeouts, parking and
 //! replay, per-stream ordering, long polls, restarts, deletion, metrics.
 
 use std::time::Duration;

@@ -1,4 +1,4 @@
-//! The HTTP API of `shared/API.md`, exercised in-process against the real router and a real
+//! The HTTP API of `docs/http-api.md`, exercised in-process against the real router and a real
 //! store: every endpoint, representation, parameter and error, consumer groups included
 //! (projections come later).
 
