@@ -12,6 +12,8 @@
 
 mod prepare;
 mod roll;
+#[cfg(test)]
+mod tests;
 mod validate;
 
 use std::collections::HashMap;

@@ -453,3 +453,304 @@ fn check_expected(expected: ExpectedRevision, actual: CurrentRevision) -> Result
         Err(Error::WrongExpectedRevision { expected, actual })
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The head of stream `s` with last revision `last` (at position `last + 100`).
+    fn view(last: Option<u64>, deletion: Option<Deletion>) -> StreamHead {
+        StreamHead {
+            name: "s".into(),
+            last_revision: last,
+            last_position: last.map(|r| r + 100),
+            deletion,
+            metadata: StreamMetadata::default(),
+        }
+    }
+
+    fn id(n: u128) -> Uuid {
+        Uuid::from_u128(n)
+    }
+
+    fn events(ids: &[Option<u128>]) -> Vec<NewEvent> {
+        ids.iter()
+            .map(|i| {
+                let e = NewEvent::json("T", "{}");
+                match i {
+                    Some(n) => e.with_id(id(*n)),
+                    None => e,
+                }
+            })
+            .collect()
+    }
+
+    /// An id lookup over `known`: (id, revision, position).
+    fn lookup(known: &[(u128, u64, u64)]) -> impl FnMut(Uuid) -> Result<Option<(u64, u64)>> + '_ {
+        move |wanted| {
+            Ok(known
+                .iter()
+                .find(|(n, _, _)| id(*n) == wanted)
+                .map(|&(_, r, p)| (r, p)))
+        }
+    }
+
+    fn wrong(r: Result<impl std::fmt::Debug>) -> (ExpectedRevision, CurrentRevision) {
+        match r {
+            Err(Error::WrongExpectedRevision { expected, actual }) => (expected, actual),
+            other => panic!("expected WrongExpectedRevision, got {other:?}"),
+        }
+    }
+
+    fn duplicate(r: Result<impl std::fmt::Debug>) -> Uuid {
+        match r {
+            Err(Error::DuplicateEventId { stream, id }) => {
+                assert_eq!(stream, "s");
+                id
+            }
+            other => panic!("expected DuplicateEventId, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn expected_revision_against_the_current_revision() {
+        use CurrentRevision as C;
+        use ExpectedRevision as E;
+        let cases = [
+            (E::Any, C::NoStream, true),
+            (E::Any, C::Revision(4), true),
+            (E::NoStream, C::NoStream, true),
+            (E::NoStream, C::Revision(0), false),
+            (E::StreamExists, C::NoStream, false),
+            (E::StreamExists, C::Revision(0), true),
+            (E::Exact(4), C::Revision(4), true),
+            (E::Exact(3), C::Revision(4), false),
+            (E::Exact(5), C::Revision(4), false),
+            (E::Exact(0), C::NoStream, false),
+        ];
+        for (expected, actual, ok) in cases {
+            let r = check_expected(expected, actual);
+            if ok {
+                assert!(r.is_ok(), "{expected} vs {actual}: {r:?}");
+            } else {
+                assert_eq!(wrong(r), (expected, actual), "{expected} vs {actual}");
+            }
+        }
+    }
+
+    #[test]
+    fn appends_check_the_expectation_against_the_head() {
+        use ExpectedRevision as E;
+        let evs = events(&[None]);
+        let fresh = view(None, None);
+        let live = view(Some(4), None);
+        // Soft-deleted at its last revision: reads as no stream.
+        let soft = view(Some(4), Some(Deletion::Soft { at: 4 }));
+        // Soft-deleted at 2, appended to since: live again at 4.
+        let recreated = view(Some(4), Some(Deletion::Soft { at: 2 }));
+        let ok = |v: &StreamHead, e| check_append(v, e, &evs, lookup(&[]));
+        for v in [&fresh, &soft] {
+            assert_eq!(ok(v, E::Any).unwrap(), None);
+            assert_eq!(ok(v, E::NoStream).unwrap(), None);
+            assert_eq!(wrong(ok(v, E::StreamExists)).1, CurrentRevision::NoStream);
+            assert_eq!(wrong(ok(v, E::Exact(4))).1, CurrentRevision::NoStream);
+        }
+        for v in [&live, &recreated] {
+            assert_eq!(ok(v, E::Any).unwrap(), None);
+            assert_eq!(ok(v, E::StreamExists).unwrap(), None);
+            assert_eq!(ok(v, E::Exact(4)).unwrap(), None);
+            assert_eq!(wrong(ok(v, E::Exact(3))).1, CurrentRevision::Revision(4));
+            assert_eq!(wrong(ok(v, E::NoStream)).1, CurrentRevision::Revision(4));
+        }
+    }
+
+    #[test]
+    fn a_hard_deleted_stream_refuses_every_append_even_a_replay() {
+        let hard = view(Some(1), Some(Deletion::Hard));
+        let evs = events(&[Some(1)]);
+        for expected in [ExpectedRevision::Any, ExpectedRevision::NoStream] {
+            let r = check_append(&hard, expected, &evs, lookup(&[(1, 1, 7)]));
+            assert!(
+                matches!(&r, Err(Error::StreamDeleted { stream }) if stream == "s"),
+                "{r:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn ids_already_appended_as_this_run_replay_the_original_result() {
+        let head = view(Some(5), None);
+        let known = [(1, 3, 30), (2, 4, 31), (3, 5, 40)];
+        let evs = events(&[Some(1), Some(2), Some(3)]);
+        let want = AppendResult {
+            first_revision: 3,
+            last_revision: 5,
+            first_position: 30,
+            last_position: 40,
+            idempotent_replay: true,
+        };
+        // The replay wins over the expectation: Exact(2) is where the run started.
+        for expected in [
+            ExpectedRevision::Any,
+            ExpectedRevision::StreamExists,
+            ExpectedRevision::Exact(2),
+        ] {
+            let r = check_append(&head, expected, &evs, lookup(&known)).unwrap();
+            assert_eq!(r, Some(want), "{expected}");
+        }
+        // Exact naming another start: the ids exist, but not as this append.
+        let r = check_append(&head, ExpectedRevision::Exact(5), &evs, lookup(&known));
+        assert_eq!(duplicate(r), id(1));
+        // NoStream: only a run that started the stream (revision 0) replays.
+        let r = check_append(&head, ExpectedRevision::NoStream, &evs, lookup(&known));
+        assert_eq!(duplicate(r), id(1));
+        let from_zero = [(1, 0, 9), (2, 1, 10), (3, 2, 12)];
+        let r = check_append(&head, ExpectedRevision::NoStream, &evs, lookup(&from_zero));
+        assert_eq!(
+            r.unwrap().map(|r| (r.first_revision, r.last_position)),
+            Some((0, 12))
+        );
+    }
+
+    #[test]
+    fn no_stream_replays_a_run_that_recreated_a_soft_deleted_stream() {
+        // Deleted at 2, re-created by the run 3..=4 with NoStream.
+        let head = view(Some(4), Some(Deletion::Soft { at: 2 }));
+        let evs = events(&[Some(1), Some(2)]);
+        let known = [(1, 3, 20), (2, 4, 21)];
+        let r = check_append(&head, ExpectedRevision::NoStream, &evs, lookup(&known)).unwrap();
+        assert_eq!(r.map(|r| (r.first_revision, r.last_revision)), Some((3, 4)));
+        // The same ids at 4..=5 did not start right after the deletion.
+        let later = [(1, 4, 20), (2, 5, 21)];
+        let head = view(Some(5), Some(Deletion::Soft { at: 2 }));
+        let r = check_append(&head, ExpectedRevision::NoStream, &evs, lookup(&later));
+        assert_eq!(duplicate(r), id(1));
+    }
+
+    #[test]
+    fn a_partial_or_broken_run_is_a_duplicate() {
+        let head = view(Some(9), None);
+        // One id known, one new: the first known id is named.
+        let r = check_append(
+            &head,
+            ExpectedRevision::Any,
+            &events(&[Some(1), Some(2)]),
+            lookup(&[(2, 7, 7)]),
+        );
+        assert_eq!(duplicate(r), id(2));
+        // Every id known, but an event without id is new.
+        let r = check_append(
+            &head,
+            ExpectedRevision::Any,
+            &events(&[Some(1), None]),
+            lookup(&[(1, 7, 7)]),
+        );
+        assert_eq!(duplicate(r), id(1));
+        // Every id known, but not as one contiguous run.
+        let r = check_append(
+            &head,
+            ExpectedRevision::Any,
+            &events(&[Some(1), Some(2)]),
+            lookup(&[(1, 3, 3), (2, 5, 5)]),
+        );
+        assert_eq!(duplicate(r), id(1));
+        // Out of order is not this run either.
+        let r = check_append(
+            &head,
+            ExpectedRevision::Any,
+            &events(&[Some(2), Some(1)]),
+            lookup(&[(1, 3, 3), (2, 4, 4)]),
+        );
+        assert_eq!(duplicate(r), id(2));
+    }
+
+    #[test]
+    fn new_ids_go_on_to_the_expectation_and_lookup_errors_pass_through() {
+        let head = view(Some(1), None);
+        let evs = events(&[Some(1), Some(2)]);
+        let r = check_append(&head, ExpectedRevision::NoStream, &evs, lookup(&[]));
+        assert_eq!(wrong(r).1, CurrentRevision::Revision(1));
+        let failing = |_| Err(Error::corruption("/seg", 8, "bad crc"));
+        let r = check_append(&head, ExpectedRevision::Any, &evs, failing);
+        assert!(
+            matches!(r, Err(Error::Corruption { offset: 8, .. })),
+            "{r:?}"
+        );
+    }
+
+    #[test]
+    fn deletes_check_existence_deletion_and_expectation() {
+        use ExpectedRevision as E;
+        let never = view(None, None);
+        let live = view(Some(3), None);
+        let soft = view(Some(3), Some(Deletion::Soft { at: 3 }));
+        let hard = view(Some(3), Some(Deletion::Hard));
+        for h in [false, true] {
+            let r = check_delete(&never, E::Any, h);
+            assert!(matches!(r, Err(Error::StreamNotFound { .. })), "{r:?}");
+            let r = check_delete(&hard, E::Any, h);
+            assert!(matches!(r, Err(Error::StreamDeleted { .. })), "{r:?}");
+        }
+        assert_eq!(
+            check_delete(&live, E::Exact(3), false).unwrap(),
+            Deletion::Soft { at: 3 }
+        );
+        assert_eq!(
+            check_delete(&live, E::StreamExists, true).unwrap(),
+            Deletion::Hard
+        );
+        assert_eq!(
+            wrong(check_delete(&live, E::Exact(2), true)).1,
+            CurrentRevision::Revision(3)
+        );
+        // A soft-deleted stream cannot be soft-deleted again, but can be tombstoned; it reads as
+        // no stream for the expectation.
+        let r = check_delete(&soft, E::Any, false);
+        assert!(matches!(r, Err(Error::StreamDeleted { .. })), "{r:?}");
+        assert_eq!(
+            check_delete(&soft, E::NoStream, true).unwrap(),
+            Deletion::Hard
+        );
+        assert_eq!(
+            wrong(check_delete(&soft, E::Exact(3), true)).1,
+            CurrentRevision::NoStream
+        );
+    }
+
+    #[test]
+    fn the_overlay_shows_what_earlier_requests_of_the_group_changed() {
+        let mut overlay = Overlay::default();
+        assert!(overlay.head("s").is_none());
+        let head = |r: u64| Head {
+            last: Some((r, r + 10)),
+            meta: MetaRecord::default(),
+        };
+        overlay.absorb(
+            vec![("s".into(), head(0))],
+            vec![(("s".into(), id(1)), (0, 10))],
+        );
+        overlay.absorb(
+            vec![("s".into(), head(1))],
+            vec![(("s".into(), id(2)), (1, 11))],
+        );
+        // The later request's head wins; both requests' ids are found, each in its stream only.
+        assert_eq!(overlay.head("s").and_then(|h| h.last), Some((1, 11)));
+        assert_eq!(overlay.id("s", id(1)), Some((0, 10)));
+        assert_eq!(overlay.id("s", id(2)), Some((1, 11)));
+        assert_eq!(overlay.id("t", id(1)), None);
+        // What the next request of the group is checked against.
+        let view = overlay.head("s").map(|h| h.view("s")).unwrap();
+        let evs = events(&[Some(1), Some(2)]);
+        let r = check_append(&view, ExpectedRevision::NoStream, &evs, |i| {
+            Ok(overlay.id("s", i))
+        });
+        assert_eq!(
+            r.unwrap().map(|r| (r.first_revision, r.last_position)),
+            Some((0, 11))
+        );
+        let r = check_append(&view, ExpectedRevision::NoStream, &events(&[None]), |i| {
+            Ok(overlay.id("s", i))
+        });
+        assert_eq!(wrong(r).1, CurrentRevision::Revision(1));
+    }
+}

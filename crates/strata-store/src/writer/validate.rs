@@ -123,3 +123,104 @@ pub(super) fn validate_events(events: &[NewEvent], limits: &Limits) -> Result<()
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn limits() -> Limits {
+        Limits {
+            max_event_size: 100,
+            max_events_per_append: 3,
+            max_stream_name_len: 10,
+            max_event_type_len: 5,
+            max_json_depth: 4,
+        }
+    }
+
+    /// The field an append is refused for as malformed input.
+    fn invalid_field(r: Result<()>) -> String {
+        match r {
+            Err(Error::InvalidInput { field, .. }) => field,
+            other => panic!("expected InvalidInput, got {other:?}"),
+        }
+    }
+
+    fn ok_event() -> NewEvent {
+        NewEvent::json("T", "{}")
+    }
+
+    #[test]
+    fn stream_names() {
+        let l = limits();
+        assert!(validate_stream_name("order-1", &l).is_ok());
+        assert!(validate_stream_name(&"s".repeat(10), &l).is_ok());
+        assert!(validate_stream_name("$ok", &l).is_ok());
+        for bad in ["", &"s".repeat(11), "a\nb", "a\u{7}", "$$s"] {
+            assert_eq!(
+                invalid_field(validate_stream_name(bad, &l)),
+                "stream",
+                "{bad:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn event_types_and_ids() {
+        let l = limits();
+        let typed = |t: &str| vec![ok_event(), NewEvent::json(t, "{}")];
+        assert!(validate_events(&typed("12345"), &l).is_ok());
+        for bad in ["", "123456", "a\tb"] {
+            assert_eq!(
+                invalid_field(validate_events(&typed(bad), &l)),
+                "events[1].type"
+            );
+        }
+        let id = Uuid::from_u128(7);
+        let twice = vec![ok_event().with_id(id), ok_event(), ok_event().with_id(id)];
+        assert_eq!(invalid_field(validate_events(&twice, &l)), "events[2].id");
+        let distinct = vec![
+            ok_event().with_id(id),
+            ok_event().with_id(Uuid::from_u128(8)),
+        ];
+        assert!(validate_events(&distinct, &l).is_ok());
+        assert_eq!(invalid_field(validate_events(&[], &l)), "events");
+    }
+
+    #[test]
+    fn the_size_limit_counts_data_and_metadata_together() {
+        let l = limits();
+        let at_limit = NewEvent::binary("T", vec![0u8; 60]).with_metadata(vec![b' '; 40]);
+        assert!(validate_events(&[at_limit], &l).is_ok());
+        assert!(validate_events(&[ok_event(), ok_event(), ok_event()], &l).is_ok());
+    }
+
+    #[test]
+    fn payloads_are_checked_as_json_where_they_must_be_json() {
+        let l = limits();
+        // Binary data is not JSON, metadata always is.
+        assert!(validate_append("s", &[NewEvent::binary("T", "{{{")], &l).is_ok());
+        let bad_data = [ok_event(), NewEvent::json("T", "{")];
+        assert_eq!(
+            invalid_field(validate_append("s", &bad_data, &l)),
+            "events[1].data"
+        );
+        let bad_meta = [NewEvent::binary("T", "x").with_metadata("[1,")];
+        assert_eq!(
+            invalid_field(validate_append("s", &bad_meta, &l)),
+            "events[0].metadata"
+        );
+        let deep = [NewEvent::json("T", "[[[[[1]]]]]")];
+        assert_eq!(
+            invalid_field(validate_append("s", &deep, &l)),
+            "events[0].data"
+        );
+        // The name is checked before the events, the events before the payloads.
+        assert_eq!(invalid_field(validate_append("", &bad_data, &l)), "stream");
+        let both = [NewEvent::json("", "{")];
+        assert_eq!(
+            invalid_field(validate_append("s", &both, &l)),
+            "events[0].type"
+        );
+    }
+}
