@@ -70,6 +70,8 @@ fn validate_payloads(events: &[NewEvent], limits: &Limits) -> Result<()> {
 /// The cheap checks of the event list: at least one event and at most
 /// `limits.max_events_per_append`; every type 1 to `max_event_type_len` bytes without control
 /// characters; data plus metadata at most `max_event_size` bytes; no client-chosen id twice.
+/// Over the count or size limit is [`Error::LimitExceeded`], anything else
+/// [`Error::InvalidInput`].
 pub(super) fn validate_events(events: &[NewEvent], limits: &Limits) -> Result<()> {
     if events.is_empty() {
         return Err(Error::invalid(
@@ -78,14 +80,15 @@ pub(super) fn validate_events(events: &[NewEvent], limits: &Limits) -> Result<()
         ));
     }
     if events.len() > limits.max_events_per_append {
-        return Err(Error::invalid(
-            "events",
-            format!(
-                "more than {} events in one append",
-                limits.max_events_per_append
-            ),
-        ));
+        return Err(Error::LimitExceeded {
+            field: "events".into(),
+            unit: "events",
+            limit: limits.max_events_per_append,
+            actual: events.len(),
+        });
     }
+    // A frame stores the sizes as `u32`, whatever the configured limit.
+    let max_event_size = limits.max_event_size.min(u32::MAX as usize);
     let mut seen: HashSet<Uuid, RandomState> = HashSet::default();
     for (i, e) in events.iter().enumerate() {
         if e.event_type.is_empty()
@@ -103,14 +106,13 @@ pub(super) fn validate_events(events: &[NewEvent], limits: &Limits) -> Result<()
             ));
         }
         let size = e.data.len() + e.metadata.len();
-        if size > limits.max_event_size || size > u32::MAX as usize {
-            return Err(Error::invalid(
-                format!("events[{i}]"),
-                format!(
-                    "data and metadata are {size} bytes, over the limit of {}",
-                    limits.max_event_size
-                ),
-            ));
+        if size > max_event_size {
+            return Err(Error::LimitExceeded {
+                field: format!("events[{i}]"),
+                unit: "bytes of data and metadata",
+                limit: max_event_size,
+                actual: size,
+            });
         }
         if let Some(id) = e.id {
             if !seen.insert(id) {
@@ -187,12 +189,44 @@ mod tests {
         assert_eq!(invalid_field(validate_events(&[], &l)), "events");
     }
 
+    /// `(field, limit, actual)` of an append refused as over a limit.
+    fn over_limit(r: Result<()>) -> (String, usize, usize) {
+        match r {
+            Err(Error::LimitExceeded {
+                field,
+                limit,
+                actual,
+                ..
+            }) => (field, limit, actual),
+            other => panic!("expected LimitExceeded, got {other:?}"),
+        }
+    }
+
     #[test]
     fn the_size_limit_counts_data_and_metadata_together() {
         let l = limits();
         let at_limit = NewEvent::binary("T", vec![0u8; 60]).with_metadata(vec![b' '; 40]);
         assert!(validate_events(&[at_limit], &l).is_ok());
+        let over = NewEvent::binary("T", vec![0u8; 61]).with_metadata(vec![b' '; 40]);
+        let r = validate_events(&[ok_event(), over], &l);
+        assert_eq!(over_limit(r), ("events[1]".into(), 100, 101));
+    }
+
+    #[test]
+    fn the_count_limit_is_a_limit() {
+        let l = limits();
         assert!(validate_events(&[ok_event(), ok_event(), ok_event()], &l).is_ok());
+        let four = vec![ok_event(); 4];
+        assert_eq!(
+            over_limit(validate_events(&four, &l)),
+            ("events".into(), 3, 4)
+        );
+        assert_eq!(
+            over_limit(validate_append("s", &four, &l)),
+            ("events".into(), 3, 4)
+        );
+        // Malformed input before the count is still malformed input.
+        assert_eq!(invalid_field(validate_append("$$s", &four, &l)), "stream");
     }
 
     #[test]
