@@ -234,6 +234,7 @@ impl From<strata_store::Error> for Error {
             S::StreamDeleted { stream } => Error::StreamDeleted { stream },
             S::StreamNotFound { stream } => Error::StreamNotFound { stream },
             e @ S::InvalidInput { .. } => Error::InvalidRequest(e.to_string()),
+            e @ S::LimitExceeded { .. } => Error::PayloadTooLarge(e.to_string()),
             e @ S::ReadOnly { .. } => Error::Unavailable(e.to_string()),
             S::Closed => Error::Unavailable("the server is shutting down".into()),
             e @ (S::Corruption { .. } | S::Io { .. }) => Error::Internal(e.to_string()),
@@ -309,6 +310,16 @@ mod tests {
                 strata_store::Error::invalid("stream", "bad"),
                 400,
                 "invalid_request",
+            ),
+            (
+                strata_store::Error::LimitExceeded {
+                    field: "events[3]".into(),
+                    unit: "bytes of data and metadata",
+                    limit: 4_194_304,
+                    actual: 5_000_000,
+                },
+                413,
+                "payload_too_large",
             ),
             (
                 strata_store::Error::ReadOnly {

@@ -44,6 +44,21 @@ pub enum Error {
         /// Why it was refused.
         reason: String,
     },
+    /// The request is well-formed but over one of the configured [`crate::Limits`] (an event's
+    /// data plus metadata over `max_event_size`, more than `max_events_per_append` events);
+    /// nothing was written. Malformed input, a type or name too long included, is
+    /// [`Error::InvalidInput`].
+    #[error("{field} has {actual} {unit}, over the limit of {limit}")]
+    LimitExceeded {
+        /// The field over its limit (e.g. `events`, `events[3]`).
+        field: String,
+        /// What `actual` and `limit` count (e.g. `bytes of data and metadata`, `events`).
+        unit: &'static str,
+        /// The configured limit.
+        limit: usize,
+        /// The size or count sent.
+        actual: usize,
+    },
     /// The store refuses writes after a storage fault (failed write or fsync, corruption).
     #[error("store is read-only: {reason}")]
     ReadOnly {
@@ -101,5 +116,24 @@ impl Error {
             offset,
             detail: detail.into(),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn limit_exceeded_names_the_field_and_both_numbers() {
+        let e = Error::LimitExceeded {
+            field: "events[3]".into(),
+            unit: "bytes of data and metadata",
+            limit: 4_194_304,
+            actual: 5_000_000,
+        };
+        assert_eq!(
+            e.to_string(),
+            "events[3] has 5000000 bytes of data and metadata, over the limit of 4194304"
+        );
     }
 }

@@ -40,7 +40,9 @@ impl std::str::FromStr for FsyncPolicy {
     }
 }
 
-/// Input limits enforced on every append (violations are [`crate::Error::InvalidInput`]).
+/// Input limits enforced on every append: more events than `max_events_per_append`, or an event
+/// over `max_event_size`, is [`crate::Error::LimitExceeded`]; a stream name or event type over
+/// its length limit is malformed input, [`crate::Error::InvalidInput`].
 #[derive(Clone, Debug)]
 pub struct Limits {
     /// Maximum bytes of one event's data plus metadata.

@@ -183,10 +183,12 @@ impl Store {
     /// and the original result comes back with `idempotent_replay` set.
     ///
     /// Input is checked before anything is queued, and any violation refuses the whole append
-    /// with [`Error::InvalidInput`] naming the event and field (`events[2].data`): the stream
-    /// name and [`crate::Limits`], and the JSON payloads — the `data` of JSON events and every
-    /// non-empty metadata must be JSON text nested at most `max_json_depth` (64) levels deep
-    /// with no lone UTF-16 surrogate escape (see [`crate::json_check`]).
+    /// naming the event and field (`events[2].data`): [`Error::LimitExceeded`] for more than
+    /// `max_events_per_append` events or an event over `max_event_size` (see
+    /// [`crate::Limits`]), [`Error::InvalidInput`] for the rest — the stream name, the event
+    /// types, and the JSON payloads: the `data` of JSON events and every non-empty metadata
+    /// must be JSON text nested at most `max_json_depth` (64) levels deep with no lone UTF-16
+    /// surrogate escape (see [`crate::json_check`]).
     pub fn append(
         &self,
         stream: &str,

@@ -4,7 +4,7 @@
 //! retries, invalid input, stream and `$all` reads with filters and paging, single-event reads,
 //! stream listing, heads, soft and hard deletes, metadata, close + reopen with and without index
 //! files) run against a real store with tiny segments and against a plain in-memory model written
-//! from `docs/http-api.md` (plus `writer.rs` where the contract leaves details open). Every result is
+//! from `docs/http-api.md` (plus `src/writer/` where the contract leaves details open). Every result is
 //! compared in full. Batches of writes sent from concurrent threads (one group commit, sometimes
 //! split by a segment seal) must match the model in some order. The writer's head cache is
 //! sometimes tiny, so heads are looked up in the indexes again and again.

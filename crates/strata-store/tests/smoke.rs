@@ -1,5 +1,5 @@
 //! Smoke tests of the embedded store: a round trip through appends, reads, deletes and
-//! subscriptions, bounded replays, and `from` as a lower bound on forward reads.
+//! subscriptions, bounded replays, `from` as a lower bound on forward reads, and the input limits.
 
 use strata_store::*;
 
@@ -189,4 +189,52 @@ fn reading_all_from_beyond_the_head_never_goes_backwards() {
         // Only positions at or after 5 are delivered, in order.
         assert_eq!(seen, [5, 6], "{filter:?}");
     }
+}
+
+/// Over a configured limit is `LimitExceeded` (naming the field, the limit and the size sent);
+/// a type too long is malformed input. Neither writes anything.
+#[test]
+fn limits_are_limit_exceeded_and_write_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let opts = Options {
+        limits: Limits {
+            max_event_size: 64,
+            max_events_per_append: 2,
+            ..Limits::default()
+        },
+        ..Options::default()
+    };
+    let store = Store::open(dir.path(), opts).unwrap();
+    let small = || NewEvent::json("T", "{}");
+    let big = NewEvent::binary("T", vec![7u8; 60]).with_metadata("[1,2,3]");
+    let limit = |r: Result<AppendResult>| match r {
+        Err(Error::LimitExceeded {
+            field,
+            limit,
+            actual,
+            ..
+        }) => (field, limit, actual),
+        other => panic!("expected LimitExceeded, got {other:?}"),
+    };
+    let r = store.append("s", ExpectedRevision::Any, vec![small(), small(), small()]);
+    assert_eq!(limit(r), ("events".to_owned(), 2, 3));
+    let r = store.append("s", ExpectedRevision::Any, vec![small(), big]);
+    let e = r.unwrap_err();
+    assert_eq!(
+        e.to_string(),
+        "events[1] has 67 bytes of data and metadata, over the limit of 64"
+    );
+    assert_eq!(limit(Err(e)), ("events[1]".to_owned(), 64, 67));
+    let long_type = NewEvent::json("t".repeat(256), "{}");
+    match store.append("s", ExpectedRevision::Any, vec![long_type]) {
+        Err(Error::InvalidInput { field, .. }) => assert_eq!(field, "events[0].type"),
+        other => panic!("expected InvalidInput, got {other:?}"),
+    }
+    assert_eq!(store.info().next_position, 0);
+    // At the limits it is fine.
+    let at = NewEvent::binary("T", vec![7u8; 57]).with_metadata("[1,2,3]");
+    store
+        .append("s", ExpectedRevision::NoStream, vec![small(), at])
+        .unwrap();
+    assert_eq!(store.info().next_position, 2);
 }

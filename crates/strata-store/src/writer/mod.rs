@@ -1,0 +1,493 @@
+//! The single writer thread: validation, the expected-revision and idempotency checks, group
+//! commit (one `write` + one `fdatasync` for everything queued), publication, segment sealing.
+//!
+//! Publication order, the rule every reader relies on: bytes written → synced (per policy) →
+//! memtable updated → `committed` advanced → subscribers notified → callers acknowledged.
+//!
+//! - [`validate`]: the checks of an append's input, run on the caller's thread.
+//! - [`prepare`]: one request checked against its group's view of the stream heads and encoded.
+//! - [`roll`]: sealing the open segment and starting the next.
+//! - here: the thread, the request loop, admission of prepared requests to a group, and the
+//!   group commit that writes, syncs, publishes and acknowledges it.
+
+mod prepare;
+mod roll;
+#[cfg(test)]
+mod tests;
+mod validate;
+
+use std::collections::HashMap;
+use std::sync::atomic::Ordering;
+use std::sync::mpsc::{Receiver, RecvTimeoutError};
+use std::sync::Arc;
+use std::time::Instant;
+
+use foldhash::fast::RandomState;
+
+use crate::error::{Error, Result};
+use crate::event::{AppendResult, DeleteResult, ExpectedRevision, NewEvent, StreamMetadata};
+use crate::file_io::AppendFile;
+use crate::id_gen::IdGen;
+use crate::log::{LogState, Shared};
+use crate::memtable::MemEntry;
+use crate::options::FsyncPolicy;
+use prepare::{Head, Overlay, PendingEntry, Prepared};
+use roll::needs_roll;
+pub(crate) use validate::validate_append;
+
+/// Most requests folded into one group commit.
+const MAX_GROUP: usize = 4096;
+
+/// A request to the writer. Each carries the channel its answer goes back on.
+pub(crate) enum Request {
+    Append {
+        stream: String,
+        expected: ExpectedRevision,
+        events: Vec<NewEvent>,
+        reply: oneshot::Sender<Result<AppendResult>>,
+    },
+    Delete {
+        stream: String,
+        expected: ExpectedRevision,
+        hard: bool,
+        reply: oneshot::Sender<Result<DeleteResult>>,
+    },
+    SetMetadata {
+        stream: String,
+        metadata: StreamMetadata,
+        reply: oneshot::Sender<Result<DeleteResult>>,
+    },
+    /// Makes everything written so far durable, whatever the policy.
+    Flush {
+        reply: oneshot::Sender<Result<()>>,
+    },
+    Shutdown {
+        reply: oneshot::Sender<Result<()>>,
+    },
+}
+
+/// An answer to send once the group it belongs to is durable.
+enum Reply {
+    Append(oneshot::Sender<Result<AppendResult>>, AppendResult),
+    Position(oneshot::Sender<Result<DeleteResult>>, DeleteResult),
+    Flush(oneshot::Sender<Result<()>>),
+}
+
+impl Reply {
+    fn send_ok(self) {
+        // A caller that stopped waiting is not an error: the append stands.
+        match self {
+            Reply::Append(tx, r) => drop(tx.send(Ok(r))),
+            Reply::Position(tx, r) => drop(tx.send(Ok(r))),
+            Reply::Flush(tx) => drop(tx.send(Ok(()))),
+        }
+    }
+
+    fn send_err(self, e: Error) {
+        match self {
+            Reply::Append(tx, _) => drop(tx.send(Err(e))),
+            Reply::Position(tx, _) => drop(tx.send(Err(e))),
+            Reply::Flush(tx) => drop(tx.send(Err(e))),
+        }
+    }
+}
+
+/// One group commit being assembled.
+#[derive(Default)]
+struct Group {
+    buf: Vec<u8>,
+    entries: Vec<PendingEntry>,
+    replies: Vec<Reply>,
+    overlay: Overlay,
+    appends: u64,
+}
+
+/// The writer thread's state.
+pub(crate) struct Writer {
+    shared: Arc<Shared>,
+    file: Box<dyn AppendFile>,
+    state: Arc<LogState>,
+    /// Bytes of the open segment that are written and published.
+    seg_len: u64,
+    /// Next position to assign outside a group (equals `shared.committed` between groups).
+    next_position: u64,
+    heads: HashMap<String, Head, RandomState>,
+    ids: IdGen,
+    /// Hands acknowledgements of large groups to the acker thread.
+    acks: Option<std::sync::mpsc::Sender<Vec<Reply>>>,
+    unsynced: bool,
+    last_sync: Instant,
+}
+
+impl Writer {
+    pub fn new(shared: Arc<Shared>, file: Box<dyn AppendFile>, seg_len: u64) -> Writer {
+        let state = shared.snapshot();
+        let next_position = shared.committed();
+        Writer {
+            shared,
+            file,
+            state,
+            seg_len,
+            next_position,
+            heads: HashMap::default(),
+            ids: IdGen::new(),
+            acks: None,
+            unsynced: false,
+            last_sync: Instant::now(),
+        }
+    }
+
+    /// The thread body: serve requests until shutdown or until every sender is gone.
+    pub fn run(mut self, rx: Receiver<Request>) {
+        // Waking the callers of a large group costs one futex wake each: a second thread does
+        // that while the writer already writes the next group.
+        let (acks, acks_rx) = std::sync::mpsc::channel::<Vec<Reply>>();
+        let acker = std::thread::Builder::new()
+            .name("strata-acker".into())
+            .spawn(move || {
+                for replies in acks_rx {
+                    for r in replies {
+                        r.send_ok();
+                    }
+                }
+            })
+            .ok();
+        if acker.is_some() {
+            self.acks = Some(acks);
+        }
+        let shutdown = self.serve(&rx);
+        let r = self.final_sync();
+        // Every acknowledgement goes out before close returns.
+        self.acks = None;
+        if let Some(acker) = acker {
+            let _ = acker.join();
+        }
+        if let Some(reply) = shutdown {
+            drop(reply.send(r));
+        }
+    }
+
+    /// Serves requests until shutdown (returning its reply channel) or until every sender is gone.
+    fn serve(&mut self, rx: &Receiver<Request>) -> Option<oneshot::Sender<Result<()>>> {
+        loop {
+            let first = match self.sync_deadline() {
+                Some(deadline) => {
+                    match rx.recv_timeout(deadline.saturating_duration_since(Instant::now())) {
+                        Ok(r) => r,
+                        Err(RecvTimeoutError::Timeout) => {
+                            self.periodic_sync();
+                            continue;
+                        }
+                        Err(RecvTimeoutError::Disconnected) => return None,
+                    }
+                }
+                None => match rx.recv() {
+                    Ok(r) => r,
+                    Err(_) => return None,
+                },
+            };
+            let mut batch = vec![first];
+            while batch.len() < MAX_GROUP {
+                match rx.try_recv() {
+                    Ok(r) => batch.push(r),
+                    Err(_) => break,
+                }
+            }
+            if let Some(reply) = self.process(batch) {
+                return Some(reply);
+            }
+        }
+    }
+
+    fn sync_deadline(&self) -> Option<Instant> {
+        match self.shared.options.fsync {
+            FsyncPolicy::Interval(d) if self.unsynced => Some(self.last_sync + d),
+            _ => None,
+        }
+    }
+
+    fn periodic_sync(&mut self) {
+        if self.unsynced && !self.shared.read_only.load(Ordering::Acquire) {
+            if let Err(e) = self.sync() {
+                self.shared.poison(format!("fsync failed: {e}"));
+            }
+        }
+    }
+
+    fn final_sync(&mut self) -> Result<()> {
+        if self.unsynced && !self.shared.read_only.load(Ordering::Acquire) {
+            let path = self.state.open.path.clone();
+            self.sync().map_err(|e| {
+                self.shared.poison(format!("fsync failed: {e}"));
+                Error::io(path, e)
+            })?;
+        }
+        Ok(())
+    }
+
+    fn sync(&mut self) -> std::io::Result<()> {
+        let t = Instant::now();
+        self.file.sync_data()?;
+        self.shared.stats.record_fsync(t.elapsed());
+        self.unsynced = false;
+        self.last_sync = Instant::now();
+        Ok(())
+    }
+
+    /// Processes one drained batch; returns the shutdown reply if the batch asked to stop.
+    fn process(&mut self, batch: Vec<Request>) -> Option<oneshot::Sender<Result<()>>> {
+        let mut group = Group::default();
+        group.overlay.next_position = self.next_position;
+        let mut shutdown = None;
+        for req in batch {
+            if shutdown.is_some() {
+                // Requests behind a shutdown are refused, never half-done.
+                refuse(req, Error::Closed);
+                continue;
+            }
+            let req = match (req, self.shared.check_writable()) {
+                (Request::Shutdown { reply }, _) => {
+                    shutdown = Some(reply);
+                    continue;
+                }
+                (req, Err(e)) => {
+                    refuse(req, e);
+                    continue;
+                }
+                (req, Ok(())) => req,
+            };
+            let start = group.buf.len();
+            match req {
+                Request::Shutdown { .. } => {}
+                Request::Flush { reply } => group.replies.push(Reply::Flush(reply)),
+                Request::Append {
+                    stream,
+                    expected,
+                    events,
+                    reply,
+                } => {
+                    let r = self.prepare_append(
+                        &group.overlay,
+                        &stream,
+                        expected,
+                        events,
+                        &mut group.buf,
+                    );
+                    self.admit(&mut group, start, r, reply);
+                }
+                Request::Delete {
+                    stream,
+                    expected,
+                    hard,
+                    reply,
+                } => {
+                    let r = self.prepare_delete(
+                        &group.overlay,
+                        &stream,
+                        expected,
+                        hard,
+                        &mut group.buf,
+                    );
+                    self.admit(&mut group, start, r, reply);
+                }
+                Request::SetMetadata {
+                    stream,
+                    metadata,
+                    reply,
+                } => {
+                    let r = self.prepare_set_metadata(
+                        &group.overlay,
+                        &stream,
+                        metadata,
+                        &mut group.buf,
+                    );
+                    self.admit(&mut group, start, r, reply);
+                }
+            }
+        }
+        self.commit(group);
+        if shutdown.is_some() {
+            return shutdown;
+        }
+        None
+    }
+
+    /// Adds a prepared request to the group (sealing the segment first if its frames would not
+    /// fit), or answers its error at once: a refused request wrote nothing.
+    fn admit<T>(
+        &mut self,
+        group: &mut Group,
+        start: usize,
+        prepared: Result<Prepared<T>>,
+        reply: impl ReplyTo<T>,
+    ) {
+        let mut p = match prepared {
+            Ok(p) => p,
+            Err(e) => {
+                group.buf.truncate(start);
+                reply.fail(e);
+                return;
+            }
+        };
+        let added = (group.buf.len() - start) as u64;
+        let before = self.seg_len + start as u64;
+        if needs_roll(before, added, self.shared.options.segment_size) {
+            let tail = group.buf.split_off(start);
+            let overlay_next = group.overlay.next_position;
+            let rest = std::mem::take(group);
+            self.commit(rest);
+            if let Err(e) = self.shared.check_writable() {
+                reply.fail(e);
+                return;
+            }
+            if let Err(e) = self.roll() {
+                self.shared.poison(format!("sealing segment failed: {e}"));
+                reply.fail(Error::ReadOnly {
+                    reason: e.to_string(),
+                });
+                return;
+            }
+            group.buf = tail;
+            group.overlay.next_position = overlay_next;
+            for e in &mut p.entries {
+                e.rel_offset -= start as u64;
+            }
+        }
+        if !p.entries.is_empty() {
+            group.appends += 1;
+            group.overlay.next_position = p.entries[p.entries.len() - 1].position + 1;
+        }
+        group.entries.append(&mut p.entries);
+        group.overlay.absorb(p.heads, p.ids);
+        group.replies.push(reply.into_reply(p.result));
+    }
+
+    /// Writes, syncs, publishes and acknowledges a group. On failure nothing of it is published,
+    /// every request in it gets the error, and the store turns read-only.
+    fn commit(&mut self, group: Group) {
+        let Group {
+            buf,
+            entries,
+            replies,
+            overlay,
+            appends,
+        } = group;
+        let flush_asked = replies.iter().any(|r| matches!(r, Reply::Flush(_)));
+        if !buf.is_empty() {
+            let written = self.write_durably(&buf).and_then(|()| {
+                if flush_asked && self.unsynced {
+                    self.sync()
+                } else {
+                    Ok(())
+                }
+            });
+            if let Err(e) = written {
+                let reason = format!("write to {} failed: {e}", self.state.open.path.display());
+                self.shared.poison(reason.clone());
+                // Best effort: cut the unacknowledged bytes so a restart does not resurrect them.
+                let _ = self.file.truncate(self.seg_len);
+                for r in replies {
+                    r.send_err(Error::ReadOnly {
+                        reason: reason.clone(),
+                    });
+                }
+                return;
+            }
+            {
+                let mut table = self.state.open.table.write();
+                for e in &entries {
+                    table.insert(&MemEntry {
+                        stream: &e.stream,
+                        stream_hash: e.stream_hash,
+                        category_hash: e.category_hash,
+                        type_hash: e.type_hash,
+                        id: e.id,
+                        revision: e.revision,
+                        position: e.position,
+                        offset: self.seg_len + e.rel_offset,
+                    });
+                }
+            }
+            self.seg_len += buf.len() as u64;
+            self.next_position = overlay.next_position;
+            self.shared
+                .stats
+                .record_commit(appends, entries.len() as u64, buf.len() as u64);
+            if self.heads.len() + overlay.heads.len() > self.shared.options.head_cache_capacity {
+                self.heads.clear();
+            }
+            self.heads.extend(overlay.heads);
+            self.shared
+                .committed
+                .store(self.next_position, Ordering::Release);
+            self.shared.commits.notify(usize::MAX);
+        } else if flush_asked && self.unsynced {
+            if let Err(e) = self.sync() {
+                let reason = format!("fsync failed: {e}");
+                self.shared.poison(reason.clone());
+                for r in replies {
+                    r.send_err(Error::ReadOnly {
+                        reason: reason.clone(),
+                    });
+                }
+                return;
+            }
+        }
+        const INLINE_ACKS: usize = 2;
+        let replies = match &self.acks {
+            Some(acks) if replies.len() > INLINE_ACKS => match acks.send(replies) {
+                Ok(()) => return,
+                Err(std::sync::mpsc::SendError(replies)) => replies,
+            },
+            _ => replies,
+        };
+        for r in replies {
+            r.send_ok();
+        }
+    }
+
+    fn write_durably(&mut self, buf: &[u8]) -> std::io::Result<()> {
+        self.file.write_all(buf)?;
+        self.unsynced = true;
+        match self.shared.options.fsync {
+            FsyncPolicy::Always => self.sync(),
+            FsyncPolicy::Interval(d) if self.last_sync.elapsed() >= d => self.sync(),
+            FsyncPolicy::Interval(_) | FsyncPolicy::Never => Ok(()),
+        }
+    }
+}
+
+/// A reply channel for a request whose success value is `T`.
+trait ReplyTo<T> {
+    fn into_reply(self, value: T) -> Reply;
+    fn fail(self, e: Error);
+}
+
+impl ReplyTo<AppendResult> for oneshot::Sender<Result<AppendResult>> {
+    fn into_reply(self, value: AppendResult) -> Reply {
+        Reply::Append(self, value)
+    }
+    fn fail(self, e: Error) {
+        drop(self.send(Err(e)));
+    }
+}
+
+impl ReplyTo<DeleteResult> for oneshot::Sender<Result<DeleteResult>> {
+    fn into_reply(self, value: DeleteResult) -> Reply {
+        Reply::Position(self, value)
+    }
+    fn fail(self, e: Error) {
+        drop(self.send(Err(e)));
+    }
+}
+
+/// Answers a request with an error without touching the log.
+fn refuse(req: Request, e: Error) {
+    match req {
+        Request::Append { reply, .. } => drop(reply.send(Err(e))),
+        Request::Delete { reply, .. } | Request::SetMetadata { reply, .. } => {
+            drop(reply.send(Err(e)))
+        }
+        Request::Flush { reply } | Request::Shutdown { reply } => drop(reply.send(Err(e))),
+    }
+}
