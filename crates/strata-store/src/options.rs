@@ -59,6 +59,23 @@ pub struct Limits {
     pub max_json_depth: usize,
 }
 
+impl Limits {
+    /// Checks the event at `index` of an append against the per-event limits, exactly as
+    /// [`crate::Store::append`] does: a type of 1 to `max_event_type_len` bytes without control
+    /// characters ([`crate::Error::InvalidInput`]), data plus metadata at most `max_event_size`
+    /// bytes ([`crate::Error::LimitExceeded`]). For front ends that parse a request event by
+    /// event and want to stop at the first one over a limit; the store checks again.
+    pub fn check_event(&self, index: usize, event: &crate::NewEvent) -> crate::Result<()> {
+        crate::writer::validate_event(index, event, self)
+    }
+
+    /// Checks that `count` events fit in one append ([`crate::Error::LimitExceeded`] when over
+    /// `max_events_per_append`), exactly as [`crate::Store::append`] does.
+    pub fn check_count(&self, count: usize) -> crate::Result<()> {
+        crate::writer::validate_count(count, self)
+    }
+}
+
 impl Default for Limits {
     fn default() -> Self {
         Limits {

@@ -33,7 +33,7 @@ use crate::memtable::MemEntry;
 use crate::options::FsyncPolicy;
 use prepare::{Head, Overlay, PendingEntry, Prepared};
 use roll::needs_roll;
-pub(crate) use validate::validate_append;
+pub(crate) use validate::{validate_append, validate_count, validate_event};
 
 /// Most requests folded into one group commit.
 const MAX_GROUP: usize = 4096;

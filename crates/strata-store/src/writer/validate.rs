@@ -68,10 +68,9 @@ fn validate_payloads(events: &[NewEvent], limits: &Limits) -> Result<()> {
 }
 
 /// The cheap checks of the event list: at least one event and at most
-/// `limits.max_events_per_append`; every type 1 to `max_event_type_len` bytes without control
-/// characters; data plus metadata at most `max_event_size` bytes; no client-chosen id twice.
-/// Over the count or size limit is [`Error::LimitExceeded`], anything else
-/// [`Error::InvalidInput`].
+/// `limits.max_events_per_append` ([`validate_count`]); each event within the per-event limits
+/// ([`validate_event`]); no client-chosen id twice. Over the count or size limit is
+/// [`Error::LimitExceeded`], anything else [`Error::InvalidInput`].
 pub(super) fn validate_events(events: &[NewEvent], limits: &Limits) -> Result<()> {
     if events.is_empty() {
         return Err(Error::invalid(
@@ -79,41 +78,10 @@ pub(super) fn validate_events(events: &[NewEvent], limits: &Limits) -> Result<()
             "an append needs at least one event",
         ));
     }
-    if events.len() > limits.max_events_per_append {
-        return Err(Error::LimitExceeded {
-            field: "events".into(),
-            unit: "events",
-            limit: limits.max_events_per_append,
-            actual: events.len(),
-        });
-    }
-    // A frame stores the sizes as `u32`, whatever the configured limit.
-    let max_event_size = limits.max_event_size.min(u32::MAX as usize);
+    validate_count(events.len(), limits)?;
     let mut seen: HashSet<Uuid, RandomState> = HashSet::default();
     for (i, e) in events.iter().enumerate() {
-        if e.event_type.is_empty()
-            || e.event_type.len() > limits.max_event_type_len.min(u16::MAX as usize)
-        {
-            return Err(Error::invalid(
-                format!("events[{i}].type"),
-                format!("must be 1 to {} bytes", limits.max_event_type_len),
-            ));
-        }
-        if e.event_type.chars().any(char::is_control) {
-            return Err(Error::invalid(
-                format!("events[{i}].type"),
-                "must not contain control characters",
-            ));
-        }
-        let size = e.data.len() + e.metadata.len();
-        if size > max_event_size {
-            return Err(Error::LimitExceeded {
-                field: format!("events[{i}]"),
-                unit: "bytes of data and metadata",
-                limit: max_event_size,
-                actual: size,
-            });
-        }
+        validate_event(i, e, limits)?;
         if let Some(id) = e.id {
             if !seen.insert(id) {
                 return Err(Error::invalid(
@@ -122,6 +90,51 @@ pub(super) fn validate_events(events: &[NewEvent], limits: &Limits) -> Result<()
                 ));
             }
         }
+    }
+    Ok(())
+}
+
+/// At most `limits.max_events_per_append` events in one append ([`Error::LimitExceeded`]).
+pub(crate) fn validate_count(count: usize, limits: &Limits) -> Result<()> {
+    if count > limits.max_events_per_append {
+        return Err(Error::LimitExceeded {
+            field: "events".into(),
+            unit: "events",
+            limit: limits.max_events_per_append,
+            actual: count,
+        });
+    }
+    Ok(())
+}
+
+/// The per-event limits of the event at `index` of an append: its type 1 to
+/// `max_event_type_len` bytes without control characters ([`Error::InvalidInput`]), its data
+/// plus metadata at most `max_event_size` bytes ([`Error::LimitExceeded`]).
+pub(crate) fn validate_event(index: usize, e: &NewEvent, limits: &Limits) -> Result<()> {
+    if e.event_type.is_empty()
+        || e.event_type.len() > limits.max_event_type_len.min(u16::MAX as usize)
+    {
+        return Err(Error::invalid(
+            format!("events[{index}].type"),
+            format!("must be 1 to {} bytes", limits.max_event_type_len),
+        ));
+    }
+    if e.event_type.chars().any(char::is_control) {
+        return Err(Error::invalid(
+            format!("events[{index}].type"),
+            "must not contain control characters",
+        ));
+    }
+    // A frame stores the sizes as `u32`, whatever the configured limit.
+    let max_event_size = limits.max_event_size.min(u32::MAX as usize);
+    let size = e.data.len() + e.metadata.len();
+    if size > max_event_size {
+        return Err(Error::LimitExceeded {
+            field: format!("events[{index}]"),
+            unit: "bytes of data and metadata",
+            limit: max_event_size,
+            actual: size,
+        });
     }
     Ok(())
 }
