@@ -13,6 +13,7 @@ use http_body_util::{BodyExt, LengthLimitError, Limited};
 use tokio::sync::mpsc;
 
 use crate::error::{Error, Result};
+use crate::query::parse_digits;
 
 /// Reads a request body that must be JSON: 415 unless `Content-Type` is `application/json`
 /// in UTF-8 (a `charset` parameter, if any, must be `utf-8`), 413 when `Content-Length`
@@ -23,7 +24,7 @@ pub(crate) async fn read_json_body(headers: &HeaderMap, body: Body, max: usize) 
     if let Some(len) = headers
         .get(header::CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.trim().parse::<u64>().ok())
+        .and_then(|v| parse_digits(v.trim()))
     {
         if len > max as u64 {
             return Err(too_large(max));

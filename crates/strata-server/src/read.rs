@@ -14,7 +14,7 @@ use crate::auth::{Action, Principal};
 use crate::error::{Error, Result};
 use crate::event_json::{write_event, write_u64, Layout};
 use crate::query::{Query, ReadParams, Target};
-use crate::{path, replay, stream_name, subscribe};
+use crate::{path, query, replay, stream_name, subscribe};
 
 /// The `{stream}` path parameter, percent-decoded (checked by each handler).
 pub(crate) struct StreamPath(pub String);
@@ -95,9 +95,9 @@ pub(crate) fn last_event_id(headers: &HeaderMap) -> Result<Option<u64>> {
     if text.is_empty() {
         return Ok(None);
     }
-    text.parse::<u64>().map(Some).map_err(|_| {
+    query::parse_digits(text).map(Some).ok_or_else(|| {
         Error::invalid(format!(
-            "Last-Event-ID must be an event's revision or position, not {text:?}"
+            "Last-Event-ID must be an event's revision or position (plain digits), not {text:?}"
         ))
     })
 }
@@ -183,9 +183,9 @@ pub(crate) async fn read_event(
     stream_name::check_readable(&stream)?;
     principal.authorize(Action::ReadStream(&stream))?;
     Query::parse(raw_query.as_deref(), &[])?;
-    let revision: u64 = revision.parse().map_err(|_| {
+    let revision = query::parse_digits(&revision).ok_or_else(|| {
         Error::invalid(format!(
-            "revision must be a non-negative integer, not {revision:?}"
+            "revision must be a non-negative integer (plain digits), not {revision:?}"
         ))
     })?;
     let name = stream.clone();

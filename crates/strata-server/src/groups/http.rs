@@ -37,7 +37,7 @@ use crate::error::{Error, Result};
 use crate::event_json::{write_event, write_str, write_u64, Layout};
 use crate::format_timestamp;
 use crate::path;
-use crate::query::Query;
+use crate::query::{parse_digits, Query};
 use crate::read::json_response;
 
 /// Default and largest `max` of a poll.
@@ -211,9 +211,7 @@ pub(crate) async fn poll(
     let max = q.limit("max", DEFAULT_POLL_MAX, MAX_POLL_MAX)?;
     let wait_ms = match q.get("wait_ms") {
         None => DEFAULT_WAIT_MS,
-        Some(v) => v
-            .parse::<u64>()
-            .ok()
+        Some(v) => parse_digits(v)
             .filter(|n| *n <= MAX_WAIT_MS)
             .ok_or_else(|| {
                 Error::invalid(format!(
@@ -355,8 +353,10 @@ pub(crate) async fn parked(
     let max = q.limit("max", 100, 10_000)?;
     let after = match q.get("after") {
         None => None,
-        Some(v) => Some(v.parse::<u64>().map_err(|_| {
-            Error::invalid(format!("after must be a non-negative integer, not {v:?}"))
+        Some(v) => Some(parse_digits(v).ok_or_else(|| {
+            Error::invalid(format!(
+                "after must be a non-negative integer (plain digits), not {v:?}"
+            ))
         })?),
     };
     let group = group_for(&app, &principal, &name, false).await?;
