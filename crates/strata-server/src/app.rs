@@ -160,11 +160,9 @@ impl App {
         F: FnOnce(&Store) -> strata_store::Result<T> + Send + 'static,
     {
         let store = self.inner.store.clone();
-        match tokio::task::spawn_blocking(move || f(&store)).await {
-            Ok(Ok(v)) => Ok(v),
-            Ok(Err(e)) => Err(self.store_error(e)),
-            Err(e) => Err(Error::Internal(format!("store task failed: {e}"))),
-        }
+        run_blocking("store task failed", move || f(&store))
+            .await?
+            .map_err(|e| self.store_error(e))
     }
 
     /// Maps a store error to its API error: corruption and I/O errors are 500, or 503
@@ -177,6 +175,18 @@ impl App {
             other => other,
         }
     }
+}
+
+/// Runs `f` on tokio's blocking pool (CPU work or blocking I/O that must not hold an async
+/// worker). Should `f` panic, the answer is a 500 `internal` whose message starts with `what`.
+pub(crate) async fn run_blocking<T, F>(what: &str, f: F) -> Result<T>
+where
+    T: Send + 'static,
+    F: FnOnce() -> T + Send + 'static,
+{
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(|e| Error::Internal(format!("{what}: {e}")))
 }
 
 /// One entry of the route table.

@@ -9,23 +9,26 @@ use std::time::Instant;
 
 use axum::extract::State;
 use axum::http::header::InvalidHeaderValue;
-use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
-use axum::response::{IntoResponse, Response};
+use axum::http::{header, HeaderValue, StatusCode};
+use axum::response::Response;
 use base64::engine::general_purpose::STANDARD as BASE64;
 use base64::Engine as _;
 use serde::de::{Error as _, IgnoredAny, SeqAccess, Visitor};
 use serde::{Deserialize, Deserializer as _, Serialize};
 use serde_json::value::RawValue;
-use strata_store::{ExpectedRevision, NewEvent};
+use strata_store::NewEvent;
 use uuid::Uuid;
 
-use crate::app::App;
+use crate::app::{run_blocking, App};
 use crate::auth::{Action, Principal};
 use crate::body::read_json_body;
 use crate::config::HttpLimits;
 use crate::error::{Error, Result};
-use crate::read::StreamPath;
-use crate::{query, stream_name};
+use crate::headers::expected_revision;
+use crate::path::StreamPath;
+use crate::query::Query;
+use crate::response::json_status;
+use crate::stream_name;
 
 /// An event as a client sends it: `{"id"?, "type", "data"?, "data_base64"?, "metadata"?}`.
 #[derive(Deserialize)]
@@ -66,7 +69,7 @@ pub(crate) async fn append(
     let headers = &parts.headers;
     stream_name::check_writable(&stream)?;
     principal.authorize(Action::WriteStream(&stream))?;
-    query::Query::parse(raw_query.0.as_deref(), &[])?;
+    Query::parse(raw_query.0.as_deref(), &[])?;
     let expected = expected_revision(headers)?;
     let limits = *app.limits();
     let bytes = read_json_body(headers, body, limits.max_body_bytes).await?;
@@ -98,15 +101,7 @@ pub(crate) async fn append(
         },
     )
     .map_err(|e| Error::Internal(e.to_string()))?;
-    let mut response = (
-        status,
-        [(
-            header::CONTENT_TYPE,
-            HeaderValue::from_static("application/json"),
-        )],
-        body,
-    )
-        .into_response();
+    let mut response = json_status(status, body);
     if let Ok(v) = location(&stream, result.first_revision) {
         response.headers_mut().insert(header::LOCATION, v);
     }
@@ -126,32 +121,6 @@ fn location(stream: &str, first_revision: u64) -> Result<HeaderValue, InvalidHea
     HeaderValue::from_maybe_shared(bytes::Bytes::from(s))
 }
 
-/// The `Expected-Revision` header: `any` (default, when the header is absent), `no_stream`,
-/// `stream_exists` or a revision in plain digits. A header that is present but empty, signed
-/// (`+0`) or anything else is a 400: it never falls back to `any`.
-pub(crate) fn expected_revision(headers: &HeaderMap) -> Result<ExpectedRevision> {
-    let Some(v) = headers.get("expected-revision") else {
-        return Ok(ExpectedRevision::Any);
-    };
-    let text = v
-        .to_str()
-        .map_err(|_| Error::invalid("Expected-Revision must be text"))?
-        .trim();
-    match text {
-        "any" => Ok(ExpectedRevision::Any),
-        "no_stream" => Ok(ExpectedRevision::NoStream),
-        "stream_exists" => Ok(ExpectedRevision::StreamExists),
-        _ => query::parse_digits(text)
-            .map(ExpectedRevision::Exact)
-            .ok_or_else(|| {
-                Error::invalid(format!(
-                    "Expected-Revision must be any, no_stream, stream_exists or a revision \
-                     (plain digits), not {text:?}"
-                ))
-            }),
-    }
-}
-
 /// Bodies up to this size are parsed on the async worker that read them; larger ones on
 /// tokio's blocking pool. serde_json turns event JSON into structs at a few hundred MB/s in an
 /// optimised build, so a 64 KiB body costs roughly 0.1–0.3 ms inline: in the range of one
@@ -166,9 +135,10 @@ async fn parse_body(bytes: bytes::Bytes, limits: HttpLimits) -> Result<Vec<NewEv
     if bytes.len() <= INLINE_PARSE_BYTES {
         return parse_events(&bytes, &limits);
     }
-    tokio::task::spawn_blocking(move || parse_events(&bytes, &limits))
-        .await
-        .map_err(|e| Error::Internal(format!("parsing the events failed: {e}")))?
+    run_blocking("parsing the events failed", move || {
+        parse_events(&bytes, &limits)
+    })
+    .await?
 }
 
 /// Parses the body, one event object or an array of them, into store events, checking the

@@ -1,5 +1,6 @@
-//! Request and response bodies: reading a JSON request body within the size limit, and the
-//! streamed response body that NDJSON replays and SSE subscriptions are fed through.
+//! Request and response bodies: reading a request body within its size limit (JSON bodies
+//! checked for their media type too), and the streamed response body that NDJSON replays and
+//! SSE subscriptions are fed through, with the [`PageSizer`] that sizes their reads.
 
 use std::convert::Infallible;
 use std::pin::Pin;
@@ -13,6 +14,7 @@ use http_body_util::{BodyExt, LengthLimitError, Limited};
 use tokio::sync::mpsc;
 
 use crate::error::{Error, Result};
+use crate::query::parse_digits;
 
 /// Reads a request body that must be JSON: 415 unless `Content-Type` is `application/json`
 /// in UTF-8 (a `charset` parameter, if any, must be `utf-8`), 413 when `Content-Length`
@@ -23,15 +25,25 @@ pub(crate) async fn read_json_body(headers: &HeaderMap, body: Body, max: usize) 
     if let Some(len) = headers
         .get(header::CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.trim().parse::<u64>().ok())
+        .and_then(|v| parse_digits(v.trim()))
     {
         if len > max as u64 {
             return Err(too_large(max));
         }
     }
+    read_limited(body, max, || too_large(max)).await
+}
+
+/// Reads a whole request body of at most `max` bytes: `too_large` when more arrive (reading
+/// stops there), 400 when the body cannot be read.
+pub(crate) async fn read_limited(
+    body: Body,
+    max: usize,
+    too_large: impl FnOnce() -> Error,
+) -> Result<Bytes> {
     match Limited::new(body, max).collect().await {
         Ok(collected) => Ok(collected.to_bytes()),
-        Err(e) if e.downcast_ref::<LengthLimitError>().is_some() => Err(too_large(max)),
+        Err(e) if e.downcast_ref::<LengthLimitError>().is_some() => Err(too_large()),
         Err(e) => Err(Error::invalid(format!(
             "could not read the request body: {e}"
         ))),
@@ -115,6 +127,42 @@ impl http_body::Body for ChannelBody {
     }
 }
 
+/// Chooses how many events to read at once so that a rendered page (or chunk) of a streamed
+/// body is about `target` bytes.
+pub(crate) struct PageSizer {
+    target: usize,
+    min: usize,
+    max: usize,
+    limit: usize,
+}
+
+impl PageSizer {
+    /// Pages of about `target` bytes, between `min` and `max` events, starting at 16 events
+    /// (small, so that a first page of huge events stays bounded too).
+    pub(crate) fn new(target: usize, min: usize, max: usize) -> Self {
+        PageSizer {
+            target,
+            min,
+            max,
+            limit: 16.clamp(min, max),
+        }
+    }
+
+    /// Events to read next.
+    pub(crate) fn limit(&self) -> usize {
+        self.limit
+    }
+
+    /// Adapts to the bytes the last `events` events rendered to.
+    pub(crate) fn observe(&mut self, bytes: usize, events: usize) {
+        if events == 0 {
+            return;
+        }
+        let per_event = (bytes / events).max(1);
+        self.limit = (self.target / per_event).clamp(self.min, self.max);
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -169,5 +217,17 @@ mod tests {
         h.insert(header::CONTENT_LENGTH, HeaderValue::from_static("1000"));
         let announced = read_json_body(&h, Body::from("1"), 5).await;
         assert!(matches!(announced, Err(Error::PayloadTooLarge(_))));
+    }
+
+    #[test]
+    fn page_sizer_adapts() {
+        let mut s = PageSizer::new(1 << 20, 1, 8192);
+        assert_eq!(s.limit(), 16);
+        s.observe(64 * 200, 64);
+        assert_eq!(s.limit(), 5242);
+        s.observe(4 << 20, 1);
+        assert_eq!(s.limit(), 1);
+        s.observe(10, 100);
+        assert_eq!(s.limit(), 8192);
     }
 }

@@ -4,26 +4,49 @@
 //! with axum + tokio on top of the embedded engine, [`strata_store`].
 //!
 //! Data flows one way: request → handler → [`strata_store::Store`] → response. Each concept of the
-//! API lives in the module named after it:
+//! API lives in the module named after it.
+//!
+//! **Handlers** answer requests, one resource each:
 //!
 //! | module | what |
 //! |---|---|
-//! | [`config`] | [`Config`]: data directory, listen address, fsync policy, auth, limits |
-//! | `server` | [`Server`]: binds, opens the store, serves until shutdown, closes the store |
-//! | `conn` | the accept loop: connection cap, header-read and idle timeouts, JSON for hyper's own error answers |
-//! | `app` | the shared state of every handler ([`App`]) and the route table |
 //! | `append` | `POST /streams/{stream}`: event bodies, `Expected-Revision`, idempotency |
-//! | `read` | `GET /streams/{stream}`, `GET /all`, one event: parameters and JSON pages |
-//! | `replay` | the NDJSON representation: a streamed replay without a limit cap |
-//! | `subscribe` | the SSE representation: catch-up subscriptions with `Last-Event-ID` resume |
+//! | `read` | `GET /streams/{stream}`, `GET /all`, one event: the JSON page, and the dispatch to `replay` / `subscribe` |
+//! | `replay` | the NDJSON representation of a read: a streamed replay without a limit cap |
+//! | `subscribe` | the SSE representation of a read: catch-up subscriptions with `Last-Event-ID` resume |
 //! | `streams` | the stream listing, deletion, stream metadata |
-//! | `groups` | consumer groups: settings, the dispatcher, durable state, the engine, endpoints |
-//! | `projections` | `/projections/...`: hosted JavaScript projections, their registry |
 //! | `ops` | `/health`, `/info`, `/metrics` |
-//! | `path`, `stream_name`, `query`, `body`, `event_json` | path parameters, name checks, query strings, bodies, the event JSON writer |
-//! | [`auth`] | bearer tokens, roles and stream prefixes |
 //! | `openapi` | `GET /openapi.json` |
+//! | `groups` | consumer groups: settings, the dispatcher, durable state, the engine; `groups::http` the endpoints |
+//! | `projections` | hosted JavaScript projections, their registry; `projections::http` the endpoints |
+//!
+//! **Helpers** are what handlers share:
+//!
+//! | module | what |
+//! |---|---|
+//! | `path` | path parameters, percent-decoded, and their extractors (`StreamPath`, `EventPath`, `GroupPath`, `ProjectionName`) |
+//! | `stream_name` | name checks: streams, and what every name of the API shares |
+//! | `query` | query strings, plain-digit numbers, the parameters and source of a read |
+//! | `headers` | request headers: `Accept` negotiation, `Last-Event-ID`, `Expected-Revision` |
+//! | `body` | request bodies within their limits; the channel body of streamed responses and its page sizer |
+//! | `response` | JSON responses with their status; the headers of streamed responses |
+//! | `event_json` | the event JSON writer |
+//! | `live_feed` | the loop of every live reader of the log (SSE, group feeders): read, then wait for commits |
+//! | `metrics` | the server's counters and the Prometheus text of `GET /metrics` |
+//! | [`auth`] | bearer tokens, roles and stream prefixes |
 //! | [`error`] | [`Error`]: every failure, with its HTTP status and the API's JSON error shape |
+//! | `app` | the shared state of every handler ([`App`]), blocking-pool calls, and the route table (the one helper that names the handlers) |
+//!
+//! **The server** around them: [`config`] ([`Config`]: data directory, listen address, fsync
+//! policy, auth, limits), `server` ([`Server`]: binds, opens the store, serves until shutdown,
+//! closes the store) and `conn` (the accept loop: connection cap, header-read and idle
+//! timeouts, JSON for hyper's own error answers).
+//!
+//! The import rule: a handler imports helpers only, never another handler, so that what two
+//! handlers share has one home among the helpers. The one exception is `read` calling
+//! `replay::replay` and `subscribe::subscribe`: a read is one resource with three
+//! representations chosen by `Accept`, and `read` is where the choice is made. Within
+//! `groups` and `projections`, `http` also uses its own domain modules (`super::...`).
 //!
 //! Blocking store calls (reads, listing, heads, deletes, metadata) run on tokio's blocking pool;
 //! appends wait for the group commit with [`strata_store::Store::append_async`]. Streamed
@@ -49,6 +72,7 @@ mod conn;
 pub mod error;
 mod event_json;
 mod groups;
+mod headers;
 mod live_feed;
 mod metrics;
 mod openapi;
@@ -58,6 +82,7 @@ mod projections;
 mod query;
 mod read;
 mod replay;
+mod response;
 mod server;
 mod stream_name;
 mod streams;

@@ -9,7 +9,7 @@ use crate::app::App;
 use crate::auth::{Action, Principal};
 use crate::error::Result;
 use crate::query::Query;
-use crate::read::json_response;
+use crate::response::json_response;
 
 /// `GET /openapi.json`.
 pub(crate) async fn serve(

@@ -4,35 +4,27 @@ use axum::extract::{RawQuery, State};
 use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use serde_json::json;
-use strata_store::{FsyncPolicy, Health};
+use strata_store::{FsyncPolicy, Health, StoreInfo};
 
 use crate::app::App;
 use crate::auth::{Action, Principal};
 use crate::error::Result;
 use crate::metrics::{self, Snapshot};
 use crate::query::Query;
-use crate::read::json_response;
+use crate::response::json_value;
 
 /// `GET /health`: 200 `{"status": "ok"}`, or 503 `{"status": "read_only", "error":
 /// "unavailable", "message": <the fault>}` once the store refuses writes.
 pub(crate) async fn health(State(app): State<App>) -> Response {
     match app.store().health() {
-        Health::Ok => json_response(json!({"status": "ok"}).to_string().into_bytes()),
+        Health::Ok => json_value(StatusCode::OK, &json!({"status": "ok"})),
         Health::ReadOnly(reason) => {
             let body = json!({
                 "status": "read_only",
                 "error": "unavailable",
                 "message": format!("the store is read-only: {reason}"),
             });
-            (
-                StatusCode::SERVICE_UNAVAILABLE,
-                [(
-                    header::CONTENT_TYPE,
-                    HeaderValue::from_static("application/json"),
-                )],
-                body.to_string(),
-            )
-                .into_response()
+            json_value(StatusCode::SERVICE_UNAVAILABLE, &body)
         }
     }
 }
@@ -43,9 +35,7 @@ pub(crate) async fn info(
     principal: Principal,
     RawQuery(raw_query): RawQuery,
 ) -> Result<Response> {
-    principal.authorize(Action::ServerInfo)?;
-    Query::parse(raw_query.as_deref(), &[])?;
-    let info = app.blocking(|store| Ok(store.info())).await?;
+    let info = store_info(&app, &principal, raw_query.as_deref()).await?;
     let (status, read_only_reason) = match app.store().health() {
         Health::Ok => ("ok", None),
         Health::ReadOnly(reason) => ("read_only", Some(reason)),
@@ -63,7 +53,19 @@ pub(crate) async fn info(
         "read_only_reason": read_only_reason,
         "open_subscriptions": app.metrics().open_subscriptions(),
     });
-    Ok(json_response(body.to_string().into_bytes()))
+    Ok(json_value(StatusCode::OK, &body))
+}
+
+/// What `/info` and `/metrics` begin with: the `ServerInfo` check, no query parameters, then
+/// the store's info (read on the blocking pool).
+async fn store_info(
+    app: &App,
+    principal: &Principal,
+    raw_query: Option<&str>,
+) -> Result<StoreInfo> {
+    principal.authorize(Action::ServerInfo)?;
+    Query::parse(raw_query, &[])?;
+    app.blocking(|store| Ok(store.info())).await
 }
 
 /// The `--fsync` spelling of a policy.
@@ -81,9 +83,7 @@ pub(crate) async fn metrics(
     principal: Principal,
     RawQuery(raw_query): RawQuery,
 ) -> Result<Response> {
-    principal.authorize(Action::ServerInfo)?;
-    Query::parse(raw_query.as_deref(), &[])?;
-    let info = app.blocking(|store| Ok(store.info())).await?;
+    let info = store_info(&app, &principal, raw_query.as_deref()).await?;
     let snapshot = Snapshot {
         stats: app.store().stats(),
         info,

@@ -1,12 +1,84 @@
-//! Path parameters (`{stream}`, `{group}`, `{name}`, ...) of the route table, percent-decoded.
-//! A path that does not decode (bad percent-encoding such as `%zz` or a lone `%`, not UTF-8) is
-//! a 400 `invalid_request`: a name is never taken literally from a path that is not valid
-//! percent-encoding.
+//! Path parameters (`{stream}`, `{group}`, `{name}`, ...) of the route table, percent-decoded,
+//! and the extractors the handlers take them with ([`StreamPath`], [`EventPath`],
+//! [`GroupPath`], [`ProjectionName`]). A path that does not decode (bad percent-encoding such
+//! as `%zz` or a lone `%`, not UTF-8) is a 400 `invalid_request`: a name is never taken
+//! literally from a path that is not valid percent-encoding.
 
 use axum::extract::{FromRequestParts, Path};
 use axum::http::request::Parts;
 
 use crate::error::{Error, Result};
+use crate::groups::settings::check_group_name;
+use crate::stream_name;
+
+/// The `{stream}` path parameter, percent-decoded. Not checked: each handler checks it as a
+/// name to read or to write ([`stream_name`]), after the request's other checks in its order.
+pub(crate) struct StreamPath(pub String);
+
+impl<S: Send + Sync> FromRequestParts<S> for StreamPath {
+    type Rejection = Error;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self> {
+        Ok(StreamPath(param(parts, state, "stream").await?))
+    }
+}
+
+/// The `{stream}` and `{revision}` path parameters of `GET /streams/{stream}/{revision}`, as
+/// given: the handler checks the name and parses the revision after the authorization check.
+pub(crate) struct EventPath {
+    pub stream: String,
+    pub revision: String,
+}
+
+impl<S: Send + Sync> FromRequestParts<S> for EventPath {
+    type Rejection = Error;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self> {
+        let params = params(parts, state).await?;
+        Ok(EventPath {
+            stream: take(&params, "stream")?,
+            revision: take(&params, "revision")?,
+        })
+    }
+}
+
+/// The `{group}` path parameter, percent-decoded and checked as a group name.
+pub(crate) struct GroupPath(pub String);
+
+impl<S: Send + Sync> FromRequestParts<S> for GroupPath {
+    type Rejection = Error;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self> {
+        checked_param(parts, state, "group", check_group_name)
+            .await
+            .map(GroupPath)
+    }
+}
+
+/// The `{name}` path parameter of `/projections/{name}...`, percent-decoded and checked: 1–255
+/// bytes of UTF-8, no control characters, not starting with `$`.
+pub(crate) struct ProjectionName(pub String);
+
+impl<S: Send + Sync> FromRequestParts<S> for ProjectionName {
+    type Rejection = Error;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self> {
+        checked_param(parts, state, "name", check_projection_name)
+            .await
+            .map(ProjectionName)
+    }
+}
+
+/// A projection name: what every name of the API shares, and no leading `$`.
+fn check_projection_name(name: &str) -> Result<()> {
+    stream_name::check_name("projection", name)?;
+    if name.starts_with('$') {
+        return Err(Error::invalid(format!(
+            "projection names must not start with $: {name:?}"
+        )));
+    }
+    Ok(())
+}
 
 /// Every path parameter of the matched route, percent-decoded. 400 when the path holds a `%`
 /// not followed by two hex digits (a decoder would pass it through literally) or when a
@@ -58,6 +130,18 @@ pub(crate) async fn param<S: Send + Sync>(
     take(&params(parts, state).await?, key)
 }
 
+/// [`param`], then `check` on it: the one parameter `key`, refused unless `check` passes.
+async fn checked_param<S: Send + Sync>(
+    parts: &mut Parts,
+    state: &S,
+    key: &str,
+    check: fn(&str) -> Result<()>,
+) -> Result<String> {
+    let value = param(parts, state, key).await?;
+    check(&value)?;
+    Ok(value)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -84,5 +168,15 @@ mod tests {
                 "{bad}"
             );
         }
+    }
+
+    #[test]
+    fn projection_names() {
+        assert!(check_projection_name("order-totals").is_ok());
+        assert!(check_projection_name(&"a".repeat(255)).is_ok());
+        assert!(check_projection_name(&"a".repeat(256)).is_err());
+        assert!(check_projection_name("").is_err());
+        assert!(check_projection_name("$system").is_err());
+        assert!(check_projection_name("a\tb").is_err());
     }
 }

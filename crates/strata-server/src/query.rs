@@ -114,6 +114,13 @@ pub(crate) enum Target {
     All,
 }
 
+/// What a read reads (and a replay replays, a subscription follows): one stream by name, or
+/// the whole log through a filter.
+pub(crate) enum Source {
+    Stream(String),
+    All(AllFilter),
+}
+
 /// The parameters of `GET /streams/{stream}` and `GET /all` (docs/http-api.md, "Reading and subscribing").
 #[derive(Clone, Debug)]
 pub(crate) struct ReadParams {
@@ -177,6 +184,17 @@ impl ReadParams {
             limit,
             filter,
         })
+    }
+
+    /// 400 unless the direction is forward: subscriptions (`text/event-stream`) read forward
+    /// only.
+    pub(crate) fn require_forward(&self) -> Result<()> {
+        match self.direction {
+            Direction::Forward => Ok(()),
+            Direction::Backward => Err(Error::invalid(
+                "subscriptions (text/event-stream) read forward only: drop direction=backward",
+            )),
+        }
     }
 
     /// `from` with the direction's default: the start going forward, the end going backward.

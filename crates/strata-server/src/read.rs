@@ -2,105 +2,27 @@
 //!
 //! One resource, three representations chosen by `Accept` (docs/http-api.md): a JSON page (here), an
 //! NDJSON replay ([`crate::replay`]) and an SSE catch-up subscription ([`crate::subscribe`]).
+//!
+//! Handlers import only helper modules, never each other (see the crate's module table); this
+//! module is the one exception: it dispatches a read to [`replay::replay`] or
+//! [`subscribe::subscribe`] for the NDJSON and SSE representations, because the three are one
+//! resource. Everything the three share (the query parameters, `Accept` negotiation,
+//! `Last-Event-ID`) lives in the helpers [`crate::query`] and [`crate::headers`].
 
-use axum::extract::{FromRequestParts, RawQuery, State};
-use axum::http::request::Parts;
-use axum::http::{header, HeaderMap, HeaderValue};
-use axum::response::{IntoResponse, Response};
-use strata_store::{Direction, ReadSlice};
+use axum::extract::{RawQuery, State};
+use axum::http::HeaderMap;
+use axum::response::Response;
+use strata_store::ReadSlice;
 
 use crate::app::App;
 use crate::auth::{Action, Principal};
 use crate::error::{Error, Result};
 use crate::event_json::{write_event, write_u64, Layout};
-use crate::query::{Query, ReadParams, Target};
-use crate::{path, replay, stream_name, subscribe};
-
-/// The `{stream}` path parameter, percent-decoded (checked by each handler).
-pub(crate) struct StreamPath(pub String);
-
-impl<S: Send + Sync> FromRequestParts<S> for StreamPath {
-    type Rejection = Error;
-
-    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self> {
-        Ok(StreamPath(path::param(parts, state, "stream").await?))
-    }
-}
-
-/// The `{stream}` and `{revision}` path parameters of `GET /streams/{stream}/{revision}`.
-pub(crate) struct EventPath {
-    stream: String,
-    revision: String,
-}
-
-impl<S: Send + Sync> FromRequestParts<S> for EventPath {
-    type Rejection = Error;
-
-    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self> {
-        let params = path::params(parts, state).await?;
-        Ok(EventPath {
-            stream: path::take(&params, "stream")?,
-            revision: path::take(&params, "revision")?,
-        })
-    }
-}
-
-/// The representation a read answers with, from the `Accept` header.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(crate) enum Representation {
-    /// `application/json`: one page (the default).
-    Json,
-    /// `application/x-ndjson`: a streamed replay to the current end.
-    Ndjson,
-    /// `text/event-stream`: a catch-up subscription.
-    EventStream,
-}
-
-/// Picks the representation: the supported media type with the highest `q` in `Accept`
-/// (ties in the header's order); JSON when the header is absent or names none of them.
-pub(crate) fn representation(headers: &HeaderMap) -> Representation {
-    let mut best: Option<(Representation, f32)> = None;
-    for value in headers.get_all(header::ACCEPT) {
-        let Ok(value) = value.to_str() else { continue };
-        for range in value.split(',') {
-            let mut parts = range.split(';');
-            let media = parts.next().unwrap_or("").trim().to_ascii_lowercase();
-            let q = parts
-                .filter_map(|p| p.trim().strip_prefix("q="))
-                .find_map(|q| q.trim().parse::<f32>().ok())
-                .unwrap_or(1.0);
-            let rep = match media.as_str() {
-                "application/json" | "application/*" | "*/*" => Representation::Json,
-                "application/x-ndjson" | "application/ndjson" => Representation::Ndjson,
-                "text/event-stream" => Representation::EventStream,
-                _ => continue,
-            };
-            if q > 0.0 && best.is_none_or(|(_, bq)| q > bq) {
-                best = Some((rep, q));
-            }
-        }
-    }
-    best.map_or(Representation::Json, |(r, _)| r)
-}
-
-/// The `Last-Event-ID` header, if present: the last id the client saw.
-pub(crate) fn last_event_id(headers: &HeaderMap) -> Result<Option<u64>> {
-    let Some(v) = headers.get("last-event-id") else {
-        return Ok(None);
-    };
-    let text = v
-        .to_str()
-        .map_err(|_| Error::invalid("Last-Event-ID must be text"))?
-        .trim();
-    if text.is_empty() {
-        return Ok(None);
-    }
-    text.parse::<u64>().map(Some).map_err(|_| {
-        Error::invalid(format!(
-            "Last-Event-ID must be an event's revision or position, not {text:?}"
-        ))
-    })
-}
+use crate::headers::{last_event_id, representation, Representation};
+use crate::path::{EventPath, StreamPath};
+use crate::query::{parse_digits, Query, ReadParams, Source, Target};
+use crate::response::json_response;
+use crate::{replay, stream_name, subscribe};
 
 /// `GET /streams/{stream}`.
 pub(crate) async fn read_stream(
@@ -113,26 +35,7 @@ pub(crate) async fn read_stream(
     stream_name::check_readable(&stream)?;
     principal.authorize(Action::ReadStream(&stream))?;
     let params = ReadParams::parse(raw_query.as_deref(), Target::Stream)?;
-    match representation(&headers) {
-        Representation::Json => {
-            let (from, direction, limit) = (params.read_from(), params.direction, params.limit);
-            let page = app
-                .blocking(move |store| {
-                    let slice = store.read_stream(&stream, from, direction, limit)?;
-                    Ok(render_page(&slice))
-                })
-                .await?;
-            app.metrics().add_events_read(page.1);
-            Ok(json_response(page.0))
-        }
-        Representation::Ndjson => {
-            replay::replay(app, replay::Source::Stream(stream), &params).await
-        }
-        Representation::EventStream => {
-            let last_id = last_event_id(&headers)?;
-            subscribe::subscribe(app, subscribe::Source::Stream(stream), &params, last_id).await
-        }
-    }
+    answer(app, Source::Stream(stream), &params, &headers).await
 }
 
 /// `GET /all`.
@@ -147,26 +50,39 @@ pub(crate) async fn read_all(
         stream_prefix: params.filter.stream_prefix.as_deref(),
         include_system: params.filter.include_system,
     })?;
-    match representation(&headers) {
+    let source = Source::All(params.filter.clone());
+    answer(app, source, &params, &headers).await
+}
+
+/// Answers a read of `source` in the representation `Accept` asks for: a JSON page here, or
+/// the NDJSON replay, or the SSE subscription (which alone reads `Last-Event-ID`).
+async fn answer(
+    app: App,
+    source: Source,
+    params: &ReadParams,
+    headers: &HeaderMap,
+) -> Result<Response> {
+    match representation(headers) {
         Representation::Json => {
             let (from, direction, limit) = (params.read_from(), params.direction, params.limit);
-            let filter = params.filter.clone();
             let page = app
                 .blocking(move |store| {
-                    let slice = store.read_all(from, direction, limit, &filter)?;
+                    let slice = match &source {
+                        Source::Stream(stream) => {
+                            store.read_stream(stream, from, direction, limit)?
+                        }
+                        Source::All(filter) => store.read_all(from, direction, limit, filter)?,
+                    };
                     Ok(render_page(&slice))
                 })
                 .await?;
             app.metrics().add_events_read(page.1);
             Ok(json_response(page.0))
         }
-        Representation::Ndjson => {
-            replay::replay(app, replay::Source::All(params.filter.clone()), &params).await
-        }
+        Representation::Ndjson => replay::replay(app, source, params).await,
         Representation::EventStream => {
-            let last_id = last_event_id(&headers)?;
-            let source = subscribe::Source::All(params.filter.clone());
-            subscribe::subscribe(app, source, &params, last_id).await
+            let last_id = last_event_id(headers)?;
+            subscribe::subscribe(app, source, params, last_id).await
         }
     }
 }
@@ -183,9 +99,9 @@ pub(crate) async fn read_event(
     stream_name::check_readable(&stream)?;
     principal.authorize(Action::ReadStream(&stream))?;
     Query::parse(raw_query.as_deref(), &[])?;
-    let revision: u64 = revision.parse().map_err(|_| {
+    let revision = parse_digits(&revision).ok_or_else(|| {
         Error::invalid(format!(
-            "revision must be a non-negative integer, not {revision:?}"
+            "revision must be a non-negative integer (plain digits), not {revision:?}"
         ))
     })?;
     let name = stream.clone();
@@ -204,7 +120,7 @@ pub(crate) async fn read_event(
 }
 
 /// Renders a page `{"events": [...], "next": n|null, "end": bool}`; also returns the count.
-pub(crate) fn render_page(slice: &ReadSlice) -> (Vec<u8>, usize) {
+fn render_page(slice: &ReadSlice) -> (Vec<u8>, usize) {
     let size: usize = slice
         .events
         .iter()
@@ -229,66 +145,4 @@ pub(crate) fn render_page(slice: &ReadSlice) -> (Vec<u8>, usize) {
         b",\"end\":false}"
     });
     (out, slice.events.len())
-}
-
-/// A 200 response with a JSON body.
-pub(crate) fn json_response(body: Vec<u8>) -> Response {
-    (
-        [(
-            header::CONTENT_TYPE,
-            HeaderValue::from_static("application/json"),
-        )],
-        body,
-    )
-        .into_response()
-}
-
-/// Direction is forward for subscriptions; helper for their 400.
-pub(crate) fn require_forward(direction: Direction) -> Result<()> {
-    match direction {
-        Direction::Forward => Ok(()),
-        Direction::Backward => Err(Error::invalid(
-            "subscriptions (text/event-stream) read forward only: drop direction=backward",
-        )),
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn accept(v: &str) -> Representation {
-        let mut h = HeaderMap::new();
-        h.insert(header::ACCEPT, HeaderValue::from_str(v).unwrap());
-        representation(&h)
-    }
-
-    #[test]
-    fn negotiates_representations() {
-        assert_eq!(representation(&HeaderMap::new()), Representation::Json);
-        assert_eq!(accept("*/*"), Representation::Json);
-        assert_eq!(accept("application/json"), Representation::Json);
-        assert_eq!(accept("application/x-ndjson"), Representation::Ndjson);
-        assert_eq!(accept("text/event-stream"), Representation::EventStream);
-        assert_eq!(accept("text/html"), Representation::Json);
-        assert_eq!(
-            accept("application/json;q=0.5, text/event-stream"),
-            Representation::EventStream
-        );
-        assert_eq!(
-            accept("application/x-ndjson, application/json"),
-            Representation::Ndjson
-        );
-        assert_eq!(accept("text/event-stream;q=0"), Representation::Json);
-    }
-
-    #[test]
-    fn last_event_id_header() {
-        let mut h = HeaderMap::new();
-        assert_eq!(last_event_id(&h).unwrap(), None);
-        h.insert("last-event-id", HeaderValue::from_static("41"));
-        assert_eq!(last_event_id(&h).unwrap(), Some(41));
-        h.insert("last-event-id", HeaderValue::from_static("x"));
-        assert!(last_event_id(&h).is_err());
-    }
 }

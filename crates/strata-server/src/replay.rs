@@ -11,28 +11,22 @@
 //! still a 404 / 410. Should a later page fail (the stream deleted meanwhile, a storage fault),
 //! the last line is an error object `{"error": ..., "message": ...}` — never an event.
 
-use axum::http::{header, HeaderValue};
-use axum::response::{IntoResponse, Response};
+use axum::response::Response;
 use bytes::Bytes;
-use strata_store::{AllFilter, Direction, ReadFrom, ReadSlice, RecordedEvent, Store};
+use strata_store::{Direction, ReadFrom, ReadSlice, RecordedEvent, Store};
 use tokio::sync::mpsc;
 
 use crate::app::App;
-use crate::body::ChannelBody;
+use crate::body::{ChannelBody, PageSizer};
 use crate::error::Result;
 use crate::event_json::{write_event, Layout};
-use crate::query::ReadParams;
+use crate::query::{ReadParams, Source};
+use crate::response::streamed;
 
 /// Pages buffered between the producer and the response.
 const CHANNEL_PAGES: usize = 2;
 /// Rendered bytes a page aims at; the page size in events adapts to the events' sizes.
 const TARGET_PAGE_BYTES: usize = 1 << 20;
-
-/// What is replayed.
-pub(crate) enum Source {
-    Stream(String),
-    All(AllFilter),
-}
 
 /// Answers a read with a streamed NDJSON replay.
 pub(crate) async fn replay(app: App, source: Source, params: &ReadParams) -> Result<Response> {
@@ -50,14 +44,10 @@ pub(crate) async fn replay(app: App, source: Source, params: &ReadParams) -> Res
     if !job.done {
         tokio::spawn(produce(app, job, tx));
     }
-    let mut response = ChannelBody::body(first, rx).into_response();
-    let headers = response.headers_mut();
-    headers.insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("application/x-ndjson"),
-    );
-    headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
-    Ok(response)
+    Ok(streamed(
+        ChannelBody::body(first, rx),
+        "application/x-ndjson",
+    ))
 }
 
 /// Sends the remaining pages until the replay is done, the client is gone, or the server
@@ -161,57 +151,5 @@ impl Job {
             self.done = true;
         }
         Ok((out, count))
-    }
-}
-
-/// Chooses how many events to read at once so that a rendered page is about `target` bytes.
-pub(crate) struct PageSizer {
-    target: usize,
-    min: usize,
-    max: usize,
-    limit: usize,
-}
-
-impl PageSizer {
-    /// Pages of about `target` bytes, between `min` and `max` events, starting at 16 events
-    /// (small, so that a first page of huge events stays bounded too).
-    pub(crate) fn new(target: usize, min: usize, max: usize) -> Self {
-        PageSizer {
-            target,
-            min,
-            max,
-            limit: 16.clamp(min, max),
-        }
-    }
-
-    /// Events to read next.
-    pub(crate) fn limit(&self) -> usize {
-        self.limit
-    }
-
-    /// Adapts to the bytes the last `events` events rendered to.
-    pub(crate) fn observe(&mut self, bytes: usize, events: usize) {
-        if events == 0 {
-            return;
-        }
-        let per_event = (bytes / events).max(1);
-        self.limit = (self.target / per_event).clamp(self.min, self.max);
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn page_sizer_adapts() {
-        let mut s = PageSizer::new(1 << 20, 1, 8192);
-        assert_eq!(s.limit(), 16);
-        s.observe(64 * 200, 64);
-        assert_eq!(s.limit(), 5242);
-        s.observe(4 << 20, 1);
-        assert_eq!(s.limit(), 1);
-        s.observe(10, 100);
-        assert_eq!(s.limit(), 8192);
     }
 }

@@ -9,12 +9,13 @@ use serde::Serialize;
 use strata_store::{Deletion, StreamMetadata};
 
 use crate::app::App;
-use crate::append::expected_revision;
 use crate::auth::{Action, Principal};
 use crate::body::read_json_body;
 use crate::error::{Error, Result};
+use crate::headers::expected_revision;
+use crate::path::StreamPath;
 use crate::query::{Query, DEFAULT_LIMIT, MAX_LIMIT};
-use crate::read::{json_response, StreamPath};
+use crate::response::serialized;
 use crate::stream_name;
 
 #[derive(Serialize)]
@@ -56,7 +57,7 @@ pub(crate) async fn list(
             .collect(),
         next,
     };
-    to_json(&body)
+    serialized(&body)
 }
 
 /// `DELETE /streams/{stream}[?hard=true]`, honouring `Expected-Revision`: 204 No Content.
@@ -99,7 +100,7 @@ pub(crate) async fn get_metadata(
     if head.deletion == Some(Deletion::Hard) {
         return Err(Error::StreamDeleted { stream });
     }
-    to_json(&head.metadata)
+    serialized(&head.metadata)
 }
 
 /// `PUT /streams/{stream}/metadata` with `{"max_count"?, "max_age_seconds"?,
@@ -135,11 +136,5 @@ pub(crate) async fn put_metadata(
     let stored = metadata.clone();
     app.blocking(move |store| store.set_metadata(&stream, metadata))
         .await?;
-    to_json(&stored)
-}
-
-fn to_json<T: Serialize>(value: &T) -> Result<Response> {
-    serde_json::to_vec(value)
-        .map(json_response)
-        .map_err(|e| Error::Internal(e.to_string()))
+    serialized(&stored)
 }

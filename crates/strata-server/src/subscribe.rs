@@ -24,20 +24,19 @@
 
 use std::time::Instant;
 
-use axum::http::{header, HeaderValue};
-use axum::response::{IntoResponse, Response};
+use axum::http::HeaderValue;
+use axum::response::Response;
 use bytes::Bytes;
-use strata_store::{AllFilter, RecordedEvent, Subscription, SubscriptionTarget};
+use strata_store::{RecordedEvent, Subscription, SubscriptionTarget};
 use tokio::sync::mpsc;
 
 use crate::app::App;
-use crate::body::ChannelBody;
+use crate::body::{ChannelBody, PageSizer};
 use crate::error::{Error, Result};
 use crate::event_json::{write_event, write_u64, Layout};
 use crate::live_feed::{FeedError, LiveFeed};
-use crate::query::{FromParam, ReadParams};
-use crate::read::require_forward;
-use crate::replay::PageSizer;
+use crate::query::{FromParam, ReadParams, Source};
+use crate::response::streamed;
 
 /// Rendered chunks buffered between the producer and the response.
 const CHANNEL_CHUNKS: usize = 4;
@@ -46,12 +45,6 @@ const TARGET_CHUNK_BYTES: usize = 256 * 1024;
 /// The comment that keeps idle connections (and proxies) alive.
 const KEEPALIVE: &[u8] = b": keepalive\n\n";
 
-/// What is subscribed to.
-pub(crate) enum Source {
-    Stream(String),
-    All(AllFilter),
-}
-
 /// Answers a read with an SSE catch-up subscription.
 pub(crate) async fn subscribe(
     app: App,
@@ -59,7 +52,7 @@ pub(crate) async fn subscribe(
     params: &ReadParams,
     last_event_id: Option<u64>,
 ) -> Result<Response> {
-    require_forward(params.direction)?;
+    params.require_forward()?;
     let resume_at = last_event_id
         .map(|id| {
             id.checked_add(1)
@@ -92,15 +85,12 @@ pub(crate) async fn subscribe(
     };
     let (tx, rx) = mpsc::channel(CHANNEL_CHUNKS);
     tokio::spawn(produce(app, subscription, tx));
-    let mut response = ChannelBody::body(Bytes::from_static(KEEPALIVE), rx).into_response();
-    let headers = response.headers_mut();
-    headers.insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("text/event-stream"),
-    );
-    headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
+    let body = ChannelBody::body(Bytes::from_static(KEEPALIVE), rx);
+    let mut response = streamed(body, "text/event-stream");
     // Ask reverse proxies (nginx) not to buffer the stream.
-    headers.insert("x-accel-buffering", HeaderValue::from_static("no"));
+    response
+        .headers_mut()
+        .insert("x-accel-buffering", HeaderValue::from_static("no"));
     Ok(response)
 }
 

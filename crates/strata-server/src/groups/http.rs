@@ -20,8 +20,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use axum::body::Body;
-use axum::extract::{FromRequestParts, RawQuery, State};
-use axum::http::request::Parts;
+use axum::extract::{RawQuery, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
@@ -29,16 +28,16 @@ use serde_json::{json, Value};
 
 use super::dispatcher::NackAction;
 use super::manager::{Group, GroupView, Message};
-use super::settings::{check_group_name, Settings};
+use super::settings::Settings;
 use crate::app::App;
 use crate::auth::{Action, Principal};
 use crate::body::read_json_body;
 use crate::error::{Error, Result};
 use crate::event_json::{write_event, write_str, write_u64, Layout};
 use crate::format_timestamp;
-use crate::path;
-use crate::query::Query;
-use crate::read::json_response;
+use crate::path::GroupPath;
+use crate::query::{parse_digits, Query};
+use crate::response::{json_response, json_value};
 
 /// Default and largest `max` of a poll.
 const DEFAULT_POLL_MAX: u64 = 100;
@@ -48,19 +47,6 @@ const DEFAULT_WAIT_MS: u64 = 5_000;
 const MAX_WAIT_MS: u64 = 60_000;
 /// Most ack ids in one ack or nack.
 const MAX_ACK_IDS: usize = 10_000;
-
-/// The `{group}` path parameter, percent-decoded and checked.
-pub(crate) struct GroupPath(String);
-
-impl<S: Send + Sync> FromRequestParts<S> for GroupPath {
-    type Rejection = Error;
-
-    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self> {
-        let name = path::param(parts, state, "group").await?;
-        check_group_name(&name)?;
-        Ok(GroupPath(name))
-    }
-}
 
 fn view_json(v: &GroupView) -> Value {
     let settings = v.settings.to_api();
@@ -101,12 +87,6 @@ async fn describe_one(app: &App, group: Arc<Group>) -> Result<Value> {
         .ok_or_else(|| Error::Internal("group vanished".into()))
 }
 
-fn json(status: StatusCode, value: &Value) -> Response {
-    let mut r = json_response(value.to_string().into_bytes());
-    *r.status_mut() = status;
-    r
-}
-
 /// `PUT /groups/{group}`: creates (201) or confirms/updates (200) the group; 409 `conflict`
 /// when its source, from or ordering would change.
 pub(crate) async fn put(
@@ -130,7 +110,7 @@ pub(crate) async fn put(
     } else {
         StatusCode::OK
     };
-    Ok(json(status, &describe_one(&app, group).await?))
+    Ok(json_value(status, &describe_one(&app, group).await?))
 }
 
 /// `GET /groups`: every group the token may read, by name.
@@ -154,7 +134,7 @@ pub(crate) async fn list(
         .collect();
     let views = app.groups().describe(groups).await?;
     let list: Vec<Value> = views.iter().map(view_json).collect();
-    Ok(json(StatusCode::OK, &json!({ "groups": list })))
+    Ok(json_value(StatusCode::OK, &json!({ "groups": list })))
 }
 
 /// The group, if the principal may `consume` (read role) or `manage` (write role) it.
@@ -184,7 +164,10 @@ pub(crate) async fn get(
 ) -> Result<Response> {
     Query::parse(raw_query.as_deref(), &[])?;
     let group = group_for(&app, &principal, &name, false).await?;
-    Ok(json(StatusCode::OK, &describe_one(&app, group).await?))
+    Ok(json_value(
+        StatusCode::OK,
+        &describe_one(&app, group).await?,
+    ))
 }
 
 /// `DELETE /groups/{group}`: 204; the group's state is dropped, pollers get 404.
@@ -211,9 +194,7 @@ pub(crate) async fn poll(
     let max = q.limit("max", DEFAULT_POLL_MAX, MAX_POLL_MAX)?;
     let wait_ms = match q.get("wait_ms") {
         None => DEFAULT_WAIT_MS,
-        Some(v) => v
-            .parse::<u64>()
-            .ok()
+        Some(v) => parse_digits(v)
             .filter(|n| *n <= MAX_WAIT_MS)
             .ok_or_else(|| {
                 Error::invalid(format!(
@@ -266,6 +247,20 @@ struct NackBody {
     action: Option<String>,
 }
 
+/// What an ack and a nack (`what`) read first, in this order: no query parameters, a JSON
+/// body within the size limit, a JSON object of the body's shape.
+async fn settle_body<T: for<'de> Deserialize<'de>>(
+    app: &App,
+    raw_query: Option<&str>,
+    headers: &HeaderMap,
+    body: Body,
+    what: &str,
+) -> Result<T> {
+    Query::parse(raw_query, &[])?;
+    let bytes = read_json_body(headers, body, app.limits().max_body_bytes).await?;
+    parse_body(&bytes, what)
+}
+
 fn parse_body<T: for<'de> Deserialize<'de>>(bytes: &[u8], what: &str) -> Result<T> {
     let value: Value = serde_json::from_slice(bytes)
         .map_err(|e| Error::invalid(format!("malformed {what} body: {e}")))?;
@@ -300,13 +295,11 @@ pub(crate) async fn ack(
     headers: HeaderMap,
     body: Body,
 ) -> Result<Response> {
-    Query::parse(raw_query.as_deref(), &[])?;
-    let bytes = read_json_body(&headers, body, app.limits().max_body_bytes).await?;
-    let body: AckBody = parse_body(&bytes, "ack")?;
+    let body: AckBody = settle_body(&app, raw_query.as_deref(), &headers, body, "ack").await?;
     check_ids(&body.ack_ids)?;
     let group = group_for(&app, &principal, &name, false).await?;
     let settled = app.groups().ack(&group, &body.ack_ids).await?;
-    Ok(json(
+    Ok(json_value(
         StatusCode::OK,
         &json!({ "acked": settled.applied, "ignored": settled.ignored }),
     ))
@@ -322,9 +315,7 @@ pub(crate) async fn nack(
     headers: HeaderMap,
     body: Body,
 ) -> Result<Response> {
-    Query::parse(raw_query.as_deref(), &[])?;
-    let bytes = read_json_body(&headers, body, app.limits().max_body_bytes).await?;
-    let body: NackBody = parse_body(&bytes, "nack")?;
+    let body: NackBody = settle_body(&app, raw_query.as_deref(), &headers, body, "nack").await?;
     check_ids(&body.ack_ids)?;
     let action = match body.action.as_deref() {
         None | Some("retry") => NackAction::Retry,
@@ -338,7 +329,7 @@ pub(crate) async fn nack(
     };
     let group = group_for(&app, &principal, &name, false).await?;
     let settled = app.groups().nack(&group, &body.ack_ids, action).await?;
-    Ok(json(
+    Ok(json_value(
         StatusCode::OK,
         &json!({ "nacked": settled.applied, "ignored": settled.ignored }),
     ))
@@ -355,8 +346,10 @@ pub(crate) async fn parked(
     let max = q.limit("max", 100, 10_000)?;
     let after = match q.get("after") {
         None => None,
-        Some(v) => Some(v.parse::<u64>().map_err(|_| {
-            Error::invalid(format!("after must be a non-negative integer, not {v:?}"))
+        Some(v) => Some(parse_digits(v).ok_or_else(|| {
+            Error::invalid(format!(
+                "after must be a non-negative integer (plain digits), not {v:?}"
+            ))
         })?),
     };
     let group = group_for(&app, &principal, &name, false).await?;
@@ -377,7 +370,7 @@ pub(crate) async fn parked(
             })
         })
         .collect();
-    Ok(json(
+    Ok(json_value(
         StatusCode::OK,
         &json!({ "parked": list, "next": next }),
     ))
@@ -414,7 +407,7 @@ pub(crate) async fn replay(
     }
     let group = group_for(&app, &principal, &name, true).await?;
     let (replayed, missing, remaining) = app.groups().replay(&group, max).await?;
-    Ok(json(
+    Ok(json_value(
         StatusCode::OK,
         &json!({ "replayed": replayed, "missing": missing, "remaining": remaining }),
     ))

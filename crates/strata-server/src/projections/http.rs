@@ -1,22 +1,21 @@
 //! The `/projections` endpoints (docs/http-api.md, "Projections").
 
 use axum::body::Body;
-use axum::extract::{FromRequestParts, RawQuery, State};
-use axum::http::request::Parts;
+use axum::extract::{RawQuery, State};
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
-use http_body_util::{BodyExt, LengthLimitError, Limited};
 use serde_json::{json, Value};
 use strata_js::{JsError, JsProjection};
 use strata_store::projection::ProjectionSource;
 
 use super::{PutOutcome, View};
-use crate::app::{route, App, Route};
+use crate::app::{route, run_blocking, App, Route};
 use crate::auth::{Action, Principal};
+use crate::body::read_limited;
 use crate::error::{Error, Result};
+use crate::path::ProjectionName;
 use crate::query::Query;
-use crate::read::json_response;
-use crate::{path, stream_name};
+use crate::response::{json_response, json_value};
 
 /// What is percent-encoded in a name used as one path segment (`Location`): everything but
 /// RFC 3986 unreserved characters.
@@ -34,34 +33,14 @@ pub(crate) fn routes() -> Vec<Route> {
         route("PUT", "/projections/{name}", put),
         route("DELETE", "/projections/{name}", delete),
         route("GET", "/projections/{name}/state", state),
-        route("POST", "/projections/{name}/stop", stop),
-        route("POST", "/projections/{name}/start", start),
-        route("POST", "/projections/{name}/reset", reset),
+        // Stopped (checkpointed).
+        control("/projections/{name}/stop", super::Projections::stop),
+        // Running.
+        control("/projections/{name}/start", super::Projections::start),
+        // A new incarnation of the same generation, rebuilding; what it emits again is
+        // deduplicated.
+        control("/projections/{name}/reset", super::Projections::reset),
     ]
-}
-
-/// The `{name}` path parameter, percent-decoded and checked: 1–255 bytes of UTF-8, no control
-/// characters, not starting with `$`.
-pub(crate) struct ProjectionName(String);
-
-impl<S: Send + Sync> FromRequestParts<S> for ProjectionName {
-    type Rejection = Error;
-
-    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self> {
-        let name = path::param(parts, state, "name").await?;
-        check_name(&name)?;
-        Ok(ProjectionName(name))
-    }
-}
-
-fn check_name(name: &str) -> Result<()> {
-    stream_name::check_name("projection", name)?;
-    if name.starts_with('$') {
-        return Err(Error::invalid(format!(
-            "projection names must not start with $: {name:?}"
-        )));
-    }
-    Ok(())
 }
 
 /// The JSON of a projection (the API's fields first, then the documented additions).
@@ -98,21 +77,13 @@ pub(crate) fn view_json(view: &View, with_query: bool) -> Value {
     v
 }
 
-fn json_value(status: StatusCode, v: &Value) -> Response {
-    let mut r = json_response(v.to_string().into_bytes());
-    *r.status_mut() = status;
-    r
-}
-
 /// Runs a blocking projection operation on the blocking pool.
 async fn blocking<T: Send + 'static>(
     app: &App,
     f: impl FnOnce(&super::Projections) -> Result<T> + Send + 'static,
 ) -> Result<T> {
     let projections = app.projections().clone();
-    tokio::task::spawn_blocking(move || f(&projections))
-        .await
-        .map_err(|e| Error::Internal(format!("projection task failed: {e}")))?
+    run_blocking("projection task failed", move || f(&projections)).await?
 }
 
 /// `GET /projections`: `{"projections": [<projection>...]}` by name.
@@ -196,24 +167,17 @@ async fn put(
     let max = options.max_source_bytes;
     let too_large =
         || Error::PayloadTooLarge(format!("a projection source is at most {max} bytes"));
-    let bytes = match Limited::new(body, max).collect().await {
-        Ok(c) => c.to_bytes(),
-        Err(e) if e.downcast_ref::<LengthLimitError>().is_some() => return Err(too_large()),
-        Err(e) => {
-            return Err(Error::invalid(format!(
-                "could not read the request body: {e}"
-            )))
-        }
-    };
+    let bytes = read_limited(body, max, too_large).await?;
     let source = String::from_utf8(bytes.to_vec())
         .map_err(|_| Error::invalid("the projection source must be UTF-8"))?;
     // Compile before anything is written (the JS runtime is not Send: dropped in the task).
     let limits = options.js_limits;
     let checked = source.clone();
-    tokio::task::spawn_blocking(move || JsProjection::compile(&checked, limits).map(drop))
-        .await
-        .map_err(|e| Error::Internal(format!("compile task failed: {e}")))?
-        .map_err(script_error)?;
+    run_blocking("compile task failed", move || {
+        JsProjection::compile(&checked, limits).map(drop)
+    })
+    .await?
+    .map_err(script_error)?;
     let (outcome, view) = blocking(&app, move |p| p.put(&name, source)).await?;
     let status = match outcome {
         PutOutcome::Created => StatusCode::CREATED,
@@ -265,63 +229,27 @@ async fn delete(
     Ok(StatusCode::NO_CONTENT.into_response())
 }
 
-async fn action(
-    app: App,
-    principal: Principal,
-    name: String,
-    raw_query: Option<String>,
-    f: fn(&super::Projections, &str) -> Result<View>,
-) -> Result<Response> {
-    principal.authorize(Action::ManageProjections)?;
-    Query::parse(raw_query.as_deref(), &[])?;
-    let view = blocking(&app, move |p| f(p, &name)).await?;
-    Ok(json_value(StatusCode::OK, &view_json(&view, false)))
-}
-
-/// `POST /projections/{name}/stop`: 200 with the projection (stopped, checkpointed).
-async fn stop(
-    State(app): State<App>,
-    principal: Principal,
-    ProjectionName(name): ProjectionName,
-    RawQuery(raw_query): RawQuery,
-) -> Result<Response> {
-    action(app, principal, name, raw_query, super::Projections::stop).await
-}
-
-/// `POST /projections/{name}/start`: 200 with the projection (running).
-async fn start(
-    State(app): State<App>,
-    principal: Principal,
-    ProjectionName(name): ProjectionName,
-    RawQuery(raw_query): RawQuery,
-) -> Result<Response> {
-    action(app, principal, name, raw_query, super::Projections::start).await
-}
-
-/// `POST /projections/{name}/reset`: 200 with the projection (a new incarnation of the same
-/// generation, rebuilding; what it emits again is deduplicated).
-async fn reset(
-    State(app): State<App>,
-    principal: Principal,
-    ProjectionName(name): ProjectionName,
-    RawQuery(raw_query): RawQuery,
-) -> Result<Response> {
-    action(app, principal, name, raw_query, super::Projections::reset).await
+/// `POST <path>` (`/projections/{name}/stop`, `start`, `reset`): `f` on the projection named,
+/// with the write role, on the blocking pool; 200 with the projection as it then is.
+fn control(path: &'static str, f: fn(&super::Projections, &str) -> Result<View>) -> Route {
+    route(
+        "POST",
+        path,
+        move |State(app): State<App>,
+              principal: Principal,
+              ProjectionName(name): ProjectionName,
+              RawQuery(raw_query): RawQuery| async move {
+            principal.authorize(Action::ManageProjections)?;
+            Query::parse(raw_query.as_deref(), &[])?;
+            let view = blocking(&app, move |p| f(p, &name)).await?;
+            Ok::<_, Error>(json_value(StatusCode::OK, &view_json(&view, false)))
+        },
+    )
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn names() {
-        assert!(check_name("order-totals").is_ok());
-        assert!(check_name(&"a".repeat(255)).is_ok());
-        assert!(check_name(&"a".repeat(256)).is_err());
-        assert!(check_name("").is_err());
-        assert!(check_name("$system").is_err());
-        assert!(check_name("a\tb").is_err());
-    }
 
     #[test]
     fn content_types() {

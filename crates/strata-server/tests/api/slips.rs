@@ -1,4 +1,4 @@
-//! Small contract slips found by the audit: strict number syntax in query strings and headers,
+//! Small contract slips found by the audit: strict number syntax in query strings, headers and paths,
 //! the JSON charset, bad percent-encoding in paths.
 
 use crate::support::TestServer;
@@ -121,4 +121,70 @@ async fn bad_percent_encoding_in_paths_is_400() {
     let r = s.get("/streams/a%25b").await;
     assert_eq!(r.status, 200, "{}", r.text());
     assert_eq!(r.json()["events"][0]["stream"], "a%b");
+}
+
+/// `Last-Event-ID` and the revision of `/streams/{stream}/{revision}` are plain digits too:
+/// `+5` is not 5.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn last_event_id_and_event_revisions_are_plain_digits() {
+    use axum::body::Body;
+    use axum::http::Request;
+
+    let s = TestServer::start();
+    s.append_many("le-1", 3).await;
+    for uri in ["/streams/le-1", "/all"] {
+        for bad in ["+1", " +1 ", "-0", "0x1", "1e0"] {
+            let req = Request::builder()
+                .uri(uri)
+                .header("accept", "text/event-stream")
+                .header("last-event-id", bad)
+                .body(Body::empty())
+                .expect("request");
+            // Refused before the subscription starts: a 200 here would be an endless body.
+            let res = s.send(req).await;
+            assert_eq!(res.status(), 400, "{uri} with Last-Event-ID {bad:?}");
+        }
+    }
+    for path in ["/streams/le-1/+1", "/streams/le-1/%2B1", "/streams/le-1/-0"] {
+        s.get(path).await.assert_error(400, "invalid_request");
+    }
+    let one = s.get("/streams/le-1/01").await;
+    assert_eq!(one.status, 200, "{}", one.text());
+    assert_eq!(one.json()["revision"], 1);
+}
+
+/// The numbers of consumer-group requests (`wait_ms`, `after`) are plain digits too.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn group_numbers_are_plain_digits() {
+    let s = TestServer::start();
+    let r = s
+        .call(
+            "PUT",
+            "/groups/g",
+            &[("content-type", "application/json")],
+            r#"{"source": "$all"}"#,
+        )
+        .await;
+    assert_eq!(r.status, 201, "{}", r.text());
+    for uri in [
+        "/groups/g/poll?wait_ms=%2B5",
+        "/groups/g/poll?wait_ms=%205",
+        "/groups/g/poll?wait_ms=0x5",
+        "/groups/g/poll?max=%2B5&wait_ms=0",
+    ] {
+        s.call("POST", uri, &[], "")
+            .await
+            .assert_error(400, "invalid_request");
+    }
+    for uri in [
+        "/groups/g/parked?after=%2B1",
+        "/groups/g/parked?after=%201",
+        "/groups/g/parked?max=%2B5",
+    ] {
+        s.get(uri).await.assert_error(400, "invalid_request");
+    }
+    let ok = s.call("POST", "/groups/g/poll?wait_ms=0", &[], "").await;
+    assert_eq!(ok.status, 200, "{}", ok.text());
+    let ok = s.get("/groups/g/parked?after=0").await;
+    assert_eq!(ok.status, 200, "{}", ok.text());
 }
