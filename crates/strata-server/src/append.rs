@@ -1,8 +1,13 @@
 //! `POST /streams/{stream}`: appending one event or a batch, atomically.
 //!
-//! The order of checks, each a final answer: auth (401/403), stream name (400), media type
-//! (415), body size (413, before the body is buffered), JSON shape (400), event count and sizes
-//! (413), then the store: expected revision and idempotency (409), deletion (410), faults (503).
+//! The order of checks, each a final answer, as the handler runs them: the bearer token (401,
+//! in the `Principal` extractor) and the path's percent-encoding (400); the stream name (400);
+//! the token's rights on the stream (403); no query parameters (400); the `Expected-Revision`
+//! header (400); the media type (415) and the body size (413, before the body is buffered);
+//! then the body, element by element: JSON shape (400) and each event against the store's
+//! limits (`Limits::check_count` / `check_event`: 413 over a size or count limit, 400 for a bad
+//! field) in array order; then the store: payload JSON (400), expected revision and idempotency
+//! (409), deletion (410), a full disk or fault (503).
 //! Success is `201 Created` (or `200 OK` for an idempotent retry) once the events are durable.
 
 use std::time::Instant;
@@ -16,7 +21,7 @@ use base64::Engine as _;
 use serde::de::{Error as _, IgnoredAny, SeqAccess, Visitor};
 use serde::{Deserialize, Deserializer as _, Serialize};
 use serde_json::value::RawValue;
-use strata_store::NewEvent;
+use strata_store::{Limits, NewEvent};
 use uuid::Uuid;
 
 use crate::app::{run_blocking, App};
@@ -147,15 +152,16 @@ async fn parse_body(bytes: bytes::Bytes, limits: HttpLimits) -> Result<Vec<NewEv
 /// `max_events_per_append`. So a refused body never costs more than `max_events_per_append`
 /// events in memory, whatever it holds.
 fn parse_events(bytes: &[u8], limits: &HttpLimits) -> Result<Vec<NewEvent>> {
+    // The store's own checks, so that the limits are checked by one function with one error
+    // type (`LimitExceeded` → 413, `InvalidInput` → 400), here only earlier.
+    let limits = limits.store_limits();
     let first = bytes.iter().find(|b| !b.is_ascii_whitespace()).copied();
     let events = match first {
-        Some(b'[') => parse_array(bytes, limits)?,
+        Some(b'[') => parse_array(bytes, &limits)?,
         Some(b'{') => {
             let event: ClientEvent<'_> = serde_json::from_slice(bytes).map_err(json_error)?;
-            if limits.max_events_per_append == 0 {
-                return Err(too_many_events(limits.max_events_per_append));
-            }
-            vec![to_new_event(0, event, limits.max_event_bytes)?]
+            limits.check_count(1)?;
+            vec![to_new_event(0, event, &limits)?]
         }
         _ => {
             return Err(Error::invalid(
@@ -169,14 +175,8 @@ fn parse_events(bytes: &[u8], limits: &HttpLimits) -> Result<Vec<NewEvent>> {
     Ok(events)
 }
 
-fn too_many_events(max: usize) -> Error {
-    Error::PayloadTooLarge(format!(
-        "too many events: an append holds at most {max} events"
-    ))
-}
-
 /// A JSON array of events, streamed through [`EventsVisitor`].
-fn parse_array(bytes: &[u8], limits: &HttpLimits) -> Result<Vec<NewEvent>> {
+fn parse_array(bytes: &[u8], limits: &Limits) -> Result<Vec<NewEvent>> {
     let mut refused = None;
     let mut de = serde_json::Deserializer::from_slice(bytes);
     let parsed = de.deserialize_seq(EventsVisitor {
@@ -196,7 +196,7 @@ fn parse_array(bytes: &[u8], limits: &HttpLimits) -> Result<Vec<NewEvent>> {
 /// (413 for a limit, 400 for a bad event) is put in `refused` and ends the parse at once
 /// through a serde error.
 struct EventsVisitor<'l> {
-    limits: &'l HttpLimits,
+    limits: &'l Limits,
     refused: &'l mut Option<Error>,
 }
 
@@ -214,7 +214,11 @@ impl<'de> Visitor<'de> for EventsVisitor<'_> {
             if events.len() == max {
                 // One more element of any kind is one too many: not even parsed as an event.
                 if seq.next_element::<IgnoredAny>()?.is_some() {
-                    *self.refused = Some(too_many_events(max));
+                    let over = self.limits.check_count(max + 1).err();
+                    *self.refused = Some(over.map_or_else(
+                        || Error::Internal("the count check passed one too many".into()),
+                        Error::from,
+                    ));
                     return Err(A::Error::custom("too many events"));
                 }
                 return Ok(events);
@@ -222,7 +226,7 @@ impl<'de> Visitor<'de> for EventsVisitor<'_> {
             let Some(event) = seq.next_element::<ClientEvent<'de>>()? else {
                 return Ok(events);
             };
-            match to_new_event(events.len(), event, self.limits.max_event_bytes) {
+            match to_new_event(events.len(), event, self.limits) {
                 Ok(event) => events.push(event),
                 Err(e) => {
                     *self.refused = Some(e);
@@ -237,23 +241,9 @@ fn json_error(e: serde_json::Error) -> Error {
     Error::invalid(format!("malformed event JSON: {e}"))
 }
 
-fn to_new_event(i: usize, e: ClientEvent<'_>, max_event_bytes: usize) -> Result<NewEvent> {
-    if e.event_type.is_empty() || e.event_type.len() > 255 {
-        return Err(Error::invalid(format!(
-            "events[{i}].type must be 1 to 255 bytes"
-        )));
-    }
-    if e.event_type.chars().any(char::is_control) {
-        return Err(Error::invalid(format!(
-            "events[{i}].type must not contain control characters"
-        )));
-    }
-    // Refused before anything is copied when the JSON text alone is over the limit (the
-    // exact size is checked below, once base64 is decoded).
-    let raw_size = e.data.map_or(0, |d| d.get().len()) + e.metadata.map_or(0, |m| m.get().len());
-    if raw_size > max_event_bytes {
-        return Err(event_too_large(i, raw_size, max_event_bytes));
-    }
+/// Converts a client event and checks it against the store's per-event limits
+/// ([`Limits::check_event`]), so a bad or oversized event ends the parse where it stands.
+fn to_new_event(i: usize, e: ClientEvent<'_>, limits: &Limits) -> Result<NewEvent> {
     let mut event = match (e.data, e.data_base64) {
         (Some(_), Some(_)) => {
             return Err(Error::invalid(format!(
@@ -275,17 +265,8 @@ fn to_new_event(i: usize, e: ClientEvent<'_>, max_event_bytes: usize) -> Result<
         event.metadata = meta.get().as_bytes().to_vec();
     }
     event.id = e.id;
-    let size = event.data.len() + event.metadata.len();
-    if size > max_event_bytes {
-        return Err(event_too_large(i, size, max_event_bytes));
-    }
+    limits.check_event(i, &event)?;
     Ok(event)
-}
-
-fn event_too_large(i: usize, size: usize, max_event_bytes: usize) -> Error {
-    Error::PayloadTooLarge(format!(
-        "events[{i}] has {size} bytes of data and metadata, over the limit of {max_event_bytes}"
-    ))
 }
 
 /// Everything but RFC 3986 unreserved characters and a few harmless sub-delimiters: what is
