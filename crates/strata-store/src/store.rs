@@ -176,6 +176,14 @@ impl Store {
         tx.send(req).map_err(|_| Error::Closed)
     }
 
+    /// Sends the request `make` builds around a reply channel and blocks for the writer's
+    /// answer ([`Error::Closed`] when the writer went away without one).
+    fn call<T>(&self, make: impl FnOnce(oneshot::Sender<Result<T>>) -> Request) -> Result<T> {
+        let (reply, rx) = oneshot::channel();
+        self.send(make(reply))?;
+        rx.recv().unwrap_or(Err(Error::Closed))
+    }
+
     /// Appends `events` to `stream` atomically (all or none, contiguous revisions) if `expected`
     /// holds, and returns once they are durable under the fsync policy.
     ///
@@ -196,14 +204,12 @@ impl Store {
         events: Vec<NewEvent>,
     ) -> Result<AppendResult> {
         validate_append(stream, &events, &self.shared.options.limits)?;
-        let (reply, rx) = oneshot::channel();
-        self.send(Request::Append {
+        self.call(|reply| Request::Append {
             stream: stream.to_owned(),
             expected,
             events,
             reply,
-        })?;
-        rx.recv().unwrap_or(Err(Error::Closed))
+        })
     }
 
     /// [`Store::append`] for async callers: waiting for the group commit does not block the
@@ -222,6 +228,7 @@ impl Store {
             events,
             reply,
         })?;
+        // Awaited, not blocked on: the executor thread stays free.
         rx.await.unwrap_or(Err(Error::Closed))
     }
 
@@ -234,32 +241,26 @@ impl Store {
         expected: ExpectedRevision,
         hard: bool,
     ) -> Result<DeleteResult> {
-        let (reply, rx) = oneshot::channel();
-        self.send(Request::Delete {
+        self.call(|reply| Request::Delete {
             stream: stream.to_owned(),
             expected,
             hard,
             reply,
-        })?;
-        rx.recv().unwrap_or(Err(Error::Closed))
+        })
     }
 
     /// Replaces the metadata of `stream` (which need not exist yet). Enforced by every later read.
     pub fn set_metadata(&self, stream: &str, metadata: StreamMetadata) -> Result<DeleteResult> {
-        let (reply, rx) = oneshot::channel();
-        self.send(Request::SetMetadata {
+        self.call(|reply| Request::SetMetadata {
             stream: stream.to_owned(),
             metadata,
             reply,
-        })?;
-        rx.recv().unwrap_or(Err(Error::Closed))
+        })
     }
 
     /// Makes everything acknowledged so far durable, whatever the fsync policy.
     pub fn flush(&self) -> Result<()> {
-        let (reply, rx) = oneshot::channel();
-        self.send(Request::Flush { reply })?;
-        rx.recv().unwrap_or(Err(Error::Closed))
+        self.call(|reply| Request::Flush { reply })
     }
 
     /// The metadata of `stream` (default when never set).
