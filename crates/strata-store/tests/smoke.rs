@@ -1,6 +1,9 @@
 //! Smoke tests of the embedded store: a round trip through appends, reads, deletes and
 //! subscriptions, bounded replays, and `from` as a lower bound on forward reads.
 
+mod common;
+
+use common::all_page;
 use strata_store::*;
 
 #[test]
@@ -26,14 +29,7 @@ fn smoke() {
         .unwrap();
     assert_eq!(s.events.len(), 29);
     assert!(store.info().segment_count > 2, "{:?}", store.info());
-    let all = store
-        .read_all(
-            ReadFrom::Start,
-            Direction::Forward,
-            1000,
-            &AllFilter::default(),
-        )
-        .unwrap();
+    let all = all_page(&store, ReadFrom::Start, Direction::Forward, 1000).unwrap();
     assert_eq!(all.events.len(), 200);
     let f = AllFilter {
         category: Some("order".into()),
