@@ -3,25 +3,7 @@
 
 use serde_json::{json, Value};
 
-use crate::support::{ndjson, TestServer};
-
-fn revisions(v: &Value) -> Vec<u64> {
-    v["events"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|e| e["revision"].as_u64().unwrap())
-        .collect()
-}
-
-fn positions(v: &Value) -> Vec<u64> {
-    v["events"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|e| e["position"].as_u64().unwrap())
-        .collect()
-}
+use crate::support::{ndjson, positions, revisions, TestServer};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn stream_pages_forward_and_backward() {

@@ -246,6 +246,35 @@ impl Sse {
     }
 }
 
+/// The `events` array of a page.
+pub fn page_events(page: &Value) -> &Vec<Value> {
+    page["events"].as_array().unwrap()
+}
+
+/// The types of a page's events.
+pub fn event_types(page: &Value) -> Vec<&str> {
+    page_events(page)
+        .iter()
+        .map(|e| e["type"].as_str().unwrap())
+        .collect()
+}
+
+/// The revisions of a page's events.
+pub fn revisions(page: &Value) -> Vec<u64> {
+    page_events(page)
+        .iter()
+        .map(|e| e["revision"].as_u64().unwrap())
+        .collect()
+}
+
+/// The positions of a page's events.
+pub fn positions(page: &Value) -> Vec<u64> {
+    page_events(page)
+        .iter()
+        .map(|e| e["position"].as_u64().unwrap())
+        .collect()
+}
+
 /// Parses NDJSON lines.
 pub fn ndjson(body: &[u8]) -> Vec<Value> {
     std::str::from_utf8(body)
