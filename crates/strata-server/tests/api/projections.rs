@@ -74,6 +74,12 @@ async fn wait_position(server: &TestServer, name: &str, position: u64) -> Value 
     .await
 }
 
+/// Appends an `OrderPlaced` of `customer` for `total` to `stream`; returns the append result.
+async fn place_order(server: &TestServer, stream: &str, customer: &str, total: u64) -> Value {
+    let event = json!({"type": "OrderPlaced", "data": {"customer": customer, "total": total}});
+    server.append(stream, &event.to_string()).await
+}
+
 async fn state(server: &TestServer, name: &str) -> Value {
     let r = server.get(&format!("/projections/{name}/state")).await;
     assert_eq!(r.status, 200, "{}", r.text());
@@ -200,30 +206,10 @@ async fn refused_scripts_and_bad_requests() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn partitioned_state_by_key() {
     let server = TestServer::start();
-    server
-        .append(
-            "order-1",
-            r#"{"type":"OrderPlaced","data":{"customer":"c-1","total":30}}"#,
-        )
-        .await;
-    server
-        .append(
-            "order-2",
-            r#"{"type":"OrderPlaced","data":{"customer":"c-2","total":12}}"#,
-        )
-        .await;
-    let last = server
-        .append(
-            "order-3",
-            r#"{"type":"OrderPlaced","data":{"customer":"c-1","total":8}}"#,
-        )
-        .await;
-    server
-        .append(
-            "invoice-1",
-            r#"{"type":"OrderPlaced","data":{"customer":"c-1","total":100}}"#,
-        )
-        .await;
+    place_order(&server, "order-1", "c-1", 30).await;
+    place_order(&server, "order-2", "c-2", 12).await;
+    let last = place_order(&server, "order-3", "c-1", 8).await;
+    place_order(&server, "invoice-1", "c-1", 100).await;
     assert_eq!(put(&server, "totals", TOTALS).await.status, 201);
     let p = wait_position(&server, "totals", last["last_position"].as_u64().unwrap()).await;
     assert_eq!(p["partitioned"], true);
@@ -448,6 +434,17 @@ impl Host {
         )
     }
 
+    /// Appends a `Tick` to `feed`.
+    async fn tick(&self) {
+        self.call(
+            "POST",
+            "/streams/feed",
+            Some("application/json"),
+            r#"{"type":"Tick"}"#,
+        )
+        .await;
+    }
+
     async fn wait(&self, name: &str, pred: impl Fn(&Value) -> bool) -> Value {
         let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
         loop {
@@ -487,13 +484,7 @@ async fn a_restart_resumes_from_the_checkpoint() {
         assert_eq!(status, 201);
     }
     for _ in 0..3 {
-        host.call(
-            "POST",
-            "/streams/feed",
-            Some("application/json"),
-            r#"{"type":"Tick"}"#,
-        )
-        .await;
+        host.tick().await;
     }
     host.wait("count", |v| v["events_processed"] == 3).await;
     host.wait("paused", |v| v["events_processed"] == 3).await;
@@ -512,13 +503,7 @@ async fn a_restart_resumes_from_the_checkpoint() {
     assert_eq!(s, json!({"n": 3}));
     let (_, paused) = host.call("GET", "/projections/paused", None, "").await;
     assert_eq!(paused["status"], "stopped", "{paused}");
-    host.call(
-        "POST",
-        "/streams/feed",
-        Some("application/json"),
-        r#"{"type":"Tick"}"#,
-    )
-    .await;
+    host.tick().await;
     let p = host.wait("count", |v| v["events_processed"] == 4).await;
     assert_eq!(p["status"], "running");
     let (_, s) = host.call("GET", "/projections/count/state", None, "").await;
