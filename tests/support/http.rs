@@ -324,6 +324,14 @@ impl Reply {
         self
     }
 
+    /// [`Reply::assert_error`], after checking the status alone with `what` (the request) and
+    /// the body in the message.
+    #[track_caller]
+    pub fn assert_error_for(&self, what: &str, status: u16, code: &str) -> Value {
+        assert_eq!(self.status, status, "{what}: {}", self.text());
+        self.assert_error(status, code)
+    }
+
     /// Asserts an API error: the status, `Content-Type: application/json`, and a body object
     /// with `"error": code` and a non-empty string `"message"`. Returns the body.
     #[track_caller]
