@@ -3,7 +3,7 @@
 
 mod common;
 
-use common::all_page;
+use common::{all_page, no_fsync};
 use strata_store::*;
 
 #[test]
@@ -42,20 +42,17 @@ fn smoke() {
     assert_eq!(all.events.len(), 50);
     assert_eq!(all.events[0].position, 199);
     let id = uuid::Uuid::new_v4();
-    let a = store
-        .append(
-            "x-1",
-            ExpectedRevision::NoStream,
-            vec![NewEvent::json("T", "1").with_id(id)],
-        )
-        .unwrap();
-    let b = store
-        .append(
-            "x-1",
-            ExpectedRevision::NoStream,
-            vec![NewEvent::json("T", "1").with_id(id)],
-        )
-        .unwrap();
+    let append_once = || {
+        store
+            .append(
+                "x-1",
+                ExpectedRevision::NoStream,
+                vec![NewEvent::json("T", "1").with_id(id)],
+            )
+            .unwrap()
+    };
+    let a = append_once();
+    let b = append_once();
     assert!(b.idempotent_replay);
     assert_eq!(a.first_position, b.first_position);
     store
@@ -102,12 +99,7 @@ fn smoke() {
 #[test]
 fn replay_range_is_bounded_and_stoppable() {
     let dir = tempfile::tempdir().unwrap();
-    let opts = Options {
-        segment_size: 4096,
-        fsync: FsyncPolicy::Never,
-        ..Options::default()
-    };
-    let store = Store::open(dir.path(), opts).unwrap();
+    let store = Store::open(dir.path(), no_fsync(common::opts(4096))).unwrap();
     for i in 0..100u64 {
         store
             .append(
@@ -157,11 +149,7 @@ fn reading_all_from_beyond_the_head_never_goes_backwards() {
     };
     for filter in [AllFilter::default(), by_type] {
         let dir = tempfile::tempdir().unwrap();
-        let opts = Options {
-            fsync: FsyncPolicy::Never,
-            ..Options::default()
-        };
-        let store = Store::open(dir.path(), opts).unwrap();
+        let store = Store::open(dir.path(), no_fsync(Options::default())).unwrap();
         store
             .append("a-1", ExpectedRevision::Any, vec![NewEvent::json("T", "0")])
             .unwrap();

@@ -12,8 +12,8 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use strata_store::verify::verify_dir;
 use strata_store::{
-    AllFilter, AppendResult, Direction, NewEvent, Options, ReadFrom, ReadSlice, RecordedEvent,
-    Store,
+    AllFilter, AppendResult, Direction, FsyncPolicy, NewEvent, Options, ReadFrom, ReadSlice,
+    RecordedEvent, Store,
 };
 use uuid::Uuid;
 
@@ -77,6 +77,14 @@ pub fn test_seed(name: &str) -> u64 {
         });
     eprintln!("{name}: STRATA_TEST_SEED={seed}");
     seed
+}
+
+/// `options` without fsync (for tests that do not cut power).
+pub fn no_fsync(options: Options) -> Options {
+    Options {
+        fsync: FsyncPolicy::Never,
+        ..options
+    }
 }
 
 pub fn opts(segment_size: u64) -> Options {
