@@ -358,37 +358,20 @@ async fn metrics_and_auth() {
     put_as(&server, &r).await.assert_error(403, "forbidden");
     put_as(&server, &w).await.assert_error(403, "forbidden");
     assert_eq!(put_as(&server, &adm).await.status, 201);
+    assert_eq!(server.get_as("/projections/count", &r).await.status, 200);
     assert_eq!(
-        server
-            .get_with("/projections/count", &[("authorization", &r)])
-            .await
-            .status,
-        200
-    );
-    assert_eq!(
-        server
-            .get_with("/projections/count/state", &[("authorization", &r)])
-            .await
-            .status,
+        server.get_as("/projections/count/state", &r).await.status,
         200
     );
     server
-        .get_with("/projections", &[("authorization", &scoped)])
+        .get_as("/projections", &scoped)
         .await
         .assert_error(403, "forbidden");
     server
-        .call(
-            "POST",
-            "/projections/count/stop",
-            &[("authorization", &r)],
-            "",
-        )
+        .call_as("POST", "/projections/count/stop", &r)
         .await
         .assert_error(403, "forbidden");
-    let metrics = server
-        .get_with("/metrics", &[("authorization", &r)])
-        .await
-        .text();
+    let metrics = server.get_as("/metrics", &r).await.text();
     assert!(
         metrics.contains("strata_projection_lag{projection=\"count\"}"),
         "{metrics}"

@@ -114,6 +114,18 @@ impl TestServer {
         self.call("GET", uri, headers, "").await
     }
 
+    /// `method uri` without a body, with `Authorization: authorization`.
+    pub async fn call_as(&self, method: &str, uri: &str, authorization: &str) -> Reply {
+        self.call(method, uri, &[("authorization", authorization)], "")
+            .await
+    }
+
+    /// `GET uri` with `Authorization: authorization`.
+    pub async fn get_as(&self, uri: &str, authorization: &str) -> Reply {
+        self.get_with(uri, &[("authorization", authorization)])
+            .await
+    }
+
     /// POSTs JSON with `Content-Type: application/json` and the extra headers.
     pub async fn post(&self, uri: &str, body: &str, headers: &[(&str, &str)]) -> Reply {
         let mut all = vec![("content-type", "application/json")];
