@@ -310,27 +310,22 @@ async fn content_type_must_be_json() {
     s.call("POST", "/streams/s", &[], body)
         .await
         .assert_error(415, "unsupported_media_type");
-    s.call(
+    s.call_typed("POST", "/streams/s", "text/plain", body)
+        .await
+        .assert_error(415, "unsupported_media_type");
+    s.call_typed(
         "POST",
         "/streams/s",
-        &[("content-type", "text/plain")],
-        body,
-    )
-    .await
-    .assert_error(415, "unsupported_media_type");
-    s.call(
-        "POST",
-        "/streams/s",
-        &[("content-type", "application/x-www-form-urlencoded")],
+        "application/x-www-form-urlencoded",
         body,
     )
     .await
     .assert_error(415, "unsupported_media_type");
     let r = s
-        .call(
+        .call_typed(
             "POST",
             "/streams/s",
-            &[("content-type", "application/json; charset=utf-8")],
+            "application/json; charset=utf-8",
             body,
         )
         .await;

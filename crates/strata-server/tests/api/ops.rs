@@ -99,10 +99,10 @@ async fn openapi_document_covers_the_router() {
         if path.contains("{group}") {
             // Group routes answer 404 `not_found` for an unknown group: make one exist.
             let r = s
-                .call(
+                .call_typed(
                     "PUT",
                     "/groups/doc-g",
-                    &[("content-type", "application/json")],
+                    "application/json",
                     r#"{"source":"$all"}"#,
                 )
                 .await;

@@ -111,10 +111,10 @@ async fn put_creates_then_updates_and_lists() {
     let doubled =
         "fromAll().when({ $init: () => ({ n: 0 }), $any: (s, e) => { s.n += 2; return s; } });";
     let updated = server
-        .call(
+        .call_typed(
             "PUT",
             "/projections/count",
-            &[("content-type", "text/javascript; charset=utf-8")],
+            "text/javascript; charset=utf-8",
             doubled,
         )
         .await;
@@ -167,12 +167,7 @@ async fn refused_scripts_and_bad_requests() {
         .await
         .assert_error(404, "not_found");
     server
-        .call(
-            "PUT",
-            "/projections/x",
-            &[("content-type", "application/json")],
-            COUNT_ALL,
-        )
+        .call_typed("PUT", "/projections/x", "application/json", COUNT_ALL)
         .await
         .assert_error(415, "unsupported_media_type");
     server

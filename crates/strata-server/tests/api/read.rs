@@ -139,10 +139,10 @@ async fn one_event_by_revision() {
         .assert_error(400, "invalid_request");
     // Hidden by metadata: not found.
     let r = s
-        .call(
+        .call_typed(
             "PUT",
             "/streams/one/metadata",
-            &[("content-type", "application/json")],
+            "application/json",
             r#"{"truncate_before":2}"#,
         )
         .await;
@@ -227,10 +227,10 @@ async fn system_streams_only_with_include_system() {
     let s = TestServer::start();
     s.append("s", r#"{"type":"A"}"#).await;
     let r = s
-        .call(
+        .call_typed(
             "PUT",
             "/streams/s/metadata",
-            &[("content-type", "application/json")],
+            "application/json",
             r#"{"max_count":5}"#,
         )
         .await;

@@ -14,10 +14,10 @@ fn names(v: &Value) -> Vec<String> {
 }
 
 async fn put_meta(s: &TestServer, stream: &str, body: &str) -> crate::support::Reply {
-    s.call(
+    s.call_typed(
         "PUT",
         &format!("/streams/{stream}/metadata"),
-        &[("content-type", "application/json")],
+        "application/json",
         body,
     )
     .await
@@ -160,14 +160,9 @@ async fn metadata_round_trips_and_limits_reads() {
     put_meta(&s, "m-1", "nope")
         .await
         .assert_error(400, "invalid_request");
-    s.call(
-        "PUT",
-        "/streams/m-1/metadata",
-        &[("content-type", "text/plain")],
-        "{}",
-    )
-    .await
-    .assert_error(415, "unsupported_media_type");
+    s.call_typed("PUT", "/streams/m-1/metadata", "text/plain", "{}")
+        .await
+        .assert_error(415, "unsupported_media_type");
     put_meta(&s, "$m", "{}")
         .await
         .assert_error(400, "invalid_request");

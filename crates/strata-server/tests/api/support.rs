@@ -114,6 +114,18 @@ impl TestServer {
         self.call("GET", uri, headers, "").await
     }
 
+    /// `method uri` with `body` as `Content-Type: content_type`.
+    pub async fn call_typed(
+        &self,
+        method: &str,
+        uri: &str,
+        content_type: &str,
+        body: &str,
+    ) -> Reply {
+        self.call(method, uri, &[("content-type", content_type)], body)
+            .await
+    }
+
     /// `method uri` without a body, with `Authorization: authorization`.
     pub async fn call_as(&self, method: &str, uri: &str, authorization: &str) -> Reply {
         self.call(method, uri, &[("authorization", authorization)], "")
