@@ -1,92 +1,14 @@
 //! End-to-end: the client subcommands `strata append`, `strata read` and `strata tail`, run as
 //! processes against a running `strata serve`.
 
-use std::io::{BufRead, BufReader, Read, Write};
-use std::process::{Child, Command, Output, Stdio};
+use std::io::{BufRead, BufReader};
+use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
 use std::time::Duration;
 
 use serde_json::{json, Value};
+use strata_suite::cli::{fails, json_lines, ok, run, strata};
 use strata_suite::{strata_binary, TestServer};
-
-/// `strata ARGS` against `server`, with `stdin` piped in; waits for it.
-fn strata(server: &str, args: &[&str], stdin: Option<&str>) -> Output {
-    let mut cmd = Command::new(strata_binary());
-    cmd.args(args)
-        .env("STRATA_SERVER", server)
-        .env_remove("STRATA_TOKEN");
-    run(cmd, stdin)
-}
-
-/// Runs `cmd` (stdout and stderr captured) for at most 60 s.
-fn run(mut cmd: Command, stdin: Option<&str>) -> Output {
-    let mut child = cmd
-        .stdin(if stdin.is_some() {
-            Stdio::piped()
-        } else {
-            Stdio::null()
-        })
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    if let Some(input) = stdin {
-        let mut pipe = child.stdin.take().unwrap();
-        pipe.write_all(input.as_bytes()).unwrap();
-    }
-    let mut stdout = child.stdout.take().unwrap();
-    let mut stderr = child.stderr.take().unwrap();
-    let out = std::thread::spawn(move || {
-        let mut v = Vec::new();
-        let _ = stdout.read_to_end(&mut v);
-        v
-    });
-    let err = std::thread::spawn(move || {
-        let mut v = Vec::new();
-        let _ = stderr.read_to_end(&mut v);
-        v
-    });
-    let Some(status) =
-        strata_suite::wait_for(Duration::from_secs(60), || child.try_wait().unwrap())
-    else {
-        child.kill().unwrap();
-        child.wait().unwrap();
-        panic!("{cmd:?} did not finish within 60 s");
-    };
-    Output {
-        status,
-        stdout: out.join().unwrap(),
-        stderr: err.join().unwrap(),
-    }
-}
-
-#[track_caller]
-fn ok(out: &Output) -> String {
-    assert!(
-        out.status.success(),
-        "exit {:?}\nstdout: {}\nstderr: {}",
-        out.status,
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8(out.stdout.clone()).unwrap()
-}
-
-#[track_caller]
-fn fails(out: &Output) -> String {
-    assert!(
-        !out.status.success(),
-        "expected a failure; stdout: {}",
-        String::from_utf8_lossy(&out.stdout)
-    );
-    String::from_utf8(out.stderr.clone()).unwrap()
-}
-
-fn json_lines(text: &str) -> Vec<Value> {
-    text.lines()
-        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not a JSON line ({e}): {l}")))
-        .collect()
-}
 
 #[test]
 fn append_and_read_subcommands() {
@@ -135,49 +57,28 @@ fn append_and_read_subcommands() {
         (Some(2), Some(3))
     );
     // --expected-revision: a conflict is a failure with the API error on stderr.
-    let err = fails(&strata(
-        url,
-        &[
-            "append",
-            "cli-1",
-            "--type",
-            "X",
-            "--expected-revision",
-            "0",
-            "{}",
-        ],
-        None,
-    ));
+    let append_expecting = |stream: &str, expected: &str| {
+        strata(
+            url,
+            &[
+                "append",
+                stream,
+                "--type",
+                "X",
+                "--expected-revision",
+                expected,
+                "{}",
+            ],
+            None,
+        )
+    };
+    let err = fails(&append_expecting("cli-1", "0"));
     assert!(
         err.contains("409") && err.contains("wrong_expected_revision"),
         "{err}"
     );
-    ok(&strata(
-        url,
-        &[
-            "append",
-            "cli-1",
-            "--type",
-            "X",
-            "--expected-revision",
-            "3",
-            "{}",
-        ],
-        None,
-    ));
-    let err = fails(&strata(
-        url,
-        &[
-            "append",
-            "cli-new",
-            "--type",
-            "X",
-            "--expected-revision",
-            "stream_exists",
-            "{}",
-        ],
-        None,
-    ));
+    ok(&append_expecting("cli-1", "3"));
+    let err = fails(&append_expecting("cli-new", "stream_exists"));
     assert!(err.contains("wrong_expected_revision"), "{err}");
     // --id makes a retry idempotent; --metadata is stored.
     let id = uuid::Uuid::new_v4().to_string();
@@ -227,36 +128,23 @@ fn append_and_read_subcommands() {
     assert_eq!(events[5]["metadata"], json!({"by": "cli"}));
     assert_eq!(events, server.client().read_stream("cli-1"));
     // --from / --limit / --direction.
-    let revs = |out: &str| -> Vec<u64> {
-        json_lines(out)
+    // The revisions `strata ARGS` prints.
+    let revs = |args: &[&str]| -> Vec<u64> {
+        json_lines(&ok(&strata(url, args, None)))
             .iter()
             .map(|e| e["revision"].as_u64().unwrap())
             .collect()
     };
     assert_eq!(
-        revs(&ok(&strata(
-            url,
-            &["read", "cli-1", "--from", "1", "--limit", "2"],
-            None
-        ))),
+        revs(&["read", "cli-1", "--from", "1", "--limit", "2"]),
         [1, 2]
     );
     assert_eq!(
-        revs(&ok(&strata(
-            url,
-            &["read", "cli-1", "--direction", "backward", "--limit", "2"],
-            None
-        ))),
+        revs(&["read", "cli-1", "--direction", "backward", "--limit", "2"]),
         [5, 4]
     );
-    assert_eq!(
-        revs(&ok(&strata(url, &["read", "cli-1", "--from", "4"], None))),
-        [4, 5]
-    );
-    assert_eq!(
-        revs(&ok(&strata(url, &["read", "cli-1", "--from", "end"], None))),
-        Vec::<u64>::new()
-    );
+    assert_eq!(revs(&["read", "cli-1", "--from", "4"]), [4, 5]);
+    assert_eq!(revs(&["read", "cli-1", "--from", "end"]), Vec::<u64>::new());
     // --all with filters.
     ok(&strata(
         url,

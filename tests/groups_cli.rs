@@ -6,63 +6,19 @@ use std::process::{Command, Output, Stdio};
 use std::time::Duration;
 
 use serde_json::{json, Value};
+use strata_suite::cli::{self, ok};
 use strata_suite::groups::Group;
 use strata_suite::{strata_binary, wait_for, Client, TestServer};
 
 /// `strata ARGS` against `server`; waits (at most 60 s) for it.
 fn strata(server: &str, args: &[&str]) -> Output {
-    let mut child = Command::new(strata_binary())
-        .args(args)
-        .env("STRATA_SERVER", server)
-        .env_remove("STRATA_TOKEN")
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut stdout = child.stdout.take().unwrap();
-    let mut stderr = child.stderr.take().unwrap();
-    let out = std::thread::spawn(move || {
-        let mut v = Vec::new();
-        let _ = stdout.read_to_end(&mut v);
-        v
-    });
-    let err = std::thread::spawn(move || {
-        let mut v = Vec::new();
-        let _ = stderr.read_to_end(&mut v);
-        v
-    });
-    let Some(status) = wait_for(Duration::from_secs(60), || child.try_wait().unwrap()) else {
-        child.kill().unwrap();
-        child.wait().unwrap();
-        panic!("strata {args:?} did not finish within 60 s");
-    };
-    Output {
-        status,
-        stdout: out.join().unwrap(),
-        stderr: err.join().unwrap(),
-    }
+    cli::strata(server, args, None)
 }
 
-#[track_caller]
-fn ok(out: &Output) -> String {
-    assert!(
-        out.status.success(),
-        "exit {:?}\nstdout: {}\nstderr: {}",
-        out.status,
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8(out.stdout.clone()).unwrap()
-}
-
+/// Asserts a failure; returns stderr.
 #[track_caller]
 fn fails(out: &Output) -> String {
-    assert!(
-        !out.status.success(),
-        "expected a failure; stdout: {}",
-        String::from_utf8_lossy(&out.stdout)
-    );
+    cli::assert_failed(out);
     String::from_utf8_lossy(&out.stderr).into_owned()
 }
 
@@ -278,20 +234,12 @@ fn consume_exec_acks_on_success_and_nacks_on_failure() {
         "failing",
         &json!({"source": "exec-2", "max_deliveries": 2, "ack_timeout_ms": 30000}),
     );
-    let out = strata(
-        &url,
-        &[
-            "consume",
-            "failing",
-            "--until-empty",
-            "--wait-ms",
-            "300",
-            "--",
-            "sh",
-            "-c",
-            "exit 3",
-        ],
-    );
+    // `strata consume failing --until-empty ...` with the command `how` to run.
+    let consume_failing = |how: &[&str]| {
+        let base = ["consume", "failing", "--until-empty", "--wait-ms", "300"];
+        strata(&url, &[&base[..], how].concat())
+    };
+    let out = consume_failing(&["--", "sh", "-c", "exit 3"]);
     ok(&out);
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(stderr.contains("exited with 3"), "{stderr}");
@@ -303,50 +251,30 @@ fn consume_exec_acks_on_success_and_nacks_on_failure() {
 
     // Replayed and consumed by a command that succeeds: acked, nothing parked.
     ok(&strata(&url, &["group", "replay-parked", "failing"]));
-    ok(&strata(
-        &url,
-        &[
-            "consume",
-            "failing",
-            "--until-empty",
-            "--wait-ms",
-            "300",
-            "--exec",
-            "true",
-        ],
-    ));
+    ok(&consume_failing(&["--exec", "true"]));
     assert!(failing.parked().is_empty());
     assert_eq!(num(&failing.state(), "in_flight"), 0);
 
     // --nack-action park parks at the first failure; skip drops.
     append_seq(&client, "exec-2", 2..4);
-    ok(&strata(
-        &url,
-        &[
-            "consume",
-            "failing",
-            "--count",
-            "1",
-            "--nack-action",
-            "park",
-            "--exec",
-            "false",
-        ],
-    ));
+    let consume_one_failing = |nack_action: &str| {
+        ok(&strata(
+            &url,
+            &[
+                "consume",
+                "failing",
+                "--count",
+                "1",
+                "--nack-action",
+                nack_action,
+                "--exec",
+                "false",
+            ],
+        ))
+    };
+    consume_one_failing("park");
     assert_eq!(failing.parked().len(), 1);
-    ok(&strata(
-        &url,
-        &[
-            "consume",
-            "failing",
-            "--count",
-            "1",
-            "--nack-action",
-            "skip",
-            "--exec",
-            "false",
-        ],
-    ));
+    consume_one_failing("skip");
     assert_eq!(failing.parked().len(), 1);
     assert!(failing.poll(10, 300).is_empty());
 

@@ -48,9 +48,8 @@ fn malformed_requests_are_400_invalid_request() {
         ),
     ];
     for (what, body) in &bodies {
-        let reply = c.post_json("/streams/err-1", body);
-        assert_eq!(reply.status, 400, "{what}: {}", reply.text());
-        reply.assert_error(400, "invalid_request");
+        c.post_json("/streams/err-1", body)
+            .assert_error_for(what, 400, "invalid_request");
     }
     // Not UTF-8.
     c.request(
@@ -124,9 +123,7 @@ fn malformed_requests_are_400_invalid_request() {
         "/streams?page=2",
         "/streams/err-1/metadata?x=1",
     ] {
-        let reply = c.get(q);
-        assert_eq!(reply.status, 400, "{q}: {}", reply.text());
-        reply.assert_error(400, "invalid_request");
+        c.get(q).assert_error_for(q, 400, "invalid_request");
     }
     c.delete("/streams/err-1?hard=perhaps", &[])
         .assert_error(400, "invalid_request");
@@ -177,9 +174,7 @@ fn not_found_is_json_for_streams_events_and_unknown_routes() {
         "/projections/p/state",
         "/api/v1/streams",
     ] {
-        let reply = c.get(path);
-        assert_eq!(reply.status, 404, "{path}: {}", reply.text());
-        reply.assert_error(404, "not_found");
+        c.get(path).assert_error_for(path, 404, "not_found");
     }
     c.post_json("/nope", "{}").assert_error(404, "not_found");
     // Group actions on a group that does not exist.
@@ -213,9 +208,8 @@ fn wrong_content_type_is_415() {
         vec![("Content-Type", "application/x-www-form-urlencoded")],
         vec![("Content-Type", "application/jsonx")],
     ] {
-        let reply = c.request("POST", "/streams/ct-1", &headers, Some(body));
-        assert_eq!(reply.status, 415, "{headers:?}: {}", reply.text());
-        reply.assert_error(415, "unsupported_media_type");
+        c.request("POST", "/streams/ct-1", &headers, Some(body))
+            .assert_error_for(&format!("{headers:?}"), 415, "unsupported_media_type");
     }
     c.get("/streams/ct-1").assert_error(404, "stream_not_found");
     // Parameters and case do not matter.

@@ -72,6 +72,23 @@ fn spawn_writers(
         .collect()
 }
 
+/// [`spawn_writers`], once they have `at_least` acknowledged appends between them (asserted
+/// within 60 s, however long the machine takes).
+fn writers_going(
+    c: &Client,
+    n: usize,
+    at_least: usize,
+    stop: &Arc<AtomicBool>,
+) -> Vec<std::thread::JoinHandle<Vec<Ack>>> {
+    let acked = Arc::new(AtomicUsize::new(0));
+    let writers = spawn_writers(c, n, stop, &acked);
+    let going = strata_suite::wait_for(Duration::from_secs(60), || {
+        (acked.load(Ordering::Relaxed) >= at_least).then_some(())
+    });
+    assert!(going.is_some(), "the writers made no progress");
+    writers
+}
+
 /// POST without panicking: `None` on any I/O error.
 fn try_post(addr: std::net::SocketAddr, path: &str, body: &str) -> Option<(u16, String)> {
     use std::io::{Read, Write};
@@ -137,14 +154,9 @@ fn kill_9_loses_no_acknowledged_append() {
         .collect();
     let r = c.append("big-1", &Value::Array(big));
     let stop = Arc::new(AtomicBool::new(false));
-    let acked = Arc::new(AtomicUsize::new(0));
-    let writers = spawn_writers(&c, 6, &stop, &acked);
     // Let them get going (at least 20 acknowledged appends, however long the machine takes),
     // then kill the server mid-flight.
-    let going = strata_suite::wait_for(Duration::from_secs(60), || {
-        (acked.load(Ordering::Relaxed) >= 20).then_some(())
-    });
-    assert!(going.is_some(), "the writers made no progress");
+    let writers = writers_going(&c, 6, 20, &stop);
     let (status, _) = server.stop(libc::SIGKILL);
     assert!(!status.success());
     stop.store(true, Ordering::Relaxed);
@@ -284,13 +296,8 @@ fn sigterm_with_open_subscriptions_and_appends_in_flight_exits_0() {
     // A replay in progress, not read.
     let replay = c.open("GET", "/all", &[("Accept", "application/x-ndjson")], None);
     let stop = Arc::new(AtomicBool::new(false));
-    let acked = Arc::new(AtomicUsize::new(0));
-    let writers = spawn_writers(&c, 4, &stop, &acked);
     // Appends are in flight: the writers got going.
-    let going = strata_suite::wait_for(Duration::from_secs(60), || {
-        (acked.load(Ordering::Relaxed) >= 10).then_some(())
-    });
-    assert!(going.is_some(), "the writers made no progress");
+    let writers = writers_going(&c, 4, 10, &stop);
 
     let started = Instant::now();
     server.signal(libc::SIGTERM);

@@ -8,7 +8,7 @@
 use serde_json::{json, Value};
 use strata_suite::projections::{
     create_projection, get_projection, projection_action, projection_path, projection_state,
-    put_projection, wait_faulted, wait_position, wait_state,
+    put_projection, wait_faulted, wait_position, wait_state, wait_state_at,
 };
 use strata_suite::{Client, TestServer};
 
@@ -60,7 +60,7 @@ fn count_by_type_example_folds_history_then_live_events() {
         "CustomerRenamed",
         json!({"name": "Ada L."}),
     );
-    wait_state(
+    wait_state_at(
         &c,
         "by-type",
         None,
@@ -68,8 +68,8 @@ fn count_by_type_example_folds_history_then_live_events() {
             "OrderPlaced": 3, "PaymentReceived": 1, "OrderCancelled": 1,
             "CustomerRegistered": 1, "CustomerRenamed": 1
         }}),
+        last,
     );
-    wait_position(&c, "by-type", last);
 
     // The list has it, with the same fields.
     let list = c.get("/projections");
@@ -144,13 +144,13 @@ fn order_totals_example_keeps_one_state_per_customer() {
         "OrderPlaced",
         json!({"customer": "c-2", "total": 3}),
     );
-    wait_state(
+    wait_state_at(
         &c,
         "totals",
         Some("c-2"),
         &json!({"orders": 2, "cancelled": 0, "total": 15}),
+        last,
     );
-    wait_position(&c, "totals", last);
     let c1 = projection_state(&c, "totals", Some("c-1"));
     c1.assert_status(200);
     assert_eq!(c1.json(), json!({"orders": 2, "cancelled": 1, "total": 30}));
@@ -220,13 +220,13 @@ fn shipping_saga_example_emits_each_follow_up_once() {
     reset.assert_status(200);
     assert_eq!(reset.json()["generation"], generation);
     let last = append(&c, "order-3", "PaymentReceived", json!({"amount": 10}));
-    wait_state(
+    wait_state_at(
         &c,
         "shipping",
         Some("order-3"),
         &json!({"placed": true, "total": 10, "paid": 10, "shipped": true}),
+        last,
     );
-    wait_position(&c, "shipping", last);
     let events = c.read_stream("shipping");
     assert_eq!(
         events.len(),
@@ -309,8 +309,7 @@ fn a_throwing_handler_faults_its_projection_only() {
 
     // The server keeps serving, the other projection keeps running.
     let last = append(&c, "other", "Tick", json!({}));
-    wait_state(&c, "counter", None, &json!({"n": 6}));
-    wait_position(&c, "counter", last);
+    wait_state_at(&c, "counter", None, &json!({"n": 6}), last);
     c.get("/health").assert_status(200);
     // Still faulted (not retried behind the user's back), same error.
     assert_eq!(get_projection(&c, "fragile")["status"], "faulted");
@@ -364,8 +363,7 @@ fn sandbox_limits_fault_runaway_handlers_and_the_server_stays_responsive() {
     c.get("/health").assert_status(200);
     let last = append(&c, "feed", "Tock", json!({}));
     assert_eq!(c.read_stream("feed").len(), 2);
-    wait_state(&c, "counter", None, &json!({"n": 2}));
-    wait_position(&c, "counter", last);
+    wait_state_at(&c, "counter", None, &json!({"n": 2}), last);
     for name in ["spin", "hog"] {
         assert_eq!(get_projection(&c, name)["status"], "faulted");
     }

@@ -2,44 +2,18 @@
 //! processes against a running `strata serve`.
 
 use std::path::Path;
-use std::process::{Command, Output, Stdio};
-use std::time::Duration;
+use std::process::Output;
 
 use serde_json::{json, Value};
-use strata_suite::projections::{wait_position, wait_state};
-use strata_suite::{strata_binary, TestServer};
+use strata_suite::cli::{ok, strata};
+use strata_suite::projections::{wait_position, wait_state_at};
+use strata_suite::{Client, TestServer};
 
 const ORDER_TOTALS: &str = include_str!("../docs/examples/projections/order-totals.js");
 
 /// `strata projection ARGS` against `server`; at most 60 s.
 fn projection(server: &str, args: &[&str]) -> Output {
-    let mut child = Command::new(strata_binary())
-        .arg("projection")
-        .args(args)
-        .env("STRATA_SERVER", server)
-        .env_remove("STRATA_TOKEN")
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    if strata_suite::wait_for(Duration::from_secs(60), || child.try_wait().unwrap()).is_none() {
-        child.kill().unwrap();
-        panic!("strata projection {args:?} did not finish within 60 s");
-    }
-    child.wait_with_output().unwrap()
-}
-
-#[track_caller]
-fn ok(out: &Output) -> String {
-    assert!(
-        out.status.success(),
-        "exit {:?}\nstdout: {}\nstderr: {}",
-        out.status,
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8(out.stdout.clone()).unwrap()
+    strata(server, &[&["projection"], args].concat(), None)
 }
 
 /// Asserts a failure (exit code 1, nothing on stdout); returns stderr.
@@ -68,6 +42,16 @@ fn write(dir: &Path, name: &str, text: &str) -> String {
     path.to_str().unwrap().to_owned()
 }
 
+/// Appends an `OrderPlaced` of `customer` for `total` to `stream`; returns its position.
+fn place_order(c: &Client, stream: &str, customer: &str, total: u64) -> u64 {
+    c.append(
+        stream,
+        &json!({"type": "OrderPlaced", "data": {"customer": customer, "total": total}}),
+    )["last_position"]
+        .as_u64()
+        .unwrap()
+}
+
 #[test]
 fn projection_commands_drive_the_whole_life_cycle() {
     let server = TestServer::start();
@@ -75,16 +59,8 @@ fn projection_commands_drive_the_whole_life_cycle() {
     let c = server.client();
     let files = tempfile::tempdir().unwrap();
     let totals = write(files.path(), "order-totals.js", ORDER_TOTALS);
-    c.append(
-        "order-1",
-        &json!({"type": "OrderPlaced", "data": {"customer": "c-1", "total": 30}}),
-    );
-    let last = c.append(
-        "order-2",
-        &json!({"type": "OrderPlaced", "data": {"customer": "c-2", "total": 12}}),
-    )["last_position"]
-        .as_u64()
-        .unwrap();
+    place_order(&c, "order-1", "c-1", 30);
+    let last = place_order(&c, "order-2", "c-2", 12);
 
     // create
     ok(&projection(&url, &["create", "totals", &totals]));
@@ -120,35 +96,28 @@ fn projection_commands_drive_the_whole_life_cycle() {
     ok(&projection(&url, &["stop", "totals"]));
     let p = json_line(&ok(&projection(&url, &["show", "totals"])));
     assert_eq!(p["status"], "stopped");
-    let last = c.append(
-        "order-3",
-        &json!({"type": "OrderPlaced", "data": {"customer": "c-1", "total": 5}}),
-    )["last_position"]
-        .as_u64()
-        .unwrap();
+    let last = place_order(&c, "order-3", "c-1", 5);
     let s = json_line(&ok(&projection(
         &url,
         &["state", "totals", "--partition", "c-1"],
     )));
     assert_eq!(s, json!({"orders": 1, "cancelled": 0, "total": 30}));
     ok(&projection(&url, &["start", "totals"]));
-    wait_state(
-        &c,
-        "totals",
-        Some("c-1"),
-        &json!({"orders": 2, "cancelled": 0, "total": 35}),
-    );
-    wait_position(&c, "totals", last);
+    // Folded up to `last`, to the same state after a start and after a reset.
+    let caught_up = || {
+        wait_state_at(
+            &c,
+            "totals",
+            Some("c-1"),
+            &json!({"orders": 2, "cancelled": 0, "total": 35}),
+            last,
+        )
+    };
+    caught_up();
 
     // reset: folded again from the start, to the same state
     ok(&projection(&url, &["reset", "totals"]));
-    wait_state(
-        &c,
-        "totals",
-        Some("c-1"),
-        &json!({"orders": 2, "cancelled": 0, "total": 35}),
-    );
-    wait_position(&c, "totals", last);
+    caught_up();
 
     // delete
     ok(&projection(&url, &["delete", "totals"]));

@@ -12,7 +12,7 @@ use std::collections::BTreeMap;
 use serde_json::{json, Value};
 use strata_suite::projections::{
     create_projection, get_projection, projection_action, projection_state, wait_position,
-    wait_projection, wait_state, PROJECTION_TIMEOUT,
+    wait_projection, wait_state, wait_state_at, PROJECTION_TIMEOUT,
 };
 use strata_suite::{Client, TestServer};
 
@@ -45,6 +45,16 @@ fn place_and_pay(c: &Client, range: std::ops::Range<u64>) -> u64 {
 }
 
 /// The `ShipOrder` events of the `shipping` stream, counted per order.
+/// Stops the server with `signal` and starts it again on its data; a client of the new process
+/// and the projection `name` as it is right after the restart.
+fn restart_and_get(server: &mut TestServer, signal: i32, name: &str) -> (Client, Value) {
+    server.stop(signal);
+    server.restart();
+    let c = server.client();
+    let after = get_projection(&c, name);
+    (c, after)
+}
+
 fn shipments(c: &Client) -> BTreeMap<String, usize> {
     let mut per_order = BTreeMap::new();
     for e in c.read_stream("shipping") {
@@ -150,10 +160,7 @@ fn restart_resumes_from_the_checkpoint() {
     let incarnation = before["incarnation"].clone();
 
     // Graceful stop: the checkpoint is where the projection was.
-    server.stop(libc::SIGTERM);
-    server.restart();
-    let c = server.client();
-    let after = get_projection(&c, "items");
+    let (c, after) = restart_and_get(&mut server, libc::SIGTERM, "items");
     assert!(
         after["position"].as_u64().unwrap() >= checkpoint,
         "resumed before its checkpoint {checkpoint}: {after}"
@@ -195,18 +202,14 @@ fn restart_resumes_from_the_checkpoint() {
     )["checkpoint_position"]
         .as_u64()
         .unwrap();
-    server.stop(libc::SIGKILL);
-    server.restart();
-    let c = server.client();
-    let after = get_projection(&c, "items");
+    let (c, after) = restart_and_get(&mut server, libc::SIGKILL, "items");
     assert!(
         after["position"].as_u64().unwrap() >= crashed_at,
         "resumed before the checkpoint {crashed_at} it had written before the crash: {after}"
     );
     // Exactly the fold of every event: nothing applied twice, nothing skipped.
     let expected = json!({"n": 2 * EVENTS, "sum": expected_sum, "last": last});
-    wait_state(&c, "items", None, &expected);
-    wait_position(&c, "items", last);
+    wait_state_at(&c, "items", None, &expected, last);
 
     // The same source folded from scratch agrees.
     create_projection(&c, "items-rebuilt", ITEMS);
@@ -215,10 +218,8 @@ fn restart_resumes_from_the_checkpoint() {
     // A stopped projection stays stopped across a restart, with its state.
     projection_action(&c, "items", "stop").assert_status(200);
     assert_eq!(get_projection(&c, "items")["status"], "stopped");
-    server.stop(libc::SIGTERM);
-    server.restart();
-    let c = server.client();
-    assert_eq!(get_projection(&c, "items")["status"], "stopped");
+    let (c, after) = restart_and_get(&mut server, libc::SIGTERM, "items");
+    assert_eq!(after["status"], "stopped");
     let state = projection_state(&c, "items", None);
     state.assert_status(200);
     assert_eq!(state.json(), expected);

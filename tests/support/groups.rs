@@ -120,13 +120,7 @@ impl Group {
     /// Acks; asserts a 2xx answer.
     #[track_caller]
     pub fn ack(&self, ids: &[&str]) {
-        let reply = self.ack_reply(ids);
-        assert!(
-            (200..300).contains(&reply.status),
-            "ack: {} {}",
-            reply.status,
-            reply.text()
-        );
+        assert_2xx(&self.ack_reply(ids), "ack");
     }
 
     /// Acks every message of `msgs`.
@@ -147,13 +141,7 @@ impl Group {
     /// Nacks; asserts a 2xx answer.
     #[track_caller]
     pub fn nack(&self, ids: &[&str], action: &str) {
-        let reply = self.nack_reply(ids, action);
-        assert!(
-            (200..300).contains(&reply.status),
-            "nack {action}: {} {}",
-            reply.status,
-            reply.text()
-        );
+        assert_2xx(&self.nack_reply(ids, action), &format!("nack {action}"));
     }
 
     /// `GET /groups/{name}/parked`; asserts 200; the parked entries, whatever wraps them
@@ -275,4 +263,15 @@ pub fn try_request(
         headers,
         body,
     })
+}
+
+/// Asserts a 2xx answer to `what`.
+#[track_caller]
+fn assert_2xx(reply: &Reply, what: &str) {
+    assert!(
+        (200..300).contains(&reply.status),
+        "{what}: {} {}",
+        reply.status,
+        reply.text()
+    );
 }

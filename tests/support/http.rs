@@ -324,6 +324,14 @@ impl Reply {
         self
     }
 
+    /// [`Reply::assert_error`], after checking the status alone with `what` (the request) and
+    /// the body in the message.
+    #[track_caller]
+    pub fn assert_error_for(&self, what: &str, status: u16, code: &str) -> Value {
+        assert_eq!(self.status, status, "{what}: {}", self.text());
+        self.assert_error(status, code)
+    }
+
     /// Asserts an API error: the status, `Content-Type: application/json`, and a body object
     /// with `"error": code` and a non-empty string `"message"`. Returns the body.
     #[track_caller]
@@ -386,6 +394,23 @@ impl BodyReader {
     }
 }
 
+/// Reads at most `*left` bytes (and at most `buf`'s length) and counts them off `left`; the
+/// connection closing first is an `UnexpectedEof` error with `eof_message`.
+fn read_counted(
+    inner: &mut impl Read,
+    left: &mut u64,
+    buf: &mut [u8],
+    eof_message: &str,
+) -> io::Result<usize> {
+    let max = (*left).min(buf.len() as u64) as usize;
+    let n = inner.read(&mut buf[..max])?;
+    if n == 0 {
+        return Err(io::Error::new(io::ErrorKind::UnexpectedEof, eof_message));
+    }
+    *left -= n as u64;
+    Ok(n)
+}
+
 impl Read for BodyReader {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
         if buf.is_empty() {
@@ -393,18 +418,12 @@ impl Read for BodyReader {
         }
         match &mut self.framing {
             Framing::Length(0) => Ok(0),
-            Framing::Length(left) => {
-                let max = (*left).min(buf.len() as u64) as usize;
-                let n = self.inner.read(&mut buf[..max])?;
-                if n == 0 {
-                    return Err(io::Error::new(
-                        io::ErrorKind::UnexpectedEof,
-                        "connection closed before Content-Length bytes",
-                    ));
-                }
-                *left -= n as u64;
-                Ok(n)
-            }
+            Framing::Length(left) => read_counted(
+                &mut self.inner,
+                left,
+                buf,
+                "connection closed before Content-Length bytes",
+            ),
             Framing::UntilClose => self.inner.read(buf),
             Framing::Chunked { done: true, .. } => Ok(0),
             Framing::Chunked { .. } => {
@@ -455,16 +474,12 @@ impl Read for BodyReader {
                 let Framing::Chunked { left, .. } = &mut self.framing else {
                     unreachable!()
                 };
-                let max = (*left).min(buf.len() as u64) as usize;
-                let n = self.inner.read(&mut buf[..max])?;
-                if n == 0 {
-                    return Err(io::Error::new(
-                        io::ErrorKind::UnexpectedEof,
-                        "connection closed inside a chunk",
-                    ));
-                }
-                *left -= n as u64;
-                Ok(n)
+                read_counted(
+                    &mut self.inner,
+                    left,
+                    buf,
+                    "connection closed inside a chunk",
+                )
             }
         }
     }

@@ -8,9 +8,11 @@
 //! - [`TestServer`]: a server on its own temporary directory, restartable on the same data.
 //! - [`Client`] / [`Reply`] / [`Response`] / [`SseReader`] ([`http`] module): a small blocking
 //!   HTTP/1.1 client with read timeouts everywhere, so that no test can hang forever.
+//! - [`cli`]: the `strata` client subcommands run as processes ([`cli::strata`], [`cli::ok`], ...).
 //! - [`groups`]: consumer-group helpers ([`groups::Group`]: poll, ack, nack, parked, ...).
 //! - [`projections`]: the `/projections` endpoints and polling helpers of the projection tests.
 
+pub mod cli;
 pub mod groups;
 pub mod http;
 pub mod projections;

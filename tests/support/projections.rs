@@ -144,6 +144,20 @@ pub fn wait_state(client: &Client, name: &str, partition: Option<&str>, expected
     }
 }
 
+/// [`wait_state`], then [`wait_position`]: the state (of `partition`) became `expected` and the
+/// projection is running at `position` or later; returns its description.
+#[track_caller]
+pub fn wait_state_at(
+    client: &Client,
+    name: &str,
+    partition: Option<&str>,
+    expected: &Value,
+    position: u64,
+) -> Value {
+    wait_state(client, name, partition, expected);
+    wait_position(client, name, position)
+}
+
 /// The position of the last event of the log, system streams included (`None` when empty).
 pub fn head_position(client: &Client) -> Option<u64> {
     let page = client.page("/all?from=end&direction=backward&limit=1&include_system=true");

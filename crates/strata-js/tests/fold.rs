@@ -238,16 +238,11 @@ fn emits_are_collected_per_event() {
             Note: () => { emit('notes', 'Noted'); },
         })",
     );
-    let emits = feed(
-        &mut p,
-        &event(
-            0,
-            "order-1",
-            "OrderPlaced",
-            r#"{"customer": "c1", "total": 150}"#,
-        ),
-    )
-    .unwrap();
+    // The emits of an `OrderPlaced` at `position` of `stream`.
+    let mut placed = |position, stream, data| {
+        feed(&mut p, &event(position, stream, "OrderPlaced", data)).unwrap()
+    };
+    let emits = placed(0, "order-1", r#"{"customer": "c1", "total": 150}"#);
     assert_eq!(
         emits,
         vec![
@@ -263,16 +258,7 @@ fn emits_are_collected_per_event() {
             },
         ]
     );
-    let emits = feed(
-        &mut p,
-        &event(
-            1,
-            "order-2",
-            "OrderPlaced",
-            r#"{"customer": "c2", "total": 5}"#,
-        ),
-    )
-    .unwrap();
+    let emits = placed(1, "order-2", r#"{"customer": "c2", "total": 5}"#);
     assert_eq!(
         emits.len(),
         1,

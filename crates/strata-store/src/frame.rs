@@ -128,19 +128,8 @@ impl EventView<'_> {
     }
 }
 
-/// The parts of an event the encoder needs.
-pub struct FrameFields<'a> {
-    pub position: u64,
-    pub revision: u64,
-    pub timestamp_micros: i64,
-    pub id: Uuid,
-    pub commit_end: bool,
-    pub content_type: ContentType,
-    pub stream: &'a str,
-    pub event_type: &'a str,
-    pub data: &'a [u8],
-    pub metadata: &'a [u8],
-}
+/// The parts of an event the encoder needs: the same fields a decoded frame has.
+pub type FrameFields<'a> = EventView<'a>;
 
 /// Total encoded size of a frame with these variable parts.
 #[cfg(test)]

@@ -2,7 +2,7 @@
 //! flag, and the lookups every reader and the writer build on.
 
 use std::ops::ControlFlow;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 
@@ -17,6 +17,22 @@ use crate::hash::hash_str;
 use crate::options::Options;
 use crate::segment::{frame_error, OpenSegment, SealedSegment};
 use crate::stats::Stats;
+
+/// The frame read at `offset` of `path` must hold the event at `position`: a corruption error
+/// naming both otherwise.
+fn expect_position(path: &Path, offset: u64, view: &EventView<'_>, position: u64) -> Result<()> {
+    if view.position == position {
+        return Ok(());
+    }
+    Err(Error::corruption(
+        path,
+        offset,
+        format!(
+            "frame holds position {}, expected {position}",
+            view.position
+        ),
+    ))
+}
 
 /// Prefix of the stream that holds a stream's metadata and deletion records: `$$<stream>`.
 pub(crate) const META_STREAM_PREFIX: &str = "$$";
@@ -130,16 +146,7 @@ impl Shared {
             let mut buf = Vec::new();
             open.read_frame(offset, &mut buf)?;
             let (view, _) = decode_frame(&buf).map_err(|e| frame_error(&open.path, offset, e))?;
-            if view.position != position {
-                return Err(Error::corruption(
-                    &open.path,
-                    offset,
-                    format!(
-                        "frame holds position {}, expected {position}",
-                        view.position
-                    ),
-                ));
-            }
+            expect_position(&open.path, offset, &view, position)?;
             return Ok(f(&view));
         }
         let seg = sealed_for(state, position)
@@ -182,16 +189,7 @@ impl Shared {
             let end = seg.end_position().min(to);
             while position < end {
                 let (view, len) = seg.frame_at(offset)?;
-                if view.position != position {
-                    return Err(Error::corruption(
-                        &seg.path,
-                        offset,
-                        format!(
-                            "frame holds position {}, expected {position}",
-                            view.position
-                        ),
-                    ));
-                }
+                expect_position(&seg.path, offset, &view, position)?;
                 if f(&view).is_break() {
                     return Ok(());
                 }
@@ -223,16 +221,7 @@ impl Shared {
         while position < to {
             match decode_frame(&buf[at..have]) {
                 Ok((view, len)) => {
-                    if view.position != position {
-                        return Err(Error::corruption(
-                            &open.path,
-                            offset,
-                            format!(
-                                "frame holds position {}, expected {position}",
-                                view.position
-                            ),
-                        ));
-                    }
+                    expect_position(&open.path, offset, &view, position)?;
                     if f(&view).is_break() {
                         return Ok(());
                     }

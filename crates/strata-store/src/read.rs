@@ -305,14 +305,7 @@ fn candidates(
         let hashes: BTreeSet<u64> = filter.types.iter().map(|t| hash_str(t)).collect();
         let mut out = Vec::new();
         for &h in &hashes {
-            out.extend(postings(
-                shared,
-                state,
-                lo,
-                to,
-                |idx, f, t| idx.type_positions(h, f, t),
-                |m| m.types.get(&h).cloned(),
-            )?);
+            out.extend(postings(shared, state, lo, to, Posting::Type(h))?);
         }
         if hashes.len() > 1 {
             out.sort_unstable();
@@ -324,14 +317,7 @@ fn candidates(
         None => None,
         Some(c) => {
             let h = hash_str(c);
-            Some(postings(
-                shared,
-                state,
-                lo,
-                to,
-                |idx, f, t| idx.category_positions(h, f, t),
-                |m| m.categories.get(&h).cloned(),
-            )?)
+            Some(postings(shared, state, lo, to, Posting::Category(h))?)
         }
     };
     Ok(match (by_type, by_category) {
@@ -341,14 +327,21 @@ fn candidates(
     })
 }
 
-/// Positions in `[from, to]` from every segment's index and the open segment's memtable.
+/// Which posting list: the events of one event type, or of one category (by name hash).
+#[derive(Clone, Copy)]
+enum Posting {
+    Type(u64),
+    Category(u64),
+}
+
+/// Positions in `[from, to]` of the `posting` list, from every segment's index and the open
+/// segment's memtable.
 fn postings(
     shared: &Shared,
     state: &LogState,
     from: u64,
     to: u64,
-    sealed: impl Fn(&crate::index_file::SegmentIndex, u64, u64) -> Vec<u64>,
-    open: impl Fn(&crate::memtable::Memtable) -> Option<Vec<u64>>,
+    posting: Posting,
 ) -> Result<Vec<u64>> {
     let mut out = Vec::new();
     let first = state.sealed.partition_point(|s| s.end_position() <= from);
@@ -356,11 +349,19 @@ fn postings(
         if seg.first_position > to {
             break;
         }
-        out.extend(sealed(shared.note(seg.index())?, from, to));
+        let index = shared.note(seg.index())?;
+        out.extend(match posting {
+            Posting::Type(h) => index.type_positions(h, from, to),
+            Posting::Category(h) => index.category_positions(h, from, to),
+        });
     }
     if to >= state.open.first_position {
         let table = state.open.table.read();
-        if let Some(v) = open(&table) {
+        let open = match posting {
+            Posting::Type(h) => table.types.get(&h),
+            Posting::Category(h) => table.categories.get(&h),
+        };
+        if let Some(v) = open {
             let a = v.partition_point(|&p| p < from);
             out.extend(v[a..].iter().take_while(|&&p| p <= to));
         }

@@ -4,6 +4,8 @@
 //!
 //! Small segments make the writer seal segments while readers are reading.
 
+mod common;
+
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Barrier, Mutex};
@@ -15,6 +17,8 @@ use strata_store::{
     NewEvent, Options, ReadFrom, RecordedEvent, Store,
 };
 use uuid::Uuid;
+
+use common::all_page;
 
 fn options() -> Options {
     Options {
@@ -488,13 +492,7 @@ fn readers_and_subscriptions_see_a_gapless_log_while_writers_run() {
                         assert!(n >= last_len, "the log shrank from {last_len} to {n}");
                         last_len = n;
                         // Backward from the end, one page: contiguous descending positions.
-                        let page = store
-                            .read_all(
-                                ReadFrom::End,
-                                Direction::Backward,
-                                50,
-                                &AllFilter::default(),
-                            )
+                        let page = all_page(store, ReadFrom::End, Direction::Backward, 50)
                             .expect("read_all backward");
                         for w in page.events.windows(2) {
                             assert_eq!(w[0].position, w[1].position + 1, "backward read gap");

@@ -131,22 +131,10 @@ fn byte_flip_in_sealed_segment_is_reported_by_every_read_path_and_stops_writes()
                 .map(|r| usize::from(r.is_some()))
         }),
         ("read_all forward", |s, _| {
-            s.read_all(
-                ReadFrom::Start,
-                Direction::Forward,
-                10_000,
-                &AllFilter::default(),
-            )
-            .map(|r| r.events.len())
+            all_page(s, ReadFrom::Start, Direction::Forward, 10_000).map(|r| r.events.len())
         }),
         ("read_all backward", |s, _| {
-            s.read_all(
-                ReadFrom::End,
-                Direction::Backward,
-                10_000,
-                &AllFilter::default(),
-            )
-            .map(|r| r.events.len())
+            all_page(s, ReadFrom::End, Direction::Backward, 10_000).map(|r| r.events.len())
         }),
         ("read_all by type", |s, e| {
             let f = AllFilter {
@@ -377,14 +365,7 @@ fn missing_first_segment_is_not_accepted_silently() {
     if let Ok(s) = &opened {
         // Whatever the policy, a read from the start must not answer "empty" over a log that
         // still holds events from `remaining_first` on.
-        let page = s
-            .read_all(
-                ReadFrom::Start,
-                Direction::Forward,
-                10_000,
-                &AllFilter::default(),
-            )
-            .expect("read_all");
+        let page = all_page(s, ReadFrom::Start, Direction::Forward, 10_000).expect("read_all");
         assert_eq!(
             page.events.first().map(|e| e.position),
             Some(remaining_first),

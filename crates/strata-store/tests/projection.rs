@@ -9,19 +9,84 @@ use std::time::{Duration, Instant};
 use proptest::prelude::*;
 use serde::{Deserialize, Serialize};
 use strata_store::projection::{
-    read_latest_checkpoint, typed_engine, Emitter, Projection, ProjectionError, ProjectionIdentity,
-    ProjectionRunner, ProjectionSource, ProjectionStatus, RunState, RunnerOptions,
+    read_latest_checkpoint, typed_engine, Emitter, EngineBuilder, Projection, ProjectionError,
+    ProjectionIdentity, ProjectionRunner, ProjectionSource, ProjectionStatus, RunState,
+    RunnerOptions,
 };
 use strata_store::{
-    Direction, ExpectedRevision, FsyncPolicy, NewEvent, Options, ReadFrom, RecordedEvent, Store,
+    AppendResult, Direction, ExpectedRevision, FsyncPolicy, NewEvent, Options, ReadFrom,
+    RecordedEvent, Store,
 };
 
-fn open_store(dir: &Path) -> Store {
-    let options = Options {
+/// Store options without fsync (the tests do not cut power).
+fn no_fsync() -> Options {
+    Options {
         fsync: FsyncPolicy::Never,
         ..Options::default()
-    };
-    Store::open(dir, options).unwrap()
+    }
+}
+
+fn open_store(dir: &Path) -> Store {
+    Store::open(dir, no_fsync()).unwrap()
+}
+
+/// A store in a fresh temporary directory (dropped after the store).
+fn temp_store() -> (tempfile::TempDir, Store) {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open_store(dir.path());
+    (dir, store)
+}
+
+/// Appends `events` to `stream` (any revision).
+fn append(store: &Store, stream: &str, events: Vec<NewEvent>) -> AppendResult {
+    store.append(stream, ExpectedRevision::Any, events).unwrap()
+}
+
+/// The handler of a [`Handler`] projection.
+type Apply<S> =
+    dyn Fn(&mut S, &RecordedEvent, &mut Emitter<'_>) -> Result<(), ProjectionError> + Send + Sync;
+
+/// A projection of `source` folding every event with `apply`, from `S::default()`.
+struct Handler<S> {
+    source: ProjectionSource,
+    apply: Box<Apply<S>>,
+}
+
+fn handler<S>(
+    source: ProjectionSource,
+    apply: impl Fn(&mut S, &RecordedEvent, &mut Emitter<'_>) -> Result<(), ProjectionError>
+        + Send
+        + Sync
+        + 'static,
+) -> Handler<S> {
+    Handler {
+        source,
+        apply: Box::new(apply),
+    }
+}
+
+impl<S> Projection for Handler<S>
+where
+    S: Default + Serialize + serde::de::DeserializeOwned + 'static,
+{
+    type State = S;
+
+    fn source(&self) -> ProjectionSource {
+        self.source.clone()
+    }
+
+    fn init(&self) -> S {
+        S::default()
+    }
+
+    fn apply(
+        &self,
+        state: &mut S,
+        event: &RecordedEvent,
+        emit: &mut Emitter<'_>,
+    ) -> Result<(), ProjectionError> {
+        (self.apply)(state, event, emit)
+    }
 }
 
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
@@ -111,22 +176,24 @@ impl Projection for OrderTotals {
     }
 }
 
+/// The events of category `order` (of `types`; all when empty), in log order.
+fn order_events(store: &Store, types: Vec<String>) -> Vec<RecordedEvent> {
+    let filter = strata_store::AllFilter {
+        category: Some("order".into()),
+        types,
+        ..Default::default()
+    };
+    store
+        .read_all(ReadFrom::Start, Direction::Forward, 1_000_000, &filter)
+        .unwrap()
+        .events
+}
+
 /// The same fold, computed directly from the log.
 fn model(store: &Store, partitioned: bool) -> BTreeMap<String, Totals> {
     let p = OrderTotals::new(partitioned);
     let mut states = BTreeMap::new();
-    let page = store
-        .read_all(
-            ReadFrom::Start,
-            Direction::Forward,
-            1_000_000,
-            &strata_store::AllFilter {
-                category: Some("order".into()),
-                ..Default::default()
-            },
-        )
-        .unwrap();
-    for e in page.events {
+    for e in order_events(store, Vec::new()) {
         if !matches!(e.event_type.as_str(), "OrderPlaced" | "OrderCancelled") {
             continue;
         }
@@ -206,6 +273,14 @@ fn order(customer: &str, amount: i64) -> NewEvent {
     )
 }
 
+/// Appends the orders `order_of(i)` for `i` in `0..n`, spread over the streams `order-0` to
+/// `order-{streams - 1}` in turn.
+fn place_orders(store: &Store, n: i64, streams: i64, order_of: impl Fn(i64) -> NewEvent) {
+    for i in 0..n {
+        append(store, &format!("order-{}", i % streams), vec![order_of(i)]);
+    }
+}
+
 fn options(batch: usize, every: u64) -> RunnerOptions {
     RunnerOptions {
         checkpoint_interval: Duration::from_secs(3600),
@@ -213,6 +288,56 @@ fn options(batch: usize, every: u64) -> RunnerOptions {
         batch_size: batch,
         ..RunnerOptions::default()
     }
+}
+
+/// Opens the projection `name` (generation 1) on `store`.
+fn open_runner(
+    store: &Store,
+    name: &str,
+    engine: EngineBuilder,
+    options: RunnerOptions,
+) -> ProjectionRunner {
+    ProjectionRunner::open(store.clone(), name, 1, engine, options)
+}
+
+/// [`open_runner`], started.
+fn start_runner(
+    store: &Store,
+    name: &str,
+    engine: EngineBuilder,
+    options: RunnerOptions,
+) -> ProjectionRunner {
+    let runner = open_runner(store, name, engine, options);
+    runner.start().unwrap();
+    runner
+}
+
+/// The typed `projection` as `name`, with the default options, started.
+fn start_typed(store: &Store, name: &str, projection: impl Projection) -> ProjectionRunner {
+    start_runner(
+        store,
+        name,
+        typed_engine(projection),
+        RunnerOptions::default(),
+    )
+}
+
+/// The [`OrderTotals`] projection named `totals`.
+fn totals(store: &Store, partitioned: bool, options: RunnerOptions) -> ProjectionRunner {
+    open_runner(
+        store,
+        "totals",
+        typed_engine(OrderTotals::new(partitioned)),
+        options,
+    )
+}
+
+/// The events of `stream` (a first page of 10,000).
+fn events_of(store: &Store, stream: &str) -> Vec<RecordedEvent> {
+    store
+        .read_stream(stream, ReadFrom::Start, Direction::Forward, 10_000)
+        .unwrap()
+        .events
 }
 
 fn big_orders(store: &Store) -> Vec<RecordedEvent> {
@@ -224,19 +349,7 @@ fn big_orders(store: &Store) -> Vec<RecordedEvent> {
 }
 
 fn expected_big_orders(store: &Store) -> usize {
-    let page = store
-        .read_all(
-            ReadFrom::Start,
-            Direction::Forward,
-            1_000_000,
-            &strata_store::AllFilter {
-                category: Some("order".into()),
-                types: vec!["OrderPlaced".into()],
-                ..Default::default()
-            },
-        )
-        .unwrap();
-    page.events
+    order_events(store, vec!["OrderPlaced".into()])
         .iter()
         .filter(|e| data(e)["amount"].as_i64().unwrap_or(0) > 100)
         .count()
@@ -267,13 +380,7 @@ fn append_ev(store: &Store, e: &Ev) {
     };
     let kind = ["OrderPlaced", "OrderCancelled", "Noise"][e.kind as usize];
     let body = serde_json::json!({"customer": format!("c{}", e.customer), "amount": e.amount});
-    store
-        .append(
-            &stream,
-            ExpectedRevision::Any,
-            vec![NewEvent::json(kind, body.to_string())],
-        )
-        .unwrap();
+    append(store, &stream, vec![NewEvent::json(kind, body.to_string())]);
 }
 
 proptest! {
@@ -302,13 +409,7 @@ proptest! {
                 append_ev(&store, e);
             }
             done = *cut;
-            let runner = ProjectionRunner::open(
-                store.clone(),
-                "totals",
-                1,
-                typed_engine(OrderTotals::new(partitioned)),
-                options(batch, every),
-            );
+            let runner = totals(&store, partitioned, options(batch, every));
             runner.start().unwrap();
             let last = phase == cuts.len() - 1;
             if last {
@@ -329,13 +430,7 @@ proptest! {
         let store = open_store(dir.path());
         let expected = model(&store, partitioned);
         // Restored from the final checkpoint, without running.
-        let runner = ProjectionRunner::open(
-            store.clone(),
-            "totals",
-            1,
-            typed_engine(OrderTotals::new(partitioned)),
-            options(batch, every),
-        );
+        let runner = totals(&store, partitioned, options(batch, every));
         prop_assert_eq!(runner_states(&runner), expected);
         let emitted = big_orders(&store);
         prop_assert_eq!(emitted.len(), expected_big_orders(&store));
@@ -347,27 +442,10 @@ proptest! {
 
 #[test]
 fn crash_between_emit_and_checkpoint_does_not_duplicate_emits() {
-    let dir = tempfile::tempdir().unwrap();
-    let store = open_store(dir.path());
-    for i in 0..50 {
-        store
-            .append(
-                &format!("order-{}", i % 7),
-                ExpectedRevision::Any,
-                vec![order("c1", 150 + i)],
-            )
-            .unwrap();
-    }
+    let (dir, store) = temp_store();
+    place_orders(&store, 50, 7, |i| order("c1", 150 + i));
     // Never checkpoints on its own: every emit is written, no checkpoint covers it.
-    let make = |store: &Store| {
-        ProjectionRunner::open(
-            store.clone(),
-            "totals",
-            1,
-            typed_engine(OrderTotals::new(false)),
-            options(7, u64::MAX),
-        )
-    };
+    let make = |store: &Store| totals(store, false, options(7, u64::MAX));
     let runner = make(&store);
     runner.start().unwrap();
     wait_caught_up(&runner, &store);
@@ -398,33 +476,18 @@ fn crash_between_emit_and_checkpoint_does_not_duplicate_emits() {
 fn partial_overlap_of_emits_is_appended_one_by_one() {
     // A first run emitted only some of a batch's events (batch of 1); the re-run with one big
     // batch finds a partial overlap (DuplicateEventId) and completes the rest.
-    let dir = tempfile::tempdir().unwrap();
-    let store = open_store(dir.path());
+    let (_dir, store) = temp_store();
     for i in 0..20 {
-        store
-            .append("order-1", ExpectedRevision::Any, vec![order("c", 200 + i)])
-            .unwrap();
+        append(&store, "order-1", vec![order("c", 200 + i)]);
     }
-    let first = ProjectionRunner::open(
-        store.clone(),
-        "totals",
-        1,
-        typed_engine(OrderTotals::new(false)),
-        options(1, u64::MAX),
-    );
+    let first = totals(&store, false, options(1, u64::MAX));
     first.start().unwrap();
     wait_for(&first, "some emits", |s| s.events_processed >= 5);
     first.abandon();
     let partial = big_orders(&store).len();
     assert!((5..=20).contains(&partial));
     drop(first);
-    let second = ProjectionRunner::open(
-        store.clone(),
-        "totals",
-        1,
-        typed_engine(OrderTotals::new(false)),
-        options(500, u64::MAX),
-    );
+    let second = totals(&store, false, options(500, u64::MAX));
     second.start().unwrap();
     wait_caught_up(&second, &store);
     assert_eq!(big_orders(&store).len(), 20);
@@ -433,33 +496,17 @@ fn partial_overlap_of_emits_is_appended_one_by_one() {
 
 #[test]
 fn partitioned_state_per_key() {
-    let dir = tempfile::tempdir().unwrap();
-    let store = open_store(dir.path());
+    let (_dir, store) = temp_store();
     for (customer, amount) in [("ann", 10), ("bob", 5), ("ann", 7), ("cid", 1)] {
-        store
-            .append(
-                "order-9",
-                ExpectedRevision::Any,
-                vec![order(customer, amount)],
-            )
-            .unwrap();
+        append(&store, "order-9", vec![order(customer, amount)]);
     }
     // An order without a customer has no partition: skipped.
-    store
-        .append(
-            "order-9",
-            ExpectedRevision::Any,
-            vec![NewEvent::json("OrderPlaced", r#"{"amount": 1000}"#)],
-        )
-        .unwrap();
-    let runner = ProjectionRunner::open(
-        store.clone(),
-        "per-customer",
-        1,
-        typed_engine(OrderTotals::new(true)),
-        RunnerOptions::default(),
+    append(
+        &store,
+        "order-9",
+        vec![NewEvent::json("OrderPlaced", r#"{"amount": 1000}"#)],
     );
-    runner.start().unwrap();
+    let runner = start_typed(&store, "per-customer", OrderTotals::new(true));
     wait_caught_up(&runner, &store);
     assert!(runner.is_partitioned());
     assert_eq!(
@@ -479,40 +526,20 @@ fn partitioned_state_per_key() {
 
 #[test]
 fn a_throwing_handler_faults_at_its_event_and_keeps_earlier_progress() {
-    let dir = tempfile::tempdir().unwrap();
-    let store = open_store(dir.path());
-    store
-        .append(
-            "order-1",
-            ExpectedRevision::Any,
-            vec![order("a", 1), order("a", 2)],
-        )
-        .unwrap();
-    let bad = store
-        .append(
-            "order-2",
-            ExpectedRevision::Any,
-            vec![NewEvent::json("OrderPlaced", r#"{"fail": true}"#)],
-        )
-        .unwrap();
-    store
-        .append("order-1", ExpectedRevision::Any, vec![order("a", 4)])
-        .unwrap();
-    let make = |store: &Store| {
-        ProjectionRunner::open(
-            store.clone(),
-            "totals",
-            1,
-            typed_engine(OrderTotals::new(false)),
-            RunnerOptions::default(),
-        )
-    };
+    let (_dir, store) = temp_store();
+    append(&store, "order-1", vec![order("a", 1), order("a", 2)]);
+    let bad = append(
+        &store,
+        "order-2",
+        vec![NewEvent::json("OrderPlaced", r#"{"fail": true}"#)],
+    );
+    append(&store, "order-1", vec![order("a", 4)]);
+    let make = |store: &Store| totals(store, false, RunnerOptions::default());
     let runner = make(&store);
     // Another projection on the same store is not affected.
-    let other = ProjectionRunner::open(
-        store.clone(),
+    let other = open_runner(
+        &store,
         "others",
-        1,
         typed_engine(OrderTotals {
             source: ProjectionSource::Stream("order-1".into()),
             partitioned: false,
@@ -554,18 +581,9 @@ fn a_throwing_handler_faults_at_its_event_and_keeps_earlier_progress() {
 
 #[test]
 fn stop_and_start_resume_where_they_stopped() {
-    let dir = tempfile::tempdir().unwrap();
-    let store = open_store(dir.path());
-    store
-        .append("order-1", ExpectedRevision::Any, vec![order("a", 1)])
-        .unwrap();
-    let runner = ProjectionRunner::open(
-        store.clone(),
-        "totals",
-        1,
-        typed_engine(OrderTotals::new(false)),
-        RunnerOptions::default(),
-    );
+    let (_dir, store) = temp_store();
+    append(&store, "order-1", vec![order("a", 1)]);
+    let runner = totals(&store, false, RunnerOptions::default());
     assert_eq!(runner.status().state, RunState::Stopped);
     runner.start().unwrap();
     wait_caught_up(&runner, &store);
@@ -573,9 +591,7 @@ fn stop_and_start_resume_where_they_stopped() {
     assert_eq!(runner.status().state, RunState::Stopped);
     // Stopping checkpoints.
     assert_eq!(runner.status().checkpoint_position, Some(0));
-    store
-        .append("order-1", ExpectedRevision::Any, vec![order("a", 10)])
-        .unwrap();
+    append(&store, "order-1", vec![order("a", 10)]);
     assert_eq!(served(&runner, "").unwrap()["count"], 1);
     assert!(runner.status().lag >= 1);
     runner.start().unwrap();
@@ -588,22 +604,9 @@ fn stop_and_start_resume_where_they_stopped() {
 
 #[test]
 fn reset_rebuilds_from_the_start_as_a_new_incarnation() {
-    let dir = tempfile::tempdir().unwrap();
-    let store = open_store(dir.path());
-    store
-        .append(
-            "order-1",
-            ExpectedRevision::Any,
-            vec![order("a", 150), order("a", 2)],
-        )
-        .unwrap();
-    let runner = ProjectionRunner::open(
-        store.clone(),
-        "totals",
-        1,
-        typed_engine(OrderTotals::new(false)),
-        RunnerOptions::default(),
-    );
+    let (_dir, store) = temp_store();
+    append(&store, "order-1", vec![order("a", 150), order("a", 2)]);
+    let runner = totals(&store, false, RunnerOptions::default());
     runner.start().unwrap();
     wait_caught_up(&runner, &store);
     let emitted_before = big_orders(&store);
@@ -626,30 +629,15 @@ fn reset_rebuilds_from_the_start_as_a_new_incarnation() {
     assert_eq!(cp.record.incarnation, 2);
     // Opening as the old incarnation ignores the new checkpoint: nothing is served.
     drop(runner);
-    let old = ProjectionRunner::open(
-        store.clone(),
-        "totals",
-        1,
-        typed_engine(OrderTotals::new(false)),
-        RunnerOptions::default(),
-    );
+    let old = totals(&store, false, RunnerOptions::default());
     assert_eq!(served(&old, ""), None);
 }
 
 #[test]
 fn delete_frees_the_checkpoint_stream() {
-    let dir = tempfile::tempdir().unwrap();
-    let store = open_store(dir.path());
-    store
-        .append("order-1", ExpectedRevision::Any, vec![order("a", 1)])
-        .unwrap();
-    let runner = ProjectionRunner::open(
-        store.clone(),
-        "totals",
-        1,
-        typed_engine(OrderTotals::new(false)),
-        RunnerOptions::default(),
-    );
+    let (_dir, store) = temp_store();
+    append(&store, "order-1", vec![order("a", 1)]);
+    let runner = totals(&store, false, RunnerOptions::default());
     runner.start().unwrap();
     wait_caught_up(&runner, &store);
     runner.stop();
@@ -670,50 +658,20 @@ fn delete_frees_the_checkpoint_stream() {
 
 /// Counts every event it sees, emitting a copy of each to `copies`: with `fromAll` its own
 /// emits come back through the source and must be skipped.
-struct CountAll(ProjectionSource);
-
-impl Projection for CountAll {
-    type State = BTreeMap<String, u64>;
-
-    fn source(&self) -> ProjectionSource {
-        self.0.clone()
-    }
-
-    fn init(&self) -> Self::State {
-        BTreeMap::new()
-    }
-
-    fn apply(
-        &self,
-        state: &mut Self::State,
-        event: &RecordedEvent,
-        emit: &mut Emitter<'_>,
-    ) -> Result<(), ProjectionError> {
+fn count_all(source: ProjectionSource) -> Handler<BTreeMap<String, u64>> {
+    handler(source, |state: &mut BTreeMap<String, u64>, event, emit| {
         *state.entry(event.stream.clone()).or_default() += 1;
         emit.emit("copies", "Copy", &serde_json::json!({}))
-    }
+    })
 }
 
 #[test]
 fn sources_read_exactly_their_events() {
-    let dir = tempfile::tempdir().unwrap();
-    let store = open_store(dir.path());
+    let (_dir, store) = temp_store();
     for s in ["order-1", "order-2", "invoice-1", "order-1", "orderx"] {
-        store
-            .append(s, ExpectedRevision::Any, vec![NewEvent::json("E", "{}")])
-            .unwrap();
+        append(&store, s, vec![NewEvent::json("E", "{}")]);
     }
-    let run = |name: &str, source: ProjectionSource| {
-        let runner = ProjectionRunner::open(
-            store.clone(),
-            name,
-            1,
-            typed_engine(CountAll(source)),
-            RunnerOptions::default(),
-        );
-        runner.start().unwrap();
-        runner
-    };
+    let run = |name: &str, source: ProjectionSource| start_typed(&store, name, count_all(source));
     let all = run("all", ProjectionSource::All);
     let stream = run("stream", ProjectionSource::Stream("order-1".into()));
     let streams = run(
@@ -736,11 +694,7 @@ fn sources_read_exactly_their_events() {
     assert_eq!(all_counts["order-1"], 2);
     assert!(all_counts.keys().all(|k| !k.starts_with('$')));
     assert_eq!(all_counts.get("copies").copied().unwrap_or(0) as usize, {
-        let copies = store
-            .read_stream("copies", ReadFrom::Start, Direction::Forward, 10_000)
-            .unwrap()
-            .events;
-        copies
+        events_of(&store, "copies")
             .iter()
             .filter(|e| !String::from_utf8_lossy(&e.metadata).contains("\"all\""))
             .count()
@@ -761,95 +715,39 @@ fn sources_read_exactly_their_events() {
 }
 
 /// A projection whose every event type handler panics: faults, does not take the process down.
-struct Panics;
-
-impl Projection for Panics {
-    type State = u64;
-
-    fn source(&self) -> ProjectionSource {
-        ProjectionSource::All
-    }
-
-    fn init(&self) -> u64 {
-        0
-    }
-
-    fn apply(
-        &self,
-        _: &mut u64,
-        _: &RecordedEvent,
-        _: &mut Emitter<'_>,
-    ) -> Result<(), ProjectionError> {
-        panic!("boom")
-    }
+fn panics() -> Handler<u64> {
+    handler(ProjectionSource::All, |_, _, _| panic!("boom"))
 }
 
 #[test]
 fn a_panicking_projection_faults() {
-    let dir = tempfile::tempdir().unwrap();
-    let store = open_store(dir.path());
-    store
-        .append("a", ExpectedRevision::Any, vec![NewEvent::json("E", "{}")])
-        .unwrap();
-    let runner = ProjectionRunner::open(
-        store.clone(),
-        "panics",
-        1,
-        typed_engine(Panics),
-        RunnerOptions::default(),
-    );
-    runner.start().unwrap();
+    let (_dir, store) = temp_store();
+    append(&store, "a", vec![NewEvent::json("E", "{}")]);
+    let runner = start_typed(&store, "panics", panics());
     wait_for(&runner, "fault", |s| s.state == RunState::Faulted);
     assert!(runner.status().error.unwrap().message.contains("boom"));
 }
 
 /// Emits to a reserved stream: faults at the emitting event, nothing appended.
-struct EmitsToReserved;
-
-impl Projection for EmitsToReserved {
-    type State = u64;
-
-    fn source(&self) -> ProjectionSource {
-        ProjectionSource::Stream("s".into())
-    }
-
-    fn init(&self) -> u64 {
-        0
-    }
-
-    fn apply(
-        &self,
-        n: &mut u64,
-        _: &RecordedEvent,
-        emit: &mut Emitter<'_>,
-    ) -> Result<(), ProjectionError> {
+fn emits_to_reserved() -> Handler<u64> {
+    handler(ProjectionSource::Stream("s".into()), |n, _, emit| {
         *n += 1;
         if *n == 2 {
             emit.emit("$system", "Nope", &1)?;
         }
         Ok(())
-    }
+    })
 }
 
 #[test]
 fn an_emit_to_a_reserved_stream_faults_at_its_event() {
-    let dir = tempfile::tempdir().unwrap();
-    let store = open_store(dir.path());
-    let r = store
-        .append(
-            "s",
-            ExpectedRevision::Any,
-            vec![NewEvent::json("E", "{}"), NewEvent::json("E", "{}")],
-        )
-        .unwrap();
-    let runner = ProjectionRunner::open(
-        store.clone(),
-        "reserved",
-        1,
-        typed_engine(EmitsToReserved),
-        RunnerOptions::default(),
+    let (_dir, store) = temp_store();
+    let r = append(
+        &store,
+        "s",
+        vec![NewEvent::json("E", "{}"), NewEvent::json("E", "{}")],
     );
-    runner.start().unwrap();
+    let runner = start_typed(&store, "reserved", emits_to_reserved());
     wait_for(&runner, "fault", |s| s.state == RunState::Faulted);
     let error = runner.status().error.unwrap();
     assert_eq!(error.position, Some(r.last_position));
@@ -860,30 +758,14 @@ fn an_emit_to_a_reserved_stream_faults_at_its_event() {
 
 #[test]
 fn fifty_projections_run_side_by_side() {
-    let dir = tempfile::tempdir().unwrap();
-    let store = open_store(dir.path());
+    let (_dir, store) = temp_store();
     let runners: Vec<ProjectionRunner> = (0..50)
         .map(|i| {
-            let r = ProjectionRunner::open(
-                store.clone(),
-                &format!("p{i}"),
-                1,
-                typed_engine(OrderTotals::new(i % 2 == 0)),
-                RunnerOptions::default(),
-            );
-            r.start().unwrap();
+            let r = start_typed(&store, &format!("p{i}"), OrderTotals::new(i % 2 == 0));
             r
         })
         .collect();
-    for i in 0..200 {
-        store
-            .append(
-                &format!("order-{}", i % 13),
-                ExpectedRevision::Any,
-                vec![order(&format!("c{}", i % 5), i)],
-            )
-            .unwrap();
-    }
+    place_orders(&store, 200, 13, |i| order(&format!("c{}", i % 5), i));
     for r in &runners {
         wait_caught_up(r, &store);
     }
@@ -906,20 +788,16 @@ fn fifty_projections_run_side_by_side() {
 fn status_and_state_reads_while_running_do_not_block_the_runner() {
     // Regression: `status()` once took the two runner locks in the opposite order of the
     // runner thread (a deadlock under concurrent reads).
-    let dir = tempfile::tempdir().unwrap();
-    let store = open_store(dir.path());
+    let (_dir, store) = temp_store();
     for i in 0..20 {
         let events = (0..500)
             .map(|j| order(&format!("c{}", j % 50), i))
             .collect();
-        store
-            .append(&format!("order-{i}"), ExpectedRevision::Any, events)
-            .unwrap();
+        append(&store, &format!("order-{i}"), events);
     }
-    let runner = std::sync::Arc::new(ProjectionRunner::open(
-        store.clone(),
+    let runner = std::sync::Arc::new(open_runner(
+        &store,
         "busy",
-        1,
         typed_engine(OrderTotals::new(true)),
         options(50, 1000),
     ));
@@ -951,17 +829,10 @@ fn status_and_state_reads_while_running_do_not_block_the_runner() {
 /// generation (new code) emits again, under new ids.
 #[test]
 fn reset_of_an_emitting_projection_emits_nothing_twice_a_new_generation_does() {
-    let dir = tempfile::tempdir().unwrap();
-    let store = open_store(dir.path());
-    for i in 0..40 {
-        store
-            .append(
-                &format!("order-{}", i % 3),
-                ExpectedRevision::Any,
-                vec![order("c", if i % 2 == 0 { 150 + i } else { 5 })],
-            )
-            .unwrap();
-    }
+    let (_dir, store) = temp_store();
+    place_orders(&store, 40, 3, |i| {
+        order("c", if i % 2 == 0 { 150 + i } else { 5 })
+    });
     let open = |store: &Store, identity: ProjectionIdentity, batch: usize| {
         ProjectionRunner::open(
             store.clone(),
@@ -1015,74 +886,42 @@ fn reset_of_an_emitting_projection_emits_nothing_twice_a_new_generation_does() {
 
 /// Counts the events of stream `feed`, emitting `per_event` events to `out` for each; the
 /// handler observes how many emits are already in the store and how many events it applied.
-struct Chatty {
-    store: Store,
-    per_event: usize,
-    delay: Duration,
-    applied: std::sync::Arc<std::sync::atomic::AtomicU64>,
-    /// The most emits found durable in `out` while applying an event of the first batch.
-    seen_durable: std::sync::Arc<std::sync::atomic::AtomicU64>,
-}
-
-impl Projection for Chatty {
-    type State = u64;
-
-    fn source(&self) -> ProjectionSource {
-        ProjectionSource::Stream("feed".into())
-    }
-
-    fn init(&self) -> u64 {
-        0
-    }
-
-    fn apply(
-        &self,
-        state: &mut u64,
-        event: &RecordedEvent,
-        emit: &mut Emitter<'_>,
-    ) -> Result<(), ProjectionError> {
-        use std::sync::atomic::Ordering::SeqCst;
-        if !self.delay.is_zero() {
-            std::thread::sleep(self.delay);
-        }
-        let durable = self
-            .store
-            .head("out")
-            .ok()
-            .and_then(|h| h.last_revision)
-            .map_or(0, |r| r + 1);
-        self.seen_durable.fetch_max(durable, SeqCst);
-        for i in 0..self.per_event {
-            emit.emit(
-                "out",
-                "Echo",
-                &serde_json::json!({"from": event.position, "i": i}),
-            )?;
-        }
-        *state += 1;
-        self.applied.fetch_add(1, SeqCst);
-        Ok(())
-    }
-}
-
+/// Returns it with the count of applied events and the most emits found durable in `out` while
+/// applying an event of the first batch.
 fn chatty(
     store: &Store,
     per_event: usize,
     delay: Duration,
-) -> (Chatty, Arc<AtomicU64>, Arc<AtomicU64>) {
+) -> (Handler<u64>, Arc<AtomicU64>, Arc<AtomicU64>) {
     let applied = Arc::new(AtomicU64::new(0));
-    let seen = Arc::new(AtomicU64::new(0));
-    (
-        Chatty {
-            store: store.clone(),
-            per_event,
-            delay,
-            applied: applied.clone(),
-            seen_durable: seen.clone(),
+    let seen_durable = Arc::new(AtomicU64::new(0));
+    let (store, counted, seen) = (store.clone(), applied.clone(), seen_durable.clone());
+    let projection = handler(
+        ProjectionSource::Stream("feed".into()),
+        move |state: &mut u64, event, emit| {
+            use std::sync::atomic::Ordering::SeqCst;
+            if !delay.is_zero() {
+                std::thread::sleep(delay);
+            }
+            let durable = store
+                .head("out")
+                .ok()
+                .and_then(|h| h.last_revision)
+                .map_or(0, |r| r + 1);
+            seen.fetch_max(durable, SeqCst);
+            for i in 0..per_event {
+                emit.emit(
+                    "out",
+                    "Echo",
+                    &serde_json::json!({"from": event.position, "i": i}),
+                )?;
+            }
+            *state += 1;
+            counted.fetch_add(1, SeqCst);
+            Ok(())
         },
-        applied,
-        seen,
-    )
+    );
+    (projection, applied, seen_durable)
 }
 
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -1092,7 +931,7 @@ fn feed(store: &Store, n: usize) {
     let events: Vec<NewEvent> = (0..n)
         .map(|i| NewEvent::json("Tick", format!("{{\"i\":{i}}}")))
         .collect();
-    store.append("feed", ExpectedRevision::Any, events).unwrap();
+    append(store, "feed", events);
 }
 
 /// Stop (and so a server shutdown) does not wait for the rest of a long batch: the runner
@@ -1100,18 +939,10 @@ fn feed(store: &Store, n: usize) {
 /// goes on from there to the same end state (nothing skipped, nothing emitted twice).
 #[test]
 fn stop_ends_a_long_batch_after_the_event_in_progress() {
-    let dir = tempfile::tempdir().unwrap();
-    let store = open_store(dir.path());
+    let (_dir, store) = temp_store();
     feed(&store, 300);
     let (p, applied, _) = chatty(&store, 1, Duration::from_millis(5));
-    let runner = ProjectionRunner::open(
-        store.clone(),
-        "chatty",
-        1,
-        typed_engine(p),
-        options(300, u64::MAX),
-    );
-    runner.start().unwrap();
+    let runner = start_runner(&store, "chatty", typed_engine(p), options(300, u64::MAX));
     let deadline = Instant::now() + Duration::from_secs(20);
     while applied.load(Ordering::SeqCst) < 3 {
         assert!(Instant::now() < deadline);
@@ -1131,22 +962,13 @@ fn stop_ends_a_long_batch_after_the_event_in_progress() {
     drop(runner);
     // Resume: the rest of the batch is applied, once.
     let (p, _, _) = chatty(&store, 1, Duration::ZERO);
-    let runner = ProjectionRunner::open(
-        store.clone(),
-        "chatty",
-        1,
-        typed_engine(p),
-        options(300, u64::MAX),
-    );
+    let runner = open_runner(&store, "chatty", typed_engine(p), options(300, u64::MAX));
     assert_eq!(served(&runner, ""), Some(serde_json::json!(done)));
     runner.start().unwrap();
     wait_for(&runner, "the rest", |s| s.events_processed >= 300);
     runner.stop();
     assert_eq!(served(&runner, ""), Some(serde_json::json!(300)));
-    let out = store
-        .read_stream("out", ReadFrom::Start, Direction::Forward, 10_000)
-        .unwrap();
-    assert_eq!(out.events.len(), 300);
+    assert_eq!(events_of(&store, "out").len(), 300);
 }
 
 /// The emits of a batch are not all held in memory until its end: once they reach the store's
@@ -1155,29 +977,16 @@ fn stop_ends_a_long_batch_after_the_event_in_progress() {
 #[test]
 fn emits_of_a_long_batch_are_flushed_as_they_accumulate() {
     let dir = tempfile::tempdir().unwrap();
-    let mut options_store = Options {
-        fsync: FsyncPolicy::Never,
-        ..Options::default()
-    };
+    let mut options_store = no_fsync();
     options_store.limits.max_events_per_append = 40;
     let store = Store::open(dir.path(), options_store).unwrap();
     feed(&store, 30);
     let (p, _, seen) = chatty(&store, 10, Duration::ZERO);
-    let runner = ProjectionRunner::open(
-        store.clone(),
-        "chatty",
-        1,
-        typed_engine(p),
-        options(30, u64::MAX),
-    );
-    runner.start().unwrap();
+    let runner = start_runner(&store, "chatty", typed_engine(p), options(30, u64::MAX));
     wait_for(&runner, "all", |s| s.events_processed >= 30);
     runner.stop();
     assert_eq!(served(&runner, ""), Some(serde_json::json!(30)));
-    let out = store
-        .read_stream("out", ReadFrom::Start, Direction::Forward, 10_000)
-        .unwrap();
-    assert_eq!(out.events.len(), 300);
+    assert_eq!(events_of(&store, "out").len(), 300);
     // One batch of 30 events × 10 emits: at most 40 (+ one event's 10) were ever buffered.
     assert!(
         seen.load(Ordering::SeqCst) >= 300 - 50,
@@ -1191,18 +1000,15 @@ fn emits_of_a_long_batch_are_flushed_as_they_accumulate() {
 /// a new one.
 #[test]
 fn a_failed_engine_is_rebuilt_before_reuse() {
-    let dir = tempfile::tempdir().unwrap();
-    let store = open_store(dir.path());
-    store
-        .append(
-            "order-1",
-            ExpectedRevision::Any,
-            vec![
-                order("a", 1),
-                NewEvent::json("OrderPlaced", r#"{"fail": true}"#),
-            ],
-        )
-        .unwrap();
+    let (_dir, store) = temp_store();
+    append(
+        &store,
+        "order-1",
+        vec![
+            order("a", 1),
+            NewEvent::json("OrderPlaced", r#"{"fail": true}"#),
+        ],
+    );
     let builds = Arc::new(AtomicU64::new(0));
     let counted = builds.clone();
     let inner = typed_engine(OrderTotals::new(false));
@@ -1210,13 +1016,7 @@ fn a_failed_engine_is_rebuilt_before_reuse() {
         counted.fetch_add(1, Ordering::SeqCst);
         inner()
     });
-    let runner = ProjectionRunner::open(
-        store.clone(),
-        "rebuilt",
-        1,
-        builder,
-        RunnerOptions::default(),
-    );
+    let runner = open_runner(&store, "rebuilt", builder, RunnerOptions::default());
     assert_eq!(
         builds.load(Ordering::SeqCst),
         1,
@@ -1256,47 +1056,28 @@ impl Serialize for Fragile {
 }
 
 /// Counts the events of stream `s`; a `Break` event breaks the state for good.
-struct BreaksOnce;
-
-impl Projection for BreaksOnce {
-    type State = Fragile;
-    fn source(&self) -> ProjectionSource {
-        ProjectionSource::Stream("s".into())
-    }
-    fn init(&self) -> Fragile {
-        Fragile::default()
-    }
-    fn apply(
-        &self,
-        state: &mut Fragile,
-        event: &RecordedEvent,
-        _: &mut Emitter<'_>,
-    ) -> Result<(), ProjectionError> {
-        state.n += 1;
-        state.broken |= event.event_type == "Break";
-        Ok(())
-    }
+fn breaks_once() -> Handler<Fragile> {
+    handler(
+        ProjectionSource::Stream("s".into()),
+        |state: &mut Fragile, event, _| {
+            state.n += 1;
+            state.broken |= event.event_type == "Break";
+            Ok(())
+        },
+    )
 }
 
 /// The state is serialised once per batch, but the fault names the event whose handling made
 /// it unserialisable, not the batch's last one, and keeps the progress before it.
 #[test]
 fn an_unserialisable_state_faults_at_the_event_that_made_it() {
-    let dir = tempfile::tempdir().unwrap();
-    let store = open_store(dir.path());
+    let (_dir, store) = temp_store();
     let events = ["T", "T", "Break", "T", "T"]
         .iter()
         .map(|t| NewEvent::json(*t, "{}"))
         .collect();
-    store.append("s", ExpectedRevision::Any, events).unwrap();
-    let runner = ProjectionRunner::open(
-        store.clone(),
-        "fragile",
-        1,
-        typed_engine(BreaksOnce),
-        RunnerOptions::default(),
-    );
-    runner.start().unwrap();
+    append(&store, "s", events);
+    let runner = start_typed(&store, "fragile", breaks_once());
     for _ in 0..2 {
         wait_for(&runner, "fault", |s| s.state == RunState::Faulted);
         let status = runner.status();
@@ -1360,30 +1141,36 @@ impl strata_store::projection::ProjectionEngine for Reporting {
     }
 }
 
+/// Partitioned [`OrderTotals`] engines wrapped in [`Reporting`] to `reported`.
+fn reporting(reported: &Arc<AtomicU64>) -> EngineBuilder {
+    let reported = reported.clone();
+    let inner = typed_engine(OrderTotals::new(true));
+    Arc::new(move || {
+        Ok(Box::new(Reporting {
+            inner: inner()?,
+            reported: reported.clone(),
+        })
+            as Box<dyn strata_store::projection::ProjectionEngine>)
+    })
+}
+
+/// One order of 5 for each of `customers` to `order-1`, `per_append` orders an append.
+fn order_per_customer(store: &Store, customers: &[String], per_append: usize) {
+    for batch in customers.chunks(per_append) {
+        let orders = batch.iter().map(|c| order(c, 5)).collect();
+        append(store, "order-1", orders);
+    }
+}
+
 /// The runner tells the engine how much its served copies of the states (keys included) take,
 /// so that an engine with a memory limit can count them; the same after a restart.
 #[test]
 fn the_runner_reports_its_served_copies_to_the_engine() {
-    let dir = tempfile::tempdir().unwrap();
-    let store = open_store(dir.path());
+    let (_dir, store) = temp_store();
     let customers: Vec<String> = (0..50).map(|i| format!("{i:0>1000}")).collect();
-    for batch in customers.chunks(10) {
-        let orders = batch.iter().map(|c| order(c, 5)).collect();
-        store
-            .append("order-1", ExpectedRevision::Any, orders)
-            .unwrap();
-    }
+    order_per_customer(&store, &customers, 10);
     let open = |reported: &Arc<AtomicU64>| {
-        let reported = reported.clone();
-        let inner = typed_engine(OrderTotals::new(true));
-        let builder: strata_store::projection::EngineBuilder = Arc::new(move || {
-            Ok(Box::new(Reporting {
-                inner: inner()?,
-                reported: reported.clone(),
-            })
-                as Box<dyn strata_store::projection::ProjectionEngine>)
-        });
-        ProjectionRunner::open(store.clone(), "reporting", 1, builder, options(7, 10))
+        open_runner(&store, "reporting", reporting(reported), options(7, 10))
     };
     let reported = Arc::new(AtomicU64::new(0));
     let runner = open(&reported);
@@ -1414,29 +1201,11 @@ fn the_runner_reports_its_served_copies_to_the_engine() {
 /// a memory limit.
 #[test]
 fn small_served_states_are_held_as_compact_text() {
-    let dir = tempfile::tempdir().unwrap();
-    let store = open_store(dir.path());
+    let (_dir, store) = temp_store();
     let customers: Vec<String> = (0..1000).map(|i| format!("c{i}")).collect();
-    for batch in customers.chunks(100) {
-        let orders = batch.iter().map(|c| order(c, 5)).collect();
-        store
-            .append("order-1", ExpectedRevision::Any, orders)
-            .unwrap();
-    }
+    order_per_customer(&store, &customers, 100);
     let reported = Arc::new(AtomicU64::new(0));
-    let inner = typed_engine(OrderTotals::new(true));
-    let builder: strata_store::projection::EngineBuilder = {
-        let reported = reported.clone();
-        Arc::new(move || {
-            Ok(Box::new(Reporting {
-                inner: inner()?,
-                reported: reported.clone(),
-            })
-                as Box<dyn strata_store::projection::ProjectionEngine>)
-        })
-    };
-    let runner = ProjectionRunner::open(store.clone(), "small", 1, builder, options(500, 10_000));
-    runner.start().unwrap();
+    let runner = start_runner(&store, "small", reporting(&reported), options(500, 10_000));
     wait_caught_up(&runner, &store);
     let held = reported.load(Ordering::SeqCst) as usize;
     let states = runner.states();

@@ -1,6 +1,9 @@
 //! Smoke tests of the embedded store: a round trip through appends, reads, deletes and
 //! subscriptions, bounded replays, `from` as a lower bound on forward reads, and the input limits.
 
+mod common;
+
+use common::{all_page, no_fsync};
 use strata_store::*;
 
 #[test]
@@ -26,14 +29,7 @@ fn smoke() {
         .unwrap();
     assert_eq!(s.events.len(), 29);
     assert!(store.info().segment_count > 2, "{:?}", store.info());
-    let all = store
-        .read_all(
-            ReadFrom::Start,
-            Direction::Forward,
-            1000,
-            &AllFilter::default(),
-        )
-        .unwrap();
+    let all = all_page(&store, ReadFrom::Start, Direction::Forward, 1000).unwrap();
     assert_eq!(all.events.len(), 200);
     let f = AllFilter {
         category: Some("order".into()),
@@ -46,20 +42,17 @@ fn smoke() {
     assert_eq!(all.events.len(), 50);
     assert_eq!(all.events[0].position, 199);
     let id = uuid::Uuid::new_v4();
-    let a = store
-        .append(
-            "x-1",
-            ExpectedRevision::NoStream,
-            vec![NewEvent::json("T", "1").with_id(id)],
-        )
-        .unwrap();
-    let b = store
-        .append(
-            "x-1",
-            ExpectedRevision::NoStream,
-            vec![NewEvent::json("T", "1").with_id(id)],
-        )
-        .unwrap();
+    let append_once = || {
+        store
+            .append(
+                "x-1",
+                ExpectedRevision::NoStream,
+                vec![NewEvent::json("T", "1").with_id(id)],
+            )
+            .unwrap()
+    };
+    let a = append_once();
+    let b = append_once();
     assert!(b.idempotent_replay);
     assert_eq!(a.first_position, b.first_position);
     store
@@ -106,12 +99,7 @@ fn smoke() {
 #[test]
 fn replay_range_is_bounded_and_stoppable() {
     let dir = tempfile::tempdir().unwrap();
-    let opts = Options {
-        segment_size: 4096,
-        fsync: FsyncPolicy::Never,
-        ..Options::default()
-    };
-    let store = Store::open(dir.path(), opts).unwrap();
+    let store = Store::open(dir.path(), no_fsync(common::opts(4096))).unwrap();
     for i in 0..100u64 {
         store
             .append(
@@ -161,11 +149,7 @@ fn reading_all_from_beyond_the_head_never_goes_backwards() {
     };
     for filter in [AllFilter::default(), by_type] {
         let dir = tempfile::tempdir().unwrap();
-        let opts = Options {
-            fsync: FsyncPolicy::Never,
-            ..Options::default()
-        };
-        let store = Store::open(dir.path(), opts).unwrap();
+        let store = Store::open(dir.path(), no_fsync(Options::default())).unwrap();
         store
             .append("a-1", ExpectedRevision::Any, vec![NewEvent::json("T", "0")])
             .unwrap();

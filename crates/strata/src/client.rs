@@ -71,28 +71,21 @@ impl Client {
         body: Option<&str>,
     ) -> Result<(u16, String)> {
         let url = self.url(path, query);
-        let auth = self.token.as_ref().map(|t| format!("Bearer {t}"));
         let response = match (method, body) {
             ("GET" | "DELETE", None) => {
-                let mut req = match method {
+                let req = match method {
                     "GET" => self.agent.get(&url),
                     _ => self.agent.delete(&url),
-                }
-                .header("Accept", "application/json");
-                if let Some(auth) = &auth {
-                    req = req.header("Authorization", auth);
-                }
-                req.call()?
+                };
+                self.authorized(req.header("Accept", "application/json"))
+                    .call()?
             }
             ("POST" | "PUT", _) => {
-                let mut req = match method {
+                let req = match method {
                     "POST" => self.agent.post(&url),
                     _ => self.agent.put(&url),
-                }
-                .header("Accept", "application/json");
-                if let Some(auth) = &auth {
-                    req = req.header("Authorization", auth);
-                }
+                };
+                let req = self.authorized(req.header("Accept", "application/json"));
                 match body {
                     Some(body) => req.header("Content-Type", "application/json").send(body)?,
                     None => req.send_empty()?,
@@ -110,11 +103,16 @@ impl Client {
         Ok((status, text))
     }
 
-    fn get(&self, url: &str, accept: &str, last_event_id: Option<&str>) -> Result<Response<Body>> {
-        let mut req = self.agent.get(url).header("Accept", accept);
-        if let Some(token) = &self.token {
-            req = req.header("Authorization", format!("Bearer {token}"));
+    /// `req` with the bearer token, when there is one.
+    pub(crate) fn authorized<B>(&self, req: ureq::RequestBuilder<B>) -> ureq::RequestBuilder<B> {
+        match &self.token {
+            Some(token) => req.header("Authorization", format!("Bearer {token}")),
+            None => req,
         }
+    }
+
+    fn get(&self, url: &str, accept: &str, last_event_id: Option<&str>) -> Result<Response<Body>> {
+        let mut req = self.authorized(self.agent.get(url).header("Accept", accept));
         if let Some(id) = last_event_id {
             req = req.header("Last-Event-ID", id);
         }
@@ -167,6 +165,19 @@ pub(crate) fn one_line(json: &str) -> String {
     json.replace(['\n', '\r'], " ")
 }
 
+/// Prints `items` on stdout, one a line, and flushes; a success.
+pub(crate) fn print_lines(
+    items: impl IntoIterator<Item = impl std::fmt::Display>,
+) -> Result<ExitCode> {
+    let stdout = std::io::stdout();
+    let mut out = stdout.lock();
+    for item in items {
+        writeln!(out, "{item}")?;
+    }
+    out.flush()?;
+    Ok(ExitCode::SUCCESS)
+}
+
 /// `strata append`.
 pub fn append(args: AppendArgs) -> Result<ExitCode> {
     let client = Client::new(&args.client);
@@ -196,13 +207,12 @@ pub fn append(args: AppendArgs) -> Result<ExitCode> {
         &format!("/streams/{}", utf8_percent_encode(&args.stream, UNRESERVED)),
         &[],
     );
-    let mut req = client
-        .agent
-        .post(&url)
-        .header("Content-Type", "application/json");
-    if let Some(token) = &client.token {
-        req = req.header("Authorization", format!("Bearer {token}"));
-    }
+    let mut req = client.authorized(
+        client
+            .agent
+            .post(&url)
+            .header("Content-Type", "application/json"),
+    );
     if let Some(expected) = &args.expected_revision {
         req = req.header("Expected-Revision", expected);
     }

@@ -10,7 +10,7 @@ use std::process::ExitCode;
 use serde_json::{json, Map, Value};
 
 use crate::cli::{GroupArgs, GroupCommand, GroupCreateArgs, GroupListArgs, GroupShowArgs};
-use crate::client::{one_line, segment, Client};
+use crate::client::{one_line, print_lines, segment, Client};
 use crate::error::{Error, Result};
 
 /// Settings and state fields in the order `show` and `list` print them.
@@ -39,16 +39,7 @@ pub fn run(args: GroupArgs) -> Result<ExitCode> {
             eprintln!("deleted group {}", a.name);
             Ok(ExitCode::SUCCESS)
         }
-        GroupCommand::Parked(a) => {
-            let parked = parked(&client, &a.name)?;
-            let stdout = std::io::stdout();
-            let mut out = stdout.lock();
-            for entry in parked {
-                writeln!(out, "{entry}")?;
-            }
-            out.flush()?;
-            Ok(ExitCode::SUCCESS)
-        }
+        GroupCommand::Parked(a) => print_lines(parked(&client, &a.name)?),
         GroupCommand::ReplayParked(a) => {
             let (_, text) = client.json(
                 "POST",

@@ -16,7 +16,7 @@ use ureq::http::Response;
 use ureq::Body;
 
 use crate::cli::ClientArgs;
-use crate::client::{Client, MAX_BODY, UNRESERVED};
+use crate::client::{print_lines, Client, MAX_BODY, UNRESERVED};
 use crate::error::{Error, Result};
 
 /// The projection subcommands, one per `/projections` endpoint.
@@ -92,7 +92,7 @@ pub fn run(command: ProjectionCommand) -> Result<ExitCode> {
         ProjectionCommand::List { client } => list(&client),
         ProjectionCommand::Show { client, name } => {
             let client = Client::new(&client);
-            let response = send(&client, "GET", &path(&name, ""), &[], None)?;
+            let response = send(&client, "GET", &path(&name, ""), &[])?;
             print_body(response)
         }
         ProjectionCommand::State {
@@ -105,7 +105,7 @@ pub fn run(command: ProjectionCommand) -> Result<ExitCode> {
                 .as_deref()
                 .map(|p| vec![("partition", p)])
                 .unwrap_or_default();
-            let response = send(&client, "GET", &path(&name, "/state"), &query, None)?;
+            let response = send(&client, "GET", &path(&name, "/state"), &query)?;
             print_body(response)
         }
         ProjectionCommand::Reset { client, name } => action(&client, &name, "reset"),
@@ -113,7 +113,7 @@ pub fn run(command: ProjectionCommand) -> Result<ExitCode> {
         ProjectionCommand::Start { client, name } => action(&client, &name, "start"),
         ProjectionCommand::Delete { client, name } => {
             let client = Client::new(&client);
-            let response = send(&client, "DELETE", &path(&name, ""), &[], None)?;
+            let response = send(&client, "DELETE", &path(&name, ""), &[])?;
             print_body(response)
         }
     }
@@ -133,9 +133,8 @@ fn send(
     method: &str,
     path: &str,
     query: &[(&str, &str)],
-    script: Option<String>,
 ) -> Result<Response<Body>> {
-    let response = raw(client, method, path, query, script)?;
+    let response = raw(client, method, path, query, None)?;
     if response.status().is_success() {
         return Ok(response);
     }
@@ -156,39 +155,20 @@ fn raw(
     script: Option<String>,
 ) -> Result<Response<Body>> {
     let url = client.url(path, query);
-    let auth = client.token.as_ref().map(|t| format!("Bearer {t}"));
     let response = match (method, script) {
-        ("PUT", Some(source)) => {
-            let mut req = client
-                .agent
-                .put(&url)
-                .header("Content-Type", "application/javascript");
-            if let Some(auth) = &auth {
-                req = req.header("Authorization", auth);
-            }
-            req.send(source)?
-        }
-        ("POST", _) => {
-            let mut req = client.agent.post(&url);
-            if let Some(auth) = &auth {
-                req = req.header("Authorization", auth);
-            }
-            req.send_empty()?
-        }
-        ("DELETE", _) => {
-            let mut req = client.agent.delete(&url);
-            if let Some(auth) = &auth {
-                req = req.header("Authorization", auth);
-            }
-            req.call()?
-        }
-        _ => {
-            let mut req = client.agent.get(&url).header("Accept", "application/json");
-            if let Some(auth) = &auth {
-                req = req.header("Authorization", auth);
-            }
-            req.call()?
-        }
+        ("PUT", Some(source)) => client
+            .authorized(
+                client
+                    .agent
+                    .put(&url)
+                    .header("Content-Type", "application/javascript"),
+            )
+            .send(source)?,
+        ("POST", _) => client.authorized(client.agent.post(&url)).send_empty()?,
+        ("DELETE", _) => client.authorized(client.agent.delete(&url)).call()?,
+        _ => client
+            .authorized(client.agent.get(&url).header("Accept", "application/json"))
+            .call()?,
     };
     Ok(response)
 }
@@ -223,7 +203,7 @@ fn one_line(json: &str) -> String {
 /// `POST /projections/{name}/{verb}`.
 fn action(client: &ClientArgs, name: &str, verb: &str) -> Result<ExitCode> {
     let client = Client::new(client);
-    let response = send(&client, "POST", &path(name, &format!("/{verb}")), &[], None)?;
+    let response = send(&client, "POST", &path(name, &format!("/{verb}")), &[])?;
     print_body(response)
 }
 
@@ -231,7 +211,7 @@ fn action(client: &ClientArgs, name: &str, verb: &str) -> Result<ExitCode> {
 /// or with an object holding one (`{"projections": [...]}`).
 fn list(client: &ClientArgs) -> Result<ExitCode> {
     let client = Client::new(client);
-    let text = body_text(send(&client, "GET", "/projections", &[], None)?)?;
+    let text = body_text(send(&client, "GET", "/projections", &[])?)?;
     let value: serde_json::Value = serde_json::from_str(&text)
         .map_err(|e| Error::Usage(format!("unexpected response to GET /projections: {e}")))?;
     let items = match &value {
@@ -242,13 +222,7 @@ fn list(client: &ClientArgs) -> Result<ExitCode> {
         },
         _ => std::slice::from_ref(&value),
     };
-    let stdout = std::io::stdout();
-    let mut out = stdout.lock();
-    for item in items {
-        writeln!(out, "{item}")?;
-    }
-    out.flush()?;
-    Ok(ExitCode::SUCCESS)
+    print_lines(items)
 }
 
 /// `PUT /projections/{name}` with the file's source. A refused script is reported with its

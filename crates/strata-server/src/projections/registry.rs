@@ -263,6 +263,18 @@ mod tests {
         }
     }
 
+    /// A store (no fsync) in a fresh temporary directory, kept as long as the guard.
+    fn temp_store() -> (tempfile::TempDir, Store) {
+        let dir = tempfile::tempdir().unwrap();
+        let options = Options {
+            fsync: FsyncPolicy::Never,
+            ..Options::default()
+        };
+        Store::open(dir.path(), options)
+            .map(|store| (dir, store))
+            .unwrap()
+    }
+
     #[test]
     fn records_without_a_generation_read_it_as_the_incarnation() {
         let old = r#"{"name":"p","source":"fromAll()","incarnation":7,"status":"running"}"#;
@@ -280,12 +292,7 @@ mod tests {
 
     #[test]
     fn a_reset_keeps_the_generation_across_a_reload() {
-        let dir = tempfile::tempdir().unwrap();
-        let options = Options {
-            fsync: FsyncPolicy::Never,
-            ..Options::default()
-        };
-        let store = Store::open(dir.path(), options).unwrap();
+        let (_dir, store) = temp_store();
         let mut r = Registry::load(&store).unwrap();
         let n = r.take_incarnation();
         r.put(&store, def("p", n)).unwrap();
@@ -305,12 +312,7 @@ mod tests {
 
     #[test]
     fn folds_records_and_snapshots() {
-        let dir = tempfile::tempdir().unwrap();
-        let options = Options {
-            fsync: FsyncPolicy::Never,
-            ..Options::default()
-        };
-        let store = Store::open(dir.path(), options).unwrap();
+        let (_dir, store) = temp_store();
         let mut r = Registry::load(&store).unwrap();
         assert!(r.definitions.is_empty());
         let mut expected = BTreeMap::new();

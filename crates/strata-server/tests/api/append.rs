@@ -2,7 +2,7 @@
 
 use serde_json::{json, Value};
 
-use crate::support::TestServer;
+use crate::support::{event_types, page_events, positions, revisions, TestServer};
 
 const ID1: &str = "6f1c7a5e-0c1b-4d5e-9d7a-1b2c3d4e5f60";
 const ID2: &str = "7f1c7a5e-0c1b-4d5e-9d7a-1b2c3d4e5f61";
@@ -65,20 +65,8 @@ async fn batches_are_contiguous_and_in_order() {
         json!({"stream": "order-1", "first_revision": 0, "last_revision": 2, "first_position": 1, "last_position": 3})
     );
     let v = s.get("/streams/order-1").await.json();
-    let types: Vec<&str> = v["events"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|e| e["type"].as_str().unwrap())
-        .collect();
-    assert_eq!(types, ["A", "B", "C"]);
-    let positions: Vec<u64> = v["events"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|e| e["position"].as_u64().unwrap())
-        .collect();
-    assert_eq!(positions, [1, 2, 3]);
+    assert_eq!(event_types(&v), ["A", "B", "C"]);
+    assert_eq!(positions(&v), [1, 2, 3]);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -145,10 +133,7 @@ async fn data_and_metadata_are_optional() {
     s.append("s", r#"{"type":"Empty"}"#).await;
     s.append("s", r#"{"type":"Nulls","data":null,"metadata":null}"#)
         .await;
-    for e in s.get("/streams/s").await.json()["events"]
-        .as_array()
-        .unwrap()
-    {
+    for e in page_events(&s.get("/streams/s").await.json()) {
         assert_eq!(e["data"], Value::Null);
         assert_eq!(e["metadata"], Value::Null);
     }
@@ -201,13 +186,7 @@ async fn expected_revision() {
     for bad in ["-1", "latest", "1.5", ""] {
         post(bad).await.assert_error(400, "invalid_request");
     }
-    assert_eq!(
-        s.get("/streams/acc-1").await.json()["events"]
-            .as_array()
-            .unwrap()
-            .len(),
-        5
-    );
+    assert_eq!(page_events(&s.get("/streams/acc-1").await.json()).len(), 5);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -234,13 +213,7 @@ async fn racing_appends_with_the_same_expected_revision_have_one_winner() {
     statuses.sort_unstable();
     assert_eq!(statuses, [201, 409, 409, 409, 409, 409, 409, 409]);
     let v = s.get("/streams/race").await.json();
-    let revisions: Vec<u64> = v["events"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|e| e["revision"].as_u64().unwrap())
-        .collect();
-    assert_eq!(revisions, [0, 1]);
+    assert_eq!(revisions(&v), [0, 1]);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -287,13 +260,7 @@ async fn idempotent_retries() {
     // Ids are per stream.
     let other = s.post("/streams/pay-2", &batch, &[]).await;
     assert_eq!(other.status, 201);
-    assert_eq!(
-        s.get("/streams/pay-1").await.json()["events"]
-            .as_array()
-            .unwrap()
-            .len(),
-        3
-    );
+    assert_eq!(page_events(&s.get("/streams/pay-1").await.json()).len(), 3);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -343,27 +310,22 @@ async fn content_type_must_be_json() {
     s.call("POST", "/streams/s", &[], body)
         .await
         .assert_error(415, "unsupported_media_type");
-    s.call(
+    s.call_typed("POST", "/streams/s", "text/plain", body)
+        .await
+        .assert_error(415, "unsupported_media_type");
+    s.call_typed(
         "POST",
         "/streams/s",
-        &[("content-type", "text/plain")],
-        body,
-    )
-    .await
-    .assert_error(415, "unsupported_media_type");
-    s.call(
-        "POST",
-        "/streams/s",
-        &[("content-type", "application/x-www-form-urlencoded")],
+        "application/x-www-form-urlencoded",
         body,
     )
     .await
     .assert_error(415, "unsupported_media_type");
     let r = s
-        .call(
+        .call_typed(
             "POST",
             "/streams/s",
-            &[("content-type", "application/json; charset=utf-8")],
+            "application/json; charset=utf-8",
             body,
         )
         .await;

@@ -35,30 +35,20 @@ async fn tokens_are_required_except_for_health() {
     ] {
         s.get(uri).await.assert_error(401, "unauthorized");
     }
-    s.get_with("/all", &[("authorization", "Bearer wrong")])
+    s.get_as("/all", "Bearer wrong")
         .await
         .assert_error(401, "unauthorized");
-    s.get_with("/all", &[("authorization", "Basic YWRtaW4=")])
+    s.get_as("/all", "Basic YWRtaW4=")
         .await
         .assert_error(401, "unauthorized");
     s.post("/streams/order-1", r#"{"type":"T"}"#, &[])
         .await
         .assert_error(401, "unauthorized");
     let admin = bearer("admin-token");
-    assert_eq!(
-        s.get_with("/all", &[("authorization", &admin)])
-            .await
-            .status,
-        200
-    );
-    assert_eq!(
-        s.get_with("/info", &[("authorization", &admin)])
-            .await
-            .status,
-        200
-    );
+    assert_eq!(s.get_as("/all", &admin).await.status, 200);
+    assert_eq!(s.get_as("/info", &admin).await.status, 200);
     // Unknown routes answer 404 once authenticated.
-    s.get_with("/nope", &[("authorization", &admin)])
+    s.get_as("/nope", &admin)
         .await
         .assert_error(404, "not_found");
 }
@@ -91,28 +81,13 @@ async fn roles_and_prefixes() {
         201
     );
     // read token: reads only
-    assert_eq!(
-        s.get_with("/streams/user-1", &[("authorization", &r)])
-            .await
-            .status,
-        200
-    );
-    assert_eq!(
-        s.get_with("/streams", &[("authorization", &r)])
-            .await
-            .status,
-        200
-    );
-    assert_eq!(
-        s.get_with("/metrics", &[("authorization", &r)])
-            .await
-            .status,
-        200
-    );
+    assert_eq!(s.get_as("/streams/user-1", &r).await.status, 200);
+    assert_eq!(s.get_as("/streams", &r).await.status, 200);
+    assert_eq!(s.get_as("/metrics", &r).await.status, 200);
     s.post("/streams/order-1", event, &[("authorization", &r)])
         .await
         .assert_error(403, "forbidden");
-    s.call("DELETE", "/streams/order-1", &[("authorization", &r)], "")
+    s.call_as("DELETE", "/streams/order-1", &r)
         .await
         .assert_error(403, "forbidden");
     s.call(
@@ -124,68 +99,34 @@ async fn roles_and_prefixes() {
     .await
     .assert_error(403, "forbidden");
     // read token limited to order-: /all and listings must be narrowed to the prefix.
-    assert_eq!(
-        s.get_with("/streams/order-1", &[("authorization", &ro)])
-            .await
-            .status,
-        200
-    );
-    s.get_with("/streams/user-1", &[("authorization", &ro)])
+    assert_eq!(s.get_as("/streams/order-1", &ro).await.status, 200);
+    s.get_as("/streams/user-1", &ro)
         .await
         .assert_error(403, "forbidden");
-    s.get_with("/all", &[("authorization", &ro)])
+    s.get_as("/all", &ro).await.assert_error(403, "forbidden");
+    assert_eq!(s.get_as("/all?stream_prefix=order-", &ro).await.status, 200);
+    s.get_as("/streams", &ro)
         .await
         .assert_error(403, "forbidden");
-    assert_eq!(
-        s.get_with("/all?stream_prefix=order-", &[("authorization", &ro)])
-            .await
-            .status,
-        200
-    );
-    s.get_with("/streams", &[("authorization", &ro)])
-        .await
-        .assert_error(403, "forbidden");
-    assert_eq!(
-        s.get_with("/streams?prefix=order-1", &[("authorization", &ro)])
-            .await
-            .status,
-        200
-    );
+    assert_eq!(s.get_as("/streams?prefix=order-1", &ro).await.status, 200);
     // Hard deletes, system streams and include_system are admin-only.
-    s.call(
-        "DELETE",
-        "/streams/order-1?hard=true",
-        &[("authorization", &w_all)],
-        "",
-    )
-    .await
-    .assert_error(403, "forbidden");
-    s.get_with("/all?include_system=true", &[("authorization", &r)])
+    s.call_as("DELETE", "/streams/order-1?hard=true", &w_all)
         .await
         .assert_error(403, "forbidden");
-    s.get_with("/streams/%24%24order-1", &[("authorization", &r)])
+    s.get_as("/all?include_system=true", &r)
+        .await
+        .assert_error(403, "forbidden");
+    s.get_as("/streams/%24%24order-1", &r)
         .await
         .assert_error(403, "forbidden");
     assert_eq!(
-        s.call(
-            "DELETE",
-            "/streams/order-1",
-            &[("authorization", &w_all)],
-            ""
-        )
-        .await
-        .status,
+        s.call_as("DELETE", "/streams/order-1", &w_all).await.status,
         204
     );
     assert_eq!(
-        s.call(
-            "DELETE",
-            "/streams/order-1?hard=true",
-            &[("authorization", &admin)],
-            ""
-        )
-        .await
-        .status,
+        s.call_as("DELETE", "/streams/order-1?hard=true", &admin)
+            .await
+            .status,
         204
     );
 }

@@ -74,6 +74,12 @@ async fn wait_position(server: &TestServer, name: &str, position: u64) -> Value 
     .await
 }
 
+/// Appends an `OrderPlaced` of `customer` for `total` to `stream`; returns the append result.
+async fn place_order(server: &TestServer, stream: &str, customer: &str, total: u64) -> Value {
+    let event = json!({"type": "OrderPlaced", "data": {"customer": customer, "total": total}});
+    server.append(stream, &event.to_string()).await
+}
+
 async fn state(server: &TestServer, name: &str) -> Value {
     let r = server.get(&format!("/projections/{name}/state")).await;
     assert_eq!(r.status, 200, "{}", r.text());
@@ -105,10 +111,10 @@ async fn put_creates_then_updates_and_lists() {
     let doubled =
         "fromAll().when({ $init: () => ({ n: 0 }), $any: (s, e) => { s.n += 2; return s; } });";
     let updated = server
-        .call(
+        .call_typed(
             "PUT",
             "/projections/count",
-            &[("content-type", "text/javascript; charset=utf-8")],
+            "text/javascript; charset=utf-8",
             doubled,
         )
         .await;
@@ -161,12 +167,7 @@ async fn refused_scripts_and_bad_requests() {
         .await
         .assert_error(404, "not_found");
     server
-        .call(
-            "PUT",
-            "/projections/x",
-            &[("content-type", "application/json")],
-            COUNT_ALL,
-        )
+        .call_typed("PUT", "/projections/x", "application/json", COUNT_ALL)
         .await
         .assert_error(415, "unsupported_media_type");
     server
@@ -200,30 +201,10 @@ async fn refused_scripts_and_bad_requests() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn partitioned_state_by_key() {
     let server = TestServer::start();
-    server
-        .append(
-            "order-1",
-            r#"{"type":"OrderPlaced","data":{"customer":"c-1","total":30}}"#,
-        )
-        .await;
-    server
-        .append(
-            "order-2",
-            r#"{"type":"OrderPlaced","data":{"customer":"c-2","total":12}}"#,
-        )
-        .await;
-    let last = server
-        .append(
-            "order-3",
-            r#"{"type":"OrderPlaced","data":{"customer":"c-1","total":8}}"#,
-        )
-        .await;
-    server
-        .append(
-            "invoice-1",
-            r#"{"type":"OrderPlaced","data":{"customer":"c-1","total":100}}"#,
-        )
-        .await;
+    place_order(&server, "order-1", "c-1", 30).await;
+    place_order(&server, "order-2", "c-2", 12).await;
+    let last = place_order(&server, "order-3", "c-1", 8).await;
+    place_order(&server, "invoice-1", "c-1", 100).await;
     assert_eq!(put(&server, "totals", TOTALS).await.status, 201);
     let p = wait_position(&server, "totals", last["last_position"].as_u64().unwrap()).await;
     assert_eq!(p["partitioned"], true);
@@ -372,37 +353,20 @@ async fn metrics_and_auth() {
     put_as(&server, &r).await.assert_error(403, "forbidden");
     put_as(&server, &w).await.assert_error(403, "forbidden");
     assert_eq!(put_as(&server, &adm).await.status, 201);
+    assert_eq!(server.get_as("/projections/count", &r).await.status, 200);
     assert_eq!(
-        server
-            .get_with("/projections/count", &[("authorization", &r)])
-            .await
-            .status,
-        200
-    );
-    assert_eq!(
-        server
-            .get_with("/projections/count/state", &[("authorization", &r)])
-            .await
-            .status,
+        server.get_as("/projections/count/state", &r).await.status,
         200
     );
     server
-        .get_with("/projections", &[("authorization", &scoped)])
+        .get_as("/projections", &scoped)
         .await
         .assert_error(403, "forbidden");
     server
-        .call(
-            "POST",
-            "/projections/count/stop",
-            &[("authorization", &r)],
-            "",
-        )
+        .call_as("POST", "/projections/count/stop", &r)
         .await
         .assert_error(403, "forbidden");
-    let metrics = server
-        .get_with("/metrics", &[("authorization", &r)])
-        .await
-        .text();
+    let metrics = server.get_as("/metrics", &r).await.text();
     assert!(
         metrics.contains("strata_projection_lag{projection=\"count\"}"),
         "{metrics}"
@@ -448,6 +412,17 @@ impl Host {
         )
     }
 
+    /// Appends a `Tick` to `feed`.
+    async fn tick(&self) {
+        self.call(
+            "POST",
+            "/streams/feed",
+            Some("application/json"),
+            r#"{"type":"Tick"}"#,
+        )
+        .await;
+    }
+
     async fn wait(&self, name: &str, pred: impl Fn(&Value) -> bool) -> Value {
         let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
         loop {
@@ -487,13 +462,7 @@ async fn a_restart_resumes_from_the_checkpoint() {
         assert_eq!(status, 201);
     }
     for _ in 0..3 {
-        host.call(
-            "POST",
-            "/streams/feed",
-            Some("application/json"),
-            r#"{"type":"Tick"}"#,
-        )
-        .await;
+        host.tick().await;
     }
     host.wait("count", |v| v["events_processed"] == 3).await;
     host.wait("paused", |v| v["events_processed"] == 3).await;
@@ -512,13 +481,7 @@ async fn a_restart_resumes_from_the_checkpoint() {
     assert_eq!(s, json!({"n": 3}));
     let (_, paused) = host.call("GET", "/projections/paused", None, "").await;
     assert_eq!(paused["status"], "stopped", "{paused}");
-    host.call(
-        "POST",
-        "/streams/feed",
-        Some("application/json"),
-        r#"{"type":"Tick"}"#,
-    )
-    .await;
+    host.tick().await;
     let p = host.wait("count", |v| v["events_processed"] == 4).await;
     assert_eq!(p["status"], "running");
     let (_, s) = host.call("GET", "/projections/count/state", None, "").await;

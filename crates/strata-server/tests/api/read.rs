@@ -3,25 +3,7 @@
 
 use serde_json::{json, Value};
 
-use crate::support::{ndjson, TestServer};
-
-fn revisions(v: &Value) -> Vec<u64> {
-    v["events"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|e| e["revision"].as_u64().unwrap())
-        .collect()
-}
-
-fn positions(v: &Value) -> Vec<u64> {
-    v["events"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|e| e["position"].as_u64().unwrap())
-        .collect()
-}
+use crate::support::{ndjson, positions, revisions, TestServer};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn stream_pages_forward_and_backward() {
@@ -157,10 +139,10 @@ async fn one_event_by_revision() {
         .assert_error(400, "invalid_request");
     // Hidden by metadata: not found.
     let r = s
-        .call(
+        .call_typed(
             "PUT",
             "/streams/one/metadata",
-            &[("content-type", "application/json")],
+            "application/json",
             r#"{"truncate_before":2}"#,
         )
         .await;
@@ -245,10 +227,10 @@ async fn system_streams_only_with_include_system() {
     let s = TestServer::start();
     s.append("s", r#"{"type":"A"}"#).await;
     let r = s
-        .call(
+        .call_typed(
             "PUT",
             "/streams/s/metadata",
-            &[("content-type", "application/json")],
+            "application/json",
             r#"{"max_count":5}"#,
         )
         .await;

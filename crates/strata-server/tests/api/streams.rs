@@ -2,7 +2,7 @@
 
 use serde_json::{json, Value};
 
-use crate::support::TestServer;
+use crate::support::{page_events, revisions, TestServer};
 
 fn names(v: &Value) -> Vec<String> {
     v["streams"]
@@ -14,10 +14,10 @@ fn names(v: &Value) -> Vec<String> {
 }
 
 async fn put_meta(s: &TestServer, stream: &str, body: &str) -> crate::support::Reply {
-    s.call(
+    s.call_typed(
         "PUT",
         &format!("/streams/{stream}/metadata"),
-        &[("content-type", "application/json")],
+        "application/json",
         body,
     )
     .await
@@ -132,13 +132,7 @@ async fn metadata_round_trips_and_limits_reads() {
     assert_eq!(r.json(), serde_json::from_str::<Value>(body).unwrap());
     assert_eq!(s.get("/streams/m-1/metadata").await.json(), r.json());
     let v = s.get("/streams/m-1").await.json();
-    let revs: Vec<u64> = v["events"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|e| e["revision"].as_u64().unwrap())
-        .collect();
-    assert_eq!(revs, [7, 8, 9]);
+    assert_eq!(revisions(&v), [7, 8, 9]);
     // Replaced, not merged.
     assert_eq!(
         put_meta(&s, "m-1", r#"{"truncate_before":8}"#).await.status,
@@ -166,27 +160,16 @@ async fn metadata_round_trips_and_limits_reads() {
     put_meta(&s, "m-1", "nope")
         .await
         .assert_error(400, "invalid_request");
-    s.call(
-        "PUT",
-        "/streams/m-1/metadata",
-        &[("content-type", "text/plain")],
-        "{}",
-    )
-    .await
-    .assert_error(415, "unsupported_media_type");
+    s.call_typed("PUT", "/streams/m-1/metadata", "text/plain", "{}")
+        .await
+        .assert_error(415, "unsupported_media_type");
     put_meta(&s, "$m", "{}")
         .await
         .assert_error(400, "invalid_request");
     // Metadata may be set before the stream exists.
     assert_eq!(put_meta(&s, "m-2", r#"{"max_count":1}"#).await.status, 200);
     s.append_many("m-2", 3).await;
-    assert_eq!(
-        s.get("/streams/m-2").await.json()["events"]
-            .as_array()
-            .unwrap()
-            .len(),
-        1
-    );
+    assert_eq!(page_events(&s.get("/streams/m-2").await.json()).len(), 1);
     // Tombstoned streams: 410.
     assert_eq!(
         s.call("DELETE", "/streams/m-2?hard=true", &[], "")

@@ -114,6 +114,30 @@ impl TestServer {
         self.call("GET", uri, headers, "").await
     }
 
+    /// `method uri` with `body` as `Content-Type: content_type`.
+    pub async fn call_typed(
+        &self,
+        method: &str,
+        uri: &str,
+        content_type: &str,
+        body: &str,
+    ) -> Reply {
+        self.call(method, uri, &[("content-type", content_type)], body)
+            .await
+    }
+
+    /// `method uri` without a body, with `Authorization: authorization`.
+    pub async fn call_as(&self, method: &str, uri: &str, authorization: &str) -> Reply {
+        self.call(method, uri, &[("authorization", authorization)], "")
+            .await
+    }
+
+    /// `GET uri` with `Authorization: authorization`.
+    pub async fn get_as(&self, uri: &str, authorization: &str) -> Reply {
+        self.get_with(uri, &[("authorization", authorization)])
+            .await
+    }
+
     /// POSTs JSON with `Content-Type: application/json` and the extra headers.
     pub async fn post(&self, uri: &str, body: &str, headers: &[(&str, &str)]) -> Reply {
         let mut all = vec![("content-type", "application/json")];
@@ -244,6 +268,35 @@ impl Sse {
             }
         }
     }
+}
+
+/// The `events` array of a page.
+pub fn page_events(page: &Value) -> &Vec<Value> {
+    page["events"].as_array().unwrap()
+}
+
+/// The types of a page's events.
+pub fn event_types(page: &Value) -> Vec<&str> {
+    page_events(page)
+        .iter()
+        .map(|e| e["type"].as_str().unwrap())
+        .collect()
+}
+
+/// The revisions of a page's events.
+pub fn revisions(page: &Value) -> Vec<u64> {
+    page_events(page)
+        .iter()
+        .map(|e| e["revision"].as_u64().unwrap())
+        .collect()
+}
+
+/// The positions of a page's events.
+pub fn positions(page: &Value) -> Vec<u64> {
+    page_events(page)
+        .iter()
+        .map(|e| e["position"].as_u64().unwrap())
+        .collect()
 }
 
 /// Parses NDJSON lines.

@@ -12,7 +12,8 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use strata_store::verify::verify_dir;
 use strata_store::{
-    AllFilter, AppendResult, Direction, NewEvent, Options, ReadFrom, RecordedEvent, Store,
+    AllFilter, AppendResult, Direction, FsyncPolicy, NewEvent, Options, ReadFrom, ReadSlice,
+    RecordedEvent, Store,
 };
 use uuid::Uuid;
 
@@ -76,6 +77,14 @@ pub fn test_seed(name: &str) -> u64 {
         });
     eprintln!("{name}: STRATA_TEST_SEED={seed}");
     seed
+}
+
+/// `options` without fsync (for tests that do not cut power).
+pub fn no_fsync(options: Options) -> Options {
+    Options {
+        fsync: FsyncPolicy::Never,
+        ..options
+    }
 }
 
 pub fn opts(segment_size: u64) -> Options {
@@ -178,6 +187,26 @@ pub fn tag_of(e: &RecordedEvent) -> (String, u64, u64) {
         v["i"].as_u64().expect("i"),
         v["n"].as_u64().expect("n"),
     )
+}
+
+/// One page of the whole log without a filter (user streams only).
+pub fn all_page(
+    store: &Store,
+    from: ReadFrom,
+    direction: Direction,
+    limit: usize,
+) -> strata_store::Result<ReadSlice> {
+    store.read_all(from, direction, limit, &AllFilter::default())
+}
+
+/// Every event of the reopened log, checked: dense positions and revisions, whole appends,
+/// every acknowledged append present as acknowledged.
+pub fn check_log(store: &Store, acks: &[Ack]) -> Vec<RecordedEvent> {
+    let events = all_events(store);
+    check_dense(store, &events);
+    check_whole_appends(&events);
+    check_acks(&events, acks);
+    events
 }
 
 /// Every event of the log, system streams included, read forward in pages.
