@@ -130,15 +130,25 @@ impl EventView<'_> {
 
 /// The parts of an event the encoder needs.
 pub struct FrameFields<'a> {
+    /// Log position.
     pub position: u64,
+    /// Stream revision.
     pub revision: u64,
+    /// Commit timestamp (µs since epoch).
     pub timestamp_micros: i64,
+    /// Event id.
     pub id: Uuid,
+    /// True on the last frame of an append.
     pub commit_end: bool,
+    /// Data encoding.
     pub content_type: ContentType,
+    /// Stream name (at most 65535 bytes).
     pub stream: &'a str,
+    /// Event type (at most 65535 bytes).
     pub event_type: &'a str,
+    /// Payload (at most 4 GiB).
     pub data: &'a [u8],
+    /// Metadata, empty when absent (at most 4 GiB).
     pub metadata: &'a [u8],
 }
 
