@@ -368,8 +368,16 @@ pub(crate) fn scan_segment<'a>(
                     ));
                     return out;
                 }
+                let Some(next) = position.checked_add(1) else {
+                    out.corruption = Some(Error::corruption(
+                        path,
+                        offset as u64,
+                        "frame holds the last possible position (no position follows it)",
+                    ));
+                    return out;
+                };
                 pending.push((view, offset as u64));
-                position += 1;
+                position = next;
                 offset += len;
                 if view.commit_end {
                     for (v, o) in pending.drain(..) {
@@ -544,6 +552,35 @@ mod tests {
         assert!(out.corruption.is_some());
         let (out, _) = scan(&bytes[..20], ScanMode::Open);
         assert!(out.corruption.is_none() && out.torn.is_some());
+    }
+
+    /// Regression (decoder property tests): a segment whose frame holds position `u64::MAX`
+    /// overflowed the next position (a panic in debug builds, a wrap in release ones).
+    #[test]
+    fn position_u64_max_is_corruption_not_an_overflow() {
+        let first = u64::MAX;
+        let mut bytes = encode_segment_header(first).to_vec();
+        encode_frame(
+            &mut bytes,
+            &FrameFields {
+                position: first,
+                revision: 0,
+                timestamp_micros: 0,
+                id: Uuid::from_u128(1),
+                commit_end: true,
+                content_type: ContentType::Json,
+                stream: "s-1",
+                event_type: "T",
+                data: b"{}",
+                metadata: &[],
+            },
+        );
+        for mode in [ScanMode::Sealed, ScanMode::Open] {
+            let mut seen = 0;
+            let out = scan_segment(Path::new("t.seg"), &bytes, first, mode, |_, _| seen += 1);
+            assert!(out.corruption.is_some(), "{mode:?}: {out:?}");
+            assert_eq!((seen, out.next_position), (0, first));
+        }
     }
 
     #[test]
