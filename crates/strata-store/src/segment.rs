@@ -218,7 +218,9 @@ impl OpenSegment {
         })
     }
 
-    /// Reads the whole frame at `offset` into `buf` (replacing its contents) and checks it.
+    /// Reads the whole frame at `offset` into `buf` (replacing its contents); the caller decodes
+    /// (and so checks) it. The buffer grows to the frame's length prefix only once the file is
+    /// known to hold that many bytes: a damaged prefix is a short frame, never a huge allocation.
     pub fn read_frame(&self, offset: u64, buf: &mut Vec<u8>) -> Result<()> {
         buf.clear();
         buf.resize(FRAME_PREFIX_LEN + BODY_FIXED_LEN + 256, 0);
@@ -229,6 +231,18 @@ impl OpenSegment {
         let body_len = u32::from_le_bytes([buf[0], buf[1], buf[2], buf[3]]) as usize;
         let total = FRAME_PREFIX_LEN + body_len;
         if total > n {
+            // Fewer bytes than the first read asked for: the file ends before the frame does.
+            let file_len = if n < buf.len() {
+                0
+            } else {
+                self.file
+                    .metadata()
+                    .map_err(|e| Error::io(&self.path, e))?
+                    .len()
+            };
+            if offset.saturating_add(total as u64) > file_len {
+                return Err(frame_error(&self.path, offset, FrameError::Short));
+            }
             buf.resize(total, 0);
             let more = self.read_at_most(offset + n as u64, &mut buf[n..])?;
             if n + more < total {
