@@ -990,6 +990,38 @@ fn checkpoint_arbitrary_and_damaged() {
     store.close().expect("close");
 }
 
+/// Regression: a record claiming a huge state made the reader reserve up to 64 MiB before
+/// reading a single chunk.
+#[test]
+fn checkpoint_record_claiming_a_huge_state_allocates_only_what_it_reads() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let options = Options {
+        fsync: FsyncPolicy::Never,
+        ..Options::default()
+    };
+    let store = Store::open(dir.path(), options).expect("open");
+    for (i, bytes) in [1u64 << 40, 1 << 26, u64::MAX].into_iter().enumerate() {
+        let stream = format!("$projection-huge{i}");
+        let record = serde_json::json!({
+            "version": 1, "incarnation": 1, "position": 1, "cursor": 2,
+            "partitions": 0, "chunks": 1, "bytes": bytes, "events_processed": 2,
+        });
+        let record = serde_json::to_vec(&record).expect("json");
+        let events = vec![
+            NewEvent::binary("$state", b"{}".to_vec()),
+            NewEvent::binary(CHECKPOINT_TYPE, record.clone()),
+        ];
+        store
+            .append(&stream, ExpectedRevision::NoStream, events)
+            .expect("append");
+        let r = bounded("read_latest_checkpoint", record.len() + 2, || {
+            read_latest_checkpoint(&store, &stream)
+        });
+        assert!(r.is_err(), "a record claiming {bytes} bytes for 2 read Ok");
+    }
+    store.close().expect("close");
+}
+
 // ---------------------------------------------------------------------------------------------
 // Whole data directories: random damage to one file, then verify and open and read everything.
 
