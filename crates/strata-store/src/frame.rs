@@ -67,7 +67,9 @@ pub fn encode_segment_header(first_position: u64) -> [u8; SEGMENT_HEADER_LEN as 
     h
 }
 
-/// Parses a segment header; `Err` names what is wrong.
+/// Parses a segment header; `Err` names what is wrong. `Ok` only for exactly what
+/// [`encode_segment_header`] writes (checked: length, magic, CRC, version, header length,
+/// reserved word); bytes after the first 32 are not looked at.
 pub fn decode_segment_header(h: &[u8]) -> Result<u64, String> {
     if h.len() < SEGMENT_HEADER_LEN as usize {
         return Err(format!("segment header is {} bytes, expected 32", h.len()));
@@ -82,6 +84,15 @@ pub fn decode_segment_header(h: &[u8]) -> Result<u64, String> {
     let version = u32::from_le_bytes([h[8], h[9], h[10], h[11]]);
     if version != SEGMENT_FORMAT_VERSION {
         return Err(format!("unsupported segment format version {version}"));
+    }
+    let header_len = u32::from_le_bytes([h[12], h[13], h[14], h[15]]);
+    if u64::from(header_len) != SEGMENT_HEADER_LEN {
+        return Err(format!(
+            "segment header length {header_len}, expected {SEGMENT_HEADER_LEN}"
+        ));
+    }
+    if h[24..28] != [0; 4] {
+        return Err("segment header reserved bytes are not zero".into());
     }
     Ok(read_u64(h, 16))
 }
@@ -193,6 +204,12 @@ pub enum FrameError {
 }
 
 /// Parses the frame starting at `buf[0]`. Returns the view and the frame's total length.
+///
+/// Never panics and never allocates (but for an error message), whatever `buf` holds. `Ok` only
+/// for exactly what [`encode_frame`] writes: the body length must fit in `buf`, the CRC must
+/// match, and then the flags must be known, the reserved bytes zero, the four field lengths must
+/// add up to the body length and the metadata flag must agree with the metadata length. Bytes
+/// after the frame are not looked at (they are the next frame).
 pub fn decode_frame(buf: &[u8]) -> Result<(EventView<'_>, usize), FrameError> {
     if buf.len() < FRAME_PREFIX_LEN {
         return Err(FrameError::Short);
@@ -223,12 +240,24 @@ fn decode_body(b: &[u8]) -> Result<EventView<'_>, FrameError> {
     if flags & !KNOWN_FLAGS != 0 {
         return Err(FrameError::Bad(format!("unknown frame flags {flags:#x}")));
     }
+    if b[41] != 0 || b[46] != 0 || b[47] != 0 {
+        return Err(FrameError::Bad("frame reserved bytes are not zero".into()));
+    }
     let s = u16::from_le_bytes([b[42], b[43]]) as usize;
     let t = u16::from_le_bytes([b[44], b[45]]) as usize;
     let d = u32::from_le_bytes([b[48], b[49], b[50], b[51]]) as usize;
     let m = u32::from_le_bytes([b[52], b[53], b[54], b[55]]) as usize;
-    if BODY_FIXED_LEN + s + t + d + m != b.len() {
+    // Each length is at most 4 GiB, so the sum cannot overflow a 64-bit usize; checked anyway.
+    let total = [s, t, d, m]
+        .iter()
+        .try_fold(BODY_FIXED_LEN, |acc, &n| acc.checked_add(n));
+    if total != Some(b.len()) {
         return Err(FrameError::Bad("frame field lengths do not add up".into()));
+    }
+    if (flags & FLAG_METADATA != 0) != (m > 0) {
+        return Err(FrameError::Bad(
+            "frame metadata flag disagrees with the metadata length".into(),
+        ));
     }
     let mut at = BODY_FIXED_LEN;
     let mut take = |n: usize| {
@@ -272,21 +301,28 @@ fn read_u64(b: &[u8], at: usize) -> u64 {
 mod tests {
     use super::*;
 
+    fn sample_fields() -> FrameFields<'static> {
+        FrameFields {
+            position: 7,
+            revision: 3,
+            timestamp_micros: 1_700_000_000_000_000,
+            id: Uuid::from_u128(42),
+            commit_end: false,
+            content_type: ContentType::Binary,
+            stream: "order-1",
+            event_type: "Placed",
+            data: b"\x00\x01",
+            metadata: b"{}",
+        }
+    }
+
     fn sample(commit_end: bool) -> Vec<u8> {
         let mut out = Vec::new();
         encode_frame(
             &mut out,
             &FrameFields {
-                position: 7,
-                revision: 3,
-                timestamp_micros: 1_700_000_000_000_000,
-                id: Uuid::from_u128(42),
                 commit_end,
-                content_type: ContentType::Binary,
-                stream: "order-1",
-                event_type: "Placed",
-                data: b"\x00\x01",
-                metadata: b"{}",
+                ..sample_fields()
             },
         );
         out
@@ -323,9 +359,65 @@ mod tests {
         }
     }
 
+    /// Sets body byte `at` to `v` and recomputes the CRC, so only the field checks can object.
+    fn with_body_byte(buf: &[u8], at: usize, v: u8) -> Vec<u8> {
+        let mut b = buf.to_vec();
+        b[FRAME_PREFIX_LEN + at] = v;
+        let crc = crc32fast::hash(&b[FRAME_PREFIX_LEN..]);
+        b[4..8].copy_from_slice(&crc.to_le_bytes());
+        b
+    }
+
+    /// Regression (decoder property tests): a frame with a non-zero reserved byte, or a metadata
+    /// flag that disagrees with the metadata length, decoded Ok when its CRC matched.
+    #[test]
+    fn reserved_bytes_and_metadata_flag_must_be_as_written() {
+        let buf = sample(true);
+        for at in [41, 46, 47] {
+            let b = with_body_byte(&buf, at, 1);
+            assert!(
+                matches!(decode_frame(&b), Err(FrameError::Bad(_))),
+                "reserved byte {at}"
+            );
+        }
+        // `sample` has metadata: clearing its flag is inconsistent.
+        let flags = buf[FRAME_PREFIX_LEN + 40];
+        let b = with_body_byte(&buf, 40, flags & !FLAG_METADATA);
+        assert!(matches!(decode_frame(&b), Err(FrameError::Bad(_))));
+        let mut out = Vec::new();
+        encode_frame(
+            &mut out,
+            &FrameFields {
+                metadata: &[],
+                ..sample_fields()
+            },
+        );
+        let b = with_body_byte(&out, 40, out[FRAME_PREFIX_LEN + 40] | FLAG_METADATA);
+        assert!(matches!(decode_frame(&b), Err(FrameError::Bad(_))));
+    }
+
     #[test]
     fn zero_space_is_recognised() {
         assert_eq!(decode_frame(&[0u8; 64]).unwrap_err(), FrameError::Zero);
+    }
+
+    /// Regression (decoder property tests): a header whose length field is not 32 or whose
+    /// reserved word is not zero decoded Ok when its CRC matched.
+    #[test]
+    fn segment_header_length_and_reserved_fields_are_checked() {
+        for (at, v) in [
+            (12, 33u32),
+            (12, u32::MAX),
+            (12, 0),
+            (24, 1),
+            (24, u32::MAX),
+        ] {
+            let mut h = encode_segment_header(5);
+            h[at..at + 4].copy_from_slice(&v.to_le_bytes());
+            let crc = crc32fast::hash(&h[0..28]);
+            h[28..32].copy_from_slice(&crc.to_le_bytes());
+            assert!(decode_segment_header(&h).is_err(), "field at {at} = {v}");
+        }
     }
 
     #[test]

@@ -31,6 +31,8 @@ mod error;
 mod event;
 pub mod file_io;
 mod frame;
+#[doc(hidden)]
+pub mod fuzzing;
 mod hash;
 mod id_gen;
 mod index_file;

@@ -238,6 +238,11 @@ impl Shared {
                         0
                     };
                     if need > buf.len() {
+                        // A length prefix is untrusted until the file holds that many bytes:
+                        // never grow the buffer past what is there.
+                        if offset.saturating_add(need as u64) > open.file_len()? {
+                            return Err(frame_error(&open.path, offset, FrameError::Short));
+                        }
                         buf.resize(need, 0);
                     }
                     let n = open.read_at_most(offset, &mut buf)?;

@@ -218,7 +218,9 @@ impl OpenSegment {
         })
     }
 
-    /// Reads the whole frame at `offset` into `buf` (replacing its contents) and checks it.
+    /// Reads the whole frame at `offset` into `buf` (replacing its contents); the caller decodes
+    /// (and so checks) it. The buffer grows to the frame's length prefix only once the file is
+    /// known to hold that many bytes: a damaged prefix is a short frame, never a huge allocation.
     pub fn read_frame(&self, offset: u64, buf: &mut Vec<u8>) -> Result<()> {
         buf.clear();
         buf.resize(FRAME_PREFIX_LEN + BODY_FIXED_LEN + 256, 0);
@@ -229,6 +231,11 @@ impl OpenSegment {
         let body_len = u32::from_le_bytes([buf[0], buf[1], buf[2], buf[3]]) as usize;
         let total = FRAME_PREFIX_LEN + body_len;
         if total > n {
+            // Fewer bytes than the first read asked for: the file ends before the frame does.
+            let file_len = if n < buf.len() { 0 } else { self.file_len()? };
+            if offset.saturating_add(total as u64) > file_len {
+                return Err(frame_error(&self.path, offset, FrameError::Short));
+            }
             buf.resize(total, 0);
             let more = self.read_at_most(offset + n as u64, &mut buf[n..])?;
             if n + more < total {
@@ -237,6 +244,16 @@ impl OpenSegment {
         }
         buf.truncate(total);
         Ok(())
+    }
+
+    /// The file's current length in bytes (what a length prefix read from it is checked
+    /// against before a buffer is grown to it).
+    pub fn file_len(&self) -> Result<u64> {
+        Ok(self
+            .file
+            .metadata()
+            .map_err(|e| Error::io(&self.path, e))?
+            .len())
     }
 
     /// Reads as many bytes as are available at `offset` into `buf`; returns how many.
@@ -368,8 +385,16 @@ pub(crate) fn scan_segment<'a>(
                     ));
                     return out;
                 }
+                let Some(next) = position.checked_add(1) else {
+                    out.corruption = Some(Error::corruption(
+                        path,
+                        offset as u64,
+                        "frame holds the last possible position (no position follows it)",
+                    ));
+                    return out;
+                };
                 pending.push((view, offset as u64));
-                position += 1;
+                position = next;
                 offset += len;
                 if view.commit_end {
                     for (v, o) in pending.drain(..) {
@@ -544,6 +569,35 @@ mod tests {
         assert!(out.corruption.is_some());
         let (out, _) = scan(&bytes[..20], ScanMode::Open);
         assert!(out.corruption.is_none() && out.torn.is_some());
+    }
+
+    /// Regression (decoder property tests): a segment whose frame holds position `u64::MAX`
+    /// overflowed the next position (a panic in debug builds, a wrap in release ones).
+    #[test]
+    fn position_u64_max_is_corruption_not_an_overflow() {
+        let first = u64::MAX;
+        let mut bytes = encode_segment_header(first).to_vec();
+        encode_frame(
+            &mut bytes,
+            &FrameFields {
+                position: first,
+                revision: 0,
+                timestamp_micros: 0,
+                id: Uuid::from_u128(1),
+                commit_end: true,
+                content_type: ContentType::Json,
+                stream: "s-1",
+                event_type: "T",
+                data: b"{}",
+                metadata: &[],
+            },
+        );
+        for mode in [ScanMode::Sealed, ScanMode::Open] {
+            let mut seen = 0;
+            let out = scan_segment(Path::new("t.seg"), &bytes, first, mode, |_, _| seen += 1);
+            assert!(out.corruption.is_some(), "{mode:?}: {out:?}");
+            assert_eq!((seen, out.next_position), (0, first));
+        }
     }
 
     #[test]

@@ -39,4 +39,5 @@ mod write;
 
 pub use format::{IdEntry, Posting, StreamEntry};
 pub use read::SegmentIndex;
+pub(crate) use write::encode;
 pub use write::{write_index, IndexInput};

@@ -89,7 +89,7 @@ fn check_input(input: &IndexInput) -> Result<()> {
 }
 
 /// Serializes `input` into the bytes of a complete index file.
-pub(super) fn encode(mut input: IndexInput) -> Result<Vec<u8>> {
+pub(crate) fn encode(mut input: IndexInput) -> Result<Vec<u8>> {
     check_input(&input)?;
     input
         .streams

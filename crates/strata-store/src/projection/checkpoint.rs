@@ -153,9 +153,9 @@ pub fn read_latest_checkpoint(store: &Store, stream: &str) -> Result<Option<Chec
         .revision
         .checked_sub(record.chunks)
         .ok_or_else(|| bad("more chunks than events before the record".into()))?;
-    // The record's size is only a hint (a damaged record must not make us allocate wildly).
-    let hint = usize::try_from(record.bytes).unwrap_or(0).min(64 << 20);
-    let mut bytes = Vec::with_capacity(hint);
+    // Nothing is reserved from the record's `bytes` or `chunks`: a damaged record must not make
+    // us allocate more than the chunks actually read (it is compared with them below).
+    let mut bytes = Vec::new();
     let mut next = first;
     while next < record_event.revision {
         let want = usize::try_from(record_event.revision - next).unwrap_or(usize::MAX);
