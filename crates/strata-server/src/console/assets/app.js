@@ -243,7 +243,8 @@ screens.dashboard = function () {
     s.points.forEach((p, j) => {
       if (!p.length) return;
       const line = document.createElementNS("http://www.w3.org/2000/svg", "polyline");
-      line.setAttribute("points", p.map((y, x) => `${(x * 100 / 39).toFixed(1)},${(29 - y / max * 27).toFixed(1)}`).join(" "));
+      // Right-aligned: the newest sample at the right edge, 40 slots.
+      line.setAttribute("points", p.map((y, x) => `${((40 - p.length + x) * 100 / 39).toFixed(1)},${(29 - y / max * 27).toFixed(1)}`).join(" "));
       if (j) line.setAttribute("class", "second");
       s.svg.append(line);
     });
@@ -447,7 +448,7 @@ screens.group = function (name) {
   main.append(h("h1", {}, "Group ", h("span", { class: "mono" }, name)));
   const path = "/groups/" + enc(name);
   const info = h("div", { class: "card" }), parked = h("div", { class: "card", id: "parked" }), msg = h("div", { id: "replay-result", "aria-live": "polite" });
-  main.append(info, parked);
+  main.append(h("div", { class: "split" }, info, parked));
   async function load() {
     try {
       const g = await api("GET", path);
@@ -459,7 +460,7 @@ screens.group = function (name) {
         try { ev = await api("GET", "/streams/" + enc(e.stream) + "/" + e.revision); } catch (_) { /* gone: shown without the event */ }
         return h("div", { class: "parked-entry" },
           h("p", {}, h("span", { class: "mono" }, `${e.stream} #${e.revision} @${e.position}`), " ", e.type, " — ", h("span", { class: "badge" }, e.reason), ` after ${e.delivery} deliveries, parked ${e.parked_at}`),
-          ev ? h("div", { class: "events" }, eventRow(ev, false)) : h("p", { class: "muted" }, "the event can no longer be read"));
+          ev ? h("div", { class: "events" }, Object.assign(eventRow(ev, false), { open: true })) : h("p", { class: "muted" }, "the event can no longer be read"));
       }));
       parked.replaceChildren(h("h2", {}, `Parked events (${g.parked})`),
         h("div", { class: "row" }, h("button", { class: "primary", id: "replay-parked", disabled: !g.parked, onclick: replay }, "Replay parked events")), msg,
