@@ -102,6 +102,21 @@ fn lists_appended_events() {
     browser.click("#events details summary");
     browser.wait_text("#events details", "binary, 8 bytes");
 
+    // $all with a category filter, then a jump to a position.
+    browser.goto(&format!("{}/ui/#/all?category=order", server.url()));
+    browser.wait_text("#events", "order-2");
+    let all = browser.text("#events").unwrap_or_default();
+    assert!(!all.contains("blob-1"), "category filter: {all}");
+    browser.screenshot("all");
+    browser.type_into("main form.row input[aria-label=Position]", "1");
+    browser.click("main form.row input[aria-label=Position] ~ button");
+    browser.wait_for_element("#events details");
+    let jumped = browser.text("#events details summary").unwrap_or_default();
+    assert!(
+        jumped.contains("@1"),
+        "jump to position 1, newest first: {jumped}"
+    );
+
     let foreign = browser.exec(
         "return performance.getEntriesByType('resource').map(r => r.name).filter(n => !n.startsWith(location.origin));",
         json!([]),

@@ -70,7 +70,7 @@ async function api(method, path, opts) {
 function errorBox(err) {
   const e = err instanceof ApiError ? err : null;
   let text = e ? `${e.status} ${e.code}: ${e.message}` : String(err && err.message || err);
-  if (e && e.body.expected !== undefined) text += ` (expected ${e.body.expected}, actual ${e.body.actual})`;
+  if (e && e.body.expected !== undefined && !e.message.includes("actual")) text += ` (expected ${e.body.expected}, actual ${e.body.actual})`;
   return h("div", { class: "error", role: "alert" }, text);
 }
 
@@ -396,10 +396,10 @@ screens.append = function (stream) {
   const data = h("textarea", { id: "a-data", rows: 8 }, "{}");
   const meta = h("textarea", { id: "a-metadata", rows: 3, placeholder: "optional JSON" });
   const expected = h("input", { type: "text", id: "a-expected", placeholder: "any", size: 14 });
-  const dataMsg = h("div", { class: "muted", id: "a-data-check" });
+  const dataMsg = h("div", { class: "muted small", id: "a-data-check" });
   const result = h("div", { id: "a-result", "aria-live": "polite" });
   function check() {
-    try { JSON.parse(data.value); dataMsg.className = "muted"; dataMsg.textContent = "valid JSON"; return true; }
+    try { JSON.parse(data.value); dataMsg.className = "muted small"; dataMsg.textContent = "valid JSON"; return true; }
     catch (e) { dataMsg.className = "error"; dataMsg.textContent = "data is not valid JSON: " + e.message; return false; }
   }
   data.addEventListener("input", check);
