@@ -324,3 +324,45 @@ fn logs_in_with_a_token() {
     let stored = browser.exec("return sessionStorage.getItem('strata.token');", json!([]));
     assert_eq!(stored, json!("s3cret-t0ken"));
 }
+
+/// Without a browser: `/` is a JSON 404 for API clients and a redirect for browsers; the
+/// console's files are served without a token; other methods and unknown files get the API's
+/// JSON errors.
+#[test]
+fn console_routes_answer_api_clients_in_json() {
+    let server = TestServer::start_with(&["--auth-token", "t0ken"]);
+    let c = server.client();
+    for accept in [
+        None,
+        Some("*/*"),
+        Some("application/json"),
+        Some("application/json, text/html;q=0.5"),
+    ] {
+        let headers: Vec<(&str, &str)> = accept.iter().map(|a| ("Accept", *a)).collect();
+        c.get_with("/", &headers).assert_error(404, "not_found");
+    }
+    let browser_accept = "text/html,application/xhtml+xml,application/xml;q=0.9,*/*;q=0.8";
+    let reply = c.get_with("/", &[("Accept", browser_accept)]);
+    assert_eq!(reply.status, 303);
+    assert_eq!(reply.header("location"), Some("/ui/"));
+    c.post_json("/", "{}").assert_error(404, "not_found");
+    c.delete("/", &[]).assert_error(404, "not_found");
+
+    for (path, content_type) in [
+        ("/ui/", "text/html; charset=utf-8"),
+        ("/ui/app.js", "text/javascript; charset=utf-8"),
+        ("/ui/app.css", "text/css; charset=utf-8"),
+    ] {
+        let reply = c.get(path);
+        assert_eq!(reply.status, 200, "{path}: {}", reply.text());
+        assert_eq!(reply.header("content-type"), Some(content_type), "{path}");
+        assert!(reply.header("content-security-policy").is_some(), "{path}");
+        let reply = c.post_json(path, "{}");
+        reply.assert_error(405, "method_not_allowed");
+        assert_eq!(reply.header("allow"), Some("GET,HEAD"), "{path}");
+    }
+    assert_eq!(c.get("/ui").header("location"), Some("/ui/"));
+    c.get("/ui/nope.js").assert_error(404, "not_found");
+    // The API itself still wants the token.
+    c.get("/streams").assert_error(401, "unauthorized");
+}

@@ -46,17 +46,43 @@ const CSP: &str = "default-src 'none'; script-src 'self'; style-src 'self'; img-
 
 /// The console's routes (`/`, `/ui`, `/ui/`, `/ui/{file}`), to merge into the API router
 /// outside its authentication layer.
+///
+/// They are merged after the API router's layers and fallbacks, so they bring their own: any
+/// method but GET/HEAD on `/` is the JSON 404 it always was, on `/ui...` the JSON 405.
 pub(crate) fn router() -> Router<App> {
     Router::new()
-        .route("/", get(root))
-        .route("/ui", get(|| async { Redirect::permanent("/ui/") }))
-        .route("/ui/", get(|| async { serve("index.html") }))
+        .route("/", get(root).fallback(root_not_found))
+        .route(
+            "/ui",
+            get(|| async { Redirect::permanent("/ui/") }).fallback(get_only),
+        )
+        .route(
+            "/ui/",
+            get(|| async { serve("index.html") }).fallback(get_only),
+        )
         .route(
             "/ui/{file}",
             get(|axum::extract::Path(file): axum::extract::Path<String>| async move {
                 serve(&file)
-            }),
+            })
+            .fallback(get_only),
         )
+}
+
+/// `/` for API clients: the JSON 404 of a path without a resource.
+async fn root_not_found() -> Response {
+    Error::NotFound("no resource at /".into()).into_response()
+}
+
+/// Another method than GET/HEAD on the console's files: the JSON 405 with `Allow`.
+async fn get_only(method: axum::http::Method, uri: axum::http::Uri) -> Response {
+    let mut response =
+        Error::MethodNotAllowed(format!("{method} is not allowed on {}", uri.path()))
+            .into_response();
+    response
+        .headers_mut()
+        .insert(header::ALLOW, HeaderValue::from_static("GET,HEAD"));
+    response
 }
 
 /// `GET /`: a redirect to `/ui/` when the client prefers HTML (a browser), else the API's
@@ -69,7 +95,7 @@ async fn root(headers: HeaderMap) -> Response {
     if prefers_html(accept) {
         Redirect::to("/ui/").into_response()
     } else {
-        Error::NotFound("no resource at /".into()).into_response()
+        root_not_found().await
     }
 }
 
