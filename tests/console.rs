@@ -145,6 +145,33 @@ fn follows_a_stream_live() {
     browser.screenshot("stream-live");
 }
 
+/// Deleting a stream asks for a confirmation that names it; a hard delete tombstones it.
+#[test]
+fn deletes_a_stream_after_a_confirmation() {
+    let Some((_lock, browser, server)) = setup(&[]) else {
+        return;
+    };
+    let client = server.client();
+    append(&client, "doomed-3", json!({"type": "Created", "data": {}}));
+    browser.goto(&format!("{}/ui/#/stream/doomed-3", server.url()));
+    browser.wait_text("#stream-metadata", "{}");
+    browser.click("#hard");
+    browser.click("#delete-stream");
+    let question = browser.dialog_text();
+    assert!(
+        question.contains("\"doomed-3\"") && question.contains("HARD"),
+        "{question}"
+    );
+    browser.accept_dialog();
+    browser.wait_text("main", "Stream \"doomed-3\" deleted.");
+    client
+        .get("/streams/doomed-3")
+        .assert_error(410, "stream_deleted");
+    client
+        .post_json("/streams/doomed-3", r#"{"type": "Again"}"#)
+        .assert_error(410, "stream_deleted");
+}
+
 /// The append form checks the JSON and shows the API's 409 for a wrong expected revision.
 #[test]
 fn append_form_shows_wrong_expected_revision() {
@@ -209,6 +236,10 @@ fn projection_syntax_error_shows_its_line() {
     browser.wait_text("#p-state", "\"count\": 1");
     browser.wait_text("#p-status", "running");
     browser.screenshot("projection");
+    browser.click("#p-status button:nth-of-type(1)"); // Stop
+    browser.wait_text("#p-status .badge", "stopped");
+    browser.click("#p-status button:nth-of-type(2)"); // Start
+    browser.wait_text("#p-status .badge", "running");
 }
 
 /// A parked event is shown with its event and replayed from the group's page.

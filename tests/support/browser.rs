@@ -279,6 +279,20 @@ impl Browser {
         );
     }
 
+    /// The text of the page's open dialog (`alert`, `confirm`), waiting for it to open.
+    #[track_caller]
+    pub fn dialog_text(&self) -> String {
+        let path = format!("/session/{}/alert/text", self.session);
+        let deadline = Instant::now() + WAIT;
+        loop {
+            match self.call("GET", &path, &json!({})) {
+                Ok(text) => return text.as_str().unwrap_or_default().to_owned(),
+                Err(e) if Instant::now() > deadline => panic!("no dialog opened: {e}"),
+                Err(_) => std::thread::sleep(Duration::from_millis(50)),
+            }
+        }
+    }
+
     /// Accepts the page's open `confirm()` dialog.
     pub fn accept_dialog(&self) {
         self.session_call("POST", "/alert/accept", json!({}));
