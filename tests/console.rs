@@ -109,7 +109,7 @@ fn lists_appended_events() {
     assert!(!all.contains("blob-1"), "category filter: {all}");
     browser.screenshot("all");
     browser.type_into("main form.row input[aria-label=Position]", "1");
-    browser.click("main form.row input[aria-label=Position] ~ button");
+    browser.click("main form.row:has(input[aria-label=Position]) button[type=submit]");
     browser.wait_for_element("#events details");
     let jumped = browser.text("#events details summary").unwrap_or_default();
     assert!(

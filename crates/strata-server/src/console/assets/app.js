@@ -169,9 +169,9 @@ function eventLog(container, base, cursorField, opts) {
     h("option", { value: "backward" }, "Newest first"), h("option", { value: "forward" }, "Oldest first"));
   const liveBtn = h("button", { id: "follow", "aria-pressed": "false", onclick: () => toggleLive() }, "Follow live");
   const err = h("div");
+  const jumpIn = h("input", { type: "text", inputmode: "numeric", size: 10, "aria-label": "Position" });
   const jump = opts && opts.jump ? h("form", { class: "row", onsubmit: (e) => { e.preventDefault(); from = jumpIn.value.trim() || null; load(true, true); } },
-    h("label", {}, "Jump to position"), jumpIn = h("input", { type: "text", inputmode: "numeric", size: 10, "aria-label": "Position" }), h("button", { type: "submit" }, "Go")) : null;
-  var jumpIn;
+    h("label", { class: "inline" }, "Jump to position", jumpIn), h("button", { type: "submit" }, "Go")) : null;
   container.append(h("div", { class: "row" }, dirSel, liveBtn, status), jump || "", err, list, h("div", { class: "pager" }, more));
 
   function sep() { return base.includes("?") ? "&" : "?"; }
@@ -506,11 +506,6 @@ function codeEditor(text) {
   }
   area.addEventListener("input", () => { bad = null; render(); });
   area.addEventListener("scroll", () => { gutter.scrollTop = area.scrollTop; });
-  area.addEventListener("keydown", (e) => {
-    if (e.key === "Tab" && !e.shiftKey && !e.ctrlKey && !e.altKey && !e.metaKey && area.dataset.tabs === "on") {
-      e.preventDefault(); area.setRangeText("  ", area.selectionStart, area.selectionEnd, "end");
-    }
-  });
   render();
   return {
     el: h("div", { class: "editor" }, gutter, area), area,
