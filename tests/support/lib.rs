@@ -10,8 +10,10 @@
 //!   HTTP/1.1 client with read timeouts everywhere, so that no test can hang forever.
 //! - [`cli`]: the `strata` client subcommands run as processes ([`cli::strata`], [`cli::ok`], ...).
 //! - [`groups`]: consumer-group helpers ([`groups::Group`]: poll, ack, nack, parked, ...).
+//! - [`browser`]: a headless Chromium over WebDriver, for the console tests.
 //! - [`projections`]: the `/projections` endpoints and polling helpers of the projection tests.
 
+pub mod browser;
 pub mod cli;
 pub mod groups;
 pub mod http;

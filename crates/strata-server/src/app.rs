@@ -82,6 +82,10 @@ impl App {
             // route, and each layer costs every request a boxed service clone and a boxed
             // future. It counts every response (metrics), auth's 401s included.
             .layer(middleware::from_fn_with_state(self.clone(), metrics::track))
+            // The web console (`/`, `/ui/...`) is merged after the layer: its static page needs
+            // no token (the page asks for one for its API calls), and it is not in the route
+            // table, which is the API's (and the OpenAPI document's) list.
+            .merge(crate::console::router())
             .with_state(self.clone())
     }
 

@@ -69,6 +69,7 @@ pub mod auth;
 mod body;
 pub mod config;
 mod conn;
+mod console;
 pub mod error;
 mod event_json;
 mod groups;
