@@ -16,22 +16,6 @@ use strata_store::{
     RecordedEvent, Store, StreamMetadata,
 };
 
-/// A store in `dir` with several sealed segments: 60 appends of 1-3 events over five streams.
-/// Returns every event.
-fn build_sealed(dir: &Path, rng: &mut Rng) -> Vec<RecordedEvent> {
-    let store = Store::open(dir, opts(4096)).expect("open");
-    for a in 0..60 {
-        let (evs, _) = tagged_events(rng, &format!("a{a}"), 1 + a % 3, 60);
-        store
-            .append(&format!("s-{}", a % 5), ExpectedRevision::Any, evs)
-            .expect("append");
-    }
-    let events = all_events(&store);
-    store.close().expect("close");
-    assert!(segments(dir).len() >= 4, "want several sealed segments");
-    events
-}
-
 /// A frame in the middle of the first (sealed) segment, and the event it holds.
 fn victim(dir: &Path, events: &[RecordedEvent]) -> (PathBuf, FrameInfo, RecordedEvent) {
     let seg = segments(dir).remove(0);
@@ -97,7 +81,7 @@ fn byte_flip_in_sealed_segment_is_reported_by_every_read_path_and_stops_writes()
     let mut rng = Rng::new(test_seed("sealed_flip"));
     let tmp = tempfile::tempdir().expect("tempdir");
     let base = tmp.path().join("base");
-    let events = build_sealed(&base, &mut rng);
+    let events = build_sealed(&base, &mut rng, 5);
     let (seg, frame, hit) = victim(&base, &events);
     let seg_name = seg.file_name().expect("name").to_owned();
     flip_byte(&seg, frame.data_offset + frame.data_len / 2);
@@ -224,7 +208,7 @@ fn byte_flip_in_sealed_segment_without_index_fails_open() {
     let mut rng = Rng::new(test_seed("sealed_flip_no_index"));
     let tmp = tempfile::tempdir().expect("tempdir");
     let dir = tmp.path();
-    let events = build_sealed(dir, &mut rng);
+    let events = build_sealed(dir, &mut rng, 5);
     let (seg, frame, _) = victim(dir, &events);
     flip_byte(&seg, frame.data_offset);
     let idx = index_files(dir).remove(0);
@@ -295,7 +279,7 @@ fn truncated_or_missing_sealed_segment_fails_open() {
     let mut rng = Rng::new(test_seed("truncated_sealed"));
     let tmp = tempfile::tempdir().expect("tempdir");
     let base = tmp.path().join("base");
-    build_sealed(&base, &mut rng);
+    build_sealed(&base, &mut rng, 5);
     let segs = segments(&base);
     let victim = segs[1].file_name().expect("name").to_owned();
     let fr = frames(&std::fs::read(&segs[1]).expect("read"));
@@ -349,7 +333,7 @@ fn missing_first_segment_is_not_accepted_silently() {
     let mut rng = Rng::new(test_seed("missing_first"));
     let tmp = tempfile::tempdir().expect("tempdir");
     let dir = tmp.path();
-    let events = build_sealed(dir, &mut rng);
+    let events = build_sealed(dir, &mut rng, 5);
     let first = segments(dir).remove(0);
     std::fs::remove_file(first.with_extension("idx")).expect("remove index");
     std::fs::remove_file(&first).expect("remove segment");

@@ -1031,21 +1031,6 @@ fn checkpoint_record_claiming_a_huge_state_allocates_only_what_it_reads() {
 // ---------------------------------------------------------------------------------------------
 // Whole data directories: random damage to one file, then verify and open and read everything.
 
-/// A store with several sealed segments (with index files) and an open one. Returns every event.
-fn build_store(dir: &Path, rng: &mut Rng) -> Vec<RecordedEvent> {
-    let store = Store::open(dir, opts(4096)).expect("open");
-    for a in 0..60 {
-        let (evs, _) = tagged_events(rng, &format!("a{a}"), 1 + a % 3, 60);
-        store
-            .append(&format!("s-{}", a % 4), ExpectedRevision::Any, evs)
-            .expect("append");
-    }
-    let events = all_events(&store);
-    store.close().expect("close");
-    assert!(segments(dir).len() >= 4, "want several sealed segments");
-    events
-}
-
 /// Reads every event of the log and of every stream; each event read must be the one written.
 /// Returns how many events `$all` delivered before its end or first error, and whether every
 /// read succeeded.
@@ -1115,7 +1100,7 @@ fn damaged_directories_never_panic_nor_return_wrong_data() {
     let mut rng = Rng::new(test_seed("damaged_directories"));
     let tmp = tempfile::tempdir().expect("tempdir");
     let base = tmp.path().join("base");
-    let written = build_store(&base, &mut rng);
+    let written = build_sealed(&base, &mut rng, 4);
     let segs = segments(&base);
     let last_seg = segs.last().expect("segments").clone();
     let last_first: usize = last_seg

@@ -12,8 +12,8 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use strata_store::verify::verify_dir;
 use strata_store::{
-    AllFilter, AppendResult, Direction, FsyncPolicy, NewEvent, Options, ReadFrom, ReadSlice,
-    RecordedEvent, Store,
+    AllFilter, AppendResult, Direction, ExpectedRevision, FsyncPolicy, NewEvent, Options, ReadFrom,
+    ReadSlice, RecordedEvent, Store,
 };
 use uuid::Uuid;
 
@@ -423,4 +423,22 @@ pub fn flip_byte(path: &Path, offset: u64) {
 
 pub fn file_len(path: &Path) -> u64 {
     fs::metadata(path).expect("metadata").len()
+}
+
+/// A store in `dir` with several sealed segments (4 KiB segments, with index files) and an open
+/// one: 60 appends of 1-3 tagged events over `streams` streams `s-0`, `s-1`, ... Returns every
+/// event, read back before the store was closed.
+#[allow(dead_code)]
+pub fn build_sealed(dir: &Path, rng: &mut Rng, streams: usize) -> Vec<RecordedEvent> {
+    let store = Store::open(dir, opts(4096)).expect("open");
+    for a in 0..60 {
+        let (evs, _) = tagged_events(rng, &format!("a{a}"), 1 + a % 3, 60);
+        store
+            .append(&format!("s-{}", a % streams), ExpectedRevision::Any, evs)
+            .expect("append");
+    }
+    let events = all_events(&store);
+    store.close().expect("close");
+    assert!(segments(dir).len() >= 4, "want several sealed segments");
+    events
 }
