@@ -56,7 +56,8 @@ impl Server {
             })?;
         let auth = config.auth.is_enabled();
         let tls = config.tls.is_some();
-        if !addr.ip().is_loopback() && !(auth && tls) && !config.insecure {
+        let allowed = addr.ip().is_loopback() || (auth && tls) || config.insecure;
+        if !allowed {
             return Err(Error::InsecureListen { addr, auth, tls });
         }
         // Bad certificate or key files fail the start before anything is bound or opened.
