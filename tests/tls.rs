@@ -556,3 +556,120 @@ fn non_loopback_listen_needs_auth_and_tls_unless_insecure() {
         assert_eq!(response.status(), 401);
     });
 }
+
+/// Requests per second of `GET /health` by `clients` concurrent clients for `duration`: each
+/// client keeps one connection (`keep_alive`) or opens a new one per request (TCP, plus the TLS
+/// handshake when `tls` is given).
+async fn health_rate(
+    addr: std::net::SocketAddr,
+    tls: Option<Arc<rustls::ClientConfig>>,
+    keep_alive: bool,
+    clients: usize,
+    duration: Duration,
+) -> f64 {
+    async fn connect(
+        addr: std::net::SocketAddr,
+        tls: &Option<Arc<rustls::ClientConfig>>,
+    ) -> hyper::client::conn::http1::SendRequest<Full<Bytes>> {
+        match tls {
+            Some(config) => match Https::connect(addr, config.clone()).await {
+                Https::H1(send) => send,
+                Https::H2(_) => unreachable!("offered http/1.1 only"),
+            },
+            None => {
+                let tcp = TcpStream::connect(addr).await.unwrap();
+                tcp.set_nodelay(true).unwrap();
+                let (send, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tcp))
+                    .await
+                    .unwrap();
+                tokio::spawn(conn);
+                send
+            }
+        }
+    }
+    let deadline = tokio::time::Instant::now() + duration;
+    let mut tasks = Vec::new();
+    for _ in 0..clients {
+        let tls = tls.clone();
+        tasks.push(tokio::spawn(async move {
+            let mut done = 0u64;
+            let mut send = connect(addr, &tls).await;
+            while tokio::time::Instant::now() < deadline {
+                if !keep_alive {
+                    send = connect(addr, &tls).await;
+                }
+                let request = Request::get("/health")
+                    .header("host", "127.0.0.1")
+                    .body(Full::new(Bytes::new()))
+                    .unwrap();
+                let response = send.send_request(request).await.unwrap();
+                assert_eq!(response.status(), 200);
+                response.into_body().collect().await.unwrap();
+                done += 1;
+            }
+            done
+        }));
+    }
+    let mut total = 0;
+    for task in tasks {
+        total += task.await.unwrap();
+    }
+    total as f64 / duration.as_secs_f64()
+}
+
+/// The cost of TLS: `GET /health` requests per second over plain HTTP and HTTPS, on kept-alive
+/// connections and with a new connection (and handshake) per request, against two servers
+/// started side by side. Prints a table; asserts nothing about speed. Run with
+/// `cargo test --release --test tls -- --ignored --nocapture tls_cost` (docs/performance.md).
+#[test]
+#[ignore = "a measurement, not a test: run it by hand"]
+fn tls_cost() {
+    let dir = tempfile::tempdir().unwrap();
+    let pki = Pki::new(dir.path(), "cost");
+    let plain = ServerProcess::start(
+        strata_binary(),
+        &dir.path().join("plain"),
+        &["--log-level", "warn", "--fsync", "never"],
+        START_TIMEOUT,
+    )
+    .unwrap();
+    let tls = start_tls(&dir.path().join("tls"), &pki, &[]);
+    let config = client_config(&pki.ca, &[HTTP1]);
+    let seconds: u64 = std::env::var("TLS_COST_SECONDS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(3);
+    let duration = Duration::from_secs(seconds);
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    println!("GET /health, requests/s over {seconds} s each (client: one thread)");
+    println!("| clients | connection | http | https | https / http |");
+    println!("|---|---|---|---|---|");
+    for clients in [1, 8] {
+        for keep_alive in [true, false] {
+            let (http, https) = runtime.block_on(async {
+                let http = health_rate(plain.addr, None, keep_alive, clients, duration).await;
+                let https = health_rate(
+                    tls.addr,
+                    Some(config.clone()),
+                    keep_alive,
+                    clients,
+                    duration,
+                )
+                .await;
+                (http, https)
+            });
+            let how = if keep_alive {
+                "kept alive"
+            } else {
+                "new per request"
+            };
+            println!(
+                "| {clients} | {how} | {http:.0} | {https:.0} | {:.2} |",
+                https / http
+            );
+        }
+    }
+}
