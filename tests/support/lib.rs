@@ -130,7 +130,7 @@ pub fn check_build(
 /// A running `strata serve` process.
 pub struct ServerProcess {
     child: Child,
-    /// `http://ADDR` as printed by the server.
+    /// `http://ADDR` (`https://ADDR` with TLS) as printed by the server.
     pub base_url: String,
     /// The address printed by the server.
     pub addr: SocketAddr,
@@ -209,6 +209,7 @@ impl ServerProcess {
             Ok(base_url) => {
                 let addr: SocketAddr = base_url
                     .strip_prefix("http://")
+                    .or_else(|| base_url.strip_prefix("https://"))
                     .and_then(|a| a.parse().ok())
                     .ok_or_else(|| fail(&mut child, &format!("bad address line {base_url:?}")))?;
                 Ok(ServerProcess {

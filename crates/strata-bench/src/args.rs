@@ -5,9 +5,13 @@ use clap::{Args, ValueEnum};
 /// How to reach the server.
 #[derive(Debug, Args)]
 pub struct ClientArgs {
-    /// Base URL of the server.
+    /// Base URL of the server: `http://HOST:PORT` or `https://HOST:PORT`.
     #[arg(long, env = "STRATA_SERVER", default_value = "http://127.0.0.1:2113")]
     pub server: String,
+    /// With an https:// server: trust the CA certificate(s) in this PEM file instead of the
+    /// built-in Mozilla roots.
+    #[arg(long, env = "STRATA_CA_CERT", value_name = "PEM")]
+    pub ca_cert: Option<std::path::PathBuf>,
     /// Bearer token, when the server requires one.
     #[arg(long, env = "STRATA_TOKEN", hide_env_values = true)]
     pub token: Option<String>,
@@ -16,7 +20,7 @@ pub struct ClientArgs {
 /// `strata-bench` options.
 #[derive(Debug, Args)]
 pub struct BenchArgs {
-    /// `--server` and `--token`.
+    /// `--server`, `--ca-cert` and `--token`.
     #[command(flatten)]
     pub client: ClientArgs,
     /// Which scenarios to run (comma-separated).

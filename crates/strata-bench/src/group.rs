@@ -6,12 +6,11 @@ use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use tokio::net::TcpStream;
 use tokio::sync::Barrier;
 
 use crate::args::BenchArgs;
 use crate::error::{Error, Result};
-use crate::http::{http_error, join_all, task_failed, Conn, Target};
+use crate::http::{http_error, join_all, task_failed, Conn, Stream, Target};
 use crate::probe::{CpuProbe, CpuUse};
 use crate::replay::fill;
 use crate::report::{count_bar, fmt_num, micros, Latencies, Report};
@@ -93,7 +92,7 @@ pub(crate) async fn create_group(target: &Target, name: &str, cat: &str) -> Resu
 
 /// `POST /groups/{name}/ack` on `conn`.
 pub(crate) async fn ack(
-    conn: &mut Conn<TcpStream>,
+    conn: &mut Conn<Stream>,
     target: &Target,
     name: &str,
     messages: &[PollMessage<'_>],

@@ -10,13 +10,27 @@
 //! allocation per request. hyper's client (via `hyper-util`) would bring those costs, and ureq
 //! (the client of the `strata` commands) is blocking: 64 clients would be 64 threads, and their
 //! context switches would be measured instead of the server. The price is ~200 lines that understand only what they need to.
+//!
+//! `https://` servers are reached through rustls ([`Stream::Tls`]: tokio-rustls, `ring`,
+//! ALPN `http/1.1`), trusting the CA certificates of `--ca-cert`, or without it Mozilla's roots
+//! compiled in (webpki-roots: nothing is looked up on the machine or the network). Each
+//! connection does one TLS handshake when it opens; the scenarios keep their connections for
+//! the whole run, so the handshake cost is paid once per client.
 
 use std::fmt::Write as _;
 use std::io;
 use std::net::SocketAddr;
+use std::path::Path;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
 
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, ServerName};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
 use tokio::net::TcpStream;
+use tokio_rustls::client::TlsStream;
+use tokio_rustls::TlsConnector;
 
 use crate::error::{Error, Result};
 
@@ -29,16 +43,32 @@ pub(crate) struct Target {
     pub(crate) base: String,
     /// The `Authorization` header line (with CRLF), or empty.
     pub(crate) auth_line: String,
+    /// For an `https://` server: the TLS client and the name the certificate must carry.
+    pub(crate) tls: Option<(TlsConnector, ServerName<'static>)>,
 }
 
 impl Target {
-    /// Parses `http://host[:port][/prefix]` and resolves it once.
-    pub(crate) async fn resolve(url: &str, token: Option<&str>) -> Result<Target> {
-        let rest = url.strip_prefix("http://").ok_or_else(|| {
-            Error::Usage(format!(
-                "--server must be an http:// URL (the generator speaks plain HTTP/1.1): {url:?}"
-            ))
-        })?;
+    /// Parses `http://host[:port][/prefix]` or `https://...` and resolves it once; for
+    /// `https://`, trusts the certificates of the PEM file `ca_cert`, or Mozilla's roots.
+    pub(crate) async fn resolve(
+        url: &str,
+        token: Option<&str>,
+        ca_cert: Option<&Path>,
+    ) -> Result<Target> {
+        let (rest, tls, default_port) = if let Some(rest) = url.strip_prefix("http://") {
+            (rest, false, 80)
+        } else if let Some(rest) = url.strip_prefix("https://") {
+            (rest, true, 443)
+        } else {
+            return Err(Error::Usage(format!(
+                "--server must be an http:// or https:// URL: {url:?}"
+            )));
+        };
+        if ca_cert.is_some() && !tls {
+            return Err(Error::Usage(
+                "--ca-cert is for https:// servers only".into(),
+            ));
+        }
         let (authority, base) = match rest.find('/') {
             Some(i) => (&rest[..i], rest[i..].trim_end_matches('/')),
             None => (rest, ""),
@@ -46,12 +76,22 @@ impl Target {
         if authority.is_empty() || authority.contains('@') {
             return Err(Error::Usage(format!("bad --server URL {url:?}")));
         }
-        let with_port = if authority.rsplit_once(':').is_some_and(|(h, p)| {
+        let port = authority.rsplit_once(':').filter(|(h, p)| {
             !p.is_empty() && p.bytes().all(|b| b.is_ascii_digit()) && !h.ends_with(':')
-        }) {
+        });
+        let with_port = if port.is_some() {
             authority.to_owned()
         } else {
-            format!("{authority}:80")
+            format!("{authority}:{default_port}")
+        };
+        let tls = if tls {
+            let host = port.map_or(authority, |(h, _)| h);
+            let host = host.trim_start_matches('[').trim_end_matches(']');
+            let name = ServerName::try_from(host.to_owned())
+                .map_err(|e| Error::Usage(format!("bad host in --server {url:?}: {e}")))?;
+            Some((connector(ca_cert)?, name))
+        } else {
+            None
         };
         let addr = tokio::net::lookup_host(with_port.as_str())
             .await?
@@ -64,6 +104,7 @@ impl Target {
             auth_line: token
                 .map(|t| format!("Authorization: Bearer {t}\r\n"))
                 .unwrap_or_default(),
+            tls,
         })
     }
 
@@ -93,11 +134,18 @@ impl Target {
         out
     }
 
-    pub(crate) async fn connect(&self) -> Result<Conn<TcpStream>> {
+    /// A new connection (with its TLS handshake done for an `https://` server).
+    pub(crate) async fn connect(&self) -> Result<Conn<Stream>> {
         let tcp = TcpStream::connect(self.addr).await?;
         // Requests are written whole; do not let Nagle hold back the next one.
         tcp.set_nodelay(true)?;
-        Ok(Conn::new(tcp))
+        let stream = match &self.tls {
+            None => Stream::Plain(tcp),
+            Some((connector, name)) => {
+                Stream::Tls(Box::new(connector.connect(name.clone(), tcp).await?))
+            }
+        };
+        Ok(Conn::new(stream))
     }
 
     /// `GET path` as JSON (on a connection of its own).
@@ -134,6 +182,85 @@ impl Target {
             fsyncs: value("strata_fsyncs_total")?,
             fsync_seconds: value("strata_fsync_duration_seconds_sum")?,
         })
+    }
+}
+
+/// The TLS client: rustls on `ring`, ALPN `http/1.1`, trusting `ca_cert`'s certificates or
+/// Mozilla's roots.
+fn connector(ca_cert: Option<&Path>) -> Result<TlsConnector> {
+    let mut roots = rustls::RootCertStore::empty();
+    match ca_cert {
+        Some(path) => {
+            let bad = |what: String| Error::Usage(format!("--ca-cert {}: {what}", path.display()));
+            let certs = CertificateDer::pem_file_iter(path)
+                .and_then(|certs| certs.collect::<Result<Vec<_>, _>>())
+                .map_err(|e| bad(e.to_string()))?;
+            if certs.is_empty() {
+                return Err(bad(
+                    "no certificate in it (expected PEM `CERTIFICATE` blocks)".into(),
+                ));
+            }
+            for cert in certs {
+                roots.add(cert).map_err(|e| bad(e.to_string()))?;
+            }
+        }
+        None => roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned()),
+    }
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let mut config = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|e| Error::Usage(format!("TLS: {e}")))?
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    Ok(TlsConnector::from(Arc::new(config)))
+}
+
+/// A connection's byte stream: plain TCP or TLS over TCP.
+pub(crate) enum Stream {
+    /// `http://`.
+    Plain(TcpStream),
+    /// `https://` (boxed: the TLS state is large).
+    Tls(Box<TlsStream<TcpStream>>),
+}
+
+impl AsyncRead for Stream {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            Stream::Plain(s) => Pin::new(s).poll_read(cx, buf),
+            Stream::Tls(s) => Pin::new(s.as_mut()).poll_read(cx, buf),
+        }
+    }
+}
+
+impl AsyncWrite for Stream {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        match self.get_mut() {
+            Stream::Plain(s) => Pin::new(s).poll_write(cx, buf),
+            Stream::Tls(s) => Pin::new(s.as_mut()).poll_write(cx, buf),
+        }
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            Stream::Plain(s) => Pin::new(s).poll_flush(cx),
+            Stream::Tls(s) => Pin::new(s.as_mut()).poll_flush(cx),
+        }
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            Stream::Plain(s) => Pin::new(s).poll_shutdown(cx),
+            Stream::Tls(s) => Pin::new(s.as_mut()).poll_shutdown(cx),
+        }
     }
 }
 
@@ -485,9 +612,10 @@ mod tests {
 
     #[tokio::test]
     async fn urls() {
-        let t = Target::resolve("http://127.0.0.1:9/x/", Some("tok"))
+        let t = Target::resolve("http://127.0.0.1:9/x/", Some("tok"), None)
             .await
             .unwrap();
+        assert!(t.tls.is_none());
         assert_eq!(t.addr, "127.0.0.1:9".parse().unwrap());
         let req = String::from_utf8(t.request("POST", "/streams/s", "", Some(b"{}"))).unwrap();
         assert_eq!(
@@ -495,7 +623,29 @@ mod tests {
             "POST /x/streams/s HTTP/1.1\r\nHost: 127.0.0.1:9\r\nAuthorization: Bearer tok\r\n\
              Content-Type: application/json\r\nContent-Length: 2\r\n\r\n{}"
         );
-        assert!(Target::resolve("https://127.0.0.1", None).await.is_err());
-        assert!(Target::resolve("http://", None).await.is_err());
+        let t = Target::resolve("https://127.0.0.1", None, None)
+            .await
+            .unwrap();
+        assert_eq!(t.addr, "127.0.0.1:443".parse().unwrap());
+        assert!(t.tls.is_some());
+        let t = Target::resolve("https://localhost:8443", None, None)
+            .await
+            .unwrap();
+        assert_eq!(t.addr.port(), 8443);
+        assert!(Target::resolve("ftp://127.0.0.1", None, None)
+            .await
+            .is_err());
+        assert!(Target::resolve("http://", None, None).await.is_err());
+        let missing = Path::new("/nonexistent/ca.pem");
+        let e = Target::resolve("https://127.0.0.1", None, Some(missing))
+            .await
+            .err()
+            .unwrap()
+            .to_string();
+        assert!(e.contains("--ca-cert"), "{e}");
+        // --ca-cert with a plain http:// server is a mistake.
+        assert!(Target::resolve("http://127.0.0.1", None, Some(missing))
+            .await
+            .is_err());
     }
 }

@@ -103,8 +103,14 @@ pub fn run(args: BenchArgs) -> Result<ExitCode> {
         .thread_name("strata-bench")
         .build()?;
     runtime.block_on(async move {
-        let target =
-            Arc::new(Target::resolve(&args.client.server, args.client.token.as_deref()).await?);
+        let target = Arc::new(
+            Target::resolve(
+                &args.client.server,
+                args.client.token.as_deref(),
+                args.client.ca_cert.as_deref(),
+            )
+            .await?,
+        );
         let report = run_all(&target, &args, true).await?;
         report.print();
         Ok(ExitCode::SUCCESS)
@@ -248,6 +254,7 @@ mod tests {
                 client: ClientArgs {
                     server: url.clone(),
                     token: None,
+                    ca_cert: None,
                 },
                 scenario: vec![Scenario::All],
                 clients: vec![1, 4],
@@ -265,7 +272,7 @@ mod tests {
                 group_max: 100,
                 latency_consumers: 2,
             };
-            let target = Arc::new(Target::resolve(&url, None).await.unwrap());
+            let target = Arc::new(Target::resolve(&url, None, None).await.unwrap());
             let report = run_all(&target, &args, false).await.unwrap();
             let value = |s: &str, m: &str| {
                 report

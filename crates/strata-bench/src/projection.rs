@@ -22,11 +22,9 @@ use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use tokio::net::TcpStream;
-
 use crate::args::BenchArgs;
 use crate::error::{Error, Result};
-use crate::http::{http_error, join_all, task_failed, Conn, Target};
+use crate::http::{http_error, join_all, task_failed, Conn, Stream, Target};
 use crate::probe::{CpuProbe, CpuUse};
 use crate::replay::fill;
 use crate::report::{count_bar, fmt_num, tick, timed_bar, Latencies, Report};
@@ -146,7 +144,7 @@ impl Sample {
 }
 
 /// `GET /projections/{name}/state` on `conn`.
-async fn poll(target: &Target, conn: &mut Conn<TcpStream>, request: &[u8]) -> Result<Sample> {
+async fn poll(target: &Target, conn: &mut Conn<Stream>, request: &[u8]) -> Result<Sample> {
     let (status, body) = conn.exchange(request).await?;
     if status != 200 {
         return Err(http_error(status, &body));

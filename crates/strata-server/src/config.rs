@@ -7,6 +7,7 @@ use strata_store::{Limits, Options};
 
 use crate::auth::Auth;
 use crate::projections::ProjectionOptions;
+use crate::tls::TlsFiles;
 
 /// Everything [`crate::Server::bind`] needs. Start from [`Config::new`] and adjust fields.
 #[derive(Clone, Debug)]
@@ -20,7 +21,10 @@ pub struct Config {
     pub store: Options,
     /// Bearer-token authentication; off when it holds no token.
     pub auth: Auth,
-    /// Allow a non-loopback listen address with auth off.
+    /// Serve HTTPS with this certificate chain and key (HTTP/1.1 and HTTP/2 by ALPN); plain
+    /// HTTP/1.1 when `None`.
+    pub tls: Option<TlsFiles>,
+    /// Allow a non-loopback listen address with auth off or without TLS.
     pub insecure: bool,
     /// Request size limits.
     pub limits: HttpLimits,
@@ -44,6 +48,7 @@ impl Config {
             listen: "127.0.0.1:2113".into(),
             store: Options::default(),
             auth: Auth::default(),
+            tls: None,
             insecure: false,
             limits: HttpLimits::default(),
             connections: ConnectionLimits::default(),

@@ -25,10 +25,25 @@
 //! closed, new connections are refused), every connection finishes its request in flight and
 //! closes, and [`serve`] returns once all connections are gone.
 //!
-//! The loop is written for what comes next: each accepted socket is handed to
-//! [`serve_connection`], which is generic over the I/O type, so a TLS handshake (rustls) slots
-//! in between accept and `serve_connection` inside the connection's task (under the header
-//! timeout), and HTTP/2 is the `hyper-util` auto builder's other protocol (today HTTP/1 only).
+//! **TLS** (when the server has a certificate, `crate::tls`): the accept loop only accepts;
+//! the handshake runs in the connection's own task and counts against the header-read timeout
+//! (a client that connects and never completes its ClientHello is dropped when the timeout
+//! runs out, and the handshake plus the first request head must fit in it together). A client
+//! that sends plain HTTP to the TLS port gets a JSON 400 (`invalid_request`, "this port
+//! serves HTTPS") and the connection is closed. ALPN picks the protocol: `h2` is served as
+//! HTTP/2, anything else as HTTP/1.1. Without TLS only HTTP/1.1 is served.
+//!
+//! **HTTP/2** differs from HTTP/1.1 in these points:
+//! - the cap counts connections, and one HTTP/2 connection carries up to 200 concurrent
+//!   requests (streams; hyper's default);
+//! - the header-read timeout covers the handshake and the first request only: HTTP/2 clients
+//!   send frames of their own (PING, WINDOW_UPDATE, SETTINGS) between requests, so bytes do not
+//!   start a new header timer; a connection with no request in flight is closed after the
+//!   idle timeout whatever frames arrive;
+//! - the request head limit is HPACK's header list size: [`MAX_HEAD_BYTES`] plus 32 bytes per
+//!   field (answered by the h2 library with a bodiless 431), and a head over
+//!   [`MAX_HEAD_BYTES`] or [`MAX_HEADERS`] fields as counted here gets the JSON 431;
+//! - graceful shutdown sends GOAWAY and lets the requests in flight finish.
 
 use std::convert::Infallible;
 use std::future::Future;
@@ -45,25 +60,36 @@ use axum::Router;
 use bytes::Bytes;
 use http_body::{Frame, SizeHint};
 use hyper::body::Incoming;
-use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
-use tokio::net::TcpListener;
+use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{watch, Notify, Semaphore};
 use tokio::time::Instant;
+use tokio_rustls::server::TlsStream;
+use tokio_rustls::TlsAcceptor;
 
 use crate::app::App;
 use crate::config::ConnectionLimits;
+use crate::tls::ALPN_H2;
 
 /// Largest request head (request line and headers) in bytes: hyper's default read buffer,
 /// set explicitly so that the 431 message can name it. Over it: 431.
 pub(crate) const MAX_HEAD_BYTES: usize = 8192 + 4096 * 100;
 /// Most header fields in one request (hyper's default). Over it: 431.
 pub(crate) const MAX_HEADERS: usize = 100;
+/// HTTP/2's limit on a request's header list (HPACK size: name + value + 32 per field).
+const H2_MAX_HEADER_LIST_SIZE: u32 = (MAX_HEAD_BYTES + 32 * MAX_HEADERS) as u32;
 
-/// Accepts connections on `listener` and serves `app` on them until [`App::begin_shutdown`];
-/// then stops accepting and returns once every connection has closed (module docs).
-pub(crate) async fn serve(listener: TcpListener, app: App, limits: ConnectionLimits) {
+/// Accepts connections on `listener` and serves `app` on them (over TLS when `tls` is given)
+/// until [`App::begin_shutdown`]; then stops accepting and returns once every connection has
+/// closed (module docs).
+pub(crate) async fn serve(
+    listener: TcpListener,
+    app: App,
+    limits: ConnectionLimits,
+    tls: Option<TlsAcceptor>,
+) {
     let router = app.router();
     let slots = Arc::new(Semaphore::new(
         limits.max_connections.clamp(1, Semaphore::MAX_PERMITS),
@@ -88,6 +114,7 @@ pub(crate) async fn serve(listener: TcpListener, app: App, limits: ConnectionLim
             () = &mut stop => break,
             accepted = listener.accept() => accepted,
         };
+        let accepted_at = Instant::now();
         let (tcp, peer) = match accepted {
             Ok(accepted) => accepted,
             Err(e) => {
@@ -102,9 +129,23 @@ pub(crate) async fn serve(listener: TcpListener, app: App, limits: ConnectionLim
         let router = router.clone();
         let app = app.clone();
         let all_closed = all_closed_rx.clone();
+        let tls = tls.clone();
         tokio::spawn(async move {
-            // A TLS handshake would go here, before the connection is served.
-            serve_connection(tcp, router, &app, limits).await;
+            match tls {
+                None => {
+                    serve_connection(tcp, Protocol::Http1, accepted_at, router, &app, limits).await;
+                }
+                Some(acceptor) => {
+                    let deadline = accepted_at + limits.header_read_timeout;
+                    if let Some(tls) = handshake(&acceptor, tcp, deadline, &app).await {
+                        let protocol = match tls.get_ref().1.alpn_protocol() {
+                            Some(ALPN_H2) => Protocol::Http2,
+                            _ => Protocol::Http1,
+                        };
+                        serve_connection(tls, protocol, accepted_at, router, &app, limits).await;
+                    }
+                }
+            }
             tracing::trace!(%peer, "connection closed");
             drop(slot);
             drop(all_closed);
@@ -113,6 +154,77 @@ pub(crate) async fn serve(listener: TcpListener, app: App, limits: ConnectionLim
     drop(listener);
     drop(all_closed_rx);
     all_closed_tx.closed().await;
+}
+
+/// Runs the TLS handshake on `tcp` until `deadline` (the connection's header-read deadline);
+/// `None` when it failed, timed out or the server began shutting down (the connection is then
+/// dropped). A first byte that cannot begin a TLS record but can begin an HTTP request is
+/// answered with [`plain_http_refusal`] instead.
+async fn handshake(
+    acceptor: &TlsAcceptor,
+    tcp: TcpStream,
+    deadline: Instant,
+    app: &App,
+) -> Option<TlsStream<TcpStream>> {
+    let work = async {
+        let mut first = [0u8; 1];
+        let n = tcp.peek(&mut first).await?;
+        // Every TLS connection starts with a handshake record (content type 22).
+        if n == 1 && first[0].is_ascii_uppercase() {
+            plain_http_refusal(tcp, deadline).await;
+            return Ok(None);
+        }
+        acceptor.accept(tcp).await.map(Some)
+    };
+    tokio::select! {
+        done = tokio::time::timeout_at(deadline, work) => match done {
+            Ok(Ok(tls)) => tls,
+            Ok(Err(e)) => {
+                tracing::debug!(error = %e, "TLS handshake failed");
+                None
+            }
+            Err(_) => {
+                tracing::debug!("closing a connection: no TLS handshake within the header-read timeout");
+                None
+            }
+        },
+        () = app.shutting_down() => None,
+    }
+}
+
+/// Answers a plain-HTTP request sent to the TLS port with a JSON 400 and closes the
+/// connection; the request is read and discarded first (until `deadline` at most) so that
+/// closing does not reset the connection before the client reads the answer.
+async fn plain_http_refusal(mut tcp: TcpStream, deadline: Instant) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let body = serde_json::json!({
+        "error": "invalid_request",
+        "message": "this port serves HTTPS: the request was sent as plain HTTP (use an https:// URL)",
+    })
+    .to_string();
+    let answer = format!(
+        "HTTP/1.1 400 Bad Request\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\
+         connection: close\r\n\r\n{body}",
+        body.len()
+    );
+    let exchange = async {
+        // The head of the request, as far as it has arrived (it is not parsed).
+        let mut buf = [0u8; 4096];
+        let _ = tcp.read(&mut buf).await?;
+        tcp.write_all(answer.as_bytes()).await?;
+        tcp.shutdown().await?;
+        // Drain until the client closes, so that unread bytes do not turn the close into a
+        // reset.
+        let mut drained = 0usize;
+        while drained < (1 << 20) {
+            match tcp.read(&mut buf).await? {
+                0 => break,
+                n => drained += n,
+            }
+        }
+        io::Result::Ok(())
+    };
+    let _ = tokio::time::timeout_at(deadline, exchange).await;
 }
 
 /// What to do after `accept` failed: nothing for an error of that one connection; otherwise
@@ -131,23 +243,45 @@ async fn accept_error(e: io::Error) {
     tokio::time::sleep(Duration::from_secs(1)).await;
 }
 
-/// Serves HTTP on one connection until it closes, the client is too slow (header-read
-/// timeout) or idle too long (idle timeout), or the server shuts down gracefully.
-pub(crate) async fn serve_connection<I>(io: I, router: Router, app: &App, limits: ConnectionLimits)
-where
+/// The HTTP version a connection is served with.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Protocol {
+    /// HTTP/1.1 (plain TCP, or TLS without ALPN `h2`).
+    Http1,
+    /// HTTP/2 (TLS with ALPN `h2`).
+    Http2,
+}
+
+/// Serves HTTP on one connection, accepted at `accepted_at`, until it closes, the client is
+/// too slow (header-read timeout) or idle too long (idle timeout), or the server shuts down
+/// gracefully.
+pub(crate) async fn serve_connection<I>(
+    io: I,
+    protocol: Protocol,
+    accepted_at: Instant,
+    router: Router,
+    app: &App,
+    limits: ConnectionLimits,
+) where
     I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
-    let activity = Arc::new(Activity::new(Instant::now()));
+    let activity = Arc::new(Activity::new(accepted_at, protocol));
     let io = TokioIo::new(Watched {
         io,
         activity: Arc::clone(&activity),
+        // hyper's bodiless automatic answers are HTTP/1 text; HTTP/2 frames are left alone.
+        rewrites: protocol == Protocol::Http1,
         rewrite: None,
     });
     let service = ConnService {
         router,
         activity: Arc::clone(&activity),
     };
-    let mut builder = auto::Builder::new(TokioExecutor::new()).http1_only();
+    let mut builder = auto::Builder::new(TokioExecutor::new());
+    builder = match protocol {
+        Protocol::Http1 => builder.http1_only(),
+        Protocol::Http2 => builder.http2_only(),
+    };
     builder
         .http1()
         // Timeouts are kept here (see `Activity`), not by hyper's own header timer, which
@@ -155,6 +289,12 @@ where
         .header_read_timeout(None)
         .max_buf_size(MAX_HEAD_BYTES)
         .max_headers(MAX_HEADERS);
+    builder
+        .http2()
+        .timer(TokioTimer::new())
+        // HPACK counts 32 bytes per field on top of name and value: this lets every head that
+        // fits HTTP/1.1's limit through to the exact check of `oversized_head`.
+        .max_header_list_size(H2_MAX_HEADER_LIST_SIZE);
     let conn = builder.serve_connection(io, service);
     tokio::pin!(conn);
     let stop = app.shutting_down();
@@ -200,6 +340,8 @@ async fn sleep_until(deadline: Option<Instant>) {
 /// `epoch`, plus one (0 = unset).
 struct Activity {
     epoch: Instant,
+    /// HTTP/2: bytes between requests are frames of the protocol, not a request head.
+    h2: bool,
     in_flight: AtomicUsize,
     /// When the connection last went idle: accepted, or the last response finished.
     idle_since: AtomicU64,
@@ -210,9 +352,10 @@ struct Activity {
 }
 
 impl Activity {
-    fn new(epoch: Instant) -> Activity {
+    fn new(epoch: Instant, protocol: Protocol) -> Activity {
         Activity {
             epoch,
+            h2: protocol == Protocol::Http2,
             in_flight: AtomicUsize::new(0),
             idle_since: AtomicU64::new(1),
             // A new connection is there to send a request: the header timeout runs at once.
@@ -248,9 +391,11 @@ impl Activity {
         }
     }
 
-    /// Bytes arrived at `now`: with no request in flight, they start the next request's head.
+    /// Bytes arrived at `now`: with no request in flight, they start the next request's head
+    /// (HTTP/1.1 only: module docs).
     fn bytes_read(&self, now: Instant) {
-        if self.in_flight.load(Ordering::Acquire) == 0
+        if !self.h2
+            && self.in_flight.load(Ordering::Acquire) == 0
             && self
                 .head_since
                 .compare_exchange(0, self.stamp(now), Ordering::AcqRel, Ordering::Acquire)
@@ -303,8 +448,11 @@ impl hyper::service::Service<Request<Incoming>> for ConnService {
 
     fn call(&self, request: Request<Incoming>) -> Self::Future {
         let in_flight = self.activity.request_started();
-        if let Some(size) = oversized_head(&request) {
-            let response = head_too_large(size).map(|body| Tracked {
+        if let Some(response) = oversized_head(&request)
+            .map(head_too_large)
+            .or_else(|| too_many_fields(&request))
+        {
+            let response = response.map(|body| Tracked {
                 body,
                 _in_flight: in_flight,
             });
@@ -339,14 +487,30 @@ fn oversized_head<B>(request: &Request<B>) -> Option<usize> {
     (size > MAX_HEAD_BYTES).then_some(size)
 }
 
+/// A 431 for a request with more than [`MAX_HEADERS`] header fields (hyper enforces this for
+/// HTTP/1.1 before the request gets here; for HTTP/2 it is checked here).
+fn too_many_fields<B>(request: &Request<B>) -> Option<Response<Body>> {
+    let fields = request.headers().len();
+    (fields > MAX_HEADERS).then(|| {
+        head_too_large_because(format!(
+            "the request has {fields} header fields, over the limit of {MAX_HEADERS}"
+        ))
+    })
+}
+
 /// The 431 of [`oversized_head`], closing the connection like hyper's own.
 fn head_too_large(size: usize) -> Response<Body> {
+    head_too_large_because(format!(
+        "the request head is too large: {size} bytes, over the limit of {MAX_HEAD_BYTES} bytes \
+         of request line and headers"
+    ))
+}
+
+/// A 431 `invalid_request` with `message`, closing the connection.
+fn head_too_large_because(message: String) -> Response<Body> {
     let body = serde_json::json!({
         "error": "invalid_request",
-        "message": format!(
-            "the request head is too large: {size} bytes, over the limit of {MAX_HEAD_BYTES} \
-             bytes of request line and headers"
-        ),
+        "message": message,
     })
     .to_string();
     let mut response = Response::new(Body::from(body));
@@ -394,6 +558,8 @@ impl http_body::Body for Tracked {
 struct Watched<I> {
     io: I,
     activity: Arc<Activity>,
+    /// Whether writes are checked for hyper's automatic answers (HTTP/1.1 only).
+    rewrites: bool,
     /// A replacement being written: its bytes, how many are written, and how many bytes of
     /// hyper's original answer to report as written once it is done.
     rewrite: Option<(Vec<u8>, usize, usize)>,
@@ -420,7 +586,7 @@ impl<I: AsyncWrite + Unpin> Watched<I> {
 
     /// Starts a rewrite if `buf` begins with one of hyper's automatic answers.
     fn check(&mut self, buf: &[u8]) {
-        if self.rewrite.is_none() {
+        if self.rewrites && self.rewrite.is_none() {
             if let Some((claimed, replacement)) = json_for_automatic_answer(buf) {
                 self.rewrite = Some((replacement, 0, claimed));
             }
@@ -632,7 +798,7 @@ mod tests {
         };
         let start = Instant::now();
         let s = |secs| start + Duration::from_secs(secs);
-        let activity = Arc::new(Activity::new(start));
+        let activity = Arc::new(Activity::new(start, Protocol::Http1));
         // New: the header timeout runs from the accept, bytes or not.
         assert_eq!(activity.deadline(&limits), Some(s(10)));
         activity.bytes_read(s(3));
@@ -652,12 +818,33 @@ mod tests {
         assert_eq!(activity.deadline(&limits), Some(s(115)));
         activity.bytes_read(s(110));
         assert_eq!(activity.deadline(&limits), Some(s(115)));
-        // Two requests in flight (HTTP/2 one day): idle only once both are done.
+        // Two requests in flight (HTTP/2): idle only once both are done.
         let one = activity.request_started();
         let two = activity.request_started();
         drop(one);
         assert_eq!(activity.deadline(&limits), None);
         drop(two);
         assert!(activity.deadline(&limits).is_some());
+    }
+
+    #[test]
+    fn http2_frames_between_requests_do_not_start_a_header_timer() {
+        let limits = ConnectionLimits {
+            header_read_timeout: Duration::from_secs(10),
+            idle_timeout: Duration::from_secs(60),
+            max_connections: 1,
+        };
+        let start = Instant::now();
+        let s = |secs| start + Duration::from_secs(secs);
+        let activity = Arc::new(Activity::new(start, Protocol::Http2));
+        // The handshake and the first request are due within the header timeout.
+        activity.bytes_read(s(1));
+        assert_eq!(activity.deadline(&limits), Some(s(10)));
+        let request = activity.request_started();
+        std::mem::forget(request);
+        activity.request_finished(s(20));
+        // PING / WINDOW_UPDATE frames after a response leave the idle deadline as it is.
+        activity.bytes_read(s(21));
+        assert_eq!(activity.deadline(&limits), Some(s(80)));
     }
 }

@@ -108,14 +108,29 @@ pub enum Error {
         #[source]
         source: std::io::Error,
     },
-    /// Start-up: refusing a non-loopback address while authentication is off.
+    /// Start-up: refusing a non-loopback address while authentication is off or TLS is not
+    /// configured (and `insecure` is not set).
     #[error(
-        "refusing to listen on non-loopback address {addr} with authentication off: \
-         give --auth-token or --tokens-file, or --insecure to accept the risk"
+        "refusing to listen on non-loopback address {addr} {}: give {}, or --insecure to accept \
+         the risk",
+        insecure_what(*auth, *tls),
+        insecure_fix(*auth, *tls)
     )]
     InsecureListen {
         /// The resolved address.
         addr: SocketAddr,
+        /// Whether authentication is on.
+        auth: bool,
+        /// Whether TLS is configured.
+        tls: bool,
+    },
+    /// Start-up: the TLS certificate or key file could not be read or used.
+    #[error("TLS file {}: {reason}", path.display())]
+    Tls {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong with it.
+        reason: String,
     },
     /// Start-up: the tokens file could not be read or parsed.
     #[error("tokens file {}: {reason}", path.display())]
@@ -131,6 +146,24 @@ pub enum Error {
     /// The server's accept loop failed.
     #[error("server i/o error: {0}")]
     Io(#[from] std::io::Error),
+}
+
+/// What an [`Error::InsecureListen`] lacks.
+fn insecure_what(auth: bool, tls: bool) -> &'static str {
+    match (auth, tls) {
+        (false, false) => "with authentication off and without TLS",
+        (false, true) => "with authentication off",
+        _ => "without TLS",
+    }
+}
+
+/// The flags that would make an [`Error::InsecureListen`] address acceptable.
+fn insecure_fix(auth: bool, tls: bool) -> &'static str {
+    match (auth, tls) {
+        (false, false) => "--auth-token or --tokens-file, and --tls-cert with --tls-key",
+        (false, true) => "--auth-token or --tokens-file",
+        _ => "--tls-cert with --tls-key",
+    }
 }
 
 impl Error {
@@ -165,6 +198,7 @@ impl Error {
             | Error::Bind { .. }
             | Error::InsecureListen { .. }
             | Error::TokensFile { .. }
+            | Error::Tls { .. }
             | Error::Store(_)
             | Error::Io(_) => (StatusCode::INTERNAL_SERVER_ERROR, "internal"),
         }

@@ -38,9 +38,10 @@
 //! | `app` | the shared state of every handler ([`App`]), blocking-pool calls, and the route table (the one helper that names the handlers) |
 //!
 //! **The server** around them: [`config`] ([`Config`]: data directory, listen address, fsync
-//! policy, auth, limits), `server` ([`Server`]: binds, opens the store, serves until shutdown,
-//! closes the store) and `conn` (the accept loop: connection cap, header-read and idle
-//! timeouts, JSON for hyper's own error answers).
+//! policy, auth, TLS, limits), `server` ([`Server`]: binds, opens the store, serves until
+//! shutdown, closes the store), `conn` (the accept loop: connection cap, header-read and idle
+//! timeouts, the TLS handshake, HTTP/1.1 and HTTP/2, JSON for hyper's own error answers) and
+//! `tls` ([`TlsFiles`]: the certificate and key, the rustls acceptor with ALPN).
 //!
 //! The import rule: a handler imports helpers only, never another handler, so that what two
 //! handlers share has one home among the helpers. The one exception is `read` calling
@@ -57,7 +58,7 @@
 //! # async fn run() -> Result<(), strata_server::Error> {
 //! let config = strata_server::Config::new("./strata-data");
 //! let server = strata_server::Server::bind(config).await?;
-//! println!("listening on http://{}", server.local_addr());
+//! println!("listening on {}", server.url());
 //! // Serve until the future resolves (the binary passes SIGTERM / Ctrl-C).
 //! server.run(std::future::pending()).await
 //! # }
@@ -88,6 +89,7 @@ mod server;
 mod stream_name;
 mod streams;
 mod subscribe;
+mod tls;
 
 pub use app::App;
 pub use auth::{Auth, Role};
@@ -98,6 +100,7 @@ pub use openapi::document as openapi_document;
 pub use projections::ProjectionOptions;
 pub use server::{serve, Server};
 pub use strata_store::timestamp::format_timestamp;
+pub use tls::TlsFiles;
 
 /// The `(method, path template)` of every route the router serves, in the order registered.
 /// The OpenAPI document describes exactly these (checked by a test).

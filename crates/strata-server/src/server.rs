@@ -1,7 +1,7 @@
 //! The server's life: bind, open the store, serve, shut down gracefully, close the store.
 //!
 //! Connections are accepted and served by `conn` (connection cap, header-read and idle
-//! timeouts: [`Config::connections`]).
+//! timeouts: [`Config::connections`]; HTTPS with HTTP/2 when [`Config::tls`] is set).
 //!
 //! Shutdown, when the signal future resolves: stop accepting connections; end streamed
 //! responses (SSE subscriptions, NDJSON replays) at a message boundary; let in-flight requests
@@ -17,11 +17,13 @@ use std::time::Duration;
 
 use strata_store::Store;
 use tokio::net::TcpListener;
+use tokio_rustls::TlsAcceptor;
 
 use crate::app::App;
 use crate::config::{Config, ConnectionLimits};
 use crate::conn;
 use crate::error::{Error, Result};
+use crate::tls;
 
 /// A bound server with its store open, ready to [`Server::run`].
 pub struct Server {
@@ -30,12 +32,13 @@ pub struct Server {
     app: App,
     shutdown_grace: Duration,
     connections: ConnectionLimits,
+    tls: Option<TlsAcceptor>,
 }
 
 impl Server {
-    /// Resolves and checks the listen address (a non-loopback address needs auth or
-    /// `insecure`), binds it, and opens the store (on the blocking pool: recovery may rebuild
-    /// index files).
+    /// Resolves and checks the listen address (a non-loopback address needs auth and TLS, or
+    /// `insecure`), reads the TLS certificate and key, binds the address, and opens the store
+    /// (on the blocking pool: recovery may rebuild index files).
     pub async fn bind(config: Config) -> Result<Server> {
         let bind_error = |source| Error::Bind {
             addr: config.listen.clone(),
@@ -51,9 +54,14 @@ impl Server {
                     "the address resolves to nothing",
                 ))
             })?;
-        if !addr.ip().is_loopback() && !config.auth.is_enabled() && !config.insecure {
-            return Err(Error::InsecureListen { addr });
+        let auth = config.auth.is_enabled();
+        let tls = config.tls.is_some();
+        let allowed = addr.ip().is_loopback() || (auth && tls) || config.insecure;
+        if !allowed {
+            return Err(Error::InsecureListen { addr, auth, tls });
         }
+        // Bad certificate or key files fail the start before anything is bound or opened.
+        let acceptor = config.tls.as_ref().map(tls::acceptor).transpose()?;
         let listener = TcpListener::bind(addr).await.map_err(bind_error)?;
         let local_addr = listener.local_addr().map_err(bind_error)?;
         let dir = config.data_dir.clone();
@@ -67,6 +75,7 @@ impl Server {
             data_dir = %config.data_dir.display(),
             next_position = store.next_position(),
             auth = config.auth.is_enabled(),
+            tls,
             "store open"
         );
         let app = App::new(store, &config);
@@ -81,7 +90,19 @@ impl Server {
             app,
             shutdown_grace: config.shutdown_grace,
             connections: config.connections,
+            tls: acceptor,
         })
+    }
+
+    /// Whether the server speaks HTTPS ([`Config::tls`]).
+    pub fn is_tls(&self) -> bool {
+        self.tls.is_some()
+    }
+
+    /// The base URL of the bound address: `https://ADDR` with TLS, `http://ADDR` without.
+    pub fn url(&self) -> String {
+        let scheme = if self.is_tls() { "https" } else { "http" };
+        format!("{scheme}://{}", self.local_addr)
     }
 
     /// The address actually bound (with the real port when the configured one was 0).
@@ -102,6 +123,7 @@ impl Server {
             app,
             shutdown_grace,
             connections,
+            tls,
             ..
         } = self;
         let signal_app = app.clone();
@@ -111,7 +133,7 @@ impl Server {
             signal_app.begin_shutdown();
         });
         // Returns once shutdown began and every connection has closed.
-        let serving = conn::serve(listener, app.clone(), connections);
+        let serving = conn::serve(listener, app.clone(), connections, tls);
         let grace_app = app.clone();
         let grace = async move {
             grace_app.shutting_down().await;

@@ -15,7 +15,7 @@ pub struct Cli {
 
 #[derive(Debug, Subcommand)]
 pub enum Command {
-    /// Run the HTTP server. Prints `listening on http://ADDR` once bound.
+    /// Run the HTTP server. Prints `listening on http://ADDR` (`https://` with TLS) once bound.
     Serve(ServeArgs),
     /// Append one event (or, without --type, the JSON body as given) to a stream.
     Append(AppendArgs),
@@ -56,7 +56,24 @@ pub struct ServeArgs {
     /// A tokens file: lines of `<token> <role> [<stream-prefix>...]`, role admin, write or read.
     #[arg(long, env = "STRATA_TOKENS_FILE")]
     pub tokens_file: Option<PathBuf>,
-    /// Allow listening on a non-loopback address with authentication off.
+    /// Serve HTTPS (HTTP/1.1 and HTTP/2 by ALPN) with this PEM certificate chain (server
+    /// certificate first, then intermediates). Needs --tls-key.
+    #[arg(
+        long,
+        env = "STRATA_TLS_CERT",
+        value_name = "PEM",
+        requires = "tls_key"
+    )]
+    pub tls_cert: Option<PathBuf>,
+    /// The PEM private key of --tls-cert (PKCS#8, RSA or EC). Needs --tls-cert.
+    #[arg(
+        long,
+        env = "STRATA_TLS_KEY",
+        value_name = "PEM",
+        requires = "tls_cert"
+    )]
+    pub tls_key: Option<PathBuf>,
+    /// Allow listening on a non-loopback address with authentication off or without TLS.
     #[arg(long, env = "STRATA_INSECURE")]
     pub insecure: bool,
     /// Largest request body, in bytes.
@@ -102,9 +119,13 @@ fn parse_fsync(s: &str) -> Result<FsyncPolicy, String> {
 /// How to reach the server (client commands).
 #[derive(Debug, Args)]
 pub struct ClientArgs {
-    /// Base URL of the server.
+    /// Base URL of the server: `http://HOST:PORT` or `https://HOST:PORT`.
     #[arg(long, env = "STRATA_SERVER", default_value = "http://127.0.0.1:2113")]
     pub server: String,
+    /// With an https:// server: trust the CA certificate(s) in this PEM file instead of the
+    /// built-in Mozilla roots (for a server whose certificate a private CA signed).
+    #[arg(long, env = "STRATA_CA_CERT", value_name = "PEM")]
+    pub ca_cert: Option<PathBuf>,
     /// Bearer token, when the server requires one.
     #[arg(long, env = "STRATA_TOKEN", hide_env_values = true)]
     pub token: Option<String>,

@@ -1,9 +1,14 @@
 //! The client commands: `append`, `read`, `tail`, talking HTTP to a running server.
 //!
+//! [`Client`] is shared by every client command (`group`, `consume`, `projection` too): plain
+//! HTTP for `http://` URLs, HTTPS (rustls, HTTP/1.1) for `https://` ones, verifying the server
+//! against the built-in Mozilla roots, or against the CA certificates of `--ca-cert` only.
+//!
 //! Output is line-oriented: one event JSON per line on stdout (events as the server returns
 //! them), errors on stderr with a non-zero exit code.
 
 use std::io::{BufRead, BufReader, IsTerminal, Read, Write};
+use std::path::Path;
 use std::process::ExitCode;
 use std::time::Duration;
 
@@ -39,15 +44,22 @@ pub(crate) fn segment(s: &str) -> String {
 }
 
 impl Client {
-    pub(crate) fn new(args: &ClientArgs) -> Client {
+    /// A client of `args.server`; fails when `--ca-cert` cannot be read or holds no
+    /// certificate.
+    pub(crate) fn new(args: &ClientArgs) -> Result<Client> {
+        let mut tls = ureq::tls::TlsConfig::builder();
+        if let Some(path) = &args.ca_cert {
+            tls = tls.root_certs(ureq::tls::RootCerts::from(read_ca_certs(path)?));
+        }
         let config = ureq::Agent::config_builder()
             .http_status_as_error(false)
+            .tls_config(tls.build())
             .build();
-        Client {
+        Ok(Client {
             agent: ureq::Agent::new_with_config(config),
             base: args.server.trim_end_matches('/').to_owned(),
             token: args.token.clone(),
-        }
+        })
     }
 
     pub(crate) fn url(&self, path: &str, query: &[(&str, &str)]) -> String {
@@ -120,6 +132,24 @@ impl Client {
     }
 }
 
+/// The certificates of the PEM file `path` (`--ca-cert`): at least one.
+fn read_ca_certs(path: &Path) -> Result<Vec<ureq::tls::Certificate<'static>>> {
+    let bad = |what: String| Error::Usage(format!("--ca-cert {}: {what}", path.display()));
+    let pem = std::fs::read(path).map_err(|e| bad(e.to_string()))?;
+    let mut certs = Vec::new();
+    for item in ureq::tls::parse_pem(&pem) {
+        if let ureq::tls::PemItem::Certificate(cert) = item.map_err(|e| bad(e.to_string()))? {
+            certs.push(cert);
+        }
+    }
+    if certs.is_empty() {
+        return Err(bad(
+            "no certificate in it (expected PEM `CERTIFICATE` blocks)".into(),
+        ));
+    }
+    Ok(certs)
+}
+
 /// `/streams/{stream}` or `/all`.
 fn target_path(target: &Target) -> Result<String> {
     match (&target.stream, target.all) {
@@ -180,7 +210,7 @@ pub(crate) fn print_lines(
 
 /// `strata append`.
 pub fn append(args: AppendArgs) -> Result<ExitCode> {
-    let client = Client::new(&args.client);
+    let client = Client::new(&args.client)?;
     let data = match args.data {
         Some(d) => d,
         None => {
@@ -273,7 +303,7 @@ fn filter_query<'a>(filters: &'a AllFilters, query: &mut Vec<(&'static str, &'a 
 
 /// `strata read`: one JSON page with `--limit`, else the whole NDJSON replay, streamed.
 pub fn read(args: ReadArgs) -> Result<ExitCode> {
-    let client = Client::new(&args.client);
+    let client = Client::new(&args.client)?;
     let limit = args.limit.map(|l| l.to_string());
     let mut query: Vec<(&str, &str)> = Vec::new();
     if let Some(from) = &args.from {
@@ -327,7 +357,7 @@ pub fn read(args: ReadArgs) -> Result<ExitCode> {
 /// `strata tail`: follows the SSE subscription, printing each event's JSON as it arrives.
 /// A dropped connection is resumed with `Last-Event-ID`, so nothing is missed or repeated.
 pub fn tail(args: TailArgs) -> Result<ExitCode> {
-    let client = Client::new(&args.client);
+    let client = Client::new(&args.client)?;
     let mut query: Vec<(&str, &str)> = vec![("from", &args.from)];
     filter_query(&args.filters, &mut query);
     let url = client.url(&target_path(&args.target)?, &query);
@@ -430,7 +460,9 @@ mod tests {
         let c = Client::new(&ClientArgs {
             server: "http://h:1/".into(),
             token: None,
-        });
+            ca_cert: None,
+        })
+        .unwrap();
         assert_eq!(
             c.url("/all", &[("types", "A,B c")]),
             "http://h:1/all?types=A%2CB%20c"
@@ -440,6 +472,23 @@ mod tests {
             all: false,
         };
         assert_eq!(target_path(&t).unwrap(), "/streams/a%2Fb");
+    }
+
+    #[test]
+    fn ca_cert_files_must_hold_a_certificate() {
+        let dir = tempfile::tempdir().unwrap();
+        let args = |ca: &Path| ClientArgs {
+            server: "https://h:1".into(),
+            token: None,
+            ca_cert: Some(ca.to_owned()),
+        };
+        let missing = dir.path().join("missing.pem");
+        let e = Client::new(&args(&missing)).err().unwrap().to_string();
+        assert!(e.contains("--ca-cert") && e.contains("missing.pem"), "{e}");
+        let empty = dir.path().join("empty.pem");
+        std::fs::write(&empty, "no pem here\n").unwrap();
+        let e = Client::new(&args(&empty)).err().unwrap().to_string();
+        assert!(e.contains("no certificate"), "{e}");
     }
 
     #[test]

@@ -88,7 +88,7 @@ pub fn run(args: ConsumeArgs) -> Result<ExitCode> {
     let stop = Arc::new(AtomicBool::new(false));
     on_signals(stop.clone());
     let consumer = Consumer {
-        client: Client::new(&args.client),
+        client: Client::new(&args.client)?,
         path: group_path(&args.group),
         group: args.group.clone(),
         stop,

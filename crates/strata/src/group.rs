@@ -29,7 +29,7 @@ const FIELDS: &[&str] = &[
 
 /// `strata group ...`.
 pub fn run(args: GroupArgs) -> Result<ExitCode> {
-    let client = Client::new(&args.client);
+    let client = Client::new(&args.client)?;
     match args.command {
         GroupCommand::Create(a) => create(&client, &a),
         GroupCommand::List(a) => list(&client, &a),

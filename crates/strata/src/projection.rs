@@ -91,7 +91,7 @@ pub fn run(command: ProjectionCommand) -> Result<ExitCode> {
         ProjectionCommand::Create { client, name, file } => create(&client, &name, &file),
         ProjectionCommand::List { client } => list(&client),
         ProjectionCommand::Show { client, name } => {
-            let client = Client::new(&client);
+            let client = Client::new(&client)?;
             let response = send(&client, "GET", &path(&name, ""), &[])?;
             print_body(response)
         }
@@ -100,7 +100,7 @@ pub fn run(command: ProjectionCommand) -> Result<ExitCode> {
             name,
             partition,
         } => {
-            let client = Client::new(&client);
+            let client = Client::new(&client)?;
             let query: Vec<(&str, &str)> = partition
                 .as_deref()
                 .map(|p| vec![("partition", p)])
@@ -112,7 +112,7 @@ pub fn run(command: ProjectionCommand) -> Result<ExitCode> {
         ProjectionCommand::Stop { client, name } => action(&client, &name, "stop"),
         ProjectionCommand::Start { client, name } => action(&client, &name, "start"),
         ProjectionCommand::Delete { client, name } => {
-            let client = Client::new(&client);
+            let client = Client::new(&client)?;
             let response = send(&client, "DELETE", &path(&name, ""), &[])?;
             print_body(response)
         }
@@ -202,7 +202,7 @@ fn one_line(json: &str) -> String {
 
 /// `POST /projections/{name}/{verb}`.
 fn action(client: &ClientArgs, name: &str, verb: &str) -> Result<ExitCode> {
-    let client = Client::new(client);
+    let client = Client::new(client)?;
     let response = send(&client, "POST", &path(name, &format!("/{verb}")), &[])?;
     print_body(response)
 }
@@ -210,7 +210,7 @@ fn action(client: &ClientArgs, name: &str, verb: &str) -> Result<ExitCode> {
 /// `GET /projections`: one projection JSON per line, whether the server answers with an array
 /// or with an object holding one (`{"projections": [...]}`).
 fn list(client: &ClientArgs) -> Result<ExitCode> {
-    let client = Client::new(client);
+    let client = Client::new(client)?;
     let text = body_text(send(&client, "GET", "/projections", &[])?)?;
     let value: serde_json::Value = serde_json::from_str(&text)
         .map_err(|e| Error::Usage(format!("unexpected response to GET /projections: {e}")))?;
@@ -246,7 +246,7 @@ fn create(client: &ClientArgs, name: &str, file: &std::path::Path) -> Result<Exi
         })?;
         (source, file.display().to_string())
     };
-    let client = Client::new(client);
+    let client = Client::new(client)?;
     let response = raw(&client, "PUT", &path(name, ""), &[], Some(source.clone()))?;
     let status = response.status().as_u16();
     if (200..300).contains(&status) {

@@ -6,7 +6,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use indicatif::{ProgressBar, ProgressStyle};
-use strata_server::{Auth, Config, ConnectionLimits, HttpLimits, Server};
+use strata_server::{Auth, Config, ConnectionLimits, HttpLimits, Server, TlsFiles};
 
 use crate::cli::ServeArgs;
 use crate::error::Result;
@@ -28,7 +28,7 @@ pub fn run(args: ServeArgs) -> Result<ExitCode> {
         let shutdown = shutdown_signal()?;
         // The line tests and scripts wait for; flushed at once (stdout may be a pipe).
         let mut stdout = std::io::stdout().lock();
-        writeln!(stdout, "listening on http://{}", server.local_addr())?;
+        writeln!(stdout, "listening on {}", server.url())?;
         stdout.flush()?;
         drop(stdout);
         tracing::info!(addr = %server.local_addr(), "listening");
@@ -52,6 +52,16 @@ fn config(args: &ServeArgs) -> Result<Config> {
     config.listen = args.listen.clone();
     config.auth = auth;
     config.insecure = args.insecure;
+    // clap requires both flags or neither.
+    config.tls = match (&args.tls_cert, &args.tls_key) {
+        (Some(cert), Some(key)) => Some(TlsFiles::new(cert, key)),
+        (None, None) => None,
+        _ => {
+            return Err(crate::error::Error::Usage(
+                "--tls-cert and --tls-key go together: give both or neither".into(),
+            ))
+        }
+    };
     config.limits = HttpLimits {
         max_body_bytes: args.max_body_bytes,
         max_event_bytes: args.max_event_bytes,
@@ -166,6 +176,29 @@ mod tests {
                 Cli::try_parse_from(["strata", "serve"].iter().chain(&bad)).is_err(),
                 "{bad:?}"
             );
+        }
+    }
+
+    #[test]
+    fn tls_needs_both_the_certificate_and_the_key() {
+        assert_eq!(serve_config(&[]).tls, None);
+        let tls = serve_config(&["--tls-cert", "c.pem", "--tls-key", "k.pem"]).tls;
+        assert_eq!(tls, Some(strata_server::TlsFiles::new("c.pem", "k.pem")));
+        for half in [["--tls-cert", "c.pem"], ["--tls-key", "k.pem"]] {
+            let e = Cli::try_parse_from(["strata", "serve"].iter().chain(&half))
+                .err()
+                .unwrap_or_else(|| panic!("{half:?} alone was accepted"));
+            assert_eq!(
+                e.kind(),
+                clap::error::ErrorKind::MissingRequiredArgument,
+                "{half:?}: {e}"
+            );
+            let other = if half[0] == "--tls-cert" {
+                "--tls-key"
+            } else {
+                "--tls-cert"
+            };
+            assert!(e.to_string().contains(other), "{half:?}: {e}");
         }
     }
 

@@ -74,20 +74,37 @@ async fn serves_over_tcp_and_shuts_down_gracefully() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn non_loopback_needs_auth_or_insecure() {
+async fn non_loopback_needs_auth_and_tls_or_insecure() {
     let dir = tempfile::tempdir().unwrap();
     let mut c = config(dir.path());
     c.listen = "0.0.0.0:0".into();
     match Server::bind(c.clone()).await {
-        Err(Error::InsecureListen { .. }) => {}
+        Err(e @ Error::InsecureListen { .. }) => {
+            let message = e.to_string();
+            assert!(message.contains("--tls-cert"), "{message}");
+            assert!(message.contains("--auth-token"), "{message}");
+            assert!(message.contains("--insecure"), "{message}");
+        }
         Err(e) => panic!("expected InsecureListen, got {e}"),
         Ok(_) => panic!("expected InsecureListen, got a server"),
     }
     c.insecure = true;
     drop(Server::bind(c.clone()).await.unwrap());
     c.insecure = false;
+    // Auth alone is not enough: without TLS the tokens would cross the network in clear.
     c.auth.add_admin_token("t");
+    match Server::bind(c.clone()).await {
+        Err(e @ Error::InsecureListen { .. }) => {
+            let message = e.to_string();
+            assert!(message.contains("without TLS"), "{message}");
+            assert!(!message.contains("--auth-token"), "{message}");
+        }
+        Err(e) => panic!("expected InsecureListen, got {e}"),
+        Ok(_) => panic!("expected InsecureListen, got a server"),
+    }
+    c.insecure = true;
     drop(Server::bind(c).await.unwrap());
+    // Auth with TLS binds without --insecure: tests/tls.rs (it needs a certificate).
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
