@@ -789,14 +789,18 @@ mod tests {
         assert_eq!(answer.headers()["content-type"], "application/json");
     }
 
-    #[test]
-    fn deadlines_follow_the_connection_state() {
-        let limits = ConnectionLimits {
+    /// A 10 s header timeout, a 60 s idle timeout.
+    fn test_limits() -> ConnectionLimits {
+        ConnectionLimits {
             header_read_timeout: Duration::from_secs(10),
             idle_timeout: Duration::from_secs(60),
             max_connections: 1,
-        };
-        let start = Instant::now();
+        }
+    }
+
+    #[test]
+    fn deadlines_follow_the_connection_state() {
+        let (limits, start) = (test_limits(), Instant::now());
         let s = |secs| start + Duration::from_secs(secs);
         let activity = Arc::new(Activity::new(start, Protocol::Http1));
         // New: the header timeout runs from the accept, bytes or not.
@@ -829,12 +833,7 @@ mod tests {
 
     #[test]
     fn http2_frames_between_requests_do_not_start_a_header_timer() {
-        let limits = ConnectionLimits {
-            header_read_timeout: Duration::from_secs(10),
-            idle_timeout: Duration::from_secs(60),
-            max_connections: 1,
-        };
-        let start = Instant::now();
+        let (limits, start) = (test_limits(), Instant::now());
         let s = |secs| start + Duration::from_secs(secs);
         let activity = Arc::new(Activity::new(start, Protocol::Http2));
         // The handshake and the first request are due within the header timeout.
