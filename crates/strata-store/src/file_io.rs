@@ -11,6 +11,15 @@ use std::path::Path;
 pub trait FileIo: Send + Sync + 'static {
     /// Opens (creating if missing) the segment file at `path` for appending at its end.
     fn open_append(&self, path: &Path) -> io::Result<Box<dyn AppendFile>>;
+
+    /// Creates (or replaces) the file at `path` holding exactly `bytes`, durably (`fsync`ed
+    /// before returning; the directory entry is the caller's to sync). Used for index files,
+    /// which are written whole to a temporary name and renamed into place.
+    fn write_new_file(&self, path: &Path, bytes: &[u8]) -> io::Result<()> {
+        let mut file = File::create(path)?;
+        file.write_all(bytes)?;
+        file.sync_all()
+    }
 }
 
 /// A segment file being appended to by the single writer.

@@ -68,10 +68,44 @@ pub(crate) struct Shared {
     pub committed: AtomicU64,
     pub read_only: AtomicBool,
     pub fault: Mutex<Option<String>>,
+    /// Set when a write ran out of space (and nothing of it stayed), cleared by the next write
+    /// that succeeds. Not a fault: the store keeps accepting (and retrying) writes.
+    pub disk_full: DiskFull,
     pub closed: AtomicBool,
     /// Notified after every publish of `committed`, and on close.
     pub commits: event_listener::Event,
     pub stats: Stats,
+}
+
+/// The disk-full state: whether the last write attempt ran out of space, and what it said.
+#[derive(Default)]
+pub(crate) struct DiskFull {
+    set: AtomicBool,
+    reason: Mutex<Option<String>>,
+}
+
+impl DiskFull {
+    /// Records that a write ran out of space.
+    pub fn set(&self, reason: impl Into<String>) {
+        *self.reason.lock() = Some(reason.into());
+        self.set.store(true, Ordering::Release);
+    }
+
+    /// Records that a write succeeded: space is available again.
+    pub fn clear(&self) {
+        if self.set.load(Ordering::Acquire) {
+            self.set.store(false, Ordering::Release);
+            *self.reason.lock() = None;
+        }
+    }
+
+    /// The reason while the disk is full, `None` otherwise.
+    pub fn reason(&self) -> Option<String> {
+        if !self.set.load(Ordering::Acquire) {
+            return None;
+        }
+        self.reason.lock().clone()
+    }
 }
 
 impl Shared {

@@ -82,8 +82,13 @@ impl Handle {
 pub enum Health {
     /// Accepting writes.
     Ok,
-    /// Refusing writes; the reason (storage fault, corruption, or opened read-only).
+    /// Refusing writes; the reason (storage fault, corruption, or opened read-only). Lasts
+    /// until a restart (or a repair).
     ReadOnly(String),
+    /// The last write ran out of disk space (the reason names the file and the error); it wrote
+    /// nothing. Reads go on, and appends are still tried: the first that succeeds (once space is
+    /// free) makes the store [`Health::Ok`] again by itself.
+    DiskFull(String),
 }
 
 /// Size and position facts for `/info`-style reporting.
@@ -129,6 +134,7 @@ impl Store {
             committed: AtomicU64::new(recovered.next_position),
             read_only: AtomicBool::new(options.read_only || recovered.fault.is_some()),
             fault: Mutex::new(recovered.fault),
+            disk_full: Default::default(),
             closed: AtomicBool::new(false),
             commits: event_listener::Event::new(),
             stats: Stats::default(),
@@ -368,7 +374,7 @@ impl Store {
         self.shared.committed()
     }
 
-    /// Whether the store accepts writes.
+    /// Whether the store accepts writes: a fault (read-only) wins over a full disk.
     pub fn health(&self) -> Health {
         if self.shared.read_only.load(Ordering::Acquire) {
             Health::ReadOnly(
@@ -378,6 +384,8 @@ impl Store {
                     .clone()
                     .unwrap_or_else(|| "opened read-only".into()),
             )
+        } else if let Some(reason) = self.shared.disk_full.reason() {
+            Health::DiskFull(reason)
         } else {
             Health::Ok
         }
