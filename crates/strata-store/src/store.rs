@@ -86,8 +86,9 @@ pub enum Health {
     /// until a restart (or a repair).
     ReadOnly(String),
     /// The last write ran out of disk space (the reason names the file and the error); it wrote
-    /// nothing. Reads go on, and appends are still tried: the first that succeeds (once space is
-    /// free) makes the store [`Health::Ok`] again by itself.
+    /// nothing. Reads go on, and appends are still tried. [`Health::Ok`] again by itself as soon
+    /// as the file system reports room for the write that failed (plus a margin), or an append
+    /// succeeds.
     DiskFull(String),
 }
 
@@ -384,8 +385,19 @@ impl Store {
                     .clone()
                     .unwrap_or_else(|| "opened read-only".into()),
             )
-        } else if let Some(reason) = self.shared.disk_full.reason() {
-            Health::DiskFull(reason)
+        } else if let Some((reason, needed)) = self.shared.disk_full.state() {
+            // The condition passes by itself: once the file system has room for the write that
+            // failed, the store is healthy again without waiting for an append to try (a
+            // readiness check that stopped sending traffic would otherwise wait forever).
+            match self
+                .shared
+                .options
+                .file_io
+                .available_space(&self.shared.dir)
+            {
+                Ok(free) if free >= needed => Health::Ok,
+                _ => Health::DiskFull(reason),
+            }
         } else {
             Health::Ok
         }

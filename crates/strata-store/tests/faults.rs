@@ -192,6 +192,14 @@ impl FileIo for FaultIo {
         }))
     }
 
+    fn available_space(&self, _dir: &Path) -> io::Result<u64> {
+        Ok(if self.0.full.lock().unwrap().is_some() {
+            0
+        } else {
+            u64::MAX
+        })
+    }
+
     fn write_new_file(&self, path: &Path, bytes: &[u8]) -> io::Result<()> {
         if self.crashed() {
             return Err(io::Error::other("the machine is off"));
@@ -731,6 +739,8 @@ fn a_full_disk_refuses_appends_writes_nothing_and_appends_resume_once_space_is_f
     // Space is freed: the next append succeeds by itself, at the next revision and position
     // (the failed attempts left no gap), and the store is healthy again.
     io.free();
+    // Healthy again as soon as there is space, before any append tried.
+    assert_eq!(store.health(), Health::Ok, "{what}");
     let ack = append_tagged(&store, &mut rng, "s-0", "after", 2).expect("append after freeing");
     assert_eq!(ack.first_position, before.len() as u64, "{what}");
     assert_eq!(ack.first_revision, 6, "{what}");
@@ -782,6 +792,7 @@ fn full_disk_while_sealing(full: Full) {
     assert_eq!(stray_files(dir), Vec::<PathBuf>::new(), "{what}");
     assert_eq!(all_events(&store), before, "{what}");
     io.free();
+    assert_eq!(store.health(), Health::Ok, "{what}");
     for a in 0..3 {
         // The first does not fit either: it seals.
         let n = if a == 0 { 8 } else { 2 };

@@ -209,6 +209,14 @@ impl FileIo for FullIo {
             full: self.full.clone(),
         }))
     }
+
+    fn available_space(&self, _dir: &Path) -> io::Result<u64> {
+        Ok(if self.full.load(Ordering::SeqCst) {
+            0
+        } else {
+            u64::MAX
+        })
+    }
 }
 
 impl AppendFile for FullFile {
@@ -259,6 +267,7 @@ async fn a_full_disk_is_507_health_disk_full_reads_go_on_and_appends_resume_once
     assert_eq!(page_events(&s.get("/streams/d-1").await.json()).len(), 2);
     // Space is freed: the next append succeeds, with no restart, and the store is healthy.
     full.store(false, Ordering::SeqCst);
+    assert_eq!(s.get("/health").await.status, 200);
     let r = s.post("/streams/d-1", r#"{"type":"T"}"#, &[]).await;
     assert_eq!(r.status, 201, "{}", r.text());
     assert_eq!(r.json()["first_revision"], 2, "{}", r.text());

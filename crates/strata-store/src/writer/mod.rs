@@ -28,7 +28,7 @@ use crate::error::{is_out_of_space, Error, Result};
 use crate::event::{AppendResult, DeleteResult, ExpectedRevision, NewEvent, StreamMetadata};
 use crate::file_io::AppendFile;
 use crate::id_gen::IdGen;
-use crate::log::{LogState, Shared};
+use crate::log::{space_needed, LogState, Shared};
 use crate::memtable::MemEntry;
 use crate::options::FsyncPolicy;
 use prepare::{Head, Overlay, PendingEntry, Prepared};
@@ -348,12 +348,14 @@ impl Writer {
             }
             match self.roll() {
                 Ok(()) => {}
-                Err(e @ Error::DiskFull { .. }) => {
+                Err(Error::DiskFull { path, source }) => {
                     // Nothing changed: the segment stays open and the seal is retried by the
                     // next request that does not fit.
+                    let needed = space_needed(&source, self.seal_needs(added));
+                    let e = Error::DiskFull { path, source };
                     self.shared
                         .disk_full
-                        .set(format!("sealing segment failed: {e}"));
+                        .set(format!("sealing segment failed: {e}"), needed);
                     reply.fail(e);
                     return;
                 }
@@ -394,7 +396,7 @@ impl Writer {
         let flush_asked = replies.iter().any(|r| matches!(r, Reply::Flush(_)));
         if !buf.is_empty() {
             if let Err(e) = self.file.write_all(&buf) {
-                self.write_failed(e, replies);
+                self.write_failed(e, buf.len() as u64, replies);
                 return false;
             }
             self.unsynced = true;
@@ -483,13 +485,13 @@ impl Writer {
     /// the last published group, the store is marked disk-full (not poisoned) and every request
     /// gets [`Error::DiskFull`]. Anything else, or a cut that fails (the file's end is then
     /// unknown): the store turns read-only.
-    fn write_failed(&mut self, e: std::io::Error, replies: Vec<Reply>) {
+    fn write_failed(&mut self, e: std::io::Error, bytes: u64, replies: Vec<Reply>) {
         let path = self.state.open.path.clone();
         let reason = format!("write to {} failed: {e}", path.display());
         if is_out_of_space(&e) {
             match self.file.truncate(self.seg_len) {
                 Ok(()) => {
-                    self.shared.disk_full.set(reason);
+                    self.shared.disk_full.set(reason, space_needed(&e, bytes));
                     for r in replies {
                         r.send_err(Error::DiskFull {
                             path: path.clone(),

@@ -20,7 +20,21 @@ pub(super) fn needs_roll(before: u64, added: u64, segment_size: u64) -> bool {
     added > 0 && before > SEGMENT_HEADER_LEN && before + added > segment_size
 }
 
+/// Bytes of index file per event of a sealed segment, rounded up: an offset (8), a stream
+/// entry (24), an id entry (32), type and category postings (2 x 16), plus bloom bits and names.
+const INDEX_BYTES_PER_EVENT: u64 = 160;
+
 impl Writer {
+    /// About how many free bytes sealing the open segment and then appending `added` bytes to
+    /// the next one takes: the index file, the new segment's header and the append.
+    pub(super) fn seal_needs(&self, added: u64) -> u64 {
+        let events = self.next_position - self.state.open.first_position;
+        events
+            .saturating_mul(INDEX_BYTES_PER_EVENT)
+            .saturating_add(4096 + SEGMENT_HEADER_LEN)
+            .saturating_add(added)
+    }
+
     /// Seals the open segment (index file written, segment mapped) and starts a new one at
     /// `next_position`. Called only between groups, so everything in the segment is published.
     ///
