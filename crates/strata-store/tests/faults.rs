@@ -876,3 +876,89 @@ fn a_full_disk_whose_short_write_cannot_be_cut_back_turns_the_store_read_only() 
     drop(store);
     reopen_and_check(dir, 1 << 20, &acks, &failed, what);
 }
+
+/// Counts the events of category `c`.
+struct CountC;
+
+impl strata_store::projection::Projection for CountC {
+    type State = u64;
+
+    fn source(&self) -> strata_store::projection::ProjectionSource {
+        strata_store::projection::ProjectionSource::Category("c".into())
+    }
+
+    fn init(&self) -> u64 {
+        0
+    }
+
+    fn apply(
+        &self,
+        state: &mut u64,
+        _event: &RecordedEvent,
+        _emit: &mut strata_store::projection::Emitter<'_>,
+    ) -> Result<(), strata_store::projection::ProjectionError> {
+        *state += 1;
+        Ok(())
+    }
+}
+
+fn wait_status(
+    runner: &strata_store::projection::ProjectionRunner,
+    what: &str,
+    pred: impl Fn(&strata_store::projection::ProjectionStatus) -> bool,
+) {
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        let status = runner.status();
+        if pred(&status) {
+            return;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "timed out waiting for {what}: {status:?}"
+        );
+        std::thread::sleep(Duration::from_millis(2));
+    }
+}
+
+/// A projection whose checkpoint runs into a full disk keeps running and serving its state,
+/// and checkpoints once space is free.
+#[test]
+fn a_projection_checkpoint_on_a_full_disk_does_not_fault_it_and_is_retried() {
+    use strata_store::projection::{typed_engine, ProjectionRunner, RunState, RunnerOptions};
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let io = FaultIo::new();
+    let store = Store::open(tmp.path(), io.options(1 << 20, FsyncPolicy::Never)).expect("open");
+    for i in 0..5 {
+        store
+            .append(
+                &format!("c-{i}"),
+                ExpectedRevision::Any,
+                vec![NewEvent::json("T", "{}")],
+            )
+            .expect("append");
+    }
+    io.fill(Full::Everything);
+    let options = RunnerOptions {
+        checkpoint_interval: Duration::from_millis(10),
+        checkpoint_events: 1,
+        ..RunnerOptions::default()
+    };
+    let runner = ProjectionRunner::open(store.clone(), "count", 1, typed_engine(CountC), options);
+    runner.start().expect("start");
+    wait_status(&runner, "all events applied", |s| {
+        s.events_processed == 5 || s.state != RunState::Running
+    });
+    // Checkpoints were tried (and ran out of space) for a while: still running, serving.
+    std::thread::sleep(Duration::from_millis(100));
+    let status = runner.status();
+    assert_eq!(status.state, RunState::Running, "{status:?}");
+    assert_eq!(status.checkpoint_position, None, "{status:?}");
+    let state = runner.state("").expect("served state");
+    assert_eq!(state.get(), "5");
+    io.free();
+    wait_status(&runner, "a checkpoint once space is free", |s| {
+        s.checkpoint_position == Some(4) || s.state != RunState::Running
+    });
+    assert_eq!(runner.status().state, RunState::Running);
+}
