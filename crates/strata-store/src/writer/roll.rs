@@ -54,12 +54,12 @@ impl Writer {
         let idx_path = dir.join(index_file_name(open.first_position));
         let io = self.shared.options.file_io.clone();
         if let Err(e) = write_index_via(&idx_path, input, io.as_ref()) {
-            return Err(undo_seal(e, &[&idx_path]));
+            return Err(undo_seal(e, &dir, &[&idx_path]));
         }
         let path = dir.join(segment_file_name(self.next_position));
         let file = match create_segment_file(io.as_ref(), &path, self.next_position) {
             Ok(file) => file,
-            Err(e) => return Err(undo_seal(e, &[&path, &idx_path])),
+            Err(e) => return Err(undo_seal(e, &dir, &[&path, &idx_path])),
         };
         let sealed = SealedSegment::freshly_indexed(
             open.path.clone(),
@@ -110,27 +110,32 @@ fn disk_error(path: &Path, e: std::io::Error) -> Error {
     }
 }
 
-/// Undoes a seal that ran out of space: removes the files it made (`paths`), so that the
-/// directory is as before. Should a removal fail, the error becomes a fault: a half-made
-/// segment file left behind would be taken for the open segment by a restart.
-fn undo_seal(e: Error, paths: &[&Path]) -> Error {
+/// Undoes a seal that ran out of space: removes the files it made (`paths`, in `dir`) and syncs
+/// the directory, so that it is as before, also after a crash. Should that fail, the error
+/// becomes a fault: a half-made segment file left behind would be taken for the open segment by
+/// a restart.
+fn undo_seal(e: Error, dir: &Path, paths: &[&Path]) -> Error {
     let Error::DiskFull { .. } = e else {
         return e;
+    };
+    let fault = |p: &Path, err: std::io::Error| {
+        Error::io(
+            p,
+            std::io::Error::new(
+                err.kind(),
+                format!("{e}; removing the half-made files failed: {err}"),
+            ),
+        )
     };
     for p in paths {
         match std::fs::remove_file(p) {
             Ok(()) => {}
             Err(err) if err.kind() == std::io::ErrorKind::NotFound => {}
-            Err(err) => {
-                return Error::io(
-                    p,
-                    std::io::Error::new(
-                        err.kind(),
-                        format!("{e}; removing the half-made file failed: {err}"),
-                    ),
-                )
-            }
+            Err(err) => return fault(p, err),
         }
+    }
+    if let Err(err) = sync_dir(dir) {
+        return fault(dir, err);
     }
     e
 }
