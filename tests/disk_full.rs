@@ -10,6 +10,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use serde_json::{json, Value};
+use strata_suite::groups::Group;
 use strata_suite::{strata_binary, Client, ServerProcess, START_TIMEOUT};
 
 /// A tmpfs mounted for the test; unmounted (lazily, so that a server still holding files cannot
@@ -102,6 +103,7 @@ fn a_full_disk_answers_507_health_disk_full_and_appends_resume_once_space_is_fre
     let data = fs.dir.join("data");
     let server = start(&data);
     let c = server.client();
+    let group = Group::create(&c, "readers", &json!({"source": "fill"}));
     let mut acked: Vec<String> = Vec::new();
     let mut refused = None;
     for i in 0..1000 {
@@ -132,6 +134,11 @@ fn a_full_disk_answers_507_health_disk_full_and_appends_resume_once_space_is_fre
     assert_eq!(ids_of(&c, "fill"), acked);
     assert_eq!(c.ndjson("/all").len(), acked.len());
     c.get("/streams/fill/0").assert_status(200);
+    // Consumer groups go on: polls deliver, acks are taken (saved once space is free).
+    let msgs = group.poll(5, 0);
+    assert_eq!(msgs.len(), 5);
+    assert_eq!(msgs[0].id(), acked[0]);
+    group.ack_all(&msgs);
     // Space is freed: the store is healthy again by itself (no append needed: a readiness
     // probe that stopped traffic must see it), and appends succeed, without a restart.
     std::fs::remove_file(&filler).expect("remove filler");
