@@ -173,7 +173,10 @@ impl App {
     /// `unavailable` once the store has turned read-only because of them.
     pub(crate) fn store_error(&self, e: strata_store::Error) -> Error {
         match Error::from(e) {
-            Error::Internal(message) if self.inner.store.health() != Health::Ok => {
+            // Only a fault makes a failed read "unavailable": a full disk does not stop reads.
+            Error::Internal(message)
+                if matches!(self.inner.store.health(), Health::ReadOnly(_)) =>
+            {
                 Error::Unavailable(message)
             }
             other => other,

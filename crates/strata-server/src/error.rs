@@ -96,6 +96,10 @@ pub enum Error {
     /// 503 `unavailable`: the store refuses writes after a storage fault, or is shutting down.
     #[error("{0}")]
     Unavailable(String),
+    /// 507 `insufficient_storage`: the disk is full; nothing was written, and appends succeed
+    /// again by themselves once space is free.
+    #[error("{0}")]
+    InsufficientStorage(String),
     /// 500 `internal`: an unexpected failure (corruption or I/O error on a read).
     #[error("{0}")]
     Internal(String),
@@ -194,6 +198,9 @@ impl Error {
                 (StatusCode::UNSUPPORTED_MEDIA_TYPE, "unsupported_media_type")
             }
             Error::Unavailable(_) => (StatusCode::SERVICE_UNAVAILABLE, "unavailable"),
+            Error::InsufficientStorage(_) => {
+                (StatusCode::INSUFFICIENT_STORAGE, "insufficient_storage")
+            }
             Error::Internal(_)
             | Error::Bind { .. }
             | Error::InsecureListen { .. }
@@ -270,6 +277,9 @@ impl From<strata_store::Error> for Error {
             e @ S::InvalidInput { .. } => Error::InvalidRequest(e.to_string()),
             e @ S::LimitExceeded { .. } => Error::PayloadTooLarge(e.to_string()),
             e @ S::ReadOnly { .. } => Error::Unavailable(e.to_string()),
+            e @ S::DiskFull { .. } => Error::InsufficientStorage(format!(
+                "{e}; appends succeed again once space is freed"
+            )),
             S::Closed => Error::Unavailable("the server is shutting down".into()),
             e @ (S::Corruption { .. } | S::Io { .. }) => Error::Internal(e.to_string()),
         }
@@ -363,6 +373,14 @@ mod tests {
                 "unavailable",
             ),
             (strata_store::Error::Closed, 503, "unavailable"),
+            (
+                strata_store::Error::DiskFull {
+                    path: "/x/0.seg".into(),
+                    source: std::io::Error::from_raw_os_error(28),
+                },
+                507,
+                "insufficient_storage",
+            ),
             (
                 strata_store::Error::corruption("/x", 5, "bad crc"),
                 500,

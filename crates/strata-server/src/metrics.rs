@@ -154,6 +154,8 @@ pub(crate) struct Snapshot {
     pub stats: StatsSnapshot,
     pub info: StoreInfo,
     pub read_only: bool,
+    /// The last write ran out of disk space (cleared by the next write that succeeds).
+    pub disk_full: bool,
     pub uptime: Duration,
 }
 
@@ -252,6 +254,12 @@ pub(crate) fn render(m: &Metrics, s: &Snapshot) -> String {
         "strata_read_only",
         "1 when the store refuses writes after a storage fault.",
         if s.read_only { 1.0 } else { 0.0 },
+    );
+    gauge(
+        &mut out,
+        "strata_disk_full",
+        "1 while appends fail because the disk is full (they resume once space is free).",
+        if s.disk_full { 1.0 } else { 0.0 },
     );
     gauge(
         &mut out,
@@ -458,10 +466,13 @@ mod tests {
                     bytes_on_disk: 100,
                 },
                 read_only: false,
+                disk_full: true,
                 uptime: Duration::from_secs(3),
             },
         );
         assert!(text.contains("strata_appends_total 2\n"));
+        assert!(text.contains("strata_disk_full 1\n"));
+        assert!(text.contains("strata_read_only 0\n"));
         assert!(text.contains("strata_fsync_duration_seconds_bucket{le=\"0.0001\"} 0\n"));
         assert!(text.contains("strata_fsync_duration_seconds_bucket{le=\"0.00025\"} 1\n"));
         assert!(text.contains("strata_fsync_duration_seconds_bucket{le=\"+Inf\"} 1\n"));

@@ -73,7 +73,7 @@ pub fn document() -> Value {
                 "security": [],
                 "responses": {
                     "200": { "description": "Accepting writes.", "content": json_body(schema_ref("Health")) },
-                    "503": { "description": "The store is read-only after a storage fault.", "content": json_body(schema_ref("Health")) }
+                    "503": { "description": "The store is read-only after a storage fault (`read_only`), or the disk is full (`disk_full`: reads go on, appends answer 507 until space is free).", "content": json_body(schema_ref("Health")) }
                 }
             }
         },
@@ -152,7 +152,7 @@ pub fn document() -> Value {
                         "headers": { "Location": { "description": "`/streams/{stream}/{first_revision}`", "schema": { "type": "string" } } },
                         "content": json_body(schema_ref("AppendResult"))
                     }
-                }), &[("400", "BadRequest"), ("409", "Conflict"), ("410", "StreamDeleted"), ("413", "PayloadTooLarge"), ("415", "UnsupportedMediaType"), ("503", "Unavailable")])
+                }), &[("400", "BadRequest"), ("409", "Conflict"), ("410", "StreamDeleted"), ("413", "PayloadTooLarge"), ("415", "UnsupportedMediaType"), ("503", "Unavailable"), ("507", "InsufficientStorage")])
             },
             "delete": {
                 "operationId": "deleteStream",
@@ -161,7 +161,7 @@ pub fn document() -> Value {
                     { "name": "hard", "in": "query", "schema": { "type": "boolean", "default": false } },
                     param("Expected-Revision")
                 ],
-                "responses": responses(json!({ "204": { "description": "Deleted." } }), &[("400", "BadRequest"), ("404", "StreamNotFound"), ("409", "Conflict"), ("410", "StreamDeleted"), ("503", "Unavailable")])
+                "responses": responses(json!({ "204": { "description": "Deleted." } }), &[("400", "BadRequest"), ("404", "StreamNotFound"), ("409", "Conflict"), ("410", "StreamDeleted"), ("503", "Unavailable"), ("507", "InsufficientStorage")])
             }
         },
         "/streams/{stream}/metadata": {
@@ -175,7 +175,7 @@ pub fn document() -> Value {
                 "operationId": "putStreamMetadata",
                 "summary": "Replace the stream's metadata; stream reads never return events beyond its limits.",
                 "requestBody": { "required": true, "content": json_body(schema_ref("StreamMetadata")) },
-                "responses": responses(json!({ "200": { "description": "The metadata as stored.", "content": json_body(schema_ref("StreamMetadata")) } }), &[("400", "BadRequest"), ("410", "StreamDeleted"), ("413", "PayloadTooLarge"), ("415", "UnsupportedMediaType"), ("503", "Unavailable")])
+                "responses": responses(json!({ "200": { "description": "The metadata as stored.", "content": json_body(schema_ref("StreamMetadata")) } }), &[("400", "BadRequest"), ("410", "StreamDeleted"), ("413", "PayloadTooLarge"), ("415", "UnsupportedMediaType"), ("503", "Unavailable"), ("507", "InsufficientStorage")])
             }
         },
         "/streams/{stream}/{revision}": {
@@ -290,6 +290,7 @@ pub fn document() -> Value {
         "payload_too_large",
         "unsupported_media_type",
         "unavailable",
+        "insufficient_storage",
         "internal",
     ];
     let error_response = |description: &str| json!({ "description": description, "content": json_body(schema_ref("Error")) });
@@ -329,6 +330,7 @@ pub fn document() -> Value {
                 "GroupConflict": error_response("`conflict`: the group exists with another source, from or ordering."),
                 "PayloadTooLarge": error_response("`payload_too_large`: the body (16 MiB), one event (4 MiB) or the event count (10,000) is over the limit."),
                 "UnsupportedMediaType": error_response("`unsupported_media_type`: the body must be `application/json`."),
+                "InsufficientStorage": error_response("`insufficient_storage`: the disk is full; nothing was written. Appends succeed again by themselves once space is free."),
                 "Unavailable": error_response("`unavailable`: the store is read-only after a storage fault, or the server is shutting down."),
                 "Internal": error_response("`internal`: an unexpected failure.")
             },
@@ -471,8 +473,8 @@ pub fn document() -> Value {
                     "type": "object",
                     "required": ["status"],
                     "properties": {
-                        "status": { "enum": ["ok", "read_only"] },
-                        "error": { "const": "unavailable" },
+                        "status": { "enum": ["ok", "read_only", "disk_full"] },
+                        "error": { "enum": ["unavailable", "insufficient_storage"] },
                         "message": { "type": "string" }
                     }
                 },
@@ -487,7 +489,7 @@ pub fn document() -> Value {
                         "bytes_on_disk": { "type": "integer" },
                         "uptime_seconds": { "type": "integer" },
                         "fsync": { "type": "string" },
-                        "status": { "enum": ["ok", "read_only"] },
+                        "status": { "enum": ["ok", "read_only", "disk_full"] },
                         "read_only_reason": { "type": ["string", "null"] },
                         "open_subscriptions": { "type": "integer" }
                     }

@@ -13,11 +13,23 @@ use crate::metrics::{self, Snapshot};
 use crate::query::Query;
 use crate::response::json_value;
 
-/// `GET /health`: 200 `{"status": "ok"}`, or 503 `{"status": "read_only", "error":
-/// "unavailable", "message": <the fault>}` once the store refuses writes.
+/// `GET /health`: 200 `{"status": "ok"}`; 503 `{"status": "read_only", "error":
+/// "unavailable", "message": <the fault>}` once the store refuses writes; 503 `{"status":
+/// "disk_full", "error": "insufficient_storage", "message": ...}` while the disk is full (reads
+/// go on; the first append that succeeds once space is free makes it `ok` again).
 pub(crate) async fn health(State(app): State<App>) -> Response {
     match app.store().health() {
         Health::Ok => json_value(StatusCode::OK, &json!({"status": "ok"})),
+        Health::DiskFull(reason) => {
+            let body = json!({
+                "status": "disk_full",
+                "error": "insufficient_storage",
+                "message": format!(
+                    "the disk is full: {reason}; appends answer 507 until space is freed"
+                ),
+            });
+            json_value(StatusCode::SERVICE_UNAVAILABLE, &body)
+        }
         Health::ReadOnly(reason) => {
             let body = json!({
                 "status": "read_only",
@@ -39,6 +51,7 @@ pub(crate) async fn info(
     let (status, read_only_reason) = match app.store().health() {
         Health::Ok => ("ok", None),
         Health::ReadOnly(reason) => ("read_only", Some(reason)),
+        Health::DiskFull(_) => ("disk_full", None),
     };
     let body = json!({
         "version": env!("CARGO_PKG_VERSION"),
@@ -84,10 +97,12 @@ pub(crate) async fn metrics(
     RawQuery(raw_query): RawQuery,
 ) -> Result<Response> {
     let info = store_info(&app, &principal, raw_query.as_deref()).await?;
+    let health = app.store().health();
     let snapshot = Snapshot {
         stats: app.store().stats(),
         info,
-        read_only: app.store().health() != Health::Ok,
+        read_only: matches!(health, Health::ReadOnly(_)),
+        disk_full: matches!(health, Health::DiskFull(_)),
         uptime: app.uptime(),
     };
     let mut text = metrics::render(app.metrics(), &snapshot);

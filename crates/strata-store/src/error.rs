@@ -65,6 +65,18 @@ pub enum Error {
         /// The fault that made the store read-only.
         reason: String,
     },
+    /// The disk is full (`ENOSPC`, or `EDQUOT` for a quota): the append wrote nothing (its
+    /// bytes were cut back, a half-made new segment or index file removed), and the store
+    /// still accepts writes: a later append retries and succeeds once space is free. Not a
+    /// fault: [`crate::Health::DiskFull`] only while the condition lasts.
+    #[error("disk full: {} ({source}); nothing was written", path.display())]
+    DiskFull {
+        /// The file whose write or creation ran out of space.
+        path: PathBuf,
+        /// The underlying error.
+        #[source]
+        source: std::io::Error,
+    },
     /// Stored bytes fail their checksum or are inconsistent.
     #[error("corruption in {} at offset {offset}: {detail}", file.display())]
     Corruption {
@@ -89,6 +101,13 @@ pub enum Error {
     },
 }
 
+/// Whether an I/O error means "no space left" (`ENOSPC`, or `EDQUOT`: a quota is full): a
+/// condition that passes once space is freed, unlike a failing device (`EIO`).
+pub(crate) fn is_out_of_space(e: &std::io::Error) -> bool {
+    matches!(e.raw_os_error(), Some(libc::ENOSPC) | Some(libc::EDQUOT))
+        || e.kind() == std::io::ErrorKind::StorageFull
+}
+
 /// Result alias of the crate.
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
@@ -99,6 +118,11 @@ impl Error {
             path: path.into(),
             source,
         }
+    }
+
+    /// Whether this is an [`Error::DiskFull`].
+    pub fn is_disk_full(&self) -> bool {
+        matches!(self, Error::DiskFull { .. })
     }
 
     /// Builds an [`Error::InvalidInput`].

@@ -11,6 +11,33 @@ use std::path::Path;
 pub trait FileIo: Send + Sync + 'static {
     /// Opens (creating if missing) the segment file at `path` for appending at its end.
     fn open_append(&self, path: &Path) -> io::Result<Box<dyn AppendFile>>;
+
+    /// Creates (or replaces) the file at `path` holding exactly `bytes`, durably (`fsync`ed
+    /// before returning; the directory entry is the caller's to sync). Used for index files,
+    /// which are written whole to a temporary name and renamed into place.
+    fn write_new_file(&self, path: &Path, bytes: &[u8]) -> io::Result<()> {
+        let mut file = File::create(path)?;
+        file.write_all(bytes)?;
+        file.sync_all()
+    }
+
+    /// Bytes an unprivileged writer may still allocate on the file system of `dir`
+    /// (`statvfs`: `f_bavail * f_frsize`). Asked only while the disk is full, to tell when
+    /// it no longer is.
+    fn available_space(&self, dir: &Path) -> io::Result<u64> {
+        use std::os::unix::ffi::OsStrExt;
+        let path = std::ffi::CString::new(dir.as_os_str().as_bytes())
+            .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;
+        // SAFETY: an all-zero `statvfs` is a valid value of the plain C struct.
+        let mut st: libc::statvfs = unsafe { std::mem::zeroed() };
+        // SAFETY: `path` is NUL-terminated and outlives the call; `st` is a valid out-pointer.
+        let rc = unsafe { libc::statvfs(path.as_ptr(), &mut st) };
+        if rc != 0 {
+            return Err(io::Error::last_os_error());
+        }
+        #[allow(clippy::unnecessary_cast)] // the field types differ between targets
+        Ok((st.f_bavail as u64).saturating_mul(st.f_frsize as u64))
+    }
 }
 
 /// A segment file being appended to by the single writer.

@@ -68,10 +68,65 @@ pub(crate) struct Shared {
     pub committed: AtomicU64,
     pub read_only: AtomicBool,
     pub fault: Mutex<Option<String>>,
+    /// Set when a write ran out of space (and nothing of it stayed), cleared by the next write
+    /// that succeeds. Not a fault: the store keeps accepting (and retrying) writes.
+    pub disk_full: DiskFull,
     pub closed: AtomicBool,
     /// Notified after every publish of `committed`, and on close.
     pub commits: event_listener::Event,
     pub stats: Stats,
+}
+
+/// The disk-full state: whether the last write attempt ran out of space, what it said, and how
+/// much free space it takes for that write to fit again.
+#[derive(Default)]
+pub(crate) struct DiskFull {
+    set: AtomicBool,
+    state: Mutex<Option<(String, u64)>>,
+}
+
+impl DiskFull {
+    /// Records that a write ran out of space; `needed`: the free bytes that write needs (with
+    /// a margin), `u64::MAX` when free space does not tell (a full quota).
+    pub fn set(&self, reason: impl Into<String>, needed: u64) {
+        *self.state.lock() = Some((reason.into(), needed));
+        self.set.store(true, Ordering::Release);
+    }
+
+    /// Records that a write succeeded: space is available again.
+    pub fn clear(&self) {
+        if self.set.load(Ordering::Acquire) {
+            self.set.store(false, Ordering::Release);
+            *self.state.lock() = None;
+        }
+    }
+
+    /// `(reason, needed)` while the disk is full, `None` otherwise.
+    pub fn state(&self) -> Option<(String, u64)> {
+        if !self.set.load(Ordering::Acquire) {
+            return None;
+        }
+        self.state.lock().clone()
+    }
+
+    /// The reason while the disk is full, `None` otherwise.
+    #[cfg(test)]
+    pub fn reason(&self) -> Option<String> {
+        self.state().map(|(reason, _)| reason)
+    }
+}
+
+/// Free bytes to ask for, beyond the failed write itself, before a full disk counts as free
+/// again: file-system metadata and the next appends.
+pub(crate) const DISK_FULL_MARGIN: u64 = 64 * 1024;
+
+/// The free space a write of `bytes` that failed with `e` needs: `u64::MAX` for a full quota
+/// (`EDQUOT`), which free space on the file system does not show.
+pub(crate) fn space_needed(e: &std::io::Error, bytes: u64) -> u64 {
+    if e.raw_os_error() == Some(libc::EDQUOT) {
+        return u64::MAX;
+    }
+    bytes.saturating_add(DISK_FULL_MARGIN)
 }
 
 impl Shared {

@@ -82,8 +82,14 @@ impl Handle {
 pub enum Health {
     /// Accepting writes.
     Ok,
-    /// Refusing writes; the reason (storage fault, corruption, or opened read-only).
+    /// Refusing writes; the reason (storage fault, corruption, or opened read-only). Lasts
+    /// until a restart (or a repair).
     ReadOnly(String),
+    /// The last write ran out of disk space (the reason names the file and the error); it wrote
+    /// nothing. Reads go on, and appends are still tried. [`Health::Ok`] again by itself as soon
+    /// as the file system reports room for the write that failed (plus a margin), or an append
+    /// succeeds.
+    DiskFull(String),
 }
 
 /// Size and position facts for `/info`-style reporting.
@@ -129,6 +135,7 @@ impl Store {
             committed: AtomicU64::new(recovered.next_position),
             read_only: AtomicBool::new(options.read_only || recovered.fault.is_some()),
             fault: Mutex::new(recovered.fault),
+            disk_full: Default::default(),
             closed: AtomicBool::new(false),
             commits: event_listener::Event::new(),
             stats: Stats::default(),
@@ -368,7 +375,7 @@ impl Store {
         self.shared.committed()
     }
 
-    /// Whether the store accepts writes.
+    /// Whether the store accepts writes: a fault (read-only) wins over a full disk.
     pub fn health(&self) -> Health {
         if self.shared.read_only.load(Ordering::Acquire) {
             Health::ReadOnly(
@@ -378,6 +385,19 @@ impl Store {
                     .clone()
                     .unwrap_or_else(|| "opened read-only".into()),
             )
+        } else if let Some((reason, needed)) = self.shared.disk_full.state() {
+            // The condition passes by itself: once the file system has room for the write that
+            // failed, the store is healthy again without waiting for an append to try (a
+            // readiness check that stopped sending traffic would otherwise wait forever).
+            match self
+                .shared
+                .options
+                .file_io
+                .available_space(&self.shared.dir)
+            {
+                Ok(free) if free >= needed => Health::Ok,
+                _ => Health::DiskFull(reason),
+            }
         } else {
             Health::Ok
         }

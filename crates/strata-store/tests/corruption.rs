@@ -50,7 +50,7 @@ fn assert_corruption_at<T: std::fmt::Debug>(
 fn read_only_reason(store: &Store) -> String {
     match store.health() {
         Health::ReadOnly(reason) => reason,
-        Health::Ok => panic!("store should be read-only"),
+        other => panic!("store should be read-only, is {other:?}"),
     }
 }
 

@@ -1,4 +1,5 @@
-//! Fault injection through `Options::file_io`: failed writes and fsyncs, and power loss.
+//! Fault injection through `Options::file_io`: failed writes and fsyncs, a full disk, and power
+//! loss.
 //!
 //! The durability rule under test (lib.rs): an acknowledged append survives a crash; a failed one
 //! wrote nothing that will ever be read; after a failed write or fsync the store turns read-only.
@@ -45,13 +46,36 @@ struct Faults {
     /// The `sync_data` call that fails.
     fail_sync_at: AtomicU64,
     crashed: AtomicBool,
+    /// Which calls run out of space (`ENOSPC`) while set: see [`Full`].
+    full: Mutex<Option<Full>>,
+    /// `truncate` fails (with `EIO`) while set.
+    fail_truncate: AtomicBool,
     /// One state per path: a file may be opened more than once (segment creation, then the
     /// writer), and what is durable is a property of the file, not of the handle.
     files: Mutex<HashMap<PathBuf, Arc<Mutex<FileState>>>>,
 }
 
+/// Where a full disk shows: each case answers `ENOSPC` after writing half its bytes (a short
+/// write, as a real full disk does), until space is freed.
+#[derive(Clone, Copy, Debug, PartialEq)]
+enum Full {
+    /// Every write: appends, new segment headers, index files.
+    Everything,
+    /// Only whole-file writes (index files).
+    IndexFiles,
+    /// Only writes to a file still empty (the header of a new segment).
+    NewSegments,
+    /// Only `sync_data` (a file system that allocates at writeback).
+    Fsync,
+}
+
 #[derive(Clone)]
 struct FaultIo(Arc<Faults>);
+
+/// The error of a full disk.
+fn enospc() -> io::Error {
+    io::Error::from_raw_os_error(libc::ENOSPC)
+}
 
 impl FaultIo {
     fn new() -> FaultIo {
@@ -61,6 +85,8 @@ impl FaultIo {
             fail_write_at: AtomicU64::new(NEVER),
             fail_sync_at: AtomicU64::new(NEVER),
             crashed: AtomicBool::new(false),
+            full: Mutex::new(None),
+            fail_truncate: AtomicBool::new(false),
             files: Mutex::new(HashMap::new()),
         }))
     }
@@ -75,6 +101,24 @@ impl FaultIo {
     fn fail_sync_in(&self, n: u64) {
         let now = self.0.syncs.load(Ordering::SeqCst);
         self.0.fail_sync_at.store(now + n, Ordering::SeqCst);
+    }
+
+    /// The disk fills up: from now on the calls `full` names answer `ENOSPC`.
+    fn fill(&self, full: Full) {
+        *self.0.full.lock().unwrap() = Some(full);
+    }
+
+    /// Space is freed: every call works again.
+    fn free(&self) {
+        *self.0.full.lock().unwrap() = None;
+    }
+
+    fn is_full(&self, case: Full) -> bool {
+        match *self.0.full.lock().unwrap() {
+            Some(Full::Everything) => case != Full::Fsync,
+            Some(f) => f == case,
+            None => false,
+        }
     }
 
     fn crashed(&self) -> bool {
@@ -142,13 +186,36 @@ impl FileIo for FaultIo {
             s.synced_len = s.synced_len.min(len);
         }
         Ok(Box::new(FaultFile {
+            io: self.clone(),
             faults: self.0.clone(),
             st,
         }))
     }
+
+    fn available_space(&self, _dir: &Path) -> io::Result<u64> {
+        Ok(if self.0.full.lock().unwrap().is_some() {
+            0
+        } else {
+            u64::MAX
+        })
+    }
+
+    fn write_new_file(&self, path: &Path, bytes: &[u8]) -> io::Result<()> {
+        if self.crashed() {
+            return Err(io::Error::other("the machine is off"));
+        }
+        if self.is_full(Full::IndexFiles) {
+            std::fs::write(path, &bytes[..bytes.len() / 2])?;
+            return Err(enospc());
+        }
+        let file = File::create(path)?;
+        file.write_all_at(bytes, 0)?;
+        file.sync_all()
+    }
 }
 
 struct FaultFile {
+    io: FaultIo,
     faults: Arc<Faults>,
     st: Arc<Mutex<FileState>>,
 }
@@ -162,6 +229,12 @@ impl AppendFile for FaultFile {
         let n = self.faults.writes.fetch_add(1, Ordering::SeqCst);
         let len = st.len;
         let file = st.file.as_ref().expect("file open");
+        if self.io.is_full(Full::Everything) || (len == 0 && self.io.is_full(Full::NewSegments)) {
+            let half = &buf[..buf.len() / 2];
+            file.write_all_at(half, len)?;
+            st.len += half.len() as u64;
+            return Err(enospc());
+        }
         if n == self.faults.fail_write_at.load(Ordering::SeqCst) {
             // A short write, then the error (e.g. ENOSPC).
             let half = &buf[..buf.len() / 2];
@@ -183,6 +256,9 @@ impl AppendFile for FaultFile {
         if n == self.faults.fail_sync_at.load(Ordering::SeqCst) {
             return Err(io::Error::other("injected fsync failure"));
         }
+        if self.io.is_full(Full::Fsync) {
+            return Err(enospc());
+        }
         st.file.as_ref().expect("file open").sync_data()?;
         st.synced_len = st.len;
         Ok(())
@@ -192,6 +268,9 @@ impl AppendFile for FaultFile {
         let mut st = self.st.lock().unwrap();
         if self.faults.crashed.load(Ordering::SeqCst) {
             return Ok(());
+        }
+        if self.faults.fail_truncate.load(Ordering::SeqCst) {
+            return Err(io::Error::from_raw_os_error(libc::EIO));
         }
         let file = st.file.as_ref().expect("file open");
         file.set_len(len)?;
@@ -590,4 +669,296 @@ fn power_loss_under_fsync_never_without_flush_leaves_a_clean_prefix() {
         drop(store);
         assert!(assert_verify_clean(dir).is_empty(), "torn {torn}");
     }
+}
+
+/// Everything in `dir` that is not a segment, an index file or the lock: leftovers of a write
+/// that should have been undone (temporary index files).
+fn stray_files(dir: &Path) -> Vec<PathBuf> {
+    let mut v: Vec<PathBuf> = std::fs::read_dir(dir)
+        .expect("read_dir")
+        .map(|e| e.expect("dir entry").path())
+        .filter(|p| {
+            let ext = p.extension().and_then(|e| e.to_str()).unwrap_or("");
+            !matches!(ext, "seg" | "idx") && p.file_name().is_some_and(|n| n != "LOCK")
+        })
+        .collect();
+    v.sort();
+    v
+}
+
+fn assert_disk_full(store: &Store, err: &Error, what: &str) {
+    assert!(err.is_disk_full(), "{what}: {err:?}");
+    match store.health() {
+        Health::DiskFull(reason) => assert!(
+            reason.contains(&enospc().to_string()),
+            "{what}: the health should carry the cause: {reason}"
+        ),
+        other => panic!("{what}: health should be disk_full, is {other:?}"),
+    }
+}
+
+#[test]
+fn a_full_disk_refuses_appends_writes_nothing_and_appends_resume_once_space_is_free() {
+    let what = "full disk on append";
+    let mut rng = Rng::new(test_seed(what));
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let dir = tmp.path();
+    let io = FaultIo::new();
+    let store = Store::open(dir, io.options(1 << 20, FsyncPolicy::Always)).expect("open");
+    let mut acks = Vec::new();
+    for a in 0..6 {
+        let stream = format!("s-{}", a % 2);
+        acks.push(append_tagged(&store, &mut rng, &stream, &format!("a{a}"), 2).expect("append"));
+    }
+    let before = all_events(&store);
+    let seg = segments(dir).pop().expect("segment");
+    let len_before = file_len(&seg);
+    io.fill(Full::Everything);
+    let mut failed = Vec::new();
+    for i in 0..3 {
+        let (err, ids) = append_tagged(&store, &mut rng, "s-0", &format!("full{i}"), 3)
+            .expect_err("an append on a full disk must fail");
+        assert_disk_full(&store, &err, what);
+        failed.extend(ids);
+        // Nothing half-written stays: the short write was cut back.
+        assert_eq!(file_len(&seg), len_before, "{what}: attempt {i}");
+        // Reads go on, and see exactly what was acknowledged.
+        assert_eq!(all_events(&store), before, "{what}: attempt {i}");
+    }
+    let r = store.delete_stream("s-1", ExpectedRevision::Any, false);
+    assert!(matches!(r, Err(Error::DiskFull { .. })), "{what}: {r:?}");
+    let s1 = store
+        .read_stream(
+            "s-1",
+            strata_store::ReadFrom::Start,
+            strata_store::Direction::Forward,
+            100,
+        )
+        .expect("read s-1 while the disk is full");
+    assert_eq!(s1.events.len(), 6, "{what}");
+    // Space is freed: the next append succeeds by itself, at the next revision and position
+    // (the failed attempts left no gap), and the store is healthy again.
+    io.free();
+    // Healthy again as soon as there is space, before any append tried.
+    assert_eq!(store.health(), Health::Ok, "{what}");
+    let ack = append_tagged(&store, &mut rng, "s-0", "after", 2).expect("append after freeing");
+    assert_eq!(ack.first_position, before.len() as u64, "{what}");
+    assert_eq!(ack.first_revision, 6, "{what}");
+    acks.push(ack);
+    assert_eq!(store.health(), Health::Ok, "{what}");
+    store.close().expect("close");
+    drop(store);
+    let events = reopen_and_check(dir, 1 << 20, &acks, &failed, what);
+    assert_eq!(events.len(), before.len() + 2, "{what}");
+}
+
+/// The disk fills up (where `full` says) just when the open segment must be sealed: the seal
+/// fails with nothing changed, appends answer disk-full, and once space is free the seal is
+/// retried by itself.
+fn full_disk_while_sealing(full: Full) {
+    let what = format!("full disk while sealing ({full:?})");
+    let mut rng = Rng::new(test_seed(&what));
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let dir = tmp.path();
+    let io = FaultIo::new();
+    let store = Store::open(dir, io.options(4096, FsyncPolicy::Always)).expect("open");
+    let seg = segments(dir).pop().expect("segment");
+    let mut acks = Vec::new();
+    let mut failed = Vec::new();
+    // Fill the segment up to where an append of eight events cannot fit (appends of two events
+    // differ by at most a few hundred bytes of padding and type), then fill the disk.
+    let header = file_len(&seg);
+    acks.push(append_tagged(&store, &mut rng, "s", "a0", 2).expect("append"));
+    let per_append = file_len(&seg) - header;
+    for a in 1.. {
+        assert_eq!(segments(dir).len(), 1, "{what}: sealed while filling");
+        if file_len(&seg) + per_append + 256 > 4096 {
+            break;
+        }
+        acks.push(append_tagged(&store, &mut rng, "s", &format!("a{a}"), 2).expect("append"));
+    }
+    io.fill(full);
+    let (err, ids) = append_tagged(&store, &mut rng, "s", "seal", 8).expect_err("full");
+    assert_disk_full(&store, &err, &what);
+    failed.extend(ids);
+    let before = all_events(&store);
+    // The seal is retried by the next append that does not fit, and fails the same way.
+    let (err, ids) = append_tagged(&store, &mut rng, "s", "again", 8).expect_err("still full");
+    assert_disk_full(&store, &err, &what);
+    failed.extend(ids);
+    // Nothing visible changed: one segment, no index file, no half-made file.
+    assert_eq!(segments(dir).len(), 1, "{what}");
+    assert_eq!(index_files(dir), Vec::<PathBuf>::new(), "{what}");
+    assert_eq!(stray_files(dir), Vec::<PathBuf>::new(), "{what}");
+    assert_eq!(all_events(&store), before, "{what}");
+    io.free();
+    assert_eq!(store.health(), Health::Ok, "{what}");
+    for a in 0..3 {
+        // The first does not fit either: it seals.
+        let n = if a == 0 { 8 } else { 2 };
+        let ack = append_tagged(&store, &mut rng, "s", &format!("b{a}"), n).expect("append");
+        if a == 0 {
+            assert_eq!(ack.first_position, before.len() as u64, "{what}");
+        }
+        acks.push(ack);
+    }
+    assert_eq!(store.health(), Health::Ok, "{what}");
+    assert_eq!(segments(dir).len(), 2, "{what}: the seal happened");
+    assert_eq!(index_files(dir).len(), 1, "{what}");
+    store.close().expect("close");
+    drop(store);
+    let events = reopen_and_check(dir, 4096, &acks, &failed, &what);
+    assert_eq!(events.len(), before.len() + 12, "{what}");
+}
+
+#[test]
+fn a_full_disk_when_writing_the_index_file_of_a_seal_changes_nothing_and_is_retried() {
+    full_disk_while_sealing(Full::IndexFiles);
+}
+
+#[test]
+fn a_full_disk_when_creating_the_next_segment_changes_nothing_and_is_retried() {
+    full_disk_while_sealing(Full::NewSegments);
+}
+
+#[test]
+fn a_full_disk_everywhere_while_sealing_changes_nothing_and_is_retried() {
+    full_disk_while_sealing(Full::Everything);
+}
+
+/// ENOSPC from `fsync` after a successful write is a fault like EIO: what the page cache still
+/// holds is unknown, so the store turns read-only rather than retrying.
+#[test]
+fn out_of_space_from_fsync_of_written_data_turns_the_store_read_only() {
+    let what = "ENOSPC from fsync";
+    let mut rng = Rng::new(test_seed(what));
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let dir = tmp.path();
+    let io = FaultIo::new();
+    let store = Store::open(dir, io.options(1 << 20, FsyncPolicy::Always)).expect("open");
+    let acks = vec![append_tagged(&store, &mut rng, "s", "a", 2).expect("append")];
+    io.fill(Full::Fsync);
+    let (err, failed) = append_tagged(&store, &mut rng, "s", "b", 2).expect_err("must fail");
+    assert!(matches!(err, Error::ReadOnly { .. }), "{what}: {err:?}");
+    assert!(matches!(store.health(), Health::ReadOnly(_)), "{what}");
+    io.free();
+    let r = append_tagged(&store, &mut rng, "s", "c", 1);
+    assert!(
+        matches!(r, Err((Error::ReadOnly { .. }, _))),
+        "{what}: {r:?}"
+    );
+    drop(store);
+    reopen_and_check(dir, 1 << 20, &acks, &failed, what);
+}
+
+/// When the cut of a short write fails too, the segment's end is unknown: a fault.
+#[test]
+fn a_full_disk_whose_short_write_cannot_be_cut_back_turns_the_store_read_only() {
+    let what = "ENOSPC, then a failed truncate";
+    let mut rng = Rng::new(test_seed(what));
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let dir = tmp.path();
+    let io = FaultIo::new();
+    let store = Store::open(dir, io.options(1 << 20, FsyncPolicy::Always)).expect("open");
+    let acks = vec![append_tagged(&store, &mut rng, "s", "a", 2).expect("append")];
+    io.fill(Full::Everything);
+    io.0.fail_truncate.store(true, Ordering::SeqCst);
+    let (err, failed) = append_tagged(&store, &mut rng, "s", "b", 2).expect_err("must fail");
+    assert!(matches!(err, Error::ReadOnly { .. }), "{what}: {err:?}");
+    assert!(matches!(store.health(), Health::ReadOnly(_)), "{what}");
+    io.free();
+    io.0.fail_truncate.store(false, Ordering::SeqCst);
+    let r = append_tagged(&store, &mut rng, "s", "c", 1);
+    assert!(
+        matches!(r, Err((Error::ReadOnly { .. }, _))),
+        "{what}: {r:?}"
+    );
+    drop(store);
+    reopen_and_check(dir, 1 << 20, &acks, &failed, what);
+}
+
+/// Counts the events of category `c`.
+struct CountC;
+
+impl strata_store::projection::Projection for CountC {
+    type State = u64;
+
+    fn source(&self) -> strata_store::projection::ProjectionSource {
+        strata_store::projection::ProjectionSource::Category("c".into())
+    }
+
+    fn init(&self) -> u64 {
+        0
+    }
+
+    fn apply(
+        &self,
+        state: &mut u64,
+        _event: &RecordedEvent,
+        _emit: &mut strata_store::projection::Emitter<'_>,
+    ) -> Result<(), strata_store::projection::ProjectionError> {
+        *state += 1;
+        Ok(())
+    }
+}
+
+fn wait_status(
+    runner: &strata_store::projection::ProjectionRunner,
+    what: &str,
+    pred: impl Fn(&strata_store::projection::ProjectionStatus) -> bool,
+) {
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        let status = runner.status();
+        if pred(&status) {
+            return;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "timed out waiting for {what}: {status:?}"
+        );
+        std::thread::sleep(Duration::from_millis(2));
+    }
+}
+
+/// A projection whose checkpoint runs into a full disk keeps running and serving its state,
+/// and checkpoints once space is free.
+#[test]
+fn a_projection_checkpoint_on_a_full_disk_does_not_fault_it_and_is_retried() {
+    use strata_store::projection::{typed_engine, ProjectionRunner, RunState, RunnerOptions};
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let io = FaultIo::new();
+    let store = Store::open(tmp.path(), io.options(1 << 20, FsyncPolicy::Never)).expect("open");
+    for i in 0..5 {
+        store
+            .append(
+                &format!("c-{i}"),
+                ExpectedRevision::Any,
+                vec![NewEvent::json("T", "{}")],
+            )
+            .expect("append");
+    }
+    io.fill(Full::Everything);
+    let options = RunnerOptions {
+        checkpoint_interval: Duration::from_millis(10),
+        checkpoint_events: 1,
+        ..RunnerOptions::default()
+    };
+    let runner = ProjectionRunner::open(store.clone(), "count", 1, typed_engine(CountC), options);
+    runner.start().expect("start");
+    wait_status(&runner, "all events applied", |s| {
+        s.events_processed == 5 || s.state != RunState::Running
+    });
+    // Checkpoints were tried (and ran out of space) for a while: still running, serving.
+    std::thread::sleep(Duration::from_millis(100));
+    let status = runner.status();
+    assert_eq!(status.state, RunState::Running, "{status:?}");
+    assert_eq!(status.checkpoint_position, None, "{status:?}");
+    let state = runner.state("").expect("served state");
+    assert_eq!(state.get(), "5");
+    io.free();
+    wait_status(&runner, "a checkpoint once space is free", |s| {
+        s.checkpoint_position == Some(4) || s.state != RunState::Running
+    });
+    assert_eq!(runner.status().state, RunState::Running);
 }

@@ -191,3 +191,93 @@ async fn storage_faults_are_503_and_reads_go_on() {
     // Reads still work.
     assert_eq!(page_events(&s.get("/streams/f-1").await.json()).len(), 2);
 }
+
+/// Writes run out of space (`ENOSPC`) while `full` is set, as on a full disk.
+struct FullIo {
+    full: Arc<AtomicBool>,
+}
+
+struct FullFile {
+    inner: Box<dyn AppendFile>,
+    full: Arc<AtomicBool>,
+}
+
+impl FileIo for FullIo {
+    fn open_append(&self, path: &Path) -> io::Result<Box<dyn AppendFile>> {
+        Ok(Box::new(FullFile {
+            inner: StdFileIo.open_append(path)?,
+            full: self.full.clone(),
+        }))
+    }
+
+    fn available_space(&self, _dir: &Path) -> io::Result<u64> {
+        Ok(if self.full.load(Ordering::SeqCst) {
+            0
+        } else {
+            u64::MAX
+        })
+    }
+}
+
+impl AppendFile for FullFile {
+    fn write_all(&mut self, buf: &[u8]) -> io::Result<()> {
+        if self.full.load(Ordering::SeqCst) {
+            // A short write, then the error, as a real full disk does.
+            self.inner.write_all(&buf[..buf.len() / 2])?;
+            return Err(io::Error::from(io::ErrorKind::StorageFull));
+        }
+        self.inner.write_all(buf)
+    }
+    fn sync_data(&mut self) -> io::Result<()> {
+        self.inner.sync_data()
+    }
+    fn truncate(&mut self, len: u64) -> io::Result<()> {
+        self.inner.truncate(len)
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_disk_is_507_health_disk_full_reads_go_on_and_appends_resume_once_space_is_free() {
+    let full = Arc::new(AtomicBool::new(false));
+    let io = FullIo { full: full.clone() };
+    let s = TestServer::with(move |c| c.store.file_io = Arc::new(io));
+    s.append_many("d-1", 2).await;
+    full.store(true, Ordering::SeqCst);
+    for _ in 0..2 {
+        let v = s
+            .post("/streams/d-1", r#"{"type":"T"}"#, &[])
+            .await
+            .assert_error(507, "insufficient_storage");
+        let message = v["message"].as_str().unwrap_or_default();
+        assert!(message.contains("disk full"), "{message}");
+    }
+    s.call("DELETE", "/streams/d-1", &[], "")
+        .await
+        .assert_error(507, "insufficient_storage");
+    let v = s
+        .get("/health")
+        .await
+        .assert_error(503, "insufficient_storage");
+    assert_eq!(v["status"], "disk_full");
+    assert_eq!(s.get("/info").await.json()["status"], "disk_full");
+    let metrics = s.get("/metrics").await.text();
+    assert!(metrics.contains("strata_disk_full 1\n"), "{metrics}");
+    assert!(metrics.contains("strata_read_only 0\n"), "{metrics}");
+    // Reads go on, and see only what was acknowledged.
+    assert_eq!(page_events(&s.get("/streams/d-1").await.json()).len(), 2);
+    // Space is freed: the next append succeeds, with no restart, and the store is healthy.
+    full.store(false, Ordering::SeqCst);
+    assert_eq!(s.get("/health").await.status, 200);
+    let r = s.post("/streams/d-1", r#"{"type":"T"}"#, &[]).await;
+    assert_eq!(r.status, 201, "{}", r.text());
+    assert_eq!(r.json()["first_revision"], 2, "{}", r.text());
+    let h = s.get("/health").await;
+    assert_eq!(h.status, 200, "{}", h.text());
+    assert_eq!(h.json()["status"], "ok");
+    assert!(s
+        .get("/metrics")
+        .await
+        .text()
+        .contains("strata_disk_full 0\n"));
+    assert_eq!(page_events(&s.get("/streams/d-1").await.json()).len(), 3);
+}

@@ -40,4 +40,4 @@ mod write;
 pub use format::{IdEntry, Posting, StreamEntry};
 pub use read::SegmentIndex;
 pub(crate) use write::encode;
-pub use write::{write_index, IndexInput};
+pub use write::{write_index, write_index_via, IndexInput};

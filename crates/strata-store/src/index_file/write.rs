@@ -5,7 +5,6 @@
 //! fsync, rename, directory fsync); after an error the final name is untouched.
 
 use std::fs::File;
-use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use crate::bloom::{BloomBuilder, DEFAULT_BITS_PER_KEY};
@@ -207,13 +206,23 @@ pub(crate) fn encode(mut input: IndexInput) -> Result<Vec<u8>> {
 /// After an error `path` is untouched (the temporary file is removed on a best-effort basis).
 ///
 /// Fails with [`Error::InvalidInput`] if `input` breaks the requirements listed on
-/// [`IndexInput`], and with [`Error::Io`] on any I/O failure.
+/// [`IndexInput`], with [`Error::DiskFull`] when the disk is out of space (nothing of the new
+/// index is left), and with [`Error::Io`] on any other I/O failure.
 pub fn write_index(path: &Path, input: IndexInput) -> Result<()> {
+    write_index_via(path, input, &crate::file_io::StdFileIo)
+}
+
+/// [`write_index`] with the temporary file written through `io` (so that tests can make it fail).
+pub fn write_index_via(
+    path: &Path,
+    input: IndexInput,
+    io: &dyn crate::file_io::FileIo,
+) -> Result<()> {
     let bytes = encode(input)?;
     let mut tmp = path.as_os_str().to_owned();
     tmp.push(".tmp");
     let tmp = PathBuf::from(tmp);
-    let result = write_and_rename(&tmp, path, &bytes);
+    let result = write_and_rename(io, &tmp, path, &bytes);
     if result.is_err() {
         let _ = std::fs::remove_file(&tmp);
     }
@@ -227,12 +236,25 @@ pub fn write_index(path: &Path, input: IndexInput) -> Result<()> {
         .map_err(|e| Error::io(parent, e))
 }
 
-fn write_and_rename(tmp: &Path, path: &Path, bytes: &[u8]) -> Result<()> {
-    let mut file = File::create(tmp).map_err(|e| Error::io(tmp, e))?;
-    file.write_all(bytes).map_err(|e| Error::io(tmp, e))?;
-    file.sync_all().map_err(|e| Error::io(tmp, e))?;
-    drop(file);
-    std::fs::rename(tmp, path).map_err(|e| Error::io(path, e))
+fn write_and_rename(
+    io: &dyn crate::file_io::FileIo,
+    tmp: &Path,
+    path: &Path,
+    bytes: &[u8],
+) -> Result<()> {
+    let disk_error = |p: &Path, e: std::io::Error| {
+        if crate::error::is_out_of_space(&e) {
+            Error::DiskFull {
+                path: p.to_owned(),
+                source: e,
+            }
+        } else {
+            Error::io(p, e)
+        }
+    };
+    io.write_new_file(tmp, bytes)
+        .map_err(|e| disk_error(tmp, e))?;
+    std::fs::rename(tmp, path).map_err(|e| disk_error(path, e))
 }
 #[cfg(test)]
 mod tests {

@@ -24,11 +24,11 @@ use std::time::Instant;
 
 use foldhash::fast::RandomState;
 
-use crate::error::{Error, Result};
+use crate::error::{is_out_of_space, Error, Result};
 use crate::event::{AppendResult, DeleteResult, ExpectedRevision, NewEvent, StreamMetadata};
 use crate::file_io::AppendFile;
 use crate::id_gen::IdGen;
-use crate::log::{LogState, Shared};
+use crate::log::{space_needed, LogState, Shared};
 use crate::memtable::MemEntry;
 use crate::options::FsyncPolicy;
 use prepare::{Head, Overlay, PendingEntry, Prepared};
@@ -333,22 +333,41 @@ impl Writer {
         let before = self.seg_len + start as u64;
         if needs_roll(before, added, self.shared.options.segment_size) {
             let tail = group.buf.split_off(start);
-            let overlay_next = group.overlay.next_position;
             let rest = std::mem::take(group);
-            self.commit(rest);
+            let published = self.commit(rest);
+            group.overlay.next_position = self.next_position;
+            if !published {
+                // This request was checked against the group's view, which is not published:
+                // it cannot stand alone. The group's requests got the same answer.
+                reply.fail(self.refusal());
+                return;
+            }
             if let Err(e) = self.shared.check_writable() {
                 reply.fail(e);
                 return;
             }
-            if let Err(e) = self.roll() {
-                self.shared.poison(format!("sealing segment failed: {e}"));
-                reply.fail(Error::ReadOnly {
-                    reason: e.to_string(),
-                });
-                return;
+            match self.roll() {
+                Ok(()) => {}
+                Err(Error::DiskFull { path, source }) => {
+                    // Nothing changed: the segment stays open and the seal is retried by the
+                    // next request that does not fit.
+                    let needed = space_needed(&source, self.seal_needs(added));
+                    let e = Error::DiskFull { path, source };
+                    self.shared
+                        .disk_full
+                        .set(format!("sealing segment failed: {e}"), needed);
+                    reply.fail(e);
+                    return;
+                }
+                Err(e) => {
+                    self.shared.poison(format!("sealing segment failed: {e}"));
+                    reply.fail(Error::ReadOnly {
+                        reason: e.to_string(),
+                    });
+                    return;
+                }
             }
             group.buf = tail;
-            group.overlay.next_position = overlay_next;
             for e in &mut p.entries {
                 e.rel_offset -= start as u64;
             }
@@ -362,9 +381,11 @@ impl Writer {
         group.replies.push(reply.into_reply(p.result));
     }
 
-    /// Writes, syncs, publishes and acknowledges a group. On failure nothing of it is published,
-    /// every request in it gets the error, and the store turns read-only.
-    fn commit(&mut self, group: Group) {
+    /// Writes, syncs, publishes and acknowledges a group; `true` once it is published. On
+    /// failure nothing of it is published and every request in it gets the error: out of space
+    /// on the write, the bytes are cut back and the answer is [`Error::DiskFull`] (the store
+    /// stays writable); any other failure, or a failed cut, turns the store read-only.
+    fn commit(&mut self, group: Group) -> bool {
         let Group {
             buf,
             entries,
@@ -374,15 +395,17 @@ impl Writer {
         } = group;
         let flush_asked = replies.iter().any(|r| matches!(r, Reply::Flush(_)));
         if !buf.is_empty() {
-            let written = self.write_durably(&buf).and_then(|()| {
-                if flush_asked && self.unsynced {
-                    self.sync()
-                } else {
-                    Ok(())
-                }
-            });
-            if let Err(e) = written {
-                let reason = format!("write to {} failed: {e}", self.state.open.path.display());
+            if let Err(e) = self.file.write_all(&buf) {
+                self.write_failed(e, buf.len() as u64, replies);
+                return false;
+            }
+            self.unsynced = true;
+            if let Err(e) = self.sync_per_policy(flush_asked) {
+                // A failed fsync after a successful write is a fault whatever the errno (ENOSPC
+                // included: some file systems allocate only at writeback): what the page cache
+                // still holds is unknown, so nothing more is written until a restart recovers
+                // from what is on disk.
+                let reason = format!("fsync of {} failed: {e}", self.state.open.path.display());
                 self.shared.poison(reason.clone());
                 // Best effort: cut the unacknowledged bytes so a restart does not resurrect them.
                 let _ = self.file.truncate(self.seg_len);
@@ -391,8 +414,9 @@ impl Writer {
                         reason: reason.clone(),
                     });
                 }
-                return;
+                return false;
             }
+            self.shared.disk_full.clear();
             {
                 let mut table = self.state.open.table.write();
                 for e in &entries {
@@ -430,13 +454,13 @@ impl Writer {
                         reason: reason.clone(),
                     });
                 }
-                return;
+                return false;
             }
         }
         const INLINE_ACKS: usize = 2;
         let replies = match &self.acks {
             Some(acks) if replies.len() > INLINE_ACKS => match acks.send(replies) {
-                Ok(()) => return,
+                Ok(()) => return true,
                 Err(std::sync::mpsc::SendError(replies)) => replies,
             },
             _ => replies,
@@ -444,16 +468,77 @@ impl Writer {
         for r in replies {
             r.send_ok();
         }
+        true
     }
 
-    fn write_durably(&mut self, buf: &[u8]) -> std::io::Result<()> {
-        self.file.write_all(buf)?;
-        self.unsynced = true;
+    /// Syncs what was just written if the policy (or a flush in the group) asks for it.
+    fn sync_per_policy(&mut self, flush_asked: bool) -> std::io::Result<()> {
         match self.shared.options.fsync {
+            _ if flush_asked => self.sync(),
             FsyncPolicy::Always => self.sync(),
             FsyncPolicy::Interval(d) if self.last_sync.elapsed() >= d => self.sync(),
             FsyncPolicy::Interval(_) | FsyncPolicy::Never => Ok(()),
         }
+    }
+
+    /// Answers a group whose write failed. Out of space: the bytes are cut back to the end of
+    /// the last published group, the store is marked disk-full (not poisoned) and every request
+    /// gets [`Error::DiskFull`]. Anything else, or a cut that fails (the file's end is then
+    /// unknown): the store turns read-only.
+    fn write_failed(&mut self, e: std::io::Error, bytes: u64, replies: Vec<Reply>) {
+        let path = self.state.open.path.clone();
+        let reason = format!("write to {} failed: {e}", path.display());
+        if is_out_of_space(&e) {
+            match self.file.truncate(self.seg_len) {
+                Ok(()) => {
+                    self.shared.disk_full.set(reason, space_needed(&e, bytes));
+                    for r in replies {
+                        r.send_err(Error::DiskFull {
+                            path: path.clone(),
+                            source: copy_io_error(&e),
+                        });
+                    }
+                    return;
+                }
+                Err(cut) => {
+                    let reason = format!("{reason}; cutting it back failed: {cut}");
+                    self.shared.poison(reason.clone());
+                    for r in replies {
+                        r.send_err(Error::ReadOnly {
+                            reason: reason.clone(),
+                        });
+                    }
+                    return;
+                }
+            }
+        }
+        self.shared.poison(reason.clone());
+        // Best effort: cut the unacknowledged bytes so a restart does not resurrect them.
+        let _ = self.file.truncate(self.seg_len);
+        for r in replies {
+            r.send_err(Error::ReadOnly {
+                reason: reason.clone(),
+            });
+        }
+    }
+
+    /// The answer for a request that cannot go on because the group before it failed.
+    fn refusal(&self) -> Error {
+        if let Err(e) = self.shared.check_writable() {
+            return e;
+        }
+        Error::DiskFull {
+            path: self.state.open.path.clone(),
+            source: std::io::Error::from_raw_os_error(libc::ENOSPC),
+        }
+    }
+}
+
+/// The same I/O error again (`io::Error` is not `Clone`): the OS code when there is one.
+pub(crate) fn copy_io_error(e: &std::io::Error) -> std::io::Error {
+    match e.raw_os_error() {
+        Some(code) => std::io::Error::from_raw_os_error(code),
+        None => std::io::Error::new(e.kind(), e.to_string()),
     }
 }
 

@@ -1,13 +1,14 @@
 //! Sealing the open segment: when a request's frames would carry it past `segment_size`, the
 //! segment is synced, its index file written, it is mapped, and a new segment starts.
 
+use std::path::Path;
 use std::sync::Arc;
 
 use super::Writer;
-use crate::error::{Error, Result};
-use crate::file_io::sync_dir;
+use crate::error::{is_out_of_space, Error, Result};
+use crate::file_io::{sync_dir, AppendFile, FileIo};
 use crate::frame::{encode_segment_header, SEGMENT_HEADER_LEN};
-use crate::index_file::{write_index, SegmentIndex};
+use crate::index_file::{write_index_via, SegmentIndex};
 use crate::log::LogState;
 use crate::memtable::Memtable;
 use crate::segment::{index_file_name, map_file, segment_file_name, OpenSegment, SealedSegment};
@@ -19,9 +20,28 @@ pub(super) fn needs_roll(before: u64, added: u64, segment_size: u64) -> bool {
     added > 0 && before > SEGMENT_HEADER_LEN && before + added > segment_size
 }
 
+/// Bytes of index file per event of a sealed segment, rounded up: an offset (8), a stream
+/// entry (24), an id entry (32), type and category postings (2 x 16), plus bloom bits and names.
+const INDEX_BYTES_PER_EVENT: u64 = 160;
+
 impl Writer {
+    /// About how many free bytes sealing the open segment and then appending `added` bytes to
+    /// the next one takes: the index file, the new segment's header and the append.
+    pub(super) fn seal_needs(&self, added: u64) -> u64 {
+        let events = self.next_position - self.state.open.first_position;
+        events
+            .saturating_mul(INDEX_BYTES_PER_EVENT)
+            .saturating_add(4096 + SEGMENT_HEADER_LEN)
+            .saturating_add(added)
+    }
+
     /// Seals the open segment (index file written, segment mapped) and starts a new one at
     /// `next_position`. Called only between groups, so everything in the segment is published.
+    ///
+    /// Out of space while writing the index file or creating the new segment answers
+    /// [`Error::DiskFull`] with nothing changed: the files made so far are removed, the segment
+    /// stays open, and the next request that does not fit retries the seal. Any other failure
+    /// (the open segment's fsync above all) is a fault for the caller to poison the store with.
     pub(super) fn roll(&mut self) -> Result<()> {
         let open_path = self.state.open.path.clone();
         self.sync().map_err(|e| Error::io(&open_path, e))?;
@@ -32,23 +52,21 @@ impl Writer {
             .read()
             .to_index_input(open.first_position, self.seg_len);
         let idx_path = dir.join(index_file_name(open.first_position));
-        write_index(&idx_path, input)?;
+        let io = self.shared.options.file_io.clone();
+        if let Err(e) = write_index_via(&idx_path, input, io.as_ref()) {
+            return Err(undo_seal(e, &dir, &[&idx_path]));
+        }
+        let path = dir.join(segment_file_name(self.next_position));
+        let file = match create_segment_file(io.as_ref(), &path, self.next_position) {
+            Ok(file) => file,
+            Err(e) => return Err(undo_seal(e, &dir, &[&path, &idx_path])),
+        };
         let sealed = SealedSegment::freshly_indexed(
             open.path.clone(),
             open.first_position,
             map_file(&open.path)?,
             SegmentIndex::open(&idx_path, open.first_position, self.seg_len)?,
         );
-        let path = dir.join(segment_file_name(self.next_position));
-        let mut file = self
-            .shared
-            .options
-            .file_io
-            .open_append(&path)
-            .map_err(|e| Error::io(&path, e))?;
-        file.write_all(&encode_segment_header(self.next_position))
-            .and_then(|()| file.sync_data())
-            .map_err(|e| Error::io(&path, e))?;
         sync_dir(&dir).map_err(|e| Error::io(&dir, e))?;
         let new_open = OpenSegment::open(&path, self.next_position, Memtable::default())?;
         let mut sealed_list = self.state.sealed.clone();
@@ -64,6 +82,62 @@ impl Writer {
         self.unsynced = false;
         Ok(())
     }
+}
+
+/// Creates the segment file `path` holding only its header, durably written (the directory
+/// entry is the caller's to sync). Out of space answers [`Error::DiskFull`].
+pub(crate) fn create_segment_file(
+    io: &dyn FileIo,
+    path: &Path,
+    first_position: u64,
+) -> Result<Box<dyn AppendFile>> {
+    let mut file = io.open_append(path).map_err(|e| disk_error(path, e))?;
+    file.write_all(&encode_segment_header(first_position))
+        .and_then(|()| file.sync_data())
+        .map_err(|e| disk_error(path, e))?;
+    Ok(file)
+}
+
+/// An I/O error on `path`: [`Error::DiskFull`] when it means "no space left".
+fn disk_error(path: &Path, e: std::io::Error) -> Error {
+    if is_out_of_space(&e) {
+        Error::DiskFull {
+            path: path.to_owned(),
+            source: e,
+        }
+    } else {
+        Error::io(path, e)
+    }
+}
+
+/// Undoes a seal that ran out of space: removes the files it made (`paths`, in `dir`) and syncs
+/// the directory, so that it is as before, also after a crash. Should that fail, the error
+/// becomes a fault: a half-made segment file left behind would be taken for the open segment by
+/// a restart.
+fn undo_seal(e: Error, dir: &Path, paths: &[&Path]) -> Error {
+    let Error::DiskFull { .. } = e else {
+        return e;
+    };
+    let fault = |p: &Path, err: std::io::Error| {
+        Error::io(
+            p,
+            std::io::Error::new(
+                err.kind(),
+                format!("{e}; removing the half-made files failed: {err}"),
+            ),
+        )
+    };
+    for p in paths {
+        match std::fs::remove_file(p) {
+            Ok(()) => {}
+            Err(err) if err.kind() == std::io::ErrorKind::NotFound => {}
+            Err(err) => return fault(p, err),
+        }
+    }
+    if let Err(err) = sync_dir(dir) {
+        return fault(dir, err);
+    }
+    e
 }
 
 #[cfg(test)]

@@ -44,6 +44,7 @@ impl Harness {
             committed: AtomicU64::new(0),
             read_only: AtomicBool::new(false),
             fault: Mutex::new(None),
+            disk_full: Default::default(),
             closed: AtomicBool::new(false),
             commits: event_listener::Event::new(),
             stats: Stats::default(),
@@ -258,4 +259,100 @@ fn requests_behind_a_shutdown_are_refused() {
     assert_eq!(at(answer(ra)), (0, 0));
     assert!(matches!(answer(rb), Err(Error::Closed)));
     assert_eq!(h.writer.shared.committed(), 1);
+}
+
+/// The real file system, except that the next `fail` writes run out of space (writing nothing).
+struct FullIo {
+    fail: Arc<AtomicU64>,
+}
+
+struct FullFile {
+    inner: Box<dyn crate::file_io::AppendFile>,
+    fail: Arc<AtomicU64>,
+}
+
+impl crate::file_io::FileIo for FullIo {
+    fn open_append(
+        &self,
+        path: &std::path::Path,
+    ) -> std::io::Result<Box<dyn crate::file_io::AppendFile>> {
+        Ok(Box::new(FullFile {
+            inner: crate::file_io::StdFileIo.open_append(path)?,
+            fail: self.fail.clone(),
+        }))
+    }
+}
+
+impl crate::file_io::AppendFile for FullFile {
+    fn write_all(&mut self, buf: &[u8]) -> std::io::Result<()> {
+        use std::sync::atomic::Ordering;
+        let left = self.fail.load(Ordering::SeqCst);
+        if left > 0 {
+            self.fail.store(left - 1, Ordering::SeqCst);
+            return Err(std::io::Error::from_raw_os_error(libc::ENOSPC));
+        }
+        self.inner.write_all(buf)
+    }
+    fn sync_data(&mut self) -> std::io::Result<()> {
+        self.inner.sync_data()
+    }
+    fn truncate(&mut self, len: u64) -> std::io::Result<()> {
+        self.inner.truncate(len)
+    }
+}
+
+/// An event of about 400 bytes.
+fn sized(i: u64) -> Vec<NewEvent> {
+    vec![NewEvent::json("T", format!("{{\"n\":\"{i:0400}\"}}"))]
+}
+
+#[test]
+fn a_group_part_cut_by_a_full_disk_before_a_seal_leaves_the_rest_of_the_batch_in_place() {
+    use std::sync::atomic::Ordering;
+    let segment_size = 4096;
+    let fail = Arc::new(AtomicU64::new(0));
+    let mut h = Harness::new(Options {
+        segment_size,
+        file_io: Arc::new(FullIo { fail: fail.clone() }),
+        ..options()
+    });
+    // Fill the segment until exactly one more event fits.
+    let mut n = 0;
+    let (req, rx) = append("s", ExpectedRevision::Any, sized(n));
+    let start = h.writer.seg_len;
+    h.group(vec![req]);
+    answer(rx).expect("append");
+    let per = h.writer.seg_len - start;
+    n += 1;
+    while h.writer.seg_len + 2 * per <= segment_size {
+        let (req, rx) = append("s", ExpectedRevision::Any, sized(n));
+        h.group(vec![req]);
+        answer(rx).expect("append");
+        n += 1;
+    }
+    let committed = h.writer.shared.committed();
+    assert_eq!(committed, n);
+    // One batch: `a` fits, `b` does not (the part before it, `a`, is committed first, and its
+    // write runs out of space), `c` comes after the failed part and the seal.
+    fail.store(1, Ordering::SeqCst);
+    let (a, ra) = append("s", ExpectedRevision::Any, sized(n));
+    let (b, rb) = append("s", ExpectedRevision::Exact(n), sized(n + 1));
+    let (c, rc) = append("s", ExpectedRevision::Any, sized(n + 2));
+    h.group(vec![a, b, c]);
+    let ea = answer(ra).expect_err("a's write ran out of space");
+    assert!(ea.is_disk_full(), "{ea:?}");
+    // `b` was checked against `a`, which is not in the log: it fails with it.
+    let eb = answer(rb).expect_err("b depends on a");
+    assert!(eb.is_disk_full(), "{eb:?}");
+    // `c` goes on at the position after the last published event, with the next revision.
+    assert_eq!(at(answer(rc)), (committed, committed));
+    assert_eq!(h.writer.shared.committed(), committed + 1);
+    assert!(h.writer.shared.disk_full.reason().is_none());
+    assert!(!h.writer.shared.read_only.load(Ordering::Acquire));
+    let (store, _dir) = h.reopen();
+    let page = store
+        .read_stream("s", ReadFrom::Start, Direction::Forward, 1000)
+        .expect("read");
+    let positions: Vec<u64> = page.events.iter().map(|e| e.position).collect();
+    assert_eq!(positions, (0..committed + 1).collect::<Vec<_>>());
 }

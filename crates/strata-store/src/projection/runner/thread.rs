@@ -99,6 +99,17 @@ pub(super) fn checkpoint(sh: &RunnerShared) -> Result<u64> {
     Ok(bytes)
 }
 
+/// A periodic [`checkpoint`]: `Ok(None)` when the disk is full. That is not a fault: nothing of
+/// the checkpoint is read back (the previous one stands), the runner goes on applying and
+/// serving, and the checkpoint is tried again after the spacing, until space is free.
+fn periodic_checkpoint(sh: &RunnerShared) -> Result<Option<u64>> {
+    match checkpoint(sh) {
+        Ok(bytes) => Ok(Some(bytes)),
+        Err(e) if e.is_disk_full() => Ok(None),
+        Err(e) => Err(e),
+    }
+}
+
 fn run_loop(sh: &RunnerShared) -> Result<(), Fault> {
     let (mut engine, mut served) = fresh_engine(sh)?;
     let (mut cursor, mut position) = {
@@ -138,8 +149,10 @@ fn run_loop(sh: &RunnerShared) -> Result<(), Fault> {
             cursor = feed.cursor();
             sh.progress.lock().cursor = cursor;
             if pending > 0 && last_checkpoint.elapsed() >= spacing {
-                spacing = spacing_after(checkpoint(sh).map_err(store_fault)?);
-                pending = 0;
+                if let Some(bytes) = periodic_checkpoint(sh).map_err(store_fault)? {
+                    spacing = spacing_after(bytes);
+                    pending = 0;
+                }
                 last_checkpoint = Instant::now();
             }
             let deadline = (pending > 0).then(|| last_checkpoint + spacing);
@@ -256,8 +269,10 @@ fn run_loop(sh: &RunnerShared) -> Result<(), Fault> {
             && since >= spacing.saturating_sub(sh.options.checkpoint_interval))
             || (pending > 0 && since >= spacing);
         if due {
-            spacing = spacing_after(checkpoint(sh).map_err(store_fault)?);
-            pending = 0;
+            if let Some(bytes) = periodic_checkpoint(sh).map_err(store_fault)? {
+                spacing = spacing_after(bytes);
+                pending = 0;
+            }
             last_checkpoint = Instant::now();
         }
     }
