@@ -1033,7 +1033,7 @@ mod tests {
             assert!(rest[twos..].iter().all(|&b| b == 3), "seed {seed}");
             assert!(twos == 2000 || rest.len() == twos, "seed {seed}");
             assert!(
-                matches!(rest.len(), 0 | 2000 | 2100) || (1000 + rest.len()) % 512 == 0,
+                matches!(rest.len(), 0 | 2000 | 2100) || (1000 + rest.len()).is_multiple_of(512),
                 "seed {seed}: {} bytes",
                 rest.len()
             );
