@@ -151,6 +151,9 @@ fn writer(addr: SocketAddr, w: usize, ledger: Arc<Mutex<Ledger>>, stop: Arc<Atom
             b
         };
         let n = 1 + (b * 7 + w as u64) % 4;
+        // A short pause: the cuts find appends in flight, without the log growing so fast
+        // that the long run spends its time re-reading it.
+        std::thread::sleep(Duration::from_millis(2));
         let outcome = try_append(addr, &format!("w{w}"), &batch(w, b, n));
         let mut l = ledger.lock().unwrap();
         match outcome {
@@ -285,6 +288,7 @@ fn run_power_cuts(test: &str, cuts: usize) -> Option<String> {
         .collect();
     let mut server = start(&data);
     let (mut frozen_cuts, mut torn_cuts, mut events, mut acked) = (0, 0, 0, 0);
+    let mut cut_points: BTreeMap<String, usize> = BTreeMap::new();
     let started = Instant::now();
     for cut in 0..cuts {
         let addr = server.connect_addr();
@@ -298,7 +302,7 @@ fn run_power_cuts(test: &str, cuts: usize) -> Option<String> {
         // The power fails at a random mutating file operation, or at a random time.
         let by_ops = rng.below(2) == 0;
         if by_ops {
-            fs.cut_after_ops(rng.below(400));
+            fs.cut_after_ops(rng.below(300));
             let deadline = Instant::now() + Duration::from_secs(10);
             while !fs.frozen() && Instant::now() < deadline {
                 std::thread::sleep(Duration::from_millis(5));
@@ -307,7 +311,7 @@ fn run_power_cuts(test: &str, cuts: usize) -> Option<String> {
             // acknowledge anything now).
             std::thread::sleep(Duration::from_millis(rng.below(50)));
         } else {
-            std::thread::sleep(Duration::from_millis(rng.below(400)));
+            std::thread::sleep(Duration::from_millis(rng.below(250)));
         }
         let stderr = kill(server);
         stop.store(true, Ordering::Relaxed);
@@ -324,6 +328,9 @@ fn run_power_cuts(test: &str, cuts: usize) -> Option<String> {
         };
         let report = fs.power_cut(kind).expect("power cut");
         frozen_cuts += usize::from(report.frozen);
+        if let Some(at) = &report.frozen_at {
+            *cut_points.entry(cut_point(at)).or_default() += 1;
+        }
         let context = format!("cut {cut} ({kind:?}, {report:?}, seed {seed})");
         server = match ServerProcess::start(
             strata_binary(),
@@ -349,6 +356,13 @@ fn run_power_cuts(test: &str, cuts: usize) -> Option<String> {
             events += check_stream(&client, w, &l, &context);
             acked += l.acked.len();
         }
+        if (cut + 1) % 20 == 0 {
+            eprintln!(
+                "{test}: {} cuts, {acked} acknowledged batches, {:.0?}",
+                cut + 1,
+                started.elapsed()
+            );
+        }
         // The store takes appends again.
         let probe = try_append(
             server.connect_addr(),
@@ -366,11 +380,26 @@ fn run_power_cuts(test: &str, cuts: usize) -> Option<String> {
     let summary = format!(
         "{cuts} cuts in {:.0?} ({frozen_cuts} at a chosen file operation, {torn_cuts} torn), \
          {acked} acknowledged batches, {events} events read back, 0 failures; \
-         file system: {counters:?}; seed {seed}",
+         chosen cut points: {cut_points:?}; file system: {counters:?}; seed {seed}",
         started.elapsed()
     );
     eprintln!("{test}: {summary}");
     Some(summary)
+}
+
+/// The kind of operation a cut hit: `fsync *.seg`, `rename *.tmp to *.idx`, `fsync data`, ...
+fn cut_point(at: &str) -> String {
+    let kind = |path: &str| {
+        let name = path.rsplit('/').next().unwrap_or(path);
+        match name.rsplit_once('.') {
+            Some((_, ext)) => format!("*.{ext}"),
+            None => name.to_owned(),
+        }
+    };
+    let mut words = at.split(' ');
+    let op = words.next().unwrap_or_default();
+    let paths: Vec<String> = words.filter(|w| *w != "to").map(kind).collect();
+    format!("{op} {}", paths.join(" to "))
 }
 
 fn cuts_from_env(default: usize) -> usize {
