@@ -500,11 +500,9 @@ fn eio_on_write_makes_the_server_read_only() {
 
 /// A data directory that `strata serve` creates itself must survive a power cut once an append
 /// into it was acknowledged: its entry in the parent directory has to be fsynced too.
-/// Ignored: a known durability bug of the store (it creates the directory with
-/// `create_dir_all` and never fsyncs the parent), outside this test's crate; run it with
-/// `--ignored` to reproduce.
+/// The store creates a missing data directory durably (fsync of its parent): found by this test,
+/// which lost the whole directory before.
 #[test]
-#[ignore = "known bug: the store does not fsync the parent of a data directory it creates"]
 fn a_data_dir_created_by_the_server_survives_a_power_cut() {
     let test = "a_data_dir_created_by_the_server_survives_a_power_cut";
     let Some((_dir, mut fs)) = mount(test) else {

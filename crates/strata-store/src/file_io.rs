@@ -94,3 +94,26 @@ impl AppendFile for StdAppendFile {
 pub(crate) fn sync_dir(dir: &Path) -> io::Result<()> {
     File::open(dir)?.sync_all()
 }
+
+/// Creates `dir` and any missing parents durably: each directory created is made durable by an
+/// `fsync` of its parent, so that a power cut after the first acknowledged append cannot lose
+/// the directory (and everything in it) with the parent's unsynced entry.
+pub(crate) fn create_dir_durably(dir: &Path) -> io::Result<()> {
+    if dir.is_dir() {
+        return Ok(());
+    }
+    let missing: Vec<&Path> = dir.ancestors().take_while(|p| !p.exists()).collect();
+    std::fs::create_dir_all(dir)?;
+    // Deepest first: a directory's entry is synced in its parent before that parent's own.
+    for created in missing {
+        if let Some(parent) = created.parent() {
+            let parent = if parent.as_os_str().is_empty() {
+                Path::new(".")
+            } else {
+                parent
+            };
+            sync_dir(parent)?;
+        }
+    }
+    Ok(())
+}

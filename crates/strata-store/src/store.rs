@@ -121,7 +121,7 @@ impl Store {
             ));
         }
         if !options.read_only {
-            std::fs::create_dir_all(&dir).map_err(|e| Error::io(&dir, e))?;
+            crate::file_io::create_dir_durably(&dir).map_err(|e| Error::io(&dir, e))?;
         }
         let lock = if options.read_only {
             None
