@@ -64,6 +64,11 @@ fn data_dir(fs: &FaultFs) -> PathBuf {
 }
 
 fn start(data: &Path) -> ServerProcess {
+    try_start(data).unwrap_or_else(|e| panic!("starting strata on the FUSE mount: {e}"))
+}
+
+/// `strata serve` on `data`: every append fsynced, 4 KiB segments (so cuts land in seals too).
+fn try_start(data: &Path) -> std::io::Result<ServerProcess> {
     ServerProcess::start(
         strata_binary(),
         data,
@@ -77,7 +82,6 @@ fn start(data: &Path) -> ServerProcess {
         ],
         START_TIMEOUT,
     )
-    .unwrap_or_else(|e| panic!("starting strata on the FUSE mount: {e}"))
 }
 
 /// Kills the server (SIGKILL) and waits for it to be gone; it may have exited already.
@@ -332,19 +336,7 @@ fn run_power_cuts(test: &str, cuts: usize) -> Option<String> {
             *cut_points.entry(cut_point(at)).or_default() += 1;
         }
         let context = format!("cut {cut} ({kind:?}, {report:?}, seed {seed})");
-        server = match ServerProcess::start(
-            strata_binary(),
-            &data,
-            &[
-                "--fsync",
-                "always",
-                "--segment-size",
-                "4096",
-                "--log-level",
-                "warn",
-            ],
-            START_TIMEOUT,
-        ) {
+        server = match try_start(&data) {
             Ok(s) => s,
             Err(e) => panic!("{context}: restart failed: {e}\nbefore the cut:\n{stderr}"),
         };

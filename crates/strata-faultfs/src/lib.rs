@@ -592,6 +592,18 @@ fn is_regular(mode: u32) -> bool {
     fmt == 0 || fmt == libc::S_IFREG
 }
 
+impl Fs {
+    /// `mknod`/`create` of a regular file (anything else is `EPERM`): an empty file, volatile
+    /// until its directory is fsynced.
+    fn create_file(&self, parent: INodeNo, name: &OsStr, mode: u32) -> Result<FileAttr, Errno> {
+        if !is_regular(mode) {
+            return Err(Errno::EPERM);
+        }
+        self.model()
+            .create(parent.0, name, Node::File(FileNode::default()))
+    }
+}
+
 impl Filesystem for Fs {
     fn lookup(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEntry) {
         reply_entry(reply, self.model().lookup(parent.0, name));
@@ -644,13 +656,7 @@ impl Filesystem for Fs {
         _rdev: u32,
         reply: ReplyEntry,
     ) {
-        if !is_regular(mode) {
-            return reply.error(Errno::EPERM);
-        }
-        let result = self
-            .model()
-            .create(parent.0, name, Node::File(FileNode::default()));
-        reply_entry(reply, result);
+        reply_entry(reply, self.create_file(parent, name, mode));
     }
 
     fn mkdir(
@@ -848,13 +854,7 @@ impl Filesystem for Fs {
         _flags: i32,
         reply: ReplyCreate,
     ) {
-        if !is_regular(mode) {
-            return reply.error(Errno::EPERM);
-        }
-        let result = self
-            .model()
-            .create(parent.0, name, Node::File(FileNode::default()));
-        match result {
+        match self.create_file(parent, name, mode) {
             Ok(attr) => reply.created(
                 &TTL,
                 &attr,

@@ -63,3 +63,22 @@ pub use options::{FsyncPolicy, Limits, Options, RebuildProgress};
 pub use stats::{StatsSnapshot, FSYNC_BUCKETS_MICROS};
 pub use store::{Health, Store, StoreInfo};
 pub use subscription::{Subscription, SubscriptionTarget, Wake};
+
+/// Helpers for the crate's unit tests.
+#[cfg(test)]
+pub(crate) mod test_support {
+    use crate::{FsyncPolicy, Options, Store};
+
+    /// Options without fsync (unit tests do not test durability).
+    pub(crate) fn no_fsync() -> Options {
+        Options {
+            fsync: FsyncPolicy::Never,
+            ..Options::default()
+        }
+    }
+
+    /// A store in `dir` without fsync.
+    pub(crate) fn store(dir: &std::path::Path) -> Store {
+        Store::open(dir, no_fsync()).expect("open a test store")
+    }
+}

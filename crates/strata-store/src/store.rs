@@ -183,6 +183,25 @@ impl Store {
         tx.send(req).map_err(|_| Error::Closed)
     }
 
+    /// Checks an append's input and queues it for the writer; the answer comes on the returned
+    /// channel once the append is durable (or refused).
+    fn queue_append(
+        &self,
+        stream: &str,
+        expected: ExpectedRevision,
+        events: Vec<NewEvent>,
+    ) -> Result<oneshot::Receiver<Result<AppendResult>>> {
+        validate_append(stream, &events, &self.shared.options.limits)?;
+        let (reply, rx) = oneshot::channel();
+        self.send(Request::Append {
+            stream: stream.to_owned(),
+            expected,
+            events,
+            reply,
+        })?;
+        Ok(rx)
+    }
+
     /// Sends the request `make` builds around a reply channel and blocks for the writer's
     /// answer ([`Error::Closed`] when the writer went away without one).
     fn call<T>(&self, make: impl FnOnce(oneshot::Sender<Result<T>>) -> Request) -> Result<T> {
@@ -210,13 +229,9 @@ impl Store {
         expected: ExpectedRevision,
         events: Vec<NewEvent>,
     ) -> Result<AppendResult> {
-        validate_append(stream, &events, &self.shared.options.limits)?;
-        self.call(|reply| Request::Append {
-            stream: stream.to_owned(),
-            expected,
-            events,
-            reply,
-        })
+        self.queue_append(stream, expected, events)?
+            .recv()
+            .unwrap_or(Err(Error::Closed))
     }
 
     /// [`Store::append`] for async callers: waiting for the group commit does not block the
@@ -227,16 +242,9 @@ impl Store {
         expected: ExpectedRevision,
         events: Vec<NewEvent>,
     ) -> Result<AppendResult> {
-        validate_append(stream, &events, &self.shared.options.limits)?;
-        let (reply, rx) = oneshot::channel();
-        self.send(Request::Append {
-            stream: stream.to_owned(),
-            expected,
-            events,
-            reply,
-        })?;
+        let reply = self.queue_append(stream, expected, events)?;
         // Awaited, not blocked on: the executor thread stays free.
-        rx.await.unwrap_or(Err(Error::Closed))
+        reply.await.unwrap_or(Err(Error::Closed))
     }
 
     /// Deletes a stream. Soft (`hard == false`): reads answer [`Error::StreamDeleted`] until the

@@ -270,16 +270,10 @@ impl std::fmt::Debug for Subscription {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::{ExpectedRevision, FsyncPolicy, NewEvent, Options, Store};
+    use crate::{ExpectedRevision, NewEvent, Store};
     use event_listener::Event;
 
-    fn store(dir: &std::path::Path) -> Store {
-        let options = Options {
-            fsync: FsyncPolicy::Never,
-            ..Options::default()
-        };
-        Store::open(dir, options).unwrap()
-    }
+    use crate::test_support::store;
 
     /// A subscription that has read everything (after one more event).
     fn caught_up(store: &Store) -> Subscription {

@@ -830,39 +830,31 @@ fn a_full_disk_everywhere_while_sealing_changes_nothing_and_is_retried() {
 /// holds is unknown, so the store turns read-only rather than retrying.
 #[test]
 fn out_of_space_from_fsync_of_written_data_turns_the_store_read_only() {
-    let what = "ENOSPC from fsync";
-    let mut rng = Rng::new(test_seed(what));
-    let tmp = tempfile::tempdir().expect("tempdir");
-    let dir = tmp.path();
-    let io = FaultIo::new();
-    let store = Store::open(dir, io.options(1 << 20, FsyncPolicy::Always)).expect("open");
-    let acks = vec![append_tagged(&store, &mut rng, "s", "a", 2).expect("append")];
-    io.fill(Full::Fsync);
-    let (err, failed) = append_tagged(&store, &mut rng, "s", "b", 2).expect_err("must fail");
-    assert!(matches!(err, Error::ReadOnly { .. }), "{what}: {err:?}");
-    assert!(matches!(store.health(), Health::ReadOnly(_)), "{what}");
-    io.free();
-    let r = append_tagged(&store, &mut rng, "s", "c", 1);
-    assert!(
-        matches!(r, Err((Error::ReadOnly { .. }, _))),
-        "{what}: {r:?}"
-    );
-    drop(store);
-    reopen_and_check(dir, 1 << 20, &acks, &failed, what);
+    out_of_space_turns_the_store_read_only("ENOSPC from fsync", Full::Fsync, false);
 }
 
 /// When the cut of a short write fails too, the segment's end is unknown: a fault.
 #[test]
 fn a_full_disk_whose_short_write_cannot_be_cut_back_turns_the_store_read_only() {
-    let what = "ENOSPC, then a failed truncate";
+    out_of_space_turns_the_store_read_only(
+        "ENOSPC, then a failed truncate",
+        Full::Everything,
+        true,
+    );
+}
+
+/// A full disk (`full`, with the truncate failing too when `fail_truncate`) that must turn the
+/// store read-only: the failing append and every later one (space freed or not) refused, and
+/// a reopen finds exactly the acknowledged events.
+fn out_of_space_turns_the_store_read_only(what: &str, full: Full, fail_truncate: bool) {
     let mut rng = Rng::new(test_seed(what));
     let tmp = tempfile::tempdir().expect("tempdir");
     let dir = tmp.path();
     let io = FaultIo::new();
     let store = Store::open(dir, io.options(1 << 20, FsyncPolicy::Always)).expect("open");
     let acks = vec![append_tagged(&store, &mut rng, "s", "a", 2).expect("append")];
-    io.fill(Full::Everything);
-    io.0.fail_truncate.store(true, Ordering::SeqCst);
+    io.fill(full);
+    io.0.fail_truncate.store(fail_truncate, Ordering::SeqCst);
     let (err, failed) = append_tagged(&store, &mut rng, "s", "b", 2).expect_err("must fail");
     assert!(matches!(err, Error::ReadOnly { .. }), "{what}: {err:?}");
     assert!(matches!(store.health(), Health::ReadOnly(_)), "{what}");

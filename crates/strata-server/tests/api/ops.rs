@@ -129,29 +129,53 @@ async fn openapi_document_covers_the_router() {
     }
 }
 
-/// Writes fail once `fail` is set: the store turns read-only.
-struct FlakyIo {
-    fail: Arc<AtomicBool>,
+/// How writes fail once a [`SwitchIo`] is switched on.
+#[derive(Clone, Copy, PartialEq)]
+enum Fault {
+    /// An I/O error: the store turns read-only.
+    Io,
+    /// A short write, then `ENOSPC`, as on a full disk (whose free space then reads 0).
+    Full,
 }
 
-struct FlakyFile {
+/// Writes fail with `fault` while `on` is set.
+struct SwitchIo {
+    on: Arc<AtomicBool>,
+    fault: Fault,
+}
+
+struct SwitchFile {
     inner: Box<dyn AppendFile>,
-    fail: Arc<AtomicBool>,
+    on: Arc<AtomicBool>,
+    fault: Fault,
 }
 
-impl FileIo for FlakyIo {
+impl FileIo for SwitchIo {
     fn open_append(&self, path: &Path) -> io::Result<Box<dyn AppendFile>> {
-        Ok(Box::new(FlakyFile {
+        Ok(Box::new(SwitchFile {
             inner: StdFileIo.open_append(path)?,
-            fail: self.fail.clone(),
+            on: self.on.clone(),
+            fault: self.fault,
         }))
+    }
+
+    fn available_space(&self, _dir: &Path) -> io::Result<u64> {
+        let full = self.fault == Fault::Full && self.on.load(Ordering::SeqCst);
+        Ok(if full { 0 } else { u64::MAX })
     }
 }
 
-impl AppendFile for FlakyFile {
+impl AppendFile for SwitchFile {
     fn write_all(&mut self, buf: &[u8]) -> io::Result<()> {
-        if self.fail.load(Ordering::SeqCst) {
-            return Err(io::Error::other("injected: no space left on device"));
+        if self.on.load(Ordering::SeqCst) {
+            return Err(match self.fault {
+                Fault::Io => io::Error::other("injected: I/O error"),
+                Fault::Full => {
+                    // A short write, then the error, as a real full disk does.
+                    self.inner.write_all(&buf[..buf.len() / 2])?;
+                    io::Error::from(io::ErrorKind::StorageFull)
+                }
+            });
         }
         self.inner.write_all(buf)
     }
@@ -166,7 +190,10 @@ impl AppendFile for FlakyFile {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn storage_faults_are_503_and_reads_go_on() {
     let fail = Arc::new(AtomicBool::new(false));
-    let io = FlakyIo { fail: fail.clone() };
+    let io = SwitchIo {
+        on: fail.clone(),
+        fault: Fault::Io,
+    };
     let s = TestServer::with(move |c| c.store.file_io = Arc::new(io));
     s.append_many("f-1", 2).await;
     fail.store(true, Ordering::SeqCst);
@@ -192,54 +219,13 @@ async fn storage_faults_are_503_and_reads_go_on() {
     assert_eq!(page_events(&s.get("/streams/f-1").await.json()).len(), 2);
 }
 
-/// Writes run out of space (`ENOSPC`) while `full` is set, as on a full disk.
-struct FullIo {
-    full: Arc<AtomicBool>,
-}
-
-struct FullFile {
-    inner: Box<dyn AppendFile>,
-    full: Arc<AtomicBool>,
-}
-
-impl FileIo for FullIo {
-    fn open_append(&self, path: &Path) -> io::Result<Box<dyn AppendFile>> {
-        Ok(Box::new(FullFile {
-            inner: StdFileIo.open_append(path)?,
-            full: self.full.clone(),
-        }))
-    }
-
-    fn available_space(&self, _dir: &Path) -> io::Result<u64> {
-        Ok(if self.full.load(Ordering::SeqCst) {
-            0
-        } else {
-            u64::MAX
-        })
-    }
-}
-
-impl AppendFile for FullFile {
-    fn write_all(&mut self, buf: &[u8]) -> io::Result<()> {
-        if self.full.load(Ordering::SeqCst) {
-            // A short write, then the error, as a real full disk does.
-            self.inner.write_all(&buf[..buf.len() / 2])?;
-            return Err(io::Error::from(io::ErrorKind::StorageFull));
-        }
-        self.inner.write_all(buf)
-    }
-    fn sync_data(&mut self) -> io::Result<()> {
-        self.inner.sync_data()
-    }
-    fn truncate(&mut self, len: u64) -> io::Result<()> {
-        self.inner.truncate(len)
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_full_disk_is_507_health_disk_full_reads_go_on_and_appends_resume_once_space_is_free() {
     let full = Arc::new(AtomicBool::new(false));
-    let io = FullIo { full: full.clone() };
+    let io = SwitchIo {
+        on: full.clone(),
+        fault: Fault::Full,
+    };
     let s = TestServer::with(move |c| c.store.file_io = Arc::new(io));
     s.append_many("d-1", 2).await;
     full.store(true, Ordering::SeqCst);

@@ -193,15 +193,9 @@ pub fn read_latest_checkpoint(store: &Store, stream: &str) -> Result<Option<Chec
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::{FsyncPolicy, Options};
+    use crate::Store;
 
-    fn store(dir: &std::path::Path) -> Store {
-        let options = Options {
-            fsync: FsyncPolicy::Never,
-            ..Options::default()
-        };
-        Store::open(dir, options).unwrap()
-    }
+    use crate::test_support::store;
 
     /// Writes `states` (as values) as a checkpoint closed by `record`.
     fn write(
@@ -263,10 +257,7 @@ mod tests {
     #[test]
     fn large_states_are_chunked_and_reassembled() {
         let dir = tempfile::tempdir().unwrap();
-        let mut options = Options {
-            fsync: FsyncPolicy::Never,
-            ..Options::default()
-        };
+        let mut options = crate::test_support::no_fsync();
         options.limits.max_event_size = 1024;
         options.limits.max_events_per_append = 3;
         let store = Store::open(dir.path(), options).unwrap();
@@ -288,10 +279,7 @@ mod tests {
     #[test]
     fn chunks_respect_an_event_size_limit_below_a_kibibyte() {
         let dir = tempfile::tempdir().unwrap();
-        let mut options = Options {
-            fsync: FsyncPolicy::Never,
-            ..Options::default()
-        };
+        let mut options = crate::test_support::no_fsync();
         options.limits.max_event_size = 300;
         let store = Store::open(dir.path(), options).unwrap();
         let s = checkpoint_stream(&store, "small");

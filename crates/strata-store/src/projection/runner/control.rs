@@ -38,7 +38,7 @@ mod tests {
     use crate::event::ExpectedRevision;
     use crate::projection::runner::test_support::Count;
     use crate::projection::{typed_engine, ProjectionRunner, RunState, RunnerOptions};
-    use crate::{FsyncPolicy, NewEvent, Options, Store};
+    use crate::{NewEvent, Store};
 
     /// Waits until `runner` has examined every event of the store and is idle.
     fn caught_up(runner: &ProjectionRunner, store: &Store) {
@@ -59,11 +59,7 @@ mod tests {
     #[test]
     fn stopping_a_runner_wakes_no_other_waiter() {
         let dir = tempfile::tempdir().unwrap();
-        let options = Options {
-            fsync: FsyncPolicy::Never,
-            ..Options::default()
-        };
-        let store = Store::open(dir.path(), options).unwrap();
+        let store = crate::test_support::store(dir.path());
         store
             .append("s", ExpectedRevision::Any, vec![NewEvent::json("T", "{}")])
             .unwrap();

@@ -120,18 +120,14 @@ mod tests {
     use crate::event::ExpectedRevision;
     use crate::projection::runner::test_support::Count;
     use crate::projection::{typed_engine, ProjectionRunner, RunnerOptions};
-    use crate::{FsyncPolicy, NewEvent, Options, Store};
+    use crate::NewEvent;
 
     /// The events/s window is bounded even when nobody reads the status (the runner adds one
     /// sample per batch).
     #[test]
     fn rate_samples_stay_bounded_without_status_reads() {
         let dir = tempfile::tempdir().unwrap();
-        let options = Options {
-            fsync: FsyncPolicy::Never,
-            ..Options::default()
-        };
-        let store = Store::open(dir.path(), options).unwrap();
+        let store = crate::test_support::store(dir.path());
         let events: Vec<NewEvent> = (0..400).map(|_| NewEvent::json("T", "{}")).collect();
         store.append("s", ExpectedRevision::Any, events).unwrap();
         let runner = ProjectionRunner::open(
