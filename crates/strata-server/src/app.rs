@@ -12,7 +12,7 @@ use axum::handler::Handler;
 use axum::middleware;
 use axum::routing::{on, MethodFilter, MethodRouter};
 use axum::Router;
-use strata_store::{Health, Store};
+use strata_store::Store;
 use tokio::sync::watch;
 
 use crate::auth::Auth;
@@ -172,15 +172,7 @@ impl App {
     /// Maps a store error to its API error: corruption and I/O errors are 500, or 503
     /// `unavailable` once the store has turned read-only because of them.
     pub(crate) fn store_error(&self, e: strata_store::Error) -> Error {
-        match Error::from(e) {
-            // Only a fault makes a failed read "unavailable": a full disk does not stop reads.
-            Error::Internal(message)
-                if matches!(self.inner.store.health(), Health::ReadOnly(_)) =>
-            {
-                Error::Unavailable(message)
-            }
-            other => other,
-        }
+        Error::from_store(e, &self.inner.store.health())
     }
 }
 

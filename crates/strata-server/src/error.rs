@@ -262,6 +262,22 @@ fn actual_json(actual: CurrentRevision) -> Value {
     }
 }
 
+impl Error {
+    /// A store error as the API answers it, given the store's health when it happened: an
+    /// internal failure (I/O, corruption) is 503 `unavailable` once a storage fault has turned
+    /// the store read-only (a retry after a restart or repair can help), else what
+    /// [`From<strata_store::Error>`] says. A full disk is no fault: it does not stop reads, so a
+    /// failed read stays a 500 then.
+    pub(crate) fn from_store(e: strata_store::Error, health: &strata_store::Health) -> Error {
+        match Error::from(e) {
+            Error::Internal(message) if matches!(health, strata_store::Health::ReadOnly(_)) => {
+                Error::Unavailable(message)
+            }
+            other => other,
+        }
+    }
+}
+
 impl From<strata_store::Error> for Error {
     /// Maps a store error to its API error. Corruption and I/O errors become 500 here; callers
     /// that can see the store turn them into 503 once it is read-only (see `App::store_error`).
@@ -335,6 +351,22 @@ mod tests {
         };
         assert_eq!(e.body()["expected"], json!("no_stream"));
         assert_eq!(e.body()["actual"], json!(7));
+    }
+
+    /// Only a storage fault (read-only) turns an internal store failure into 503; a full disk
+    /// does not (reads go on, so a failed read is a 500), and its own error stays a 507.
+    #[test]
+    fn internal_failures_are_unavailable_only_when_the_store_is_read_only() {
+        use strata_store::Health;
+        let corrupt = || strata_store::Error::corruption("seg", 7, "bad crc");
+        let read_only = Health::ReadOnly("fsync failed".into());
+        let disk_full = Health::DiskFull("no space".into());
+        let status = |e: Error| e.into_response().status().as_u16();
+        assert_eq!(status(Error::from_store(corrupt(), &read_only)), 503);
+        assert_eq!(status(Error::from_store(corrupt(), &disk_full)), 500);
+        assert_eq!(status(Error::from_store(corrupt(), &Health::Ok)), 500);
+        let not_found = strata_store::Error::StreamNotFound { stream: "s".into() };
+        assert_eq!(status(Error::from_store(not_found, &read_only)), 404);
     }
 
     #[test]

@@ -391,12 +391,7 @@ impl Projections {
     }
 
     fn store_error(&self, e: strata_store::Error) -> Error {
-        match Error::from(e) {
-            Error::Internal(message) if self.store.health() != strata_store::Health::Ok => {
-                Error::Unavailable(message)
-            }
-            other => other,
-        }
+        Error::from_store(e, &self.store.health())
     }
 }
 

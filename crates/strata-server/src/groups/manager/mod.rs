@@ -46,7 +46,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use parking_lot::{Mutex, RwLock};
-use strata_store::{Health, RecordedEvent, Store};
+use strata_store::{RecordedEvent, Store};
 use tokio::sync::{watch, Notify};
 use tokio::task::JoinHandle;
 
@@ -269,12 +269,7 @@ impl Groups {
     }
 
     fn store_error(&self, e: strata_store::Error) -> Error {
-        match Error::from(e) {
-            Error::Internal(message) if self.inner.store.health() != Health::Ok => {
-                Error::Unavailable(message)
-            }
-            other => other,
-        }
+        Error::from_store(e, &self.inner.store.health())
     }
 
     /// The live group `name`, or 404.
