@@ -12,7 +12,9 @@ use crate::index_file::{IdEntry, IndexInput, Posting, StreamEntry};
 /// Index entries of the events of the open segment that are committed (or being published).
 #[derive(Default, Debug)]
 pub(crate) struct Memtable {
-    /// `offsets[i]`: frame offset of the event at `first_position + i`.
+    /// `offsets[i]`: frame offset of the event at `first_position + i`, or
+    /// [`crate::index_file::NO_FRAME`] for a position without a frame (removed, or lost in
+    /// damage: see the open segment's `lost`).
     pub offsets: Vec<u64>,
     /// Stream name → (revision, position), ascending.
     pub streams: HashMap<String, Vec<(u64, u64)>, RandomState>,
@@ -74,6 +76,12 @@ impl Memtable {
         if e.revision == 0 {
             self.created.insert(e.stream.to_owned());
         }
+    }
+
+    /// Records positions that have no intact frame (events must be inserted in position order).
+    pub fn insert_missing(&mut self, positions: std::ops::Range<u64>) {
+        self.offsets
+            .extend(positions.map(|_| crate::index_file::NO_FRAME));
     }
 
     /// The index-file input describing this memtable's segment.

@@ -37,7 +37,7 @@ mod read;
 mod verify;
 mod write;
 
-pub use format::{IdEntry, Posting, StreamEntry};
+pub use format::{IdEntry, Posting, StreamEntry, NO_FRAME};
 pub use read::SegmentIndex;
 pub(crate) use write::encode;
 pub use write::{write_index, write_index_via, IndexInput};
