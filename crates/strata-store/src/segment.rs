@@ -707,10 +707,14 @@ const MIN_FRAME_LEN: usize = FRAME_PREFIX_LEN + BODY_FIXED_LEN;
 /// least [`MIN_FRAME_LEN`] bytes), and which the bytes after it continue ([`continuation`]): a
 /// frame image inside a payload is followed by more payload, not by the next frame. The first
 /// candidate continued by a valid frame, the end of the bytes or never-written space wins;
-/// failing that, the first one followed by a torn frame (a crash after the damage). Tries
-/// every byte offset (damage may have hit a length prefix): costs time only on this path.
+/// failing that, the first one followed by a torn frame (a crash after the damage); failing
+/// that, the first one followed by more damage (a real frame between two damaged ones must not
+/// be lost, nor damage an intact frame follows be taken for a torn tail). Tries every byte
+/// offset (damage may have hit a length prefix): costs time only on this path.
 fn resync(at_bad: &[u8], position: u64, gaps_allowed: bool) -> Option<(usize, u64)> {
+    // The first candidate of each kind of continuation; the strongest kind wins.
     let mut weak = None;
+    let mut broken = None;
     for o in 1..at_bad.len().saturating_sub(MIN_FRAME_LEN - 1) {
         let Ok((v, _)) = decode_frame(&at_bad[o..]) else {
             continue;
@@ -721,11 +725,15 @@ fn resync(at_bad: &[u8], position: u64, gaps_allowed: bool) -> Option<(usize, u6
         }
         match continuation(&at_bad[o..], v.position, gaps_allowed) {
             Continuation::Strong => return Some((o, v.position)),
-            Continuation::Weak if weak.is_none() => weak = Some((o, v.position)),
-            _ => {}
+            Continuation::Weak => {
+                weak.get_or_insert((o, v.position));
+            }
+            Continuation::Broken => {
+                broken.get_or_insert((o, v.position));
+            }
         }
     }
-    weak
+    weak.or(broken)
 }
 
 /// How the bytes after a valid frame continue it.
@@ -736,7 +744,7 @@ enum Continuation {
     Strong,
     /// A frame cut short: a torn tail, or garbage.
     Weak,
-    /// Anything else.
+    /// Bytes that are no valid frame (more damage, or garbage).
     Broken,
 }
 

@@ -208,6 +208,10 @@ pub(super) fn get_u128(buf: &[u8], at: usize) -> u128 {
 pub(super) fn align8(buf: &mut Vec<u8>) {
     buf.resize(buf.len().next_multiple_of(8), 0);
 }
+/// The frame offset recorded for a position without a frame in its segment (a gap of a
+/// version-2 segment; in an index rebuilt in memory, also a position lost in damage).
+pub const NO_FRAME: u64 = u64::MAX;
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -266,7 +270,3 @@ mod tests {
         }
     }
 }
-
-/// The frame offset recorded for a position without a frame in its segment (a gap of a
-/// version-2 segment; in an index rebuilt in memory, also a position lost in damage).
-pub const NO_FRAME: u64 = u64::MAX;
