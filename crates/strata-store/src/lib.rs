@@ -30,6 +30,7 @@
 //! ```
 
 mod bloom;
+mod check;
 mod damage;
 mod error;
 mod event;
@@ -54,6 +55,7 @@ pub mod timestamp;
 pub mod verify;
 mod writer;
 
+pub use check::CheckReport;
 pub use damage::Damage;
 pub use error::{Error, Result};
 pub use event::{

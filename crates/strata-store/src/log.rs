@@ -169,8 +169,8 @@ impl Shared {
 
     /// Records damage found in the data files (once per range); damage whose events are not
     /// known ([`Damage::indexed`] false) makes the store read-only: a stream head may be among
-    /// the lost events.
-    pub fn record_damage(&self, d: Damage) {
+    /// the lost events. Returns whether the range was new.
+    pub fn record_damage(&self, d: Damage) -> bool {
         let indexed = d.indexed;
         let summary = format!(
             "damaged data in {} at offset {} ({} bytes): {}",
@@ -179,10 +179,11 @@ impl Shared {
             d.length,
             d.detail
         );
-        self.damage.record(d, self.options.on_damage.as_ref());
+        let new = self.damage.record(d, self.options.on_damage.as_ref());
         if !indexed {
             self.poison(summary);
         }
+        new
     }
 
     /// Records the damage a corruption error reports and passes every result through. Damage

@@ -477,6 +477,11 @@ impl Store {
     pub(crate) fn shared(&self) -> &Arc<crate::log::Shared> {
         &self.shared
     }
+
+    /// The state shared with the writer, for the crate's own modules.
+    pub(crate) fn shared_state(&self) -> &Arc<crate::log::Shared> {
+        &self.shared
+    }
 }
 
 impl std::fmt::Debug for Store {
