@@ -84,6 +84,14 @@ impl Memtable {
             .extend(positions.map(|_| crate::index_file::NO_FRAME));
     }
 
+    /// Lists every stream of this segment as created here. After damage a stream's revision 0
+    /// may be among the lost events while later ones are intact: the listing must still find
+    /// it. A superset is harmless (listings merge and de-duplicate names, and check heads).
+    pub fn list_every_stream_as_created(&mut self) {
+        let names: Vec<String> = self.streams.keys().cloned().collect();
+        self.created.extend(names);
+    }
+
     /// The index-file input describing this memtable's segment.
     pub fn to_index_input(&self, first_position: u64, segment_len: u64) -> IndexInput {
         let mut streams = Vec::new();

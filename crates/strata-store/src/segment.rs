@@ -395,6 +395,9 @@ pub(crate) fn rebuild_index(
             ),
         ));
     }
+    if !outcome.damage.is_empty() {
+        table.list_every_stream_as_created();
+    }
     let input = table.to_index_input(first, total);
     let lost: Vec<Damage> = outcome
         .damage

@@ -616,6 +616,9 @@ fn recover(dir: &Path, options: &Options) -> Result<Recovered> {
     table
         .offsets
         .truncate((outcome.next_position - last_first) as usize);
+    if !lost.is_empty() {
+        table.list_every_stream_as_created();
+    }
     let mut open = OpenSegment::open(&last_path, last_first, table)?;
     open.lost = lost.clone();
     damage.extend(lost);

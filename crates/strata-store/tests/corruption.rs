@@ -955,3 +955,90 @@ fn index_files_with_damaged_body_are_rebuilt_with_identical_answers() {
         }
     });
 }
+
+/// The scenario that started the damage work: one byte flipped in the payload of the very
+/// first event of the log (the open segment). Every other event stays readable with its
+/// position and revision; the damaged event's stream is still listed, its later revisions
+/// read, its head is right, and reading through the damaged revision answers the damage.
+#[test]
+fn damage_to_the_first_event_hides_nothing_else() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let dir = tmp.path();
+    let store = Store::open(dir, opts(1 << 20)).expect("open");
+    for i in 0..201u64 {
+        let stream = format!("order-{}", i % 7);
+        store
+            .append(
+                &stream,
+                ExpectedRevision::Any,
+                vec![NewEvent::json("Placed", format!("{{\"i\":{i}}}"))],
+            )
+            .expect("append");
+    }
+    store
+        .set_metadata(
+            "order-3",
+            StreamMetadata {
+                max_count: Some(1000),
+                ..StreamMetadata::default()
+            },
+        )
+        .expect("metadata");
+    let events = all_events(&store);
+    store.close().expect("close");
+    drop(store);
+    let seg = segments(dir).remove(0);
+    let f = frames(&std::fs::read(&seg).expect("read")).remove(0);
+    flip_byte(&seg, f.data_offset + 2);
+
+    let store = Store::open(dir, opts(1 << 20)).expect("open");
+    read_only_reason(&store);
+    assert_one_damage(&store, &seg, f.offset, 0, "first event");
+    assert_eq!(store.next_position(), events.len() as u64);
+    let (intact, damaged) = intact_events(&store);
+    assert_eq!(damaged, vec![0]);
+    assert_eq!(intact, events[1..]);
+    // Listed, with the right head, though its revision 0 is lost.
+    let (listed, _) = store.list_streams("order-", None, 100).expect("list");
+    let names: Vec<&str> = listed.iter().map(|s| s.name.as_str()).collect();
+    assert_eq!(
+        names,
+        (0..7).map(|i| format!("order-{i}")).collect::<Vec<_>>()
+    );
+    let head = store.head("order-0").expect("head");
+    assert_eq!(head.last_revision, Some(28));
+    // Through the lost revision: the damage; after it: the events.
+    let r = store.read_stream("order-0", ReadFrom::Start, Direction::Forward, 10);
+    assert_corruption_at(r, &seg, f.offset, "order-0 from the start");
+    let r = store.read_stream("order-0", ReadFrom::End, Direction::Backward, 100);
+    assert_corruption_at(r, &seg, f.offset, "order-0 backward to the start");
+    let page = store
+        .read_stream("order-0", ReadFrom::At(1), Direction::Forward, 100)
+        .expect("order-0 from 1");
+    assert_eq!(page.events.len(), 28);
+    assert_eq!(page.events[0].revision, 1);
+    let e = store.read_event("order-0", 5).expect("read_event");
+    assert_eq!(e.map(|e| e.revision), Some(5));
+    assert_corruption_at(store.read_event("order-0", 0), &seg, f.offset, "revision 0");
+    // Other streams and their metadata are untouched.
+    let page = store
+        .read_stream("order-1", ReadFrom::Start, Direction::Forward, 100)
+        .expect("order-1");
+    assert_eq!(page.events.len(), 29);
+    assert_eq!(
+        store.metadata("order-3").expect("metadata").max_count,
+        Some(1000)
+    );
+    // Filtered reads never skip the lost event silently: it may match.
+    let by_type = AllFilter {
+        types: vec!["Placed".into()],
+        ..AllFilter::default()
+    };
+    let r = store.read_all(ReadFrom::Start, Direction::Forward, 10, &by_type);
+    assert_corruption_at(r, &seg, f.offset, "/all by type");
+    let page = store
+        .read_all(ReadFrom::At(1), Direction::Forward, 1000, &by_type)
+        .expect("/all by type after the damage");
+    assert_eq!(page.events.len(), 200);
+    assert_refuses_writes(&store, "first event");
+}
