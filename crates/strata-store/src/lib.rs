@@ -47,6 +47,7 @@ mod memtable;
 mod options;
 pub mod projection;
 mod read;
+pub mod repair;
 mod segment;
 mod stats;
 mod store;

@@ -494,7 +494,7 @@ impl std::fmt::Debug for Store {
 }
 
 /// Takes the directory's exclusive lock so that two processes never write one store.
-fn lock_dir(dir: &Path) -> Result<File> {
+pub(crate) fn lock_dir(dir: &Path) -> Result<File> {
     let path = dir.join("LOCK");
     let file = OpenOptions::new()
         .create(true)
