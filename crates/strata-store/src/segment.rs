@@ -395,7 +395,9 @@ pub(crate) fn rebuild_index(
             ),
         ));
     }
-    if !outcome.damage.is_empty() {
+    // After damage, or in a segment with gaps (a repair or scavenge removed events), a stream's
+    // revision 0 may be gone while later ones are here.
+    if !outcome.damage.is_empty() || outcome.version == SEGMENT_FORMAT_VERSION_GAPS {
         table.list_every_stream_as_created();
     }
     let input = table.to_index_input(first, total);

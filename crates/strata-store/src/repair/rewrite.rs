@@ -178,7 +178,7 @@ pub(super) fn rewrite_segment(dir: &Path, s: &Survey, q: &Path, created: &[Strin
     let Rewriter {
         out,
         written,
-        table,
+        mut table,
         error,
         ..
     } = w;
@@ -222,6 +222,9 @@ pub(super) fn rewrite_segment(dir: &Path, s: &Survey, q: &Path, created: &[Strin
     sync_dir(dir).map_err(|e| Error::io(dir, e))?;
     // Step 6: its index (a sealed segment's only; the last one is indexed by a scan at open).
     if s.next_first.is_some() {
+        // Every stream of the segment counts as created here (a stream's revision 0 may be
+        // lost), as in any index rebuilt over damage.
+        table.list_every_stream_as_created();
         let mut input = table.to_index_input(s.first, written);
         input.created.extend(created.iter().cloned());
         write_index(&idx_path, input)?;
