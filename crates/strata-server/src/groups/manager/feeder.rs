@@ -105,8 +105,17 @@ async fn feed(group: &Arc<Group>, store: Store, batch: usize) {
                 // cursor is the event's revision for a stream source; for the log, the error
                 // names the position.
                 let damaged_at = match (&e, group.source()) {
-                    (strata_store::Error::Corruption { .. }, Source::Stream(_)) => {
-                        Some(feed.cursor())
+                    // Only a revision the stream has: with damage of unknown events, a stream
+                    // not written yet answers damage too, and is waited for like any other.
+                    (strata_store::Error::Corruption { .. }, Source::Stream(s)) => {
+                        let cursor = feed.cursor();
+                        let store = store.clone();
+                        let head = tokio::task::spawn_blocking(move || store.head(&s))
+                            .await
+                            .ok()
+                            .and_then(|h| h.ok())
+                            .and_then(|h| h.last_revision);
+                        head.is_some_and(|last| last >= cursor).then_some(cursor)
                     }
                     (strata_store::Error::Corruption { position, .. }, _) => *position,
                     _ => None,
