@@ -730,3 +730,79 @@ fn the_fixture_has_distinct_streams() {
         .collect();
     assert_eq!(streams.len() as u64, STREAMS);
 }
+
+/// The scenario: one segment, 201 acknowledged events, a byte flipped in the *first*
+/// event's payload. The 200 intact events stay readable with their positions and revisions;
+/// nothing answers 404 or an empty log; the start-up line counts every event.
+#[test]
+fn a_damaged_first_event_of_the_log_hides_nothing_else() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let args = ["--fsync", "never", "--log-level", "info"];
+    let server = ServerProcess::start(strata_binary(), dir.path(), &args, START_TIMEOUT)
+        .unwrap_or_else(|e| panic!("starting strata: {e}"));
+    let c = server.client();
+    for i in 0..201u64 {
+        let event = json!({"type": "T", "data": {"seq": i}});
+        c.append(["a", "b", "c"][(i % 3) as usize], &event);
+    }
+    let before = c.ndjson("/all");
+    server.stop_with(libc::SIGTERM).expect("stop");
+    let segs = frames(dir.path());
+    assert_eq!(segs.len(), 1);
+    let first = &segs[0].frames[0];
+    assert_eq!((first.position, first.stream.as_str()), (0, "a"));
+    flip(&segs[0].path, first.data + 2, 0x08);
+
+    let server = ServerProcess::start(strata_binary(), dir.path(), &args, START_TIMEOUT)
+        .unwrap_or_else(|e| panic!("starting strata: {e}"));
+    let c = server.client();
+    let expect = Expect {
+        damaged: Some(0),
+        file: Some(segs[0].path.clone()),
+        health: "read_only",
+    };
+    let health = c.get("/health");
+    assert_eq!(health.status, 503);
+    let body = health.json();
+    assert_eq!(body["status"], "read_only", "{body}");
+    assert_eq!(
+        body["damage"][0]["positions"],
+        json!({"from": 0, "to": 1}),
+        "{body}"
+    );
+    // The first event: 500 corrupt on every path that needs it, never 404 or a skip.
+    assert_corrupt(&c.get("/streams/a"), &expect, "/streams/a");
+    assert_corrupt(&c.get("/streams/a/0"), &expect, "/streams/a/0");
+    assert_corrupt(&c.get("/all"), &expect, "/all");
+    let ndjson = c.get_with("/all", &[("Accept", "application/x-ndjson")]);
+    assert_corrupt(&ndjson, &expect, "NDJSON /all");
+    // Everything after it, with the original positions and revisions.
+    let rest: Vec<&Value> = before.iter().skip(1).collect();
+    assert_same(&c.ndjson("/all?from=1"), &rest, "NDJSON /all from 1");
+    let a: Vec<&Value> = rest
+        .iter()
+        .copied()
+        .filter(|e| e["stream"] == "a")
+        .collect();
+    assert_same(&c.ndjson("/streams/a?from=1"), &a, "NDJSON a from 1");
+    for s in ["b", "c"] {
+        let want: Vec<&Value> = rest.iter().copied().filter(|e| e["stream"] == s).collect();
+        assert_same(&c.ndjson(&format!("/streams/{s}")), &want, s);
+    }
+    let listed = c.get("/streams").assert_status(200).json();
+    assert_eq!(
+        listed["streams"],
+        json!([
+            {"name": "a", "last_revision": 66, "last_position": 198},
+            {"name": "b", "last_revision": 66, "last_position": 199},
+            {"name": "c", "last_revision": 66, "last_position": 200},
+        ]),
+        "{listed}"
+    );
+    let stderr = server.stderr();
+    assert!(
+        stderr.contains("next_position=201") && stderr.contains("damaged data found"),
+        "{stderr}"
+    );
+    server.stop_with(libc::SIGTERM).expect("stop");
+}
