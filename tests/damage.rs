@@ -1,5 +1,5 @@
 //! End-to-end: damage never hides the log. A data directory is built with the real binary (four
-//! streams, 200 events, small segments so that some are sealed, a consumer group and a stopped
+//! streams, 200 events, small segments so that some are sealed, consumer groups and a stopped
 //! projection made before the events), the server is stopped, bytes are flipped, and the server
 //! is started again on a copy of it. For each kind of damage every read path must answer every
 //! intact event with its original position and revision, and the damaged event with 500
@@ -11,10 +11,12 @@
 //! - (d) a sealed segment's index file (rebuilt at start-up, silently: health `ok`).
 //!
 //! Checked for each: stream pages forward and backward, `/all` with and without filters,
-//! NDJSON (ends with the error line), SSE catch-up (ends with `event: error`), single events,
-//! the stream listing, metadata, a consumer group (parks the event as `corrupt` and delivers the
-//! rest), a projection (faults at it), `/health` and its damage list, the error-level log line,
-//! appends, and stream heads after the damage.
+//! NDJSON (ends with the error line), SSE catch-up on `/all` and on the stream (ends with
+//! `event: error`), single events, the stream listing, metadata, consumer groups on `$all`, a
+//! category and the stream (each parks the event as `corrupt` and delivers the rest), a
+//! projection (faults at it; a read-only store refuses to start it), `/health` and its damage
+//! list, the error-level log line, appends, and stream heads after the damage. Plus the issue's
+//! own scenario: the first event of a one-segment log damaged.
 
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
@@ -57,6 +59,19 @@ fn build_fixture() -> Fixture {
     let client = server.client();
     // Made before the events: neither has gone past any of them when the server stops.
     Group::create(&client, "g", &json!({"source": "$all", "from": "start"}));
+    Group::create(
+        &client,
+        "gc",
+        &json!({"source": "category:order", "from": "start"}),
+    );
+    for s in 0..STREAMS {
+        let source = format!("order-{s}");
+        Group::create(
+            &client,
+            &format!("g-{source}"),
+            &json!({"source": source, "from": "start"}),
+        );
+    }
     create_projection(&client, "count", PROJECTION);
     projection_action(&client, "count", "stop").assert_status(200);
     for i in 0..EVENTS {
@@ -335,6 +350,22 @@ fn check(dir: &Path, expect: Expect) {
         back.reverse();
         assert_same(&seen, &back, &format!("{stream} backward pages"));
         check_ndjson(&c, &path, &want, &sub);
+        if hit {
+            // SSE on the stream: the events before the damaged one, then `event: error`.
+            let d = expect.damaged.unwrap();
+            let before: Vec<&Value> = want
+                .iter()
+                .copied()
+                .filter(|e| e["position"].as_u64().unwrap() < d)
+                .collect();
+            let mut sse = c.sse(&path, &[]);
+            sse.set_read_timeout(Duration::from_secs(20));
+            let got = sse.expect_events(before.len(), "revision");
+            assert_same(&got, &before, &format!("SSE {stream}"));
+            let m = sse.expect_message();
+            assert_eq!(m.event.as_deref(), Some("error"), "{m:?}");
+            check_corrupt_body(&m.json(), &sub, &format!("SSE {stream} error"));
+        }
         // Single events: each intact one, and the damaged one a 500.
         for e in all.iter().filter(|e| e["stream"] == stream) {
             let rev = e["revision"].as_u64().unwrap();
@@ -402,7 +433,18 @@ fn check(dir: &Path, expect: Expect) {
     }
 
     // The consumer group delivers every intact event and parks the damaged one as `corrupt`.
-    check_group(&c, &intact, &expect);
+    check_group(&c, "g", &intact, &expect, None);
+    check_group(&c, "gc", &intact, &expect, None);
+    if let Some(e) = &damaged_event {
+        // The group on the damaged event's stream parks it by revision.
+        let stream = e["stream"].as_str().unwrap();
+        let want: Vec<&Value> = intact
+            .iter()
+            .copied()
+            .filter(|x| x["stream"] == stream)
+            .collect();
+        check_group(&c, &format!("g-{stream}"), &want, &expect, Some(e));
+    }
     // The projection faults at the damaged event (or runs through when there is none).
     check_projection(&c, &intact, &expect);
 
@@ -633,8 +675,16 @@ fn check_sse(c: &Client, want: &[&Value], expect: &Expect) {
     assert_same(&got, &after, "SSE after the damage");
 }
 
-fn check_group(c: &Client, want: &[&Value], expect: &Expect) {
-    let g = Group::new(c, "g");
+/// The group `name` delivers `want` and parks the damaged event as `corrupt`; `by_revision`:
+/// the damaged event, for a group on its stream (the cursor is then its revision).
+fn check_group(
+    c: &Client,
+    name: &str,
+    want: &[&Value],
+    expect: &Expect,
+    by_revision: Option<&Value>,
+) {
+    let g = Group::new(c, name);
     let mut got = Vec::new();
     let deadline = Instant::now() + Duration::from_secs(60);
     while got.len() < want.len() && Instant::now() < deadline {
@@ -644,7 +694,7 @@ fn check_group(c: &Client, want: &[&Value], expect: &Expect) {
         got.extend(msgs.into_iter().map(|m| m.event));
     }
     got.sort_by_key(|e| e["position"].as_u64());
-    assert_same(&got, want, "group deliveries");
+    assert_same(&got, want, &format!("group {name} deliveries"));
     let parked = g.parked();
     match expect.damaged {
         None => assert!(parked.is_empty(), "{parked:?}"),
@@ -652,8 +702,19 @@ fn check_group(c: &Client, want: &[&Value], expect: &Expect) {
             assert_eq!(parked.len(), 1, "{parked:?}");
             let p = &parked[0];
             assert_eq!(p["reason"], "corrupt", "{p}");
-            assert_eq!(p["position"], d, "{p}");
-            assert_eq!(p["cursor"], d, "{p}");
+            match by_revision {
+                None => {
+                    assert_eq!(p["position"], d, "{p}");
+                    assert_eq!(p["cursor"], d, "{p}");
+                }
+                Some(e) => {
+                    assert_eq!(p["cursor"], e["revision"], "{p}");
+                    assert_eq!(p["revision"], e["revision"], "{p}");
+                    assert_eq!(p["stream"], e["stream"], "{p}");
+                    // The position where the store still knows it.
+                    assert!(p["position"].is_null() || p["position"] == d, "{p}");
+                }
+            }
             assert!(p["file"].is_string() && p["offset"].is_u64(), "{p}");
             // A replay re-reads it: still damaged, it stays parked. (A replay is a write:
             // 503 on a read-only store.)
