@@ -15,6 +15,11 @@
 //!   from the moment fsync (or write) fails with EIO, appends answer 503 `unavailable` and
 //!   `/health` 503 `read_only`; after a restart (EIO off, unsynced state dropped) every
 //!   acknowledged event is there.
+//! - `eio_on_fsync_under_concurrent_appends` / `eio_on_write_under_concurrent_appends` /
+//!   `eio_while_sealing_a_segment_under_concurrent_appends` (`Fault::IndexFsyncEio`: only the
+//!   index file's fsync fails, i.e. during a seal): the same with several writers appending at
+//!   once — each writer ends on a 503, nothing more is acknowledged, and after the restart every
+//!   acknowledged batch is there, whole.
 //!
 //! Where FUSE cannot be mounted (no `/dev/fuse`, not allowed), the tests print why and pass;
 //! with `CI=true` they fail instead (`.ci/run` installs `fuse3`).
@@ -478,6 +483,126 @@ fn eio_makes_the_server_read_only(test: &str, fault: Fault) {
     );
     client.get("/health").assert_status(200);
     kill(server);
+}
+
+/// The disk fails under concurrent writers (several threads appending batches, segments sealed
+/// all the time): from the first failure on, nothing more is acknowledged (every writer ends
+/// on 503 `unavailable`), `/health` is 503 `read_only` and reads go on; after a restart on the
+/// durable state every acknowledged batch is there, whole, and the store takes appends again.
+fn eio_under_concurrent_appends(test: &str, fault: Fault) {
+    let Some((_dir, mut fs)) = mount(test) else {
+        return;
+    };
+    let data = data_dir(&fs);
+    let server = start(&data);
+    let addr = server.connect_addr();
+    let client = server.client();
+    let ledgers: Vec<Arc<Mutex<Ledger>>> = (0..WRITERS)
+        .map(|_| Arc::new(Mutex::new(Ledger::default())))
+        .collect();
+    let stop = Arc::new(AtomicBool::new(false));
+    let threads: Vec<_> = (0..WRITERS)
+        .map(|w| {
+            let (ledger, stop) = (ledgers[w].clone(), stop.clone());
+            std::thread::spawn(move || writer(addr, w, ledger, stop))
+        })
+        .collect();
+    let acked = || -> usize { ledgers.iter().map(|l| l.lock().unwrap().acked.len()).sum() };
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while acked() < 40 && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    assert!(acked() >= 40, "{test}: appends too slow before the fault");
+    let seals_before = segment_count(&data);
+    fs.set_fault(Some(fault));
+    // Every writer stops at its first unacknowledged append (a 503).
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while threads.iter().any(|t| !t.is_finished()) && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    stop.store(true, Ordering::Relaxed);
+    for t in threads {
+        t.join().expect("writer thread");
+    }
+    for (w, ledger) in ledgers.iter().enumerate() {
+        let l = ledger.lock().unwrap();
+        assert!(
+            !l.unknown.is_empty(),
+            "{test}: writer {w} was never refused ({} batches acknowledged)\n{}",
+            l.acked.len(),
+            server.stderr()
+        );
+    }
+    assert!(fs.counters().failed > 0, "{test}: the fault never fired");
+    if fault == Fault::IndexFsyncEio {
+        // The failing fsync was a seal's: the segment it sealed is the last one written.
+        assert!(
+            segment_count(&data) >= seals_before,
+            "{test}: segments went missing"
+        );
+        let stderr = server.stderr();
+        assert!(
+            stderr.contains(".idx"),
+            "{test}: the seal's failure is not reported:\n{stderr}"
+        );
+    }
+    let health = client.get("/health");
+    health.assert_status(503);
+    assert_eq!(
+        health.json()["status"],
+        "read_only",
+        "{test}: {}",
+        health.text()
+    );
+    let context = format!("{test}, before the restart");
+    for (w, ledger) in ledgers.iter().enumerate() {
+        check_stream(&client, w, &ledger.lock().unwrap(), &context);
+    }
+    fs.set_fault(None);
+    kill(server);
+    fs.power_cut(Cut::DropUnsynced).expect("power cut");
+    let server = start(&data);
+    let client = server.client();
+    let context = format!("{test}, after the restart");
+    for (w, ledger) in ledgers.iter().enumerate() {
+        check_stream(&client, w, &ledger.lock().unwrap(), &context);
+    }
+    let reply = try_append(server.connect_addr(), "probe", &batch(0, 0, 1));
+    assert!(
+        matches!(reply, Some((201, _))),
+        "{test}: append after restart: {reply:?}"
+    );
+    client.get("/health").assert_status(200);
+    kill(server);
+}
+
+/// Segment files in `data`.
+fn segment_count(data: &Path) -> usize {
+    std::fs::read_dir(data)
+        .map(|d| {
+            d.filter_map(|e| e.ok())
+                .filter(|e| e.path().extension().is_some_and(|x| x == "seg"))
+                .count()
+        })
+        .unwrap_or(0)
+}
+
+#[test]
+fn eio_on_fsync_under_concurrent_appends() {
+    eio_under_concurrent_appends("eio_on_fsync_under_concurrent_appends", Fault::FsyncEio);
+}
+
+#[test]
+fn eio_on_write_under_concurrent_appends() {
+    eio_under_concurrent_appends("eio_on_write_under_concurrent_appends", Fault::WriteEio);
+}
+
+#[test]
+fn eio_while_sealing_a_segment_under_concurrent_appends() {
+    eio_under_concurrent_appends(
+        "eio_while_sealing_a_segment_under_concurrent_appends",
+        Fault::IndexFsyncEio,
+    );
 }
 
 #[test]

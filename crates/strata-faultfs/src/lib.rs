@@ -87,6 +87,10 @@ pub enum Fault {
     FsyncEio,
     /// Every `write` and truncation fails with `EIO` and changes nothing.
     WriteEio,
+    /// Every `fsync` of a file whose name contains `.idx` (an index file, or its temporary
+    /// file while a segment is sealed) fails with `EIO` and makes nothing durable; other files
+    /// are unaffected: the disk fails exactly while the server seals a segment.
+    IndexFsyncEio,
 }
 
 /// What a power cut keeps of the volatile state (see the crate docs).

@@ -331,6 +331,9 @@ impl Model {
         }
         self.mutate(|m| format!("fsync {}", m.path_of(ino)))?;
         self.check_fault(Fault::FsyncEio)?;
+        if self.fault == Some(Fault::IndexFsyncEio) && self.path_of(ino).contains(".idx") {
+            self.check_fault(Fault::IndexFsyncEio)?;
+        }
         match self.nodes.get_mut(&ino) {
             Some(Node::File(f)) => {
                 for op in f.pending.drain(..) {

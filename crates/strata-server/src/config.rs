@@ -63,10 +63,14 @@ impl Config {
         }
     }
 
-    /// The store options with the limits of [`Config::limits`] applied.
+    /// The store options with the limits of [`Config::limits`] applied, and (unless the
+    /// options bring their own) a damage hook that logs each damaged range at error level.
     pub fn store_options(&self) -> Options {
         let mut options = self.store.clone();
         options.limits = self.limits.store_limits();
+        if options.on_damage.is_none() {
+            options.on_damage = Some(crate::ops::damage_hook());
+        }
         options
     }
 }

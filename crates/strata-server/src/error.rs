@@ -100,7 +100,21 @@ pub enum Error {
     /// again by themselves once space is free.
     #[error("{0}")]
     InsufficientStorage(String),
-    /// 500 `internal`: an unexpected failure (corruption or I/O error on a read).
+    /// 500 `corrupt`: the request needs an event whose bytes on disk are damaged; extra fields
+    /// `file`, `offset` and (where known) `position`. Stays a 500 whatever the store's health:
+    /// a retry cannot help until the damage is repaired, and every other event stays readable.
+    #[error("{message}")]
+    Corrupt {
+        /// The store's description of the damage.
+        message: String,
+        /// The damaged file.
+        file: String,
+        /// Byte offset of the damaged frame or structure in `file`.
+        offset: u64,
+        /// The log position of the damaged event, where it is known.
+        position: Option<u64>,
+    },
+    /// 500 `internal`: an unexpected failure (an I/O error on a read).
     #[error("{0}")]
     Internal(String),
     /// Start-up: the listen address could not be resolved or bound.
@@ -201,6 +215,7 @@ impl Error {
             Error::InsufficientStorage(_) => {
                 (StatusCode::INSUFFICIENT_STORAGE, "insufficient_storage")
             }
+            Error::Corrupt { .. } => (StatusCode::INTERNAL_SERVER_ERROR, "corrupt"),
             Error::Internal(_)
             | Error::Bind { .. }
             | Error::InsecureListen { .. }
@@ -231,6 +246,18 @@ impl Error {
             }
             Error::UnknownAckIds { ids, .. } => {
                 body.insert("unknown_ack_ids".into(), json!(ids));
+            }
+            Error::Corrupt {
+                file,
+                offset,
+                position,
+                ..
+            } => {
+                body.insert("file".into(), json!(file));
+                body.insert("offset".into(), json!(offset));
+                if let Some(position) = position {
+                    body.insert("position".into(), json!(position));
+                }
             }
             Error::InvalidScript { line, column, .. } => {
                 if let Some(line) = line {
@@ -264,10 +291,11 @@ fn actual_json(actual: CurrentRevision) -> Value {
 
 impl Error {
     /// A store error as the API answers it, given the store's health when it happened: an
-    /// internal failure (I/O, corruption) is 503 `unavailable` once a storage fault has turned
-    /// the store read-only (a retry after a restart or repair can help), else what
+    /// internal failure (I/O) is 503 `unavailable` once a storage fault has turned the store
+    /// read-only (a retry after a restart or repair can help), else what
     /// [`From<strata_store::Error>`] says. A full disk is no fault: it does not stop reads, so a
-    /// failed read stays a 500 then.
+    /// failed read stays a 500 then. Damage is 500 `corrupt` in every state: it names the
+    /// damaged bytes, and every other event stays readable.
     pub(crate) fn from_store(e: strata_store::Error, health: &strata_store::Health) -> Error {
         match Error::from(e) {
             Error::Internal(message) if matches!(health, strata_store::Health::ReadOnly(_)) => {
@@ -279,8 +307,9 @@ impl Error {
 }
 
 impl From<strata_store::Error> for Error {
-    /// Maps a store error to its API error. Corruption and I/O errors become 500 here; callers
-    /// that can see the store turn them into 503 once it is read-only (see `App::store_error`).
+    /// Maps a store error to its API error. Corruption is 500 `corrupt` (with the file, offset
+    /// and position); I/O errors become 500 `internal` here, and callers that can see the store
+    /// turn those into 503 once it is read-only (see `App::store_error`).
     fn from(e: strata_store::Error) -> Self {
         use strata_store::Error as S;
         match e {
@@ -297,7 +326,24 @@ impl From<strata_store::Error> for Error {
                 "{e}; appends succeed again once space is freed"
             )),
             S::Closed => Error::Unavailable("the server is shutting down".into()),
-            e @ (S::Corruption { .. } | S::Io { .. }) => Error::Internal(e.to_string()),
+            e @ S::Corruption { .. } => {
+                let message = e.to_string();
+                match e {
+                    S::Corruption {
+                        file,
+                        offset,
+                        position,
+                        ..
+                    } => Error::Corrupt {
+                        message,
+                        file: file.display().to_string(),
+                        offset,
+                        position,
+                    },
+                    _ => Error::Internal(message),
+                }
+            }
+            e @ S::Io { .. } => Error::Internal(e.to_string()),
         }
     }
 }
@@ -358,15 +404,43 @@ mod tests {
     #[test]
     fn internal_failures_are_unavailable_only_when_the_store_is_read_only() {
         use strata_store::Health;
-        let corrupt = || strata_store::Error::corruption("seg", 7, "bad crc");
+        let io = || strata_store::Error::Io {
+            path: "seg".into(),
+            source: std::io::Error::other("EIO"),
+        };
         let read_only = Health::ReadOnly("fsync failed".into());
         let disk_full = Health::DiskFull("no space".into());
         let status = |e: Error| e.into_response().status().as_u16();
-        assert_eq!(status(Error::from_store(corrupt(), &read_only)), 503);
-        assert_eq!(status(Error::from_store(corrupt(), &disk_full)), 500);
-        assert_eq!(status(Error::from_store(corrupt(), &Health::Ok)), 500);
+        assert_eq!(status(Error::from_store(io(), &read_only)), 503);
+        assert_eq!(status(Error::from_store(io(), &disk_full)), 500);
+        assert_eq!(status(Error::from_store(io(), &Health::Ok)), 500);
         let not_found = strata_store::Error::StreamNotFound { stream: "s".into() };
         assert_eq!(status(Error::from_store(not_found, &read_only)), 404);
+    }
+
+    /// Damage is 500 `corrupt` naming the file, offset and position, also while the store is
+    /// read-only (writes then answer 503, reads of intact events go on).
+    #[test]
+    fn corruption_is_500_corrupt_with_file_offset_and_position() {
+        use strata_store::Health;
+        let e = || strata_store::Error::corruption("/d/0.seg", 77, "frame checksum mismatch");
+        for health in [
+            Health::Ok,
+            Health::ReadOnly("damage in the open segment".into()),
+            Health::Damaged("damage".into()),
+        ] {
+            let api = Error::from_store(e().at_position(12), &health);
+            assert_eq!(
+                api.status_and_code(),
+                (StatusCode::INTERNAL_SERVER_ERROR, "corrupt")
+            );
+            let body = api.body();
+            assert_eq!(body["file"], json!("/d/0.seg"));
+            assert_eq!(body["offset"], json!(77));
+            assert_eq!(body["position"], json!(12));
+        }
+        let body = Error::from(e()).body();
+        assert!(body.get("position").is_none(), "{body}");
     }
 
     #[test]
@@ -416,7 +490,7 @@ mod tests {
             (
                 strata_store::Error::corruption("/x", 5, "bad crc"),
                 500,
-                "internal",
+                "corrupt",
             ),
         ];
         for (e, status, code) in cases {

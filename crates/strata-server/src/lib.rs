@@ -31,6 +31,7 @@
 //! | `body` | request bodies within their limits; the channel body of streamed responses and its page sizer |
 //! | `response` | JSON responses with their status; the headers of streamed responses |
 //! | `event_json` | the event JSON writer |
+//! | `until_damage` | pages that end before a damaged event (the next page answers it) |
 //! | `live_feed` | the loop of every live reader of the log (SSE, group feeders): read, then wait for commits |
 //! | `metrics` | the server's counters and the Prometheus text of `GET /metrics` |
 //! | [`auth`] | bearer tokens, roles and stream prefixes |
@@ -90,6 +91,7 @@ mod stream_name;
 mod streams;
 mod subscribe;
 mod tls;
+mod until_damage;
 
 pub use app::App;
 pub use auth::{Auth, Role};

@@ -73,7 +73,7 @@ pub fn document() -> Value {
                 "security": [],
                 "responses": {
                     "200": { "description": "Accepting writes.", "content": json_body(schema_ref("Health")) },
-                    "503": { "description": "The store is read-only after a storage fault (`read_only`), or the disk is full (`disk_full`: reads go on, appends answer 507 until space is free).", "content": json_body(schema_ref("Health")) }
+                    "503": { "description": "The store is read-only after a storage fault or damage in the open segment (`read_only`), damaged bytes were found in sealed data (`damaged`: reads of intact events and appends go on), or the disk is full (`disk_full`: reads go on, appends answer 507 until space is free). `damage` lists the damaged ranges.", "content": json_body(schema_ref("Health")) }
                 }
             }
         },
@@ -291,8 +291,23 @@ pub fn document() -> Value {
         "unsupported_media_type",
         "unavailable",
         "insufficient_storage",
+        "corrupt",
         "internal",
     ];
+    let damage_list = json!({
+        "type": "array",
+        "description": "Each damaged byte range found, with the log positions (`to` exclusive) whose events it held, when known.",
+        "items": {
+            "type": "object",
+            "required": ["file", "offset", "length"],
+            "properties": {
+                "file": { "type": "string" },
+                "offset": { "type": "integer" },
+                "length": { "type": "integer" },
+                "positions": { "type": "object", "properties": { "from": { "type": "integer" }, "to": { "type": "integer" } } }
+            }
+        }
+    });
     let error_response = |description: &str| json!({ "description": description, "content": json_body(schema_ref("Error")) });
 
     let mut doc = json!({
@@ -332,7 +347,7 @@ pub fn document() -> Value {
                 "UnsupportedMediaType": error_response("`unsupported_media_type`: the body must be `application/json`."),
                 "InsufficientStorage": error_response("`insufficient_storage`: the disk is full; nothing was written. Appends succeed again by themselves once space is free."),
                 "Unavailable": error_response("`unavailable`: the store is read-only after a storage fault, or the server is shutting down."),
-                "Internal": error_response("`internal`: an unexpected failure.")
+                "Internal": error_response("`corrupt`: the request needs an event whose bytes on disk are damaged (with `file`, `offset`, and `position` where known; an NDJSON or SSE response that reaches it ends with this error instead), or `internal`: an unexpected failure.")
             },
             "schemas": {
                 "Event": {
@@ -465,17 +480,20 @@ pub fn document() -> Value {
                         "event_id": { "type": "string", "format": "uuid" },
                         "type": { "type": "string" },
                         "delivery": { "type": "integer" },
-                        "reason": { "enum": ["max_deliveries", "nacked"] },
-                        "parked_at": { "type": "string", "format": "date-time" }
+                        "reason": { "enum": ["max_deliveries", "nacked", "corrupt"] },
+                        "parked_at": { "type": "string", "format": "date-time" },
+                        "file": { "type": "string", "description": "`corrupt`: the damaged file (then what the damage hides is null: stream, revision, type, event_id)." },
+                        "offset": { "type": "integer", "description": "`corrupt`: the byte offset of the damage in `file`." }
                     }
                 },
                 "Health": {
                     "type": "object",
                     "required": ["status"],
                     "properties": {
-                        "status": { "enum": ["ok", "read_only", "disk_full"] },
-                        "error": { "enum": ["unavailable", "insufficient_storage"] },
-                        "message": { "type": "string" }
+                        "status": { "enum": ["ok", "read_only", "damaged", "disk_full"] },
+                        "error": { "enum": ["unavailable", "corrupt", "insufficient_storage"] },
+                        "message": { "type": "string" },
+                        "damage": damage_list
                     }
                 },
                 "Info": {
@@ -489,7 +507,7 @@ pub fn document() -> Value {
                         "bytes_on_disk": { "type": "integer" },
                         "uptime_seconds": { "type": "integer" },
                         "fsync": { "type": "string" },
-                        "status": { "enum": ["ok", "read_only", "disk_full"] },
+                        "status": { "enum": ["ok", "read_only", "damaged", "disk_full"] },
                         "read_only_reason": { "type": ["string", "null"] },
                         "open_subscriptions": { "type": "integer" }
                     }
@@ -504,7 +522,10 @@ pub fn document() -> Value {
                         "actual": { "description": "wrong_expected_revision: the last revision, or \"no_stream\"." },
                         "stream": { "type": "string" },
                         "id": { "type": "string", "format": "uuid", "description": "duplicate_event_id: one of the ids that exists." },
-                        "unknown_ack_ids": { "type": "array", "items": { "type": "string" }, "description": "invalid_request from an ack or nack: the ack ids the group does not know (nothing was acked)." }
+                        "unknown_ack_ids": { "type": "array", "items": { "type": "string" }, "description": "invalid_request from an ack or nack: the ack ids the group does not know (nothing was acked)." },
+                        "file": { "type": "string", "description": "corrupt: the damaged file." },
+                        "offset": { "type": "integer", "description": "corrupt: the byte offset of the damaged frame or structure in `file`." },
+                        "position": { "type": "integer", "description": "corrupt: the log position of the damaged event, when known." }
                     }
                 }
             }

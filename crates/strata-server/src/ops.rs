@@ -147,3 +147,26 @@ pub(crate) async fn metrics(
     )
         .into_response())
 }
+
+/// The store's damage hook ([`strata_store::Options::on_damage`]): one error-level log line
+/// per damaged range, the moment the store finds it (at open, by a read, by an index rebuild),
+/// with the file, offset, length and the log positions whose events it held.
+pub(crate) fn damage_hook() -> strata_store::DamageHook {
+    std::sync::Arc::new(|d: &strata_store::Damage| {
+        let positions = if d.positions.is_empty() {
+            "none".to_owned()
+        } else {
+            format!("{}..{}", d.positions.start, d.positions.end)
+        };
+        tracing::error!(
+            file = %d.file.display(),
+            offset = d.offset,
+            length = d.length,
+            positions = %positions,
+            indexed = d.indexed,
+            detail = %d.detail,
+            "damaged data found: events outside these bytes stay readable; run `strata verify`, \
+             then `strata repair` with the server stopped"
+        );
+    })
+}

@@ -22,6 +22,7 @@ use crate::headers::{last_event_id, representation, Representation};
 use crate::path::{EventPath, StreamPath};
 use crate::query::{parse_digits, Query, ReadParams, Source, Target};
 use crate::response::json_response;
+use crate::until_damage::read_until_damage;
 use crate::{replay, stream_name, subscribe};
 
 /// `GET /streams/{stream}`.
@@ -67,12 +68,12 @@ async fn answer(
             let (from, direction, limit) = (params.read_from(), params.direction, params.limit);
             let page = app
                 .blocking(move |store| {
-                    let slice = match &source {
-                        Source::Stream(stream) => {
-                            store.read_stream(stream, from, direction, limit)?
-                        }
-                        Source::All(filter) => store.read_all(from, direction, limit, filter)?,
-                    };
+                    // A page that reaches a damaged event ends before it; the page that
+                    // starts at it answers 500 `corrupt`.
+                    let slice = read_until_damage(from, limit, |from, limit| match &source {
+                        Source::Stream(stream) => store.read_stream(stream, from, direction, limit),
+                        Source::All(filter) => store.read_all(from, direction, limit, filter),
+                    })?;
                     Ok(render_page(&slice))
                 })
                 .await?;

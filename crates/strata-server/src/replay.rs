@@ -10,6 +10,10 @@
 //! The status line goes out after the first page was read, so a missing or deleted stream is
 //! still a 404 / 410. Should a later page fail (the stream deleted meanwhile, a storage fault),
 //! the last line is an error object `{"error": ..., "message": ...}` — never an event.
+//!
+//! Damage: a page ends before a damaged event ([`crate::until_damage`]), so every intact event
+//! before it is sent, and the next page's 500 `corrupt` error (with `file`, `offset`,
+//! `position`) is the last line. A replay whose first event is damaged is a plain 500.
 
 use axum::response::Response;
 use bytes::Bytes;
@@ -22,6 +26,7 @@ use crate::error::Result;
 use crate::event_json::{write_event, Layout};
 use crate::query::{ReadParams, Source};
 use crate::response::streamed;
+use crate::until_damage::read_until_damage;
 
 /// Pages buffered between the producer and the response.
 const CHANNEL_PAGES: usize = 2;
@@ -117,14 +122,18 @@ impl Job {
                     let head = store.head(stream)?;
                     self.bound = Some(head.last_revision.map_or(0, |r| r + 1));
                 }
-                let slice = store.read_stream(stream, self.next, self.direction, limit)?;
+                let slice = read_until_damage(self.next, limit, |from, limit| {
+                    store.read_stream(stream, from, self.direction, limit)
+                })?;
                 (slice, |e| e.revision)
             }
             Source::All(filter) => {
                 if forward && self.bound.is_none() {
                     self.bound = Some(store.next_position());
                 }
-                let slice = store.read_all(self.next, self.direction, limit, filter)?;
+                let slice = read_until_damage(self.next, limit, |from, limit| {
+                    store.read_all(from, self.direction, limit, filter)
+                })?;
                 (slice, |e| e.position)
             }
         };

@@ -74,6 +74,7 @@ impl Server {
             addr = %local_addr,
             data_dir = %config.data_dir.display(),
             next_position = store.next_position(),
+            damaged_ranges = store.damage().len(),
             auth = config.auth.is_enabled(),
             tls,
             "store open"

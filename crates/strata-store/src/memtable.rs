@@ -24,8 +24,13 @@ pub(crate) struct Memtable {
     pub categories: HashMap<u64, Vec<u64>, RandomState>,
     /// Event-type hash → positions, ascending.
     pub types: HashMap<u64, Vec<u64>, RandomState>,
-    /// Streams whose revision 0 lies in this segment.
+    /// Streams whose revision 0 lies in this segment — or, after positions lost in damage,
+    /// whose first event here follows the loss (their revision 0 may be among the lost ones):
+    /// the stream listing starts from these names, so a stream is never left out for its
+    /// first event being damaged.
     pub created: BTreeSet<String>,
+    /// Positions without an intact frame were recorded ([`Memtable::insert_missing`]).
+    after_loss: bool,
 }
 
 /// What the memtable records of one event (hashes precomputed by the caller).
@@ -65,6 +70,9 @@ impl Memtable {
             None => {
                 self.streams
                     .insert(e.stream.to_owned(), vec![(e.revision, e.position)]);
+                if self.after_loss {
+                    self.created.insert(e.stream.to_owned());
+                }
             }
         }
         self.ids.insert((e.stream_hash, e.id), e.revision);
@@ -80,6 +88,7 @@ impl Memtable {
 
     /// Records positions that have no intact frame (events must be inserted in position order).
     pub fn insert_missing(&mut self, positions: std::ops::Range<u64>) {
+        self.after_loss |= !positions.is_empty();
         self.offsets
             .extend(positions.map(|_| crate::index_file::NO_FRAME));
     }

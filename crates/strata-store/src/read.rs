@@ -205,11 +205,36 @@ pub(crate) fn read_all(
     limit: usize,
     filter: &AllFilter,
 ) -> Result<ReadSlice> {
+    match read_all_page(shared, from, direction, limit, filter, true) {
+        // The event after the page, read only to tell whether the page is the end, may be the
+        // damaged one: then the page itself is intact, and not the end.
+        Err(Error::Corruption { .. }) => {
+            read_all_page(shared, from, direction, limit, filter, false)
+        }
+        other => other,
+    }
+}
+
+/// [`read_all`]; with `lookahead`, one event more than asked is read to tell whether the page
+/// is the end; without, a full page is taken as not the end.
+fn read_all_page(
+    shared: &Shared,
+    from: ReadFrom,
+    direction: Direction,
+    limit: usize,
+    filter: &AllFilter,
+    lookahead: bool,
+) -> Result<ReadSlice> {
     let limit = limit.max(1);
     let committed = shared.committed();
     let state = shared.snapshot();
     // One event more than asked tells whether the page is the end.
-    let want = limit.saturating_add(1);
+    let want = if lookahead {
+        limit.saturating_add(1)
+    } else {
+        limit
+    };
+    let full = |n: usize| n > limit || (!lookahead && n == limit);
     let mut events: Vec<RecordedEvent> = Vec::new();
     match direction {
         Direction::Forward => {
@@ -246,7 +271,7 @@ pub(crate) fn read_all(
                     }
                 })?;
             }
-            if events.len() > limit {
+            if full(events.len()) {
                 events.truncate(limit);
                 let next = events.last().map_or(start, |e| e.position + 1);
                 Ok(ReadSlice {
@@ -294,13 +319,13 @@ pub(crate) fn read_all(
                 }
                 hi = lo;
             }
-            if events.len() > limit {
+            if full(events.len()) {
                 events.truncate(limit);
-                let next = events.last().map(|e| e.position - 1);
+                let next = events.last().and_then(|e| e.position.checked_sub(1));
                 Ok(ReadSlice {
                     events,
                     next,
-                    end: false,
+                    end: next.is_none(),
                 })
             } else {
                 Ok(ReadSlice {

@@ -91,7 +91,31 @@ impl Subscription {
 
     /// Returns up to `max` events available now, without waiting; empty when caught up.
     /// Each event is returned exactly once, in log order.
+    ///
+    /// Damage: the intact events before a damaged one are returned first; the poll that needs
+    /// the damaged event itself answers [`Error::Corruption`] and leaves the cursor on it (a
+    /// subscriber that decides to go on past it opens a new subscription after it). Never a
+    /// skip.
     pub fn poll(&mut self, max: usize) -> Result<Vec<RecordedEvent>> {
+        match self.poll_once(max) {
+            Err(Error::Corruption { .. }) if max > 1 => {
+                // The batch reaches damage: hand out the events before it, one at a time.
+                let mut out = Vec::new();
+                while out.len() < max {
+                    match self.poll_once(1) {
+                        Ok(batch) if batch.is_empty() => break,
+                        Ok(batch) => out.extend(batch),
+                        Err(e) if out.is_empty() => return Err(e),
+                        Err(_) => break,
+                    }
+                }
+                Ok(out)
+            }
+            other => other,
+        }
+    }
+
+    fn poll_once(&mut self, max: usize) -> Result<Vec<RecordedEvent>> {
         if self.shared.closed.load(Ordering::Acquire) {
             return Err(Error::Closed);
         }

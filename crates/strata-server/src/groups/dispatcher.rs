@@ -33,6 +33,8 @@ pub enum ParkReason {
     MaxDeliveries,
     /// A consumer nacked it with `park`.
     Nacked,
+    /// Its bytes on disk are damaged: parked as the feeder reached it, never delivered.
+    Corrupt,
 }
 
 impl ParkReason {
@@ -41,6 +43,7 @@ impl ParkReason {
         match self {
             ParkReason::MaxDeliveries => "max_deliveries",
             ParkReason::Nacked => "nacked",
+            ParkReason::Corrupt => "corrupt",
         }
     }
 }

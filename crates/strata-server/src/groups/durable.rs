@@ -15,6 +15,7 @@
 
 use std::collections::BTreeMap;
 
+use crate::until_damage::read_until_damage;
 use serde::{Deserialize, Serialize};
 use strata_store::{
     Direction, ExpectedRevision, NewEvent, ReadFrom, RecordedEvent, Store, StreamMetadata,
@@ -113,6 +114,10 @@ impl CheckpointRecord {
 }
 
 /// A parked event (what `GET /groups/{group}/parked` lists).
+///
+/// A damaged event (reason `corrupt`) was never delivered: what the damage hides is unknown
+/// there — an empty `stream` or `event_type`, a nil `event_id` and [`UNKNOWN`] for `revision` or
+/// `position` — and `file` / `offset` name the damaged bytes.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ParkedEntry {
     /// The event's cursor in the group's source.
@@ -134,7 +139,16 @@ pub struct ParkedEntry {
     pub reason: String,
     /// When it was parked, µs since the Unix epoch.
     pub parked_at: i64,
+    /// For a damaged event (reason `corrupt`): the damaged file.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub file: Option<String>,
+    /// For a damaged event (reason `corrupt`): the byte offset of the damage in `file`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub offset: Option<u64>,
 }
+
+/// A `revision` or `position` of a [`ParkedEntry`] that the damage hides.
+pub const UNKNOWN: u64 = u64::MAX;
 
 #[derive(Serialize, Deserialize)]
 struct Cursors {
@@ -185,10 +199,31 @@ fn for_each(
 ) -> strata_store::Result<()> {
     let mut from = ReadFrom::Start;
     loop {
-        let slice = match store.read_stream(stream, from, Direction::Forward, 1000) {
+        let read = read_until_damage(from, 1000, |from, limit| {
+            store.read_stream(stream, from, Direction::Forward, limit)
+        });
+        let slice = match read {
             Ok(s) => s,
             Err(strata_store::Error::StreamNotFound { .. })
             | Err(strata_store::Error::StreamDeleted { .. }) => return Ok(()),
+            // The record at `from` is damaged (or, with damage whose events are unknown, may
+            // be): the state is folded from every intact record, without that one, rather
+            // than not at all. A lost checkpoint means redeliveries (at-least-once holds).
+            Err(e @ strata_store::Error::Corruption { .. }) => {
+                let at = match from {
+                    ReadFrom::At(n) => n,
+                    ReadFrom::Start | ReadFrom::End => 0,
+                };
+                tracing::error!(stream, revision = at, error = %e, "a record of the server's own state is damaged; it is left out");
+                let head = store.head(stream).ok().and_then(|h| h.last_revision);
+                match head {
+                    Some(last) if last > at => {
+                        from = ReadFrom::At(at + 1);
+                        continue;
+                    }
+                    _ => return Ok(()),
+                }
+            }
             Err(e) => return Err(e),
         };
         for e in &slice.events {
@@ -375,6 +410,15 @@ pub fn load_checkpoint(
         },
         Err(strata_store::Error::StreamNotFound { .. })
         | Err(strata_store::Error::StreamDeleted { .. }) => Ok(None),
+        // The last record is damaged (or may be): the last intact one, if any.
+        Err(strata_store::Error::Corruption { .. }) => {
+            let mut last = None;
+            for_each(store, &stream, |e| {
+                last = Some(parse(e)?);
+                Ok(())
+            })?;
+            Ok(last)
+        }
         Err(e) => Err(e),
     }
 }
@@ -560,6 +604,8 @@ mod tests {
             delivery: 2,
             reason: "nacked".into(),
             parked_at: 5,
+            file: None,
+            offset: None,
         }
     }
 

@@ -27,6 +27,7 @@ use serde::Deserialize;
 use serde_json::{json, Value};
 
 use super::dispatcher::NackAction;
+use super::durable::UNKNOWN;
 use super::manager::{Group, GroupView, Message};
 use super::settings::Settings;
 use crate::app::App;
@@ -357,17 +358,25 @@ pub(crate) async fn parked(
     let list: Vec<Value> = entries
         .iter()
         .map(|p| {
-            json!({
+            // What damage hides of a `corrupt` entry is null.
+            let known = |n: u64| (n != UNKNOWN).then_some(n);
+            let text = |s: &str| (!s.is_empty()).then(|| s.to_owned());
+            let mut v = json!({
                 "cursor": p.cursor,
-                "stream": p.stream,
-                "revision": p.revision,
-                "position": p.position,
-                "event_id": p.event_id.to_string(),
-                "type": p.event_type,
+                "stream": text(&p.stream),
+                "revision": known(p.revision),
+                "position": known(p.position),
+                "event_id": (!p.event_id.is_nil()).then(|| p.event_id.to_string()),
+                "type": text(&p.event_type),
                 "delivery": p.delivery,
                 "reason": p.reason,
                 "parked_at": format_timestamp(p.parked_at),
-            })
+            });
+            if let (Some(file), Some(offset)) = (&p.file, p.offset) {
+                v["file"] = json!(file);
+                v["offset"] = json!(offset);
+            }
+            v
         })
         .collect();
     Ok(json_value(

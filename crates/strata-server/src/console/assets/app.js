@@ -456,6 +456,12 @@ screens.group = function (name) {
         h("h2", {}, "Settings"), h("pre", {}, pretty(g.settings)), h("h2", {}, "Stats"), h("pre", {}, pretty(g.stats)));
       const p = await api("GET", path + "/parked?max=100");
       const rows = await Promise.all(p.parked.map(async (e) => {
+        // A damaged event: what its bytes held is unknown (null fields); name the damage.
+        if (e.reason === "corrupt") {
+          const at = e.stream !== null ? `${e.stream} #${e.revision}` : `@${e.position}`;
+          return h("div", { class: "parked-entry" },
+            h("p", {}, h("span", { class: "mono" }, at), " — ", h("span", { class: "badge" }, e.reason), ` damaged bytes in ${e.file} at offset ${e.offset}, parked ${e.parked_at}`));
+        }
         let ev = null;
         try { ev = await api("GET", "/streams/" + enc(e.stream) + "/" + e.revision); } catch (_) { /* gone: shown without the event */ }
         return h("div", { class: "parked-entry" },

@@ -6,7 +6,8 @@
 //! It wakes long polls when it adds events, and acks waiting for it after a restart once it has
 //! read as far as it could (caught up, window full, or source unreadable). A source it cannot
 //! read (e.g. the source stream is deleted) is the group's error until it reads again; a later
-//! commit may fix it. When the store is closed under it, it stops the group's other tasks too,
+//! commit may fix it. A damaged event is parked with reason `corrupt` and the feeder goes on
+//! with the next one (never a silent skip, never a stalled group). When the store is closed under it, it stops the group's other tasks too,
 //! so that they release the store.
 
 use std::sync::Arc;
@@ -27,7 +28,7 @@ pub(super) async fn feeder(group: Arc<Group>, store: Store, batch: usize) {
 
 async fn feed(group: &Arc<Group>, store: Store, batch: usize) {
     let start = group.state.lock().dispatcher.fed_to();
-    let subscription = match group.source() {
+    let subscribe = |start: u64| match group.source() {
         Source::All => store.subscribe_all(start, AllFilter::default()),
         Source::Category(c) => store.subscribe_all(
             start,
@@ -38,6 +39,7 @@ async fn feed(group: &Arc<Group>, store: Store, batch: usize) {
         ),
         Source::Stream(s) => store.subscribe_stream(&s, start),
     };
+    let subscription = subscribe(start);
     // A store read is bounded by a count only: the largest event of the last reads bounds it by
     // the window's byte budget too (before any, the largest event the store accepts). The hint
     // halves with each read of smaller events, so one large event does not slow the group's
@@ -98,6 +100,33 @@ async fn feed(group: &Arc<Group>, store: Store, batch: usize) {
             }
             Err(FeedError::Lost | FeedError::Store(strata_store::Error::Closed)) => return,
             Err(FeedError::Store(e)) => {
+                // A damaged event: parked (reason `corrupt`), and the group goes on after it.
+                // The feed stops on the damaged event (the events before it were fed), so its
+                // cursor is the event's revision for a stream source; for the log, the error
+                // names the position.
+                let damaged_at = match (&e, group.source()) {
+                    // Only a revision the stream has: with damage of unknown events, a stream
+                    // not written yet answers damage too, and is waited for like any other.
+                    (strata_store::Error::Corruption { .. }, Source::Stream(s)) => {
+                        let cursor = feed.cursor();
+                        let store = store.clone();
+                        let head = tokio::task::spawn_blocking(move || store.head(&s))
+                            .await
+                            .ok()
+                            .and_then(|h| h.ok())
+                            .and_then(|h| h.last_revision);
+                        head.is_some_and(|last| last >= cursor).then_some(cursor)
+                    }
+                    (strata_store::Error::Corruption { position, .. }, _) => *position,
+                    _ => None,
+                };
+                if let Some(cursor) = damaged_at {
+                    if group.park_corrupt(cursor, &e) {
+                        feed = LiveFeed::new(subscribe(cursor.saturating_add(1)));
+                        group.wake.notify_waiters();
+                        continue;
+                    }
+                }
                 let message = e.to_string();
                 {
                     let mut st = group.state.lock();

@@ -19,13 +19,12 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use parking_lot::{Mutex, RwLock};
-use strata_store::RecordedEvent;
 use tokio::sync::{watch, Notify};
 use tokio::task::JoinHandle;
 
 use super::checkpointer::checkpointer;
 use super::feeder::feeder;
-use super::parked::read_parked_event;
+use super::parked::{read_parked_event, ParkedRead};
 use super::timer::timer;
 use super::{event_size, not_found, Counters, FlushState, Group, Groups, State};
 use crate::error::{Error, Result};
@@ -79,7 +78,7 @@ impl Groups {
         record: GroupRecord,
         checkpoint: Option<CheckpointRecord>,
         parked: durable::ParkedState,
-        replay_events: Vec<Option<RecordedEvent>>,
+        replay_events: Vec<ParkedRead>,
     ) -> Arc<Group> {
         let opts = &self.inner.options;
         let checkpoint = checkpoint.unwrap_or(CheckpointRecord {
@@ -107,9 +106,10 @@ impl Groups {
         );
         let mut replaying = BTreeMap::new();
         let mut unsaved = ParkedChanges::default();
+        let mut parked_map = parked.parked;
         for (entry, event) in parked.replaying.into_values().zip(replay_events) {
             match event {
-                Some(e) => {
+                ParkedRead::Event(e) => {
                     let size = event_size(&e);
                     dispatcher.replay(
                         entry.cursor,
@@ -119,7 +119,12 @@ impl Groups {
                     );
                     replaying.insert(entry.cursor, entry);
                 }
-                None => unsaved.resolved.push(entry.cursor),
+                ParkedRead::Missing => unsaved.resolved.push(entry.cursor),
+                // Damaged since it was replayed: parked again (as it was).
+                ParkedRead::Damaged => {
+                    unsaved.parked.push(entry.clone());
+                    parked_map.insert(entry.cursor, entry);
+                }
             }
         }
         let dirty = !unsaved.is_empty();
@@ -130,7 +135,7 @@ impl Groups {
             settings: RwLock::new(record.settings),
             state: Mutex::new(State {
                 dispatcher,
-                parked: parked.parked,
+                parked: parked_map,
                 replaying,
                 unsaved,
                 dirty,

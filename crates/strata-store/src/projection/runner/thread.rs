@@ -143,6 +143,9 @@ fn run_loop(sh: &RunnerShared) -> Result<(), Fault> {
         let batch = match feed.poll(sh.options.batch_size.max(1)) {
             Ok(b) => b,
             Err(Error::Closed) => return Ok(()),
+            // A damaged event faults the projection at it (never a skip), after the events
+            // before it were applied (the feed hands those out first).
+            Err(e @ Error::Corruption { position, .. }) => return Err(Fault::store(e, position)),
             Err(e) => return Err(store_fault(e)),
         };
         if batch.is_empty() {
