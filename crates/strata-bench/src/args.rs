@@ -84,7 +84,7 @@ pub struct BenchArgs {
     #[arg(long, value_name = "DIR")]
     pub fsync_dir: Option<std::path::PathBuf>,
     /// PID of the server when it runs on this machine: the report then adds the CPU time the
-    /// server and the generator spent per request (Linux, from `/proc/*/task/*/schedstat`).
+    /// server and the generator spent per request (Linux, from `/proc/<pid>/stat`).
     #[arg(long)]
     pub server_pid: Option<u32>,
 }

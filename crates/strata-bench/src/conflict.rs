@@ -2,7 +2,7 @@
 //! appending one event at a time to ONE fresh stream with an exact `Expected-Revision`; a `409`
 //! answer's `actual` field is the revision the racer retries with. Reports successful appends
 //! per second next to the raw fsync rate of the data directory's file system, measured in the
-//! same run just before ([`fsync_rate`]): with fsync on, every success needs its own durable
+//! same run, half just before and half just after ([`fsync_rate`]): with fsync on, every success needs its own durable
 //! commit, so that rate bounds the scenario.
 //!
 //! Afterwards the stream is read back and checked: its revisions dense from 0, exactly one
@@ -131,13 +131,16 @@ pub(crate) async fn conflict(
     dur: Duration,
     fsync_dir: Option<PathBuf>,
 ) -> Result<ConflictRun> {
-    let fsync_rate = match fsync_dir {
-        Some(dir) => tokio::task::spawn_blocking(move || fsync_rate(&dir, dur.min(FSYNC_PROBE)))
+    // Half of the probe just before the race, half just after: drifting load from other users
+    // of the disk hits both sides of the ratio alike.
+    let probe = |dir: Option<PathBuf>| async move {
+        let dir = dir?;
+        tokio::task::spawn_blocking(move || fsync_rate(&dir, dur.min(FSYNC_PROBE) / 2))
             .await
             .ok()
-            .flatten(),
-        None => None,
+            .flatten()
     };
+    let fsync_before = probe(fsync_dir.clone()).await;
     let stream = format!("{tag}-conflict");
     let path = format!("/streams/{stream}");
     let body = Arc::new(append_body(1, args.payload, 0));
@@ -204,6 +207,10 @@ pub(crate) async fn conflict(
     if let Some(e) = failure {
         return Err(e);
     }
+    let fsync_rate = match (fsync_before, probe(fsync_dir).await) {
+        (Some(a), Some(b)) => Some((a + b) / 2.0),
+        (a, b) => a.or(b),
+    };
     let last = results.iter().map(|r| r.2).max().unwrap_or(start);
     let conflicts = results.iter().map(|r| r.1).sum();
     let mut anomalies = 0u64;
