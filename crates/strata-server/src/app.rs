@@ -21,6 +21,7 @@ use crate::error::{Error, Result};
 use crate::groups::{self, GroupOptions, Groups};
 use crate::metrics::Metrics;
 use crate::projections::Projections;
+use crate::read_placement::ReadPlacement;
 use crate::{append, metrics, openapi, ops, read, streams};
 
 /// The shared state of the HTTP handlers: the store, auth, limits, metrics, the shutdown flag.
@@ -40,6 +41,8 @@ struct Inner {
     shutdown: watch::Sender<bool>,
     groups: Groups,
     projections: Arc<Projections>,
+    /// Where small reads run (inline or on the blocking pool).
+    reads: ReadPlacement,
 }
 
 impl App {
@@ -64,6 +67,7 @@ impl App {
                 keepalive_interval: config.keepalive_interval,
                 started: Instant::now(),
                 shutdown: watch::Sender::new(false),
+                reads: ReadPlacement::default(),
             }),
         }
     }
@@ -167,6 +171,24 @@ impl App {
         run_blocking("store task failed", move || f(&store))
             .await?
             .map_err(|e| self.store_error(e))
+    }
+
+    /// Runs a store read: inline on this async worker when it is `small` (a bounded lookup in
+    /// mapped data) and inline reads have been fast, else on the blocking pool like
+    /// [`App::blocking`] (see [`crate::read_placement`] for why and for the guard against page
+    /// faults that go to the disk).
+    pub(crate) async fn read<T, F>(&self, small: bool, f: F) -> Result<T>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Store) -> strata_store::Result<T> + Send + 'static,
+    {
+        if small && self.inner.reads.inline() {
+            let start = Instant::now();
+            let r = f(&self.inner.store);
+            self.inner.reads.record_inline(start.elapsed());
+            return r.map_err(|e| self.store_error(e));
+        }
+        self.blocking(f).await
     }
 
     /// Maps a store error to its API error: corruption and I/O errors are 500, or 503
