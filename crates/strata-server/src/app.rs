@@ -21,8 +21,7 @@ use crate::error::{Error, Result};
 use crate::groups::{self, GroupOptions, Groups};
 use crate::metrics::Metrics;
 use crate::projections::Projections;
-use crate::read_placement::ReadPlacement;
-use crate::{append, metrics, openapi, ops, read, streams};
+use crate::{append, metrics, openapi, ops, read, read_placement, streams};
 
 /// The shared state of the HTTP handlers: the store, auth, limits, metrics, the shutdown flag.
 /// Cheap to clone. Build a router for it with [`App::router`].
@@ -41,8 +40,6 @@ struct Inner {
     shutdown: watch::Sender<bool>,
     groups: Groups,
     projections: Arc<Projections>,
-    /// Where small reads run (inline or on the blocking pool).
-    reads: ReadPlacement,
 }
 
 impl App {
@@ -67,7 +64,6 @@ impl App {
                 keepalive_interval: config.keepalive_interval,
                 started: Instant::now(),
                 shutdown: watch::Sender::new(false),
-                reads: ReadPlacement::default(),
             }),
         }
     }
@@ -182,11 +178,9 @@ impl App {
         T: Send + 'static,
         F: FnOnce(&Store) -> strata_store::Result<T> + Send + 'static,
     {
-        if small && self.inner.reads.inline() {
-            let start = Instant::now();
-            let r = f(&self.inner.store);
-            self.inner.reads.record_inline(start.elapsed());
-            return r.map_err(|e| self.store_error(e));
+        if small && read_placement::shared().inline() {
+            let store = &self.inner.store;
+            return read_placement::inline(|| f(store)).map_err(|e| self.store_error(e));
         }
         self.blocking(f).await
     }

@@ -51,7 +51,8 @@
 //! `groups` and `projections`, `http` also uses its own domain modules (`super::...`).
 //!
 //! Small reads (a stream page, an unfiltered `/all` page, one event) run inline on the async
-//! worker while they are fast, on the blocking pool after one was slow (`read_placement`).
+//! worker while they are fast, on the blocking pool after one faulted (`read_placement`); so do
+//! the live feeds' reads at the live tail (`live_feed`).
 //! Other blocking store calls (large or filtered reads, listing, heads, deletes, metadata) run
 //! on tokio's blocking pool;
 //! appends wait for the group commit with [`strata_store::Store::append_async`]. Streamed

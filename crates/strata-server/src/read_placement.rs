@@ -1,6 +1,9 @@
 //! Where a small read runs: on the async worker that received the request, or on tokio's
 //! blocking pool.
 //!
+//! Used by the JSON page handlers (`App::read`) and by the live feeds of SSE and consumer groups
+//! at the live tail (`crate::live_feed`). One placement per process ([`shared`]).
+//!
 //! A JSON page of a stream (or of `/all` without a filter) is a lookup in memory-mapped data
 //! and a few KiB of rendering: ~5–15 µs of CPU when the pages are resident. Sending it to the
 //! blocking pool costs more than the read itself: two thread hand-offs, a futex wake-up each
@@ -23,6 +26,7 @@
 
 use std::cell::Cell;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::LazyLock;
 use std::time::{Duration, Instant};
 
 /// An inline read slower than this moves reads to the blocking pool for [`POOL_FOR`]. Resident
@@ -35,6 +39,21 @@ pub(crate) const POOL_FOR: Duration = Duration::from_secs(1);
 /// Most events of a page read inline: a page of up to this many events at the default event
 /// sizes renders in tens of µs. Larger pages go to the pool.
 pub(crate) const INLINE_MAX_EVENTS: usize = 1000;
+
+/// The process's placement: page faults are a matter of the process's mapped files, so every
+/// server of the process (there is one, outside tests) shares it.
+pub(crate) fn shared() -> &'static ReadPlacement {
+    static SHARED: LazyLock<ReadPlacement> = LazyLock::new(ReadPlacement::default);
+    &SHARED
+}
+
+/// Runs `read` inline, timed for the guard (see the module docs).
+pub(crate) fn inline<T>(read: impl FnOnce() -> T) -> T {
+    let start = Instant::now();
+    let out = read();
+    shared().record_inline(start.elapsed());
+    out
+}
 
 /// The adaptive choice between inline and pooled small reads (see the module docs).
 pub(crate) struct ReadPlacement {
