@@ -113,17 +113,18 @@ impl ReadPlacement {
 }
 
 thread_local! {
-    /// This thread's major fault count at its previous check.
-    static MAJOR_FAULTS: Cell<u64> = const { Cell::new(0) };
+    /// This thread's major fault count at its previous check (`None` before its first).
+    static MAJOR_FAULTS: Cell<Option<u64>> = const { Cell::new(None) };
 }
 
 /// Whether this thread took a major page fault (one served from the disk) since its previous
-/// check, as far as the OS tells; `true` where it cannot tell.
+/// check, as far as the OS tells; `true` where it cannot tell. A thread's first check only
+/// takes its count (the faults of its start-up are not a read's).
 fn faulted_since_last_check() -> bool {
     let Some(now) = thread_major_faults() else {
         return true;
     };
-    MAJOR_FAULTS.with(|last| last.replace(now) != now)
+    MAJOR_FAULTS.with(|last| last.replace(Some(now)).is_some_and(|before| before != now))
 }
 
 /// The calling thread's major page faults so far (Linux).
