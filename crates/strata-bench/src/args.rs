@@ -66,8 +66,25 @@ pub struct BenchArgs {
     /// Long-polling consumers of the `group-latency` scenario.
     #[arg(long, default_value_t = 4)]
     pub latency_consumers: usize,
+    /// Client count of the `read` scenario.
+    #[arg(long, default_value_t = 16)]
+    pub read_clients: usize,
+    /// Streams the `read` scenario picks from at random (filled once per server).
+    #[arg(long, default_value_t = 100_000)]
+    pub read_streams: u64,
+    /// Events in each stream of the `read` scenario (each read returns all of them).
+    #[arg(long, default_value_t = 10)]
+    pub read_stream_events: u64,
+    /// Racers of the `conflict` scenario.
+    #[arg(long, default_value_t = 16)]
+    pub racers: usize,
+    /// Directory whose file system's raw fsync rate the `conflict` scenario measures (a
+    /// scratch file is written and removed there). Default: the server's data directory as
+    /// `GET /info` reports it, when that path exists on this machine.
+    #[arg(long, value_name = "DIR")]
+    pub fsync_dir: Option<std::path::PathBuf>,
     /// PID of the server when it runs on this machine: the report then adds the CPU time the
-    /// server and the generator spent per request (Linux, from `/proc/*/task/*/schedstat`).
+    /// server and the generator spent per request (Linux, from `/proc/<pid>/stat`).
     #[arg(long)]
     pub server_pid: Option<u32>,
 }
@@ -81,6 +98,10 @@ pub enum Scenario {
     Batch,
     /// NDJSON replay of `/all`.
     Replay,
+    /// Whole 10-event stream reads (JSON pages) by N clients, streams picked at random.
+    Read,
+    /// Racers on one stream with exact expected revisions, retrying on 409.
+    Conflict,
     /// Append → SSE delivery latency at a fixed rate.
     Sse,
     /// Consumer group: pre-loaded events drained by 1, 4, 16 consumers (poll + batch ack).

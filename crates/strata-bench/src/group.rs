@@ -322,6 +322,7 @@ pub(crate) async fn group_latency(
         dur,
         clock,
         "group delivery",
+        args.server_pid,
     )
     .await;
     // Everything sent is delivered within a few seconds, or counted as lost.

@@ -11,6 +11,15 @@
 //!   request to its own stream, back to back, for `--duration`. Durable as the server's fsync
 //!   policy says (default `always`: fsynced before the `201`). Same workload as the embedded
 //!   `cargo bench --bench store -- append`, so the two rates can be compared.
+//! - `read`: `--read-clients` (16) clients, each on its own keep-alive connection, reading
+//!   whole streams of `--read-stream-events` (10) events as JSON pages, each read a stream picked
+//!   at random among `--read-streams` (100,000), back to back, for `--duration`. The streams are
+//!   filled first (one batched append each, once per server: later runs reuse them).
+//! - `conflict`: `--racers` (16) clients appending single events to ONE fresh stream with an
+//!   exact `Expected-Revision`, each retrying with the `actual` revision of the `409` it gets;
+//!   successes/s next to the raw fsync rate of the data directory's file system measured just
+//!   before (`--fsync-dir`, default the `data_dir` of `GET /info`); afterwards the stream is
+//!   read back and checked (dense, one event per success, no revision won twice).
 //! - `batch`: the same with `--batch-size` (100) events per request, `--batch-clients` (1, 4).
 //! - `replay`: makes sure the log holds at least `--events` (1M) events, appending batches if
 //!   it does not, then replays the last `--events` events of `/all` as NDJSON
@@ -35,6 +44,9 @@
 //!   at least `--events` events (events folded per second), then its lag (in events and in
 //!   time) while `--rate` events/s are appended for `--duration` (`projection` module).
 //!
+//! Every scenario also reports the CPU time the server (given `--server-pid`) and the generator
+//! spent per operation, from `/proc` (`probe`).
+//!
 //! For each it prints events/s and latency percentiles (nearest rank) per run, then Markdown
 //! tables with the median, min and max over the runs, on stdout; progress goes to stderr.
 //!
@@ -45,16 +57,18 @@
 //! - `http`: the minimal HTTP/1.1 client (its module docs say why it is hand-written).
 //! - `probe`: the `/proc` probes (CPU time of the server and of the generator, load average).
 //! - `report`: latencies, progress bars, the Markdown tables.
-//! - One module per workload: `append` (`append` and `batch`), `replay`, `sse` (and the
+//! - One module per workload: `append` (`append` and `batch`), `read`, `conflict`, `replay`, `sse` (and the
 //!   fixed-rate publisher), `group` (`group` and `group-latency`), `projection`.
 
 mod append;
 mod args;
+mod conflict;
 mod error;
 mod group;
 mod http;
 mod probe;
 mod projection;
+mod read;
 mod replay;
 mod report;
 mod sse;
@@ -81,6 +95,11 @@ pub fn run(args: BenchArgs) -> Result<ExitCode> {
     if args.runs == 0 || args.client_threads == 0 || args.rate == 0 || args.batch_size == 0 {
         return Err(Error::Usage(
             "--runs, --client-threads, --rate and --batch-size must be at least 1".into(),
+        ));
+    }
+    if args.read_clients == 0 || args.racers == 0 || args.read_streams == 0 {
+        return Err(Error::Usage(
+            "--read-clients, --racers and --read-streams must be at least 1".into(),
         ));
     }
     if args.clients.contains(&0)
@@ -129,6 +148,14 @@ async fn run_all(target: &Arc<Target>, args: &BenchArgs, verbose: bool) -> Resul
         args.runs,
         loadavg()
     ));
+    // Where the conflict scenario measures the raw fsync rate: the server's data directory
+    // when it is on this machine.
+    let fsync_dir = args.fsync_dir.clone().or_else(|| {
+        info["data_dir"]
+            .as_str()
+            .map(std::path::PathBuf::from)
+            .filter(|d| d.is_dir())
+    });
     let selected =
         |s: Scenario| args.scenario.contains(&s) || args.scenario.contains(&Scenario::All);
     let duration = Duration::from_secs_f64(args.duration);
@@ -160,6 +187,30 @@ async fn run_all(target: &Arc<Target>, args: &BenchArgs, verbose: bool) -> Resul
                 r.record(&mut report, "append", &config);
             }
         }
+        if selected(Scenario::Read) {
+            read::ensure_read_set(target, args).await?;
+            let config = format!(
+                "{} clients, {}-event streams among {}",
+                args.read_clients,
+                args.read_stream_events,
+                fmt_num(args.read_streams as f64)
+            );
+            let r = read::timed_reads(target, args.read_clients, args, duration).await?;
+            say(format!("run {}: read, {config}: {}", run + 1, r.summary()));
+            r.record(&mut report, &config);
+        }
+        if selected(Scenario::Conflict) {
+            let config = format!("{} racers, one stream", args.racers);
+            let r =
+                conflict::conflict(target, &tag, args.racers, args, duration, fsync_dir.clone())
+                    .await?;
+            say(format!(
+                "run {}: conflict, {config}: {}",
+                run + 1,
+                r.summary()
+            ));
+            r.record(&mut report, &config);
+        }
         if selected(Scenario::Batch) {
             for &clients in &args.batch_clients {
                 let config = format!(
@@ -179,7 +230,7 @@ async fn run_all(target: &Arc<Target>, args: &BenchArgs, verbose: bool) -> Resul
             r.record(&mut report);
         }
         if selected(Scenario::Sse) {
-            let r = sse(target, &tag, args.rate, duration).await?;
+            let r = sse(target, &tag, args.rate, duration, args.server_pid).await?;
             say(format!("run {}: sse: {}", run + 1, r.summary()));
             r.record(
                 &mut report,
@@ -271,6 +322,11 @@ mod tests {
                 group_consumers: vec![1, 3],
                 group_max: 100,
                 latency_consumers: 2,
+                read_clients: 3,
+                read_streams: 50,
+                read_stream_events: 10,
+                racers: 4,
+                fsync_dir: None,
             };
             let target = Arc::new(Target::resolve(&url, None, None).await.unwrap());
             let report = run_all(&target, &args, false).await.unwrap();
@@ -287,6 +343,12 @@ mod tests {
             assert!(value("append", "appends per group commit") >= 1.0);
             assert!(value("append", "server CPU µs per request") > 0.0);
             assert!(value("append", "generator CPU µs per request") > 0.0);
+            assert!(value("read", "events/s") > 0.0);
+            assert!(value("read", "server CPU µs per request") > 0.0);
+            assert!(value("conflict", "successes/s") > 0.0);
+            assert_eq!(value("conflict", "anomalies"), 0.0);
+            assert!(value("conflict", "successes / raw fsync") > 0.0);
+            assert!(value("sse", "server CPU µs per event") > 0.0);
             assert!(value("replay", "events/s") > 0.0);
             let replayed = report.rows.iter().find(|r| r.0 == "replay").unwrap();
             assert_eq!(replayed.1, "/all, last 3,000 events");

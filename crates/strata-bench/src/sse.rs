@@ -7,6 +7,7 @@ use std::time::{Duration, Instant};
 
 use crate::error::{Error, Result};
 use crate::http::{http_error, join_all, parse_decimal, task_failed, Target};
+use crate::probe::{CpuProbe, CpuUse};
 use crate::report::{fmt_num, micros, tick, timed_bar, Latencies, Report};
 
 /// The result of an append → SSE delivery run.
@@ -21,6 +22,8 @@ pub(crate) struct SseRun {
     /// Per event, delivery time minus the time its append was acknowledged (0 when the
     /// delivery came first), when measured: what delivery adds to the durable append.
     pub(crate) after_ack: Option<Latencies>,
+    /// CPU of the server and the generator while publishing (per event sent).
+    pub(crate) cpu: CpuUse,
 }
 
 impl SseRun {
@@ -45,7 +48,7 @@ impl SseRun {
             fmt_num(self.ack.q(0.99)),
             fmt_num(self.lag.q(0.99)),
         );
-        main + &after_ack
+        main + &after_ack + &self.cpu.summary(self.sent, "event")
     }
 
     pub(crate) fn record(&self, report: &mut Report, scenario: &str, config: &str) {
@@ -66,6 +69,8 @@ impl SseRun {
         for (metric, value) in rows {
             report.add(scenario, config, metric, value);
         }
+        self.cpu
+            .record(report, scenario, config, self.sent, "event");
     }
 }
 
@@ -80,6 +85,7 @@ pub(crate) async fn sse(
     tag: &str,
     rate: u32,
     dur: Duration,
+    server_pid: Option<u32>,
 ) -> Result<SseRun> {
     let stream = format!("{tag}-sse");
     let total = ((dur.as_secs_f64() * f64::from(rate)).round() as u64).max(1);
@@ -119,7 +125,16 @@ pub(crate) async fn sse(
         delays
     });
 
-    let published = publish(target, &stream, rate, dur, clock, "sse delivery").await;
+    let published = publish(
+        target,
+        &stream,
+        rate,
+        dur,
+        clock,
+        "sse delivery",
+        server_pid,
+    )
+    .await;
     let published = match published {
         Ok(p) => p,
         Err(e) => {
@@ -141,6 +156,7 @@ pub(crate) struct Published {
     pub(crate) lag: Vec<u32>,
     /// Per `seq`: when its append was acknowledged, ns since the clock (0: not acknowledged).
     pub(crate) acked_at: Arc<Vec<AtomicU64>>,
+    pub(crate) cpu: CpuUse,
 }
 
 impl Published {
@@ -154,6 +170,7 @@ impl Published {
             ack: Latencies::new(self.acks),
             lag: Latencies::new(self.lag),
             after_ack: None,
+            cpu: self.cpu,
         }
     }
 }
@@ -168,11 +185,13 @@ pub(crate) async fn publish(
     dur: Duration,
     clock: Instant,
     label: &str,
+    server_pid: Option<u32>,
 ) -> Result<Published> {
     let total = ((dur.as_secs_f64() * f64::from(rate)).round() as u64).max(1);
     let bar = timed_bar(label, dur);
     let acked_at: Arc<Vec<AtomicU64>> = Arc::new((0..total).map(|_| AtomicU64::new(0)).collect());
     let sent = Arc::new(AtomicU64::new(0));
+    let cpu = CpuProbe::start(server_pid);
     let start = Instant::now();
     let ticker = tick(bar.clone(), start, sent.clone());
     let period = Duration::from_secs_f64(1.0 / f64::from(rate));
@@ -213,6 +232,7 @@ pub(crate) async fn publish(
         lag.extend(l);
     }
     let secs = start.elapsed().as_secs_f64();
+    let cpu = cpu.stop();
     ticker.abort();
     let _ = ticker.await;
     bar.finish_and_clear();
@@ -225,6 +245,7 @@ pub(crate) async fn publish(
         acks,
         lag,
         acked_at,
+        cpu,
     })
 }
 

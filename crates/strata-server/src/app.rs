@@ -21,7 +21,7 @@ use crate::error::{Error, Result};
 use crate::groups::{self, GroupOptions, Groups};
 use crate::metrics::Metrics;
 use crate::projections::Projections;
-use crate::{append, metrics, openapi, ops, read, streams};
+use crate::{append, metrics, openapi, ops, read, read_placement, streams};
 
 /// The shared state of the HTTP handlers: the store, auth, limits, metrics, the shutdown flag.
 /// Cheap to clone. Build a router for it with [`App::router`].
@@ -167,6 +167,22 @@ impl App {
         run_blocking("store task failed", move || f(&store))
             .await?
             .map_err(|e| self.store_error(e))
+    }
+
+    /// Runs a store read: inline on this async worker when it is `small` (a bounded lookup in
+    /// mapped data) and inline reads have been fast, else on the blocking pool like
+    /// [`App::blocking`] (see [`crate::read_placement`] for why and for the guard against page
+    /// faults that go to the disk).
+    pub(crate) async fn read<T, F>(&self, small: bool, f: F) -> Result<T>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Store) -> strata_store::Result<T> + Send + 'static,
+    {
+        if small && read_placement::shared().inline() {
+            let store = &self.inner.store;
+            return read_placement::inline(|| f(store)).map_err(|e| self.store_error(e));
+        }
+        self.blocking(f).await
     }
 
     /// Maps a store error to its API error: corruption and I/O errors are 500, or 503

@@ -27,6 +27,7 @@
 //! | `path` | path parameters, percent-decoded, and their extractors (`StreamPath`, `EventPath`, `GroupPath`, `ProjectionName`) |
 //! | `stream_name` | name checks: streams, and what every name of the API shares |
 //! | `query` | query strings, plain-digit numbers, the parameters and source of a read |
+//! | `read_placement` | whether a small read runs inline on the async worker or on the blocking pool (adaptive, against page faults) |
 //! | `headers` | request headers: `Accept` negotiation, `Last-Event-ID`, `Expected-Revision` |
 //! | `body` | request bodies within their limits; the channel body of streamed responses and its page sizer |
 //! | `response` | JSON responses with their status; the headers of streamed responses |
@@ -50,7 +51,11 @@
 //! representations chosen by `Accept`, and `read` is where the choice is made. Within
 //! `groups` and `projections`, `http` also uses its own domain modules (`super::...`).
 //!
-//! Blocking store calls (reads, listing, heads, deletes, metadata) run on tokio's blocking pool;
+//! Small reads (a stream page, an unfiltered `/all` page, one event) run inline on the async
+//! worker while they are fast, on the blocking pool after one faulted (`read_placement`); so do
+//! the live feeds' reads at the live tail (`live_feed`).
+//! Other blocking store calls (large or filtered reads, listing, heads, deletes, metadata) run
+//! on tokio's blocking pool;
 //! appends wait for the group commit with [`strata_store::Store::append_async`]. Streamed
 //! responses (NDJSON, SSE) are fed through small bounded channels: a slow client makes its
 //! producer wait and read the log again later, never grow a queue.
@@ -84,6 +89,7 @@ mod path;
 mod projections;
 mod query;
 mod read;
+mod read_placement;
 mod replay;
 mod response;
 mod server;

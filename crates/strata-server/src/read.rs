@@ -21,6 +21,7 @@ use crate::event_json::{write_event, write_u64, Layout};
 use crate::headers::{last_event_id, representation, Representation};
 use crate::path::{EventPath, StreamPath};
 use crate::query::{parse_digits, Query, ReadParams, Source, Target};
+use crate::read_placement::INLINE_MAX_EVENTS;
 use crate::response::json_response;
 use crate::until_damage::read_until_damage;
 use crate::{replay, stream_name, subscribe};
@@ -66,8 +67,19 @@ async fn answer(
     match representation(headers) {
         Representation::Json => {
             let (from, direction, limit) = (params.read_from(), params.direction, params.limit);
+            // A stream page or an unfiltered `/all` page is a bounded lookup: inline (see
+            // `read_placement`); a filtered `/all` page may scan far for its matches.
+            let small = limit <= INLINE_MAX_EVENTS
+                && match &source {
+                    Source::Stream(_) => true,
+                    Source::All(filter) => {
+                        filter.types.is_empty()
+                            && filter.category.is_none()
+                            && filter.stream_prefix.is_none()
+                    }
+                };
             let page = app
-                .blocking(move |store| {
+                .read(small, move |store| {
                     // A page that reaches a damaged event ends before it; the page that
                     // starts at it answers 500 `corrupt`.
                     let slice = read_until_damage(from, limit, |from, limit| match &source {
@@ -107,7 +119,7 @@ pub(crate) async fn read_event(
     })?;
     let name = stream.clone();
     let event = app
-        .blocking(move |store| store.read_event(&name, revision))
+        .read(true, move |store| store.read_event(&name, revision))
         .await?;
     let Some(event) = event else {
         return Err(Error::NotFound(format!(
