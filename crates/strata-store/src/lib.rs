@@ -8,7 +8,9 @@
 //!   `write` + one `fdatasync` for everything queued). JSON payloads are checked first
 //!   ([`json_check`]: at most 64 levels deep, no lone surrogate escapes).
 //! - Reads of a stream by revision, of the whole log by position with type / category / prefix
-//!   filters answered from indexes, of one event, and of the stream list.
+//!   / correlation-id filters answered from indexes, of one event, and of the stream list.
+//! - Correlation and causation ([`correlation`]): one flow's events, the causes and effects of
+//!   an event, from the correlation index.
 //! - Soft and hard deletes and stream metadata (`max_count`, `max_age_seconds`,
 //!   `truncate_before`, custom JSON), enforced by every stream read.
 //! - [`Subscription`]s that catch up from the log and then follow live commits, blocking or async.
@@ -27,6 +29,8 @@
 //! ```
 
 mod bloom;
+mod causation;
+pub mod correlation;
 mod error;
 mod event;
 pub mod file_io;
@@ -50,6 +54,7 @@ pub mod timestamp;
 pub mod verify;
 mod writer;
 
+pub use causation::CausalChain;
 pub use error::{Error, Result};
 pub use event::{
     AllFilter, AppendResult, ContentType, CurrentRevision, DeleteResult, Deletion, Direction,

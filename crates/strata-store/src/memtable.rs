@@ -6,6 +6,7 @@ use std::collections::{BTreeSet, HashMap};
 
 use foldhash::fast::RandomState;
 
+use crate::correlation::LinkKeys;
 use crate::hash::{category_of, hash_str};
 use crate::index_file::{IdEntry, IndexInput, Posting, StreamEntry};
 
@@ -24,6 +25,8 @@ pub(crate) struct Memtable {
     pub types: HashMap<u64, Vec<u64>, RandomState>,
     /// Streams whose revision 0 lies in this segment.
     pub created: BTreeSet<String>,
+    /// Correlation-index key (see [`crate::correlation`]) → positions, ascending.
+    pub links: HashMap<u64, Vec<u64>, RandomState>,
 }
 
 /// What the memtable records of one event (hashes precomputed by the caller).
@@ -36,6 +39,8 @@ pub(crate) struct MemEntry<'a> {
     pub revision: u64,
     pub position: u64,
     pub offset: u64,
+    /// The event's correlation-index keys.
+    pub links: LinkKeys,
 }
 
 impl<'a> MemEntry<'a> {
@@ -50,6 +55,7 @@ impl<'a> MemEntry<'a> {
             revision: v.revision,
             position: v.position,
             offset,
+            links: LinkKeys::of(v.id, v.metadata),
         }
     }
 }
@@ -73,6 +79,9 @@ impl Memtable {
         self.types.entry(e.type_hash).or_default().push(e.position);
         if e.revision == 0 {
             self.created.insert(e.stream.to_owned());
+        }
+        for &key in e.links.as_slice() {
+            self.links.entry(key).or_default().push(e.position);
         }
     }
 
@@ -110,6 +119,7 @@ impl Memtable {
                 .collect(),
             categories: postings(&self.categories),
             types: postings(&self.types),
+            correlations: postings(&self.links),
             created: self.created.iter().cloned().collect(),
         }
     }

@@ -81,6 +81,10 @@ pub fn verify_dir(dir: &Path, mut progress: impl FnMut(u64, u64)) -> Result<Veri
                 Ok(())
             }) {
                 Ok(()) => {}
+                Err(_) if crate::index_file::is_stale_version(&idx) => report.notes.push(format!(
+                    "{}: index file of the older format version 1, rebuilt on next open",
+                    idx.display()
+                )),
                 Err(e) => report
                     .problems
                     .push(format!("{e} (the index is rebuilt on next open)")),
