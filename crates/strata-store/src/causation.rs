@@ -12,7 +12,7 @@ use std::collections::{BTreeMap, VecDeque};
 
 use uuid::Uuid;
 
-use crate::correlation::{causation_key, id_key, links_of};
+use crate::correlation::{causation_key_of, id_key, links_of};
 use crate::error::Result;
 use crate::event::RecordedEvent;
 use crate::log::{LogState, Shared};
@@ -108,7 +108,7 @@ pub(crate) fn effects(shared: &Shared, id: Uuid, max: usize) -> Result<CausalCha
     let mut found: BTreeMap<u64, RecordedEvent> = BTreeMap::new();
     let mut queue = VecDeque::from([id]);
     'walk: while let Some(cause) = queue.pop_front() {
-        let key = causation_key(&cause.hyphenated().to_string());
+        let key = causation_key_of(cause);
         for p in postings(shared, &state, 0, committed - 1, Posting::Link(key))? {
             if found.contains_key(&p) {
                 continue;

@@ -25,8 +25,36 @@ pub(crate) struct Memtable {
     pub types: HashMap<u64, Vec<u64>, RandomState>,
     /// Streams whose revision 0 lies in this segment.
     pub created: BTreeSet<String>,
-    /// Correlation-index key (see [`crate::correlation`]) → positions, ascending.
-    pub links: HashMap<u64, Vec<u64>, RandomState>,
+    /// Correlation-index key (see [`crate::correlation`]) → positions, ascending. Most keys
+    /// (event ids, causation ids) have one position: kept inline, without an allocation.
+    pub links: HashMap<u64, Positions, RandomState>,
+}
+
+/// The ascending positions of one correlation-index key.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Positions {
+    /// One position (no allocation).
+    One(u64),
+    /// Two or more.
+    Many(Vec<u64>),
+}
+
+impl Positions {
+    /// Appends `position` (greater than every position already held).
+    pub fn push(&mut self, position: u64) {
+        match self {
+            Positions::One(first) => *self = Positions::Many(vec![*first, position]),
+            Positions::Many(v) => v.push(position),
+        }
+    }
+
+    /// The positions, ascending.
+    pub fn as_slice(&self) -> &[u64] {
+        match self {
+            Positions::One(p) => std::slice::from_ref(p),
+            Positions::Many(v) => v,
+        }
+    }
 }
 
 /// What the memtable records of one event (hashes precomputed by the caller).
@@ -81,7 +109,12 @@ impl Memtable {
             self.created.insert(e.stream.to_owned());
         }
         for &key in e.links.as_slice() {
-            self.links.entry(key).or_default().push(e.position);
+            match self.links.get_mut(&key) {
+                Some(positions) => positions.push(e.position),
+                None => {
+                    self.links.insert(key, Positions::One(e.position));
+                }
+            }
         }
     }
 
@@ -119,7 +152,16 @@ impl Memtable {
                 .collect(),
             categories: postings(&self.categories),
             types: postings(&self.types),
-            correlations: postings(&self.links),
+            correlations: self
+                .links
+                .iter()
+                .flat_map(|(&hash, positions)| {
+                    positions
+                        .as_slice()
+                        .iter()
+                        .map(move |&position| Posting { hash, position })
+                })
+                .collect(),
             created: self.created.iter().cloned().collect(),
         }
     }

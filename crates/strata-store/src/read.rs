@@ -377,9 +377,9 @@ pub(crate) fn postings(
     if to >= state.open.first_position {
         let table = state.open.table.read();
         let open = match posting {
-            Posting::Type(h) => table.types.get(&h),
-            Posting::Category(h) => table.categories.get(&h),
-            Posting::Link(h) => table.links.get(&h),
+            Posting::Type(h) => table.types.get(&h).map(Vec::as_slice),
+            Posting::Category(h) => table.categories.get(&h).map(Vec::as_slice),
+            Posting::Link(h) => table.links.get(&h).map(|p| p.as_slice()),
         };
         if let Some(v) = open {
             let a = v.partition_point(|&p| p < from);

@@ -25,11 +25,7 @@ pub const SCHEMA_VERSION_KEY: &str = "schema_version";
 /// The schema version of `event`: `metadata.schema_version` when it is a positive integer,
 /// else 1.
 pub fn schema_version(event: &RecordedEvent) -> u64 {
-    if !event
-        .metadata
-        .windows(16)
-        .any(|w| w == b"\"schema_version\"")
-    {
+    if memchr::memmem::find(&event.metadata, b"\"schema_version\"").is_none() {
         return 1;
     }
     #[derive(serde::Deserialize)]
