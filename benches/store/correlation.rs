@@ -2,6 +2,8 @@
 //! per repetition, alternating: events whose metadata carries `correlation_id` and
 //! `causation_id` (indexed: three postings per event) against events whose metadata has the
 //! same size and shape under other keys (not indexed). The ratio of their events/s is the cost.
+//! The two stores are open side by side and written in alternating slices (six each per
+//! repetition), so that the disk's latency swings and other users' load hit both alike.
 
 use std::sync::{Arc, Barrier};
 use std::time::{Duration, Instant};
@@ -12,14 +14,16 @@ use super::{median, options, payload, progress, Bench, BoxResult, Table, MIB, PA
 
 /// `threads` writers appending `per_append` events each time for `dur`; the metadata keys are
 /// `correlation_id` / `causation_id` when `indexed`, else `xorrelation_id` / `xausation_id`
-/// (same bytes). Returns events/s.
+/// (same bytes); `round` keeps the flows and causation ids of successive slices apart.
+/// Returns (events, seconds).
 fn run(
     store: &Store,
     threads: usize,
     per_append: usize,
     dur: Duration,
     indexed: bool,
-) -> BoxResult<f64> {
+    round: u64,
+) -> BoxResult<(u64, f64)> {
     let barrier = Arc::new(Barrier::new(threads + 1));
     let (corr, caus) = if indexed {
         ("correlation_id", "causation_id")
@@ -33,7 +37,8 @@ fn run(
                 s.spawn(move || -> Result<(u64, Instant, Instant), String> {
                     let stream = format!("writer-{t}");
                     let data = payload(PAYLOAD, t as u64);
-                    let mut n = 0u64;
+                    let first = round << 32;
+                    let mut n = first;
                     barrier.wait();
                     let start = Instant::now();
                     let deadline = start + dur;
@@ -42,9 +47,9 @@ fn run(
                             .map(|i| {
                                 // A flow of 10 appends; each event caused by a (made-up) id.
                                 let meta = format!(
-                                    r#"{{"{corr}":"flow-{t}-{:08}","{caus}":"6f1c7a5e-0c1b-4d5e-9d7a-{:012x}","user":"bench"}}"#,
+                                    r#"{{"{corr}":"flow-{t}-{:012}","{caus}":"6f1c7a5e-0c1b-4d5e-9d7a-{:012x}","user":"bench"}}"#,
                                     n / 10,
-                                    n * per_append as u64 + i as u64
+                                    (n * per_append as u64 + i as u64) & 0xffff_ffff_ffff
                                 );
                                 NewEvent::json("BenchEvent", data.clone()).with_metadata(meta)
                             })
@@ -54,7 +59,7 @@ fn run(
                             .map_err(|e| e.to_string())?;
                         n += 1;
                     }
-                    Ok((n * per_append as u64, start, Instant::now()))
+                    Ok(((n - first) * per_append as u64, start, Instant::now()))
                 })
             })
             .collect();
@@ -68,7 +73,7 @@ fn run(
     let start = results.iter().map(|r| r.1).min().ok_or("no threads")?;
     let end = results.iter().map(|r| r.2).max().ok_or("no threads")?;
     let events: u64 = results.iter().map(|r| r.0).sum();
-    Ok(events as f64 / end.duration_since(start).as_secs_f64())
+    Ok((events, end.duration_since(start).as_secs_f64()))
 }
 
 impl Bench {
@@ -93,40 +98,53 @@ impl Bench {
                 FsyncPolicy::Never,
             ),
         ];
-        let dur = self.duration();
+        const SLICES: u64 = 6;
+        let slice = self.duration() / 2;
         // Per config: [indexed events/s, unindexed events/s, ratio].
         let mut m: Vec<[Vec<f64>; 3]> = configs.iter().map(|_| Default::default()).collect();
         for rep in 0..self.reps(true) {
             let dir = self.fresh_dir()?;
             for (i, &(label, threads, per_append, policy)) in configs.iter().enumerate() {
-                let mut pair = [0.0; 2];
-                // Alternate which goes first, so that neither always runs on a warmer cache.
-                let order = if rep % 2 == 0 {
-                    [true, false]
-                } else {
-                    [false, true]
-                };
-                for indexed in order {
-                    progress(format!(
-                        "correlation rep {}: {label}, {}",
-                        rep + 1,
-                        if indexed { "indexed" } else { "not indexed" }
-                    ));
-                    let sub = dir.path().join(format!("store-{i}-{indexed}"));
-                    let store = Store::open(&sub, options(policy, 256 * MIB))?;
-                    pair[usize::from(!indexed)] = run(&store, threads, per_append, dur, indexed)?;
+                progress(format!("correlation rep {}: {label}", rep + 1));
+                let subs = [
+                    dir.path().join(format!("indexed-{i}")),
+                    dir.path().join(format!("plain-{i}")),
+                ];
+                let stores = [
+                    Store::open(&subs[0], options(policy, 256 * MIB))?,
+                    Store::open(&subs[1], options(policy, 256 * MIB))?,
+                ];
+                // (events, seconds) of the indexed and of the unindexed store.
+                let mut sums = [(0u64, 0.0f64); 2];
+                for round in 0..SLICES {
+                    // Alternate which goes first, so that neither always runs on a warmer cache.
+                    let order = if (round + rep as u64).is_multiple_of(2) {
+                        [0, 1]
+                    } else {
+                        [1, 0]
+                    };
+                    for k in order {
+                        let (events, secs) =
+                            run(&stores[k], threads, per_append, slice, k == 0, round)?;
+                        sums[k].0 += events;
+                        sums[k].1 += secs;
+                    }
+                }
+                for (store, sub) in stores.into_iter().zip(&subs) {
                     store.close()?;
                     drop(store);
-                    std::fs::remove_dir_all(&sub)?;
+                    std::fs::remove_dir_all(sub)?;
                 }
-                m[i][0].push(pair[0]);
-                m[i][1].push(pair[1]);
-                m[i][2].push(pair[0] / pair[1]);
+                let indexed = sums[0].0 as f64 / sums[0].1;
+                let plain = sums[1].0 as f64 / sums[1].1;
+                m[i][0].push(indexed);
+                m[i][1].push(plain);
+                m[i][2].push(indexed / plain);
             }
         }
         let mut t = Table::new(format!(
-            "Correlation index: appends whose metadata carries correlation_id + causation_id (indexed) vs the same metadata under other keys (not indexed); {PAYLOAD} B data, {} s per run",
-            dur.as_secs()
+            "Correlation index: appends whose metadata carries correlation_id + causation_id (indexed) vs the same metadata under other keys (not indexed); {PAYLOAD} B data; per repetition and store {SLICES} alternating slices of {:.1} s",
+            slice.as_secs_f64()
         ));
         for (i, (label, ..)) in configs.iter().enumerate() {
             let [ix, plain, ratio] = m[i].clone();
