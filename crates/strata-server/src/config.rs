@@ -38,6 +38,10 @@ pub struct Config {
     pub shutdown_grace: Duration,
     /// How hosted projections checkpoint and their JavaScript sandbox limits.
     pub projections: ProjectionOptions,
+    /// After the store opened, check every frame of its sealed segments in the background at
+    /// most this many bytes per second, so that damage in history nobody reads is found (and
+    /// shown by `/health`) soon after a start. `None`: no check. Default 32 MiB/s.
+    pub check_history: Option<u64>,
 }
 
 impl Config {
@@ -55,6 +59,7 @@ impl Config {
             keepalive_interval: Duration::from_secs(15),
             shutdown_grace: Duration::from_secs(10),
             projections: ProjectionOptions::default(),
+            check_history: Some(32 << 20),
         }
     }
 

@@ -16,8 +16,32 @@ use crate::response::json_value;
 /// `GET /health`: 200 `{"status": "ok"}`; 503 `{"status": "read_only", "error":
 /// "unavailable", "message": <the fault>}` once the store refuses writes; 503 `{"status":
 /// "disk_full", "error": "insufficient_storage", "message": ...}` while the disk is full (reads
-/// go on; the first append that succeeds once space is free makes it `ok` again).
+/// go on; the first append that succeeds once space is free makes it `ok` again); 503
+/// `{"status": "damaged", ...}` when damaged bytes were found in sealed data (appends go on).
+/// Every 503 body carries `"damage": [{"file", "offset", "length"}...]` when damage was found.
 pub(crate) async fn health(State(app): State<App>) -> Response {
+    let damage: Vec<serde_json::Value> = app
+        .store()
+        .damage()
+        .iter()
+        .map(|d| {
+            let mut v = json!({
+                "file": d.file.display().to_string(),
+                "offset": d.offset,
+                "length": d.length,
+            });
+            if !d.positions.is_empty() {
+                v["positions"] = json!({"from": d.positions.start, "to": d.positions.end});
+            }
+            v
+        })
+        .collect();
+    let with_damage = |mut body: serde_json::Value| {
+        if !damage.is_empty() {
+            body["damage"] = json!(damage);
+        }
+        json_value(StatusCode::SERVICE_UNAVAILABLE, &body)
+    };
     match app.store().health() {
         Health::Ok => json_value(StatusCode::OK, &json!({"status": "ok"})),
         Health::DiskFull(reason) => {
@@ -28,16 +52,21 @@ pub(crate) async fn health(State(app): State<App>) -> Response {
                     "the disk is full: {reason}; appends answer 507 until space is freed"
                 ),
             });
-            json_value(StatusCode::SERVICE_UNAVAILABLE, &body)
+            with_damage(body)
         }
-        Health::ReadOnly(reason) => {
-            let body = json!({
-                "status": "read_only",
-                "error": "unavailable",
-                "message": format!("the store is read-only: {reason}"),
-            });
-            json_value(StatusCode::SERVICE_UNAVAILABLE, &body)
-        }
+        Health::ReadOnly(reason) => with_damage(json!({
+            "status": "read_only",
+            "error": "unavailable",
+            "message": format!("the store is read-only: {reason}"),
+        })),
+        Health::Damaged(reason) => with_damage(json!({
+            "status": "damaged",
+            "error": "corrupt",
+            "message": format!(
+                "{reason}; events outside the damaged bytes stay readable, appends go on; \
+                 run `strata repair` (offline) to quarantine the damage"
+            ),
+        })),
     }
 }
 
@@ -52,6 +81,7 @@ pub(crate) async fn info(
         Health::Ok => ("ok", None),
         Health::ReadOnly(reason) => ("read_only", Some(reason)),
         Health::DiskFull(_) => ("disk_full", None),
+        Health::Damaged(reason) => ("damaged", Some(reason)),
     };
     let body = json!({
         "version": env!("CARGO_PKG_VERSION"),

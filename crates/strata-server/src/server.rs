@@ -78,6 +78,9 @@ impl Server {
             tls,
             "store open"
         );
+        if let Some(rate) = config.check_history.filter(|&r| r > 0) {
+            spawn_history_check(store.clone(), rate);
+        }
         let app = App::new(store, &config);
         // Consumer groups resume at once (feeding their windows, saving checkpoints); if their
         // state cannot be read now, group requests retry and report the error.
@@ -185,6 +188,32 @@ pub async fn serve(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<()> {
     Server::bind(config).await?.run(shutdown).await
+}
+
+/// Checks the sealed segments of `store` on a thread of its own, at most `rate` bytes/s
+/// (`Store::check_sealed`); damage it finds is recorded by the store (and logged through
+/// `Options::on_damage`). Ends with the store (closing it stops the check).
+fn spawn_history_check(store: strata_store::Store, rate: u64) {
+    let spawned = std::thread::Builder::new()
+        .name("strata-check".into())
+        .spawn(move || {
+            let never = std::sync::atomic::AtomicBool::new(false);
+            let started = std::time::Instant::now();
+            match store.check_sealed(Some(rate), &never) {
+                Ok(r) if r.stopped => {}
+                Ok(r) => tracing::info!(
+                    segments = r.segments,
+                    bytes = r.bytes,
+                    damage_found = r.damage_found,
+                    seconds = started.elapsed().as_secs_f64(),
+                    "history check done"
+                ),
+                Err(e) => tracing::warn!(error = %e, "history check failed"),
+            }
+        });
+    if let Err(e) = spawned {
+        tracing::warn!(error = %e, "history check not started");
+    }
 }
 
 #[cfg(test)]

@@ -77,13 +77,16 @@ pub enum Error {
         #[source]
         source: std::io::Error,
     },
-    /// Stored bytes fail their checksum or are inconsistent.
-    #[error("corruption in {} at offset {offset}: {detail}", file.display())]
+    /// Stored bytes fail their checksum or are inconsistent: the request needs bytes that are
+    /// damaged. Never a skip: a read that reaches damage answers this, whatever it read before.
+    #[error("corruption in {} at offset {offset}{}: {detail}", file.display(), position.map(|p| format!(" (position {p})")).unwrap_or_default())]
     Corruption {
         /// The damaged file.
         file: PathBuf,
         /// Byte offset of the damaged frame or structure.
         offset: u64,
+        /// The log position of the event the damaged bytes held, where it is known.
+        position: Option<u64>,
         /// What is wrong.
         detail: String,
     },
@@ -138,7 +141,27 @@ impl Error {
         Error::Corruption {
             file: file.into(),
             offset,
+            position: None,
             detail: detail.into(),
+        }
+    }
+
+    /// Names the log position a corruption error concerns (if it does not name one yet);
+    /// other errors pass through unchanged.
+    pub fn at_position(self, at: u64) -> Self {
+        match self {
+            Error::Corruption {
+                file,
+                offset,
+                position: None,
+                detail,
+            } => Error::Corruption {
+                file,
+                offset,
+                position: Some(at),
+                detail,
+            },
+            other => other,
         }
     }
 }

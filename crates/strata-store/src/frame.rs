@@ -41,8 +41,13 @@ use crate::event::{ContentType, RecordedEvent};
 
 /// Magic bytes at the start of every segment file.
 pub const SEGMENT_MAGIC: [u8; 8] = *b"STRATSEG";
-/// Version of the segment and frame layout.
+/// Version of the segment and frame layout the writer creates: positions are dense (every
+/// position from the segment's first to its last has a frame).
 pub const SEGMENT_FORMAT_VERSION: u32 = 1;
+/// The same layout with gaps allowed: positions strictly increase from frame to frame but may
+/// skip (a repair moved damaged frames out; later, a scavenge removed events). Written only by
+/// rewrites; version-1 readers refuse it, so a gap is never taken for damage by old code.
+pub const SEGMENT_FORMAT_VERSION_GAPS: u32 = 2;
 /// Bytes before the first frame of a segment.
 pub const SEGMENT_HEADER_LEN: u64 = 32;
 /// Bytes before a frame's body (length + CRC).
@@ -57,9 +62,17 @@ const KNOWN_FLAGS: u8 = FLAG_COMMIT_END | FLAG_BINARY | FLAG_METADATA;
 
 /// Encodes a segment header for a segment whose first event has `first_position`.
 pub fn encode_segment_header(first_position: u64) -> [u8; SEGMENT_HEADER_LEN as usize] {
+    encode_segment_header_version(first_position, SEGMENT_FORMAT_VERSION)
+}
+
+/// Encodes a segment header of the given format version (1 or 2).
+pub fn encode_segment_header_version(
+    first_position: u64,
+    version: u32,
+) -> [u8; SEGMENT_HEADER_LEN as usize] {
     let mut h = [0u8; SEGMENT_HEADER_LEN as usize];
     h[0..8].copy_from_slice(&SEGMENT_MAGIC);
-    h[8..12].copy_from_slice(&SEGMENT_FORMAT_VERSION.to_le_bytes());
+    h[8..12].copy_from_slice(&version.to_le_bytes());
     h[12..16].copy_from_slice(&(SEGMENT_HEADER_LEN as u32).to_le_bytes());
     h[16..24].copy_from_slice(&first_position.to_le_bytes());
     let crc = crc32fast::hash(&h[0..28]);
@@ -71,6 +84,11 @@ pub fn encode_segment_header(first_position: u64) -> [u8; SEGMENT_HEADER_LEN as 
 /// [`encode_segment_header`] writes (checked: length, magic, CRC, version, header length,
 /// reserved word); bytes after the first 32 are not looked at.
 pub fn decode_segment_header(h: &[u8]) -> Result<u64, String> {
+    decode_segment_header_version(h).map(|(first, _)| first)
+}
+
+/// Like [`decode_segment_header`], also returning the format version (1 or 2).
+pub fn decode_segment_header_version(h: &[u8]) -> Result<(u64, u32), String> {
     if h.len() < SEGMENT_HEADER_LEN as usize {
         return Err(format!("segment header is {} bytes, expected 32", h.len()));
     }
@@ -82,7 +100,7 @@ pub fn decode_segment_header(h: &[u8]) -> Result<u64, String> {
         return Err("segment header checksum mismatch".into());
     }
     let version = u32::from_le_bytes([h[8], h[9], h[10], h[11]]);
-    if version != SEGMENT_FORMAT_VERSION {
+    if version != SEGMENT_FORMAT_VERSION && version != SEGMENT_FORMAT_VERSION_GAPS {
         return Err(format!("unsupported segment format version {version}"));
     }
     let header_len = u32::from_le_bytes([h[12], h[13], h[14], h[15]]);
@@ -94,7 +112,7 @@ pub fn decode_segment_header(h: &[u8]) -> Result<u64, String> {
     if h[24..28] != [0; 4] {
         return Err("segment header reserved bytes are not zero".into());
     }
-    Ok(read_u64(h, 16))
+    Ok((read_u64(h, 16), version))
 }
 
 /// The fields of one event frame, borrowed from the bytes it was decoded from.

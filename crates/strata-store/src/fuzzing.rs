@@ -11,7 +11,7 @@ use std::path::Path;
 
 use crate::error::Result;
 use crate::memtable::{MemEntry, Memtable};
-use crate::segment::{scan_segment as scan, OpenSegment, ScanMode};
+use crate::segment::{scan_segment as scan, OpenSegment, ScanMode, Scanned};
 
 pub use crate::bloom::{BloomBuilder, BloomRef};
 pub use crate::frame::{
@@ -30,10 +30,15 @@ pub struct Scan {
     pub next_position: u64,
     /// A torn tail (only in open mode).
     pub torn: Option<String>,
-    /// Corruption that stopped the scan.
+    /// The first damage found, as an error message.
     pub corruption: Option<String>,
-    /// `(offset, event)` of every event of every whole commit before the end or the damage.
+    /// Every damaged range: `(offset, length, lost positions)`.
+    pub damage: Vec<(u64, u64, std::ops::Range<u64>)>,
+    /// `(offset, event)` of every event of every whole commit, in order (the scan resumes after
+    /// damage).
     pub events: Vec<(u64, crate::RecordedEvent)>,
+    /// Runs of positions without a frame (lost in damage, or gaps), in order.
+    pub missing: Vec<std::ops::Range<u64>>,
 }
 
 /// Scans the bytes of a whole segment file as recovery (`sealed == false`, the last segment) or
@@ -45,34 +50,50 @@ pub fn scan_segment(bytes: &[u8], expected_first_position: u64, sealed: bool) ->
         ScanMode::Open
     };
     let mut events = Vec::new();
+    let mut missing = Vec::new();
     let out = scan(
-        Path::new("fuzz.seg"),
         bytes,
         expected_first_position,
         mode,
-        |v, offset| events.push((offset, v.to_owned_event())),
+        None,
+        |item| match item {
+            Scanned::Event(v, offset) => events.push((offset, v.to_owned_event())),
+            Scanned::Missing(r) => missing.push(r),
+        },
     );
     Scan {
         committed_len: out.committed_len,
         next_position: out.next_position,
+        corruption: out
+            .first_error(Path::new("fuzz.seg"))
+            .map(|e| e.to_string()),
+        damage: out
+            .damage
+            .iter()
+            .map(|d| (d.offset, d.length, d.positions.clone()))
+            .collect(),
         torn: out.torn,
-        corruption: out.corruption.map(|e| e.to_string()),
         events,
+        missing,
     }
 }
 
 /// The bytes of the index file the store would write for the sealed segment `bytes` (the same
-/// scan and encoder as an index rebuild). Fails as the rebuild would on a damaged segment.
+/// scan and encoder as an index rebuild). Fails on a damaged segment (whose rebuilt index the
+/// store keeps in memory only).
 pub fn index_for_segment(bytes: &[u8], first_position: u64) -> Result<Vec<u8>> {
     let mut table = Memtable::default();
     let out = scan(
-        Path::new("fuzz.seg"),
         bytes,
         first_position,
         ScanMode::Sealed,
-        |v, offset| table.insert(&MemEntry::from_view(v, offset)),
+        None,
+        |item| match item {
+            Scanned::Event(v, offset) => table.insert(&MemEntry::from_view(v, offset)),
+            Scanned::Missing(r) => table.insert_missing(r),
+        },
     );
-    if let Some(e) = out.corruption {
+    if let Some(e) = out.first_error(Path::new("fuzz.seg")) {
         return Err(e);
     }
     encode_index(table.to_index_input(first_position, bytes.len() as u64))

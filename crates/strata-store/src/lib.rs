@@ -16,7 +16,10 @@
 //! - [`Subscription`]s that catch up from the log and then follow live commits, blocking or async.
 //!
 //! Durability rule: an acknowledged append survives a crash; a failed one wrote nothing that will
-//! ever be read. After a failed write or fsync, or detected corruption, the store turns read-only.
+//! ever be read. After a failed write or fsync the store turns read-only. Damaged bytes are
+//! contained ([`Damage`]): every event outside them stays readable, a read that needs a damaged
+//! event answers [`Error::Corruption`], and appends stop only when the damage could hide a
+//! stream's head.
 //!
 //! ```no_run
 //! use strata_store::{Direction, ExpectedRevision, NewEvent, Options, ReadFrom, Store};
@@ -30,7 +33,9 @@
 
 mod bloom;
 mod causation;
+mod check;
 pub mod correlation;
+mod damage;
 mod error;
 mod event;
 pub mod file_io;
@@ -55,6 +60,8 @@ pub mod verify;
 mod writer;
 
 pub use causation::CausalChain;
+pub use check::CheckReport;
+pub use damage::Damage;
 pub use error::{Error, Result};
 pub use event::{
     AllFilter, AppendResult, ContentType, CurrentRevision, DeleteResult, Deletion, Direction,
@@ -64,7 +71,7 @@ pub use event::{
 pub use frame::EventView;
 pub use hash::category_of;
 pub use json_check::MAX_JSON_DEPTH;
-pub use options::{FsyncPolicy, Limits, Options, RebuildProgress};
+pub use options::{DamageHook, FsyncPolicy, Limits, Options, RebuildProgress};
 pub use stats::{StatsSnapshot, FSYNC_BUCKETS_MICROS};
 pub use store::{Health, Store, StoreInfo};
 pub use subscription::{Subscription, SubscriptionTarget, Wake};

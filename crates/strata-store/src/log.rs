@@ -10,10 +10,12 @@ use parking_lot::{Mutex, RwLock};
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
+use crate::damage::{Damage, DamageLog};
 use crate::error::{Error, Result};
 use crate::event::{Deletion, StreamHead, StreamMetadata};
 use crate::frame::{decode_frame, EventView, FrameError};
 use crate::hash::hash_str;
+use crate::index_file::SegmentIndex;
 use crate::options::Options;
 use crate::segment::{frame_error, OpenSegment, SealedSegment};
 use crate::stats::Stats;
@@ -71,6 +73,8 @@ pub(crate) struct Shared {
     /// Set when a write ran out of space (and nothing of it stayed), cleared by the next write
     /// that succeeds. Not a fault: the store keeps accepting (and retrying) writes.
     pub disk_full: DiskFull,
+    /// Damage found since open (at open, by reads, by index rebuilds).
+    pub damage: DamageLog,
     pub closed: AtomicBool,
     /// Notified after every publish of `committed`, and on close.
     pub commits: event_listener::Event,
@@ -163,22 +167,90 @@ impl Shared {
         Ok(())
     }
 
-    /// Poisons the store on corruption, passes every result through.
+    /// Records damage found in the data files (once per range); damage whose events are not
+    /// known ([`Damage::indexed`] false) makes the store read-only: a stream head may be among
+    /// the lost events. Returns whether the range was new.
+    pub fn record_damage(&self, d: Damage) -> bool {
+        let indexed = d.indexed;
+        let summary = format!(
+            "damaged data in {} at offset {} ({} bytes): {}",
+            d.file.display(),
+            d.offset,
+            d.length,
+            d.detail
+        );
+        let new = self.damage.record(d, self.options.on_damage.as_ref());
+        if !indexed {
+            self.poison(summary);
+        }
+        new
+    }
+
+    /// Records the damage a corruption error reports and passes every result through. Damage
+    /// in a sealed segment read through an intact index leaves appends running; anything else
+    /// (the open segment, an index that cannot be rebuilt, an inconsistent record) makes the
+    /// store read-only.
     pub fn note<T>(&self, r: Result<T>) -> Result<T> {
-        if let Err(e @ Error::Corruption { .. }) = &r {
-            self.poison(e.to_string());
+        if let Err(Error::Corruption {
+            file,
+            offset,
+            position,
+            detail,
+        }) = &r
+        {
+            let state = self.snapshot();
+            let sealed = state.sealed.iter().find(|s| &s.path == file);
+            let length = match (sealed, position) {
+                (Some(seg), Some(p)) => seg.extent(*offset, *p),
+                _ => 0,
+            };
+            let d = Damage {
+                file: file.clone(),
+                offset: *offset,
+                length,
+                positions: position.map_or(0..0, |p| p..p + 1),
+                indexed: sealed.is_some(),
+                detail: detail.clone(),
+            };
+            self.record_damage(d);
         }
         r
     }
 
-    /// Calls `f` with the event at `position` (which must be below the limit the caller uses).
+    /// The index of a sealed segment (checked, or rebuilt, on first use), recording the damage a
+    /// rebuild found.
+    pub fn index<'s>(&self, seg: &'s SealedSegment) -> Result<&'s SegmentIndex> {
+        let r = seg.index();
+        for d in seg.lost() {
+            self.record_damage(d.clone());
+        }
+        self.note(r)
+    }
+
+    /// Calls `f` with the event at `position` (which must be below the limit the caller uses);
+    /// an error for a position without an event (removed).
     pub fn with_event<T>(
         &self,
         state: &LogState,
         position: u64,
         f: impl FnOnce(&EventView<'_>) -> T,
     ) -> Result<T> {
-        let r = self.with_event_inner(state, position, f);
+        self.with_event_opt(state, position, f)?.ok_or_else(|| {
+            Error::invalid("position", format!("{position} holds no event (removed)"))
+        })
+    }
+
+    /// Calls `f` with the event at `position` (below the caller's limit); `None` when the
+    /// position holds no event (removed). A position lost in damage is an error.
+    pub fn with_event_opt<T>(
+        &self,
+        state: &LogState,
+        position: u64,
+        f: impl FnOnce(&EventView<'_>) -> T,
+    ) -> Result<Option<T>> {
+        let r = self
+            .with_event_inner(state, position, f)
+            .map_err(|e| e.at_position(position));
         self.note(r)
     }
 
@@ -187,31 +259,27 @@ impl Shared {
         state: &LogState,
         position: u64,
         f: impl FnOnce(&EventView<'_>) -> T,
-    ) -> Result<T> {
+    ) -> Result<Option<T>> {
         if position >= state.open.first_position {
             let open = &state.open;
-            let offset = {
-                let table = open.table.read();
-                let i = (position - open.first_position) as usize;
-                table.offsets.get(i).copied()
-            }
-            .ok_or_else(|| {
-                Error::invalid("position", format!("{position} is past the end of the log"))
-            })?;
+            let Some(offset) = open.offset(position)? else {
+                return Ok(None);
+            };
             let mut buf = Vec::new();
             open.read_frame(offset, &mut buf)?;
             let (view, _) = decode_frame(&buf).map_err(|e| frame_error(&open.path, offset, e))?;
             expect_position(&open.path, offset, &view, position)?;
-            return Ok(f(&view));
+            return Ok(Some(f(&view)));
         }
         let seg = sealed_for(state, position)
             .ok_or_else(|| Error::invalid("position", format!("{position} is not in the log")))?;
-        let view = seg.event(position)?;
-        Ok(f(&view))
+        let index = self.index(seg)?;
+        Ok(seg.event_in(index, position)?.map(|v| f(&v)))
     }
 
-    /// Visits events with positions in `[from, to)` in ascending order, reading sequentially.
-    /// `f` returns `Break` to stop early.
+    /// Visits events with positions in `[from, to)` in ascending order, reading sequentially
+    /// and skipping positions without an event (removed). `f` returns `Break` to stop early. A
+    /// position lost in damage is an error (after the events before it were visited).
     pub fn scan_forward(
         &self,
         state: &LogState,
@@ -238,18 +306,15 @@ impl Shared {
             if position >= to {
                 return Ok(());
             }
-            let Some(mut offset) = seg.index()?.offset(position) else {
-                continue;
-            };
+            let index = self.index(seg)?;
             let end = seg.end_position().min(to);
             while position < end {
-                let (view, len) = seg.frame_at(offset)?;
-                expect_position(&seg.path, offset, &view, position)?;
-                if f(&view).is_break() {
-                    return Ok(());
+                if let Some(view) = seg.event_in(index, position)? {
+                    if f(&view).is_break() {
+                        return Ok(());
+                    }
                 }
                 position += 1;
-                offset += len as u64;
             }
         }
         if position >= to {
@@ -259,55 +324,36 @@ impl Shared {
         if position < open.first_position {
             return Ok(());
         }
-        let Some(mut offset) = ({
-            let table = open.table.read();
-            table
-                .offsets
-                .get((position - open.first_position) as usize)
-                .copied()
-        }) else {
-            return Ok(());
-        };
-        // Sequential reads of the open segment in large chunks.
-        const CHUNK: usize = 1 << 20;
-        let mut buf = vec![0u8; CHUNK];
-        let mut have = 0usize; // valid bytes in buf
-        let mut at = 0usize; // parse cursor in buf
+        // Sequential reads of the open segment in large chunks, a window of offsets at a time.
+        const WINDOW: usize = 4096;
+        let mut reader = ChunkReader::new(open);
         while position < to {
-            match decode_frame(&buf[at..have]) {
-                Ok((view, len)) => {
-                    expect_position(&open.path, offset, &view, position)?;
-                    if f(&view).is_break() {
-                        return Ok(());
-                    }
-                    position += 1;
-                    offset += len as u64;
-                    at += len;
+            let window: Vec<u64> = {
+                let table = open.table.read();
+                let lo = (position - open.first_position) as usize;
+                let hi = (to - open.first_position).min(table.offsets.len() as u64) as usize;
+                table
+                    .offsets
+                    .get(lo..hi.min(lo + WINDOW))
+                    .map(<[u64]>::to_vec)
+                    .unwrap_or_default()
+            };
+            if window.is_empty() {
+                return Ok(());
+            }
+            for offset in window {
+                let p = position;
+                position += 1;
+                if offset == crate::index_file::NO_FRAME {
+                    // Removed (skip), or lost in damage (the error).
+                    open.offset(p).map_err(|e| e.at_position(p))?;
+                    continue;
                 }
-                Err(FrameError::Short) => {
-                    // Refill from `offset`, growing the buffer for frames larger than it.
-                    let need = if have - at >= 4 {
-                        let n = &buf[at..at + 4];
-                        8 + u32::from_le_bytes([n[0], n[1], n[2], n[3]]) as usize
-                    } else {
-                        0
-                    };
-                    if need > buf.len() {
-                        // A length prefix is untrusted until the file holds that many bytes:
-                        // never grow the buffer past what is there.
-                        if offset.saturating_add(need as u64) > open.file_len()? {
-                            return Err(frame_error(&open.path, offset, FrameError::Short));
-                        }
-                        buf.resize(need, 0);
-                    }
-                    let n = open.read_at_most(offset, &mut buf)?;
-                    if n == have - at && at == 0 {
-                        return Err(frame_error(&open.path, offset, FrameError::Short));
-                    }
-                    have = n;
-                    at = 0;
+                let view = reader.frame_at(offset).map_err(|e| e.at_position(p))?;
+                expect_position(&open.path, offset, &view, p).map_err(|e| e.at_position(p))?;
+                if f(&view).is_break() {
+                    return Ok(());
                 }
-                Err(e) => return Err(frame_error(&open.path, offset, e)),
             }
         }
         Ok(())
@@ -327,7 +373,7 @@ impl Shared {
         let hash = hash_str(stream);
         let mut out = Vec::new();
         for seg in &state.sealed {
-            let index = self.note(seg.index())?;
+            let index = self.index(seg)?;
             if index.may_contain_stream(hash) {
                 out.extend(
                     index
@@ -372,7 +418,7 @@ impl Shared {
             if seg.first_position >= limit {
                 continue;
             }
-            let index = self.note(seg.index())?;
+            let index = self.index(seg)?;
             if !index.may_contain_stream(hash) {
                 continue;
             }
@@ -402,7 +448,7 @@ impl Shared {
         let id128 = id.as_u128();
         let mut candidates: Vec<u64> = Vec::new();
         for seg in &state.sealed {
-            candidates.extend(self.note(seg.index())?.find_id(hash, id128));
+            candidates.extend(self.index(seg)?.find_id(hash, id128));
         }
         if let Some(&rev) = state.open.table.read().ids.get(&(hash, id128)) {
             candidates.push(rev);
@@ -456,4 +502,74 @@ pub(crate) fn sealed_for(state: &LogState, position: u64) -> Option<&Arc<SealedS
         .partition_point(|s| s.first_position <= position);
     let seg = state.sealed.get(i.checked_sub(1)?)?;
     (position < seg.end_position()).then_some(seg)
+}
+
+/// Sequential reads of the open segment through a large buffer: frames are decoded from the
+/// buffer while they lie in it, and the buffer is refilled (grown for a frame larger than it)
+/// from the offset of the first frame that does not.
+struct ChunkReader<'o> {
+    open: &'o OpenSegment,
+    buf: Vec<u8>,
+    /// File offset of `buf[0]`.
+    start: u64,
+    /// Valid bytes in `buf`.
+    have: usize,
+}
+
+impl<'o> ChunkReader<'o> {
+    const CHUNK: usize = 1 << 20;
+
+    fn new(open: &'o OpenSegment) -> Self {
+        ChunkReader {
+            open,
+            buf: Vec::new(),
+            start: 0,
+            have: 0,
+        }
+    }
+
+    /// The frame at `offset`, decoded and checked.
+    fn frame_at(&mut self, offset: u64) -> Result<EventView<'_>> {
+        let path = &self.open.path;
+        if !self.holds_frame(offset) {
+            // Refill from `offset`, growing the buffer for a frame larger than a chunk. A length
+            // prefix is untrusted until the file holds that many bytes: never grow past that.
+            if self.buf.len() < Self::CHUNK {
+                self.buf.resize(Self::CHUNK, 0);
+            }
+            self.start = offset;
+            self.have = self.open.read_at_most(offset, &mut self.buf)?;
+            if self.have >= 4 {
+                let n = &self.buf[..4];
+                let need = 8 + u32::from_le_bytes([n[0], n[1], n[2], n[3]]) as usize;
+                if need > self.buf.len() {
+                    if offset.saturating_add(need as u64) > self.open.file_len()? {
+                        return Err(frame_error(path, offset, FrameError::Short));
+                    }
+                    self.buf.resize(need, 0);
+                    self.have = self.open.read_at_most(offset, &mut self.buf)?;
+                }
+            }
+        }
+        let at = (offset - self.start) as usize;
+        decode_frame(&self.buf[at..self.have])
+            .map(|(view, _)| view)
+            .map_err(|e| frame_error(path, offset, e))
+    }
+
+    /// Whether the buffer holds the whole frame starting at `offset` (as far as its length
+    /// prefix tells; the decoder checks the rest).
+    fn holds_frame(&self, offset: u64) -> bool {
+        if offset < self.start || offset >= self.start + self.have as u64 {
+            return false;
+        }
+        let at = (offset - self.start) as usize;
+        let avail = self.have - at;
+        if avail < 8 {
+            return false;
+        }
+        let n = &self.buf[at..at + 4];
+        let need = 8 + u32::from_le_bytes([n[0], n[1], n[2], n[3]]) as usize;
+        need <= avail
+    }
 }

@@ -13,7 +13,9 @@ use crate::index_file::{IdEntry, IndexInput, Posting, StreamEntry};
 /// Index entries of the events of the open segment that are committed (or being published).
 #[derive(Default, Debug)]
 pub(crate) struct Memtable {
-    /// `offsets[i]`: frame offset of the event at `first_position + i`.
+    /// `offsets[i]`: frame offset of the event at `first_position + i`, or
+    /// [`crate::index_file::NO_FRAME`] for a position without a frame (removed, or lost in
+    /// damage: see the open segment's `lost`).
     pub offsets: Vec<u64>,
     /// Stream name → (revision, position), ascending.
     pub streams: HashMap<String, Vec<(u64, u64)>, RandomState>,
@@ -116,6 +118,20 @@ impl Memtable {
                 }
             }
         }
+    }
+
+    /// Records positions that have no intact frame (events must be inserted in position order).
+    pub fn insert_missing(&mut self, positions: std::ops::Range<u64>) {
+        self.offsets
+            .extend(positions.map(|_| crate::index_file::NO_FRAME));
+    }
+
+    /// Lists every stream of this segment as created here. After damage a stream's revision 0
+    /// may be among the lost events while later ones are intact: the listing must still find
+    /// it. A superset is harmless (listings merge and de-duplicate names, and check heads).
+    pub fn list_every_stream_as_created(&mut self) {
+        let names: Vec<String> = self.streams.keys().cloned().collect();
+        self.created.extend(names);
     }
 
     /// The index-file input describing this memtable's segment.

@@ -109,7 +109,13 @@ pub struct Options {
     /// Called while [`crate::Store::open`] rebuilds a missing or damaged index file, with the
     /// segment path, bytes scanned so far and the segment's size (for a progress bar).
     pub rebuild_progress: Option<RebuildProgress>,
+    /// Called once for each damaged range the store finds (at open, by a read, by a rebuild),
+    /// the moment it is found: for an error-level log line. Never called twice for one range.
+    pub on_damage: Option<DamageHook>,
 }
+
+/// Damage callback: see [`Options::on_damage`].
+pub type DamageHook = Arc<dyn Fn(&crate::Damage) + Send + Sync>;
 
 /// Progress callback for index rebuilds: `(segment, bytes_done, bytes_total)`.
 pub type RebuildProgress = Arc<dyn Fn(&std::path::Path, u64, u64) + Send + Sync>;
@@ -124,6 +130,7 @@ impl Default for Options {
             read_only: false,
             file_io: Arc::new(StdFileIo),
             rebuild_progress: None,
+            on_damage: None,
         }
     }
 }

@@ -2,6 +2,7 @@
 //! that validates frames for recovery and index rebuilds.
 
 use std::fs::File;
+use std::ops::Range;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 
@@ -10,12 +11,13 @@ use std::sync::OnceLock;
 use memmap2::Mmap;
 use parking_lot::RwLock;
 
+use crate::damage::Damage;
 use crate::error::{Error, Result};
 use crate::frame::{
-    decode_frame, decode_segment_header, EventView, FrameError, BODY_FIXED_LEN, FRAME_PREFIX_LEN,
-    SEGMENT_HEADER_LEN,
+    decode_frame, decode_segment_header_version, EventView, FrameError, BODY_FIXED_LEN,
+    FRAME_PREFIX_LEN, SEGMENT_FORMAT_VERSION, SEGMENT_FORMAT_VERSION_GAPS, SEGMENT_HEADER_LEN,
 };
-use crate::index_file::{write_index, SegmentIndex};
+use crate::index_file::{write_index, SegmentIndex, NO_FRAME};
 use crate::memtable::{MemEntry, Memtable};
 use crate::options::RebuildProgress;
 
@@ -60,24 +62,34 @@ pub(crate) fn map_file(path: &Path) -> Result<Mmap> {
     unsafe { Mmap::map(&file) }.map_err(|e| Error::io(path, e))
 }
 
-/// A sealed, immutable segment: memory-mapped bytes plus its index file.
+/// A sealed, immutable segment: memory-mapped bytes plus its index.
 ///
 /// The index file's header is checked when the segment is opened; its body is checksummed on
 /// first use ([`SealedSegment::index`]) and rebuilt from the segment if that fails, so a damaged
-/// index is never trusted and opening stays independent of the history's size.
+/// index is never trusted and opening stays independent of the history's size. A rebuild that
+/// finds damaged frames keeps the index in memory only (rebuilt at every open until a repair)
+/// and remembers the positions lost: what those events were is unknown ([`Damage::indexed`]
+/// false).
 pub(crate) struct SealedSegment {
     pub path: PathBuf,
     pub first_position: u64,
     pub map: Mmap,
     /// Header-checked index (its event count is trusted: it matched the segment length).
     header_index: SegmentIndex,
-    /// The body-checked index: `None` when `header_index` passed its checksum, a rebuilt index
-    /// when it did not, or why neither is usable.
-    checked: OnceLock<std::result::Result<Option<SegmentIndex>, String>>,
+    /// The body-checked index: `rebuilt` is `None` when `header_index` passed its checksum.
+    checked: OnceLock<std::result::Result<Checked, String>>,
     /// Whether a damaged index may be rewritten (false for read-only stores).
     may_rebuild: bool,
     /// Told about a rebuild's progress.
     progress: Option<RebuildProgress>,
+}
+
+/// The outcome of checking a sealed segment's index.
+struct Checked {
+    /// The index rebuilt from the segment, when the file's failed its checksum.
+    rebuilt: Option<SegmentIndex>,
+    /// Damage the rebuild scan found (positions lost, contents unknown).
+    lost: Vec<Damage>,
 }
 
 impl SealedSegment {
@@ -101,15 +113,20 @@ impl SealedSegment {
         }
     }
 
-    /// A segment whose index was just written by this process (already known good).
+    /// A segment whose index was just built by this process (already known good), with the
+    /// damage the building scan found (none for a segment this process sealed).
     pub fn freshly_indexed(
         path: PathBuf,
         first_position: u64,
         map: Mmap,
         index: SegmentIndex,
+        lost: Vec<Damage>,
     ) -> Self {
         let seg = SealedSegment::new(path, first_position, map, index, true, None);
-        let _ = seg.checked.set(Ok(None));
+        let _ = seg.checked.set(Ok(Checked {
+            rebuilt: None,
+            lost,
+        }));
         seg
     }
 
@@ -125,32 +142,50 @@ impl SealedSegment {
 
     /// The segment's index, checksummed (and rebuilt if damaged) on first use.
     pub fn index(&self) -> Result<&SegmentIndex> {
-        let checked = self.checked.get_or_init(|| {
+        match self.checked() {
+            Ok(Checked {
+                rebuilt: Some(rebuilt),
+                ..
+            }) => Ok(rebuilt),
+            Ok(Checked { rebuilt: None, .. }) => Ok(&self.header_index),
+            Err(why) => Err(Error::corruption(self.header_index.path(), 0, why.clone())),
+        }
+    }
+
+    /// Positions lost in damage found by the scan that rebuilt this segment's index (empty
+    /// until [`SealedSegment::index`] ran, and for a segment whose index file is intact).
+    pub fn lost(&self) -> &[Damage] {
+        match self.checked.get() {
+            Some(Ok(c)) => &c.lost,
+            _ => &[],
+        }
+    }
+
+    fn checked(&self) -> &std::result::Result<Checked, String> {
+        self.checked.get_or_init(|| {
             let Err(damage) = self.header_index.verify_checksum() else {
-                return Ok(None);
+                return Ok(Checked {
+                    rebuilt: None,
+                    lost: Vec::new(),
+                });
             };
-            if !self.may_rebuild {
-                return Err(damage.to_string());
-            }
             let idx_path = self.header_index.path().to_path_buf();
+            let write = self.may_rebuild.then_some(idx_path.as_path());
             rebuild_index(
                 &self.path,
                 &self.map,
                 self.first_position,
+                self.end_position(),
                 &idx_path,
+                write,
                 self.progress.as_ref(),
             )
-            .and_then(|()| {
-                SegmentIndex::open(&idx_path, self.first_position, self.map.len() as u64)
+            .map(|(index, lost)| Checked {
+                rebuilt: Some(index),
+                lost,
             })
-            .map(Some)
             .map_err(|e| format!("{damage}; rebuilding it failed: {e}"))
-        });
-        match checked {
-            Ok(Some(rebuilt)) => Ok(rebuilt),
-            Ok(None) => Ok(&self.header_index),
-            Err(why) => Err(Error::corruption(self.header_index.path(), 0, why.clone())),
-        }
+        })
     }
 
     /// Decodes and checks the frame at `offset`.
@@ -164,16 +199,24 @@ impl SealedSegment {
         decode_frame(bytes).map_err(|e| frame_error(&self.path, offset, e))
     }
 
-    /// The event at `position`, which must lie in this segment.
-    pub fn event(&self, position: u64) -> Result<EventView<'_>> {
-        let offset = self.index()?.offset(position).ok_or_else(|| {
+    /// The event at `position` (which must lie in this segment) through `index` (this
+    /// segment's): `None` when the position has no frame here (removed). A position lost in
+    /// damage is an error naming the damage.
+    pub fn event_in(&self, index: &SegmentIndex, position: u64) -> Result<Option<EventView<'_>>> {
+        let offset = index.offset(position).ok_or_else(|| {
             Error::corruption(
                 self.index_path(),
                 0,
                 format!("position {position} missing from index"),
             )
         })?;
-        let (view, _) = self.frame_at(offset)?;
+        if offset == NO_FRAME {
+            return match self.lost().iter().find(|d| d.holds(position)) {
+                Some(d) => Err(d.error_at(position)),
+                None => Ok(None),
+            };
+        }
+        let (view, _) = self.frame_at(offset).map_err(|e| e.at_position(position))?;
         if view.position != position {
             return Err(Error::corruption(
                 &self.path,
@@ -182,20 +225,27 @@ impl SealedSegment {
                     "frame holds position {}, index says {position}",
                     view.position
                 ),
-            ));
+            )
+            .at_position(position));
         }
-        Ok(view)
+        Ok(Some(view))
+    }
+
+    /// Bytes from `offset` to the next frame the index lists after `position` (or the end of
+    /// the file): the extent of a damaged frame found by a read.
+    pub fn extent(&self, offset: u64, position: u64) -> u64 {
+        let index = self.index().ok();
+        let next = (position.saturating_add(1)..self.end_position())
+            .filter_map(|p| index.and_then(|i| i.offset(p)))
+            .find(|&o| o != NO_FRAME)
+            .unwrap_or(self.map.len() as u64);
+        next.saturating_sub(offset)
     }
 }
 
 /// Converts a frame decoding failure into a corruption error naming the file and offset.
 pub(crate) fn frame_error(path: &Path, offset: u64, e: FrameError) -> Error {
-    let detail = match e {
-        FrameError::Short => "truncated frame".to_owned(),
-        FrameError::Zero => "zeroed frame".to_owned(),
-        FrameError::Bad(why) => why,
-    };
-    Error::corruption(path, offset, detail)
+    Error::corruption(path, offset, frame_error_detail(e))
 }
 
 /// The segment being written: read with `pread` up to the published end, indexed by a memtable.
@@ -204,6 +254,9 @@ pub(crate) struct OpenSegment {
     pub first_position: u64,
     pub file: File,
     pub table: RwLock<Memtable>,
+    /// Damage recovery found in this segment (the memtable has [`NO_FRAME`] for the positions
+    /// lost in it); the store is read-only while there is any.
+    pub lost: Vec<Damage>,
 }
 
 impl OpenSegment {
@@ -215,7 +268,29 @@ impl OpenSegment {
             first_position,
             file,
             table: RwLock::new(table),
+            lost: Vec::new(),
         })
+    }
+
+    /// The frame offset of `position` (in this segment and committed): `Ok(None)` when the
+    /// position has no frame (removed), an error naming the damage when it was lost in damage.
+    pub fn offset(&self, position: u64) -> Result<Option<u64>> {
+        let offset = {
+            let table = self.table.read();
+            position
+                .checked_sub(self.first_position)
+                .and_then(|i| table.offsets.get(usize::try_from(i).ok()?).copied())
+        }
+        .ok_or_else(|| {
+            Error::invalid("position", format!("{position} is past the end of the log"))
+        })?;
+        if offset != NO_FRAME {
+            return Ok(Some(offset));
+        }
+        match self.lost.iter().find(|d| d.holds(position)) {
+            Some(d) => Err(d.error_at(position)),
+            None => Ok(None),
+        }
     }
 
     /// Reads the whole frame at `offset` into `buf` (replacing its contents); the caller decodes
@@ -271,41 +346,77 @@ impl OpenSegment {
     }
 }
 
-/// Rebuilds the index file of a sealed segment by scanning (and checking) every frame.
+/// Rebuilds the index of a sealed segment (positions `first..end`) by scanning (and checking)
+/// every frame. Without damage the index is written to `write` (when given) and opened from
+/// there; with damage it is kept in memory only, named `idx_path`, and the damage is returned
+/// (the lost positions have [`NO_FRAME`] offsets).
 pub(crate) fn rebuild_index(
     path: &Path,
     bytes: &[u8],
     first: u64,
+    end: u64,
     idx_path: &Path,
+    write: Option<&Path>,
     progress: Option<&RebuildProgress>,
-) -> Result<()> {
+) -> Result<(SegmentIndex, Vec<Damage>)> {
     const REPORT_EVERY: u64 = 4 << 20;
     let total = bytes.len() as u64;
     let mut reported = 0;
     let mut table = Memtable::default();
-    let outcome = scan_segment(path, bytes, first, ScanMode::Sealed, |v, offset| {
-        if let Some(p) = progress {
-            if offset >= reported + REPORT_EVERY {
-                reported = offset;
-                p(path, offset, total);
+    let outcome = scan_segment(
+        bytes,
+        first,
+        ScanMode::Sealed,
+        Some(end),
+        |item| match item {
+            Scanned::Event(v, offset) => {
+                if let Some(p) = progress {
+                    if offset >= reported + REPORT_EVERY {
+                        reported = offset;
+                        p(path, offset, total);
+                    }
+                }
+                table.insert(&MemEntry::from_view(v, offset));
             }
-        }
-        table.insert(&MemEntry::from_view(v, offset));
-    });
-    if let Some(e) = outcome.corruption {
-        return Err(e);
-    }
-    if outcome.committed_len != total {
-        return Err(Error::corruption(
-            path,
-            outcome.committed_len,
-            "sealed segment has bytes after its last append",
-        ));
-    }
+            Scanned::Missing(r) => table.insert_missing(r),
+        },
+    );
     if let Some(p) = progress {
         p(path, total, total);
     }
-    write_index(idx_path, table.to_index_input(first, total))
+    if outcome.next_position != end {
+        // More frames than the index (or the next segment's name) allows.
+        return Err(Error::corruption(
+            path,
+            outcome.committed_len,
+            format!(
+                "segment holds positions up to {}, expected to end at {end}",
+                outcome.next_position
+            ),
+        ));
+    }
+    if !outcome.damage.is_empty() {
+        table.list_every_stream_as_created();
+    }
+    let input = table.to_index_input(first, total);
+    let lost: Vec<Damage> = outcome
+        .damage
+        .iter()
+        .map(|d| d.to_damage(path, false))
+        .collect();
+    match write {
+        Some(dest) if lost.is_empty() => {
+            write_index(dest, input)?;
+            Ok((SegmentIndex::open(dest, first, total)?, lost))
+        }
+        _ => {
+            let bytes = crate::index_file::encode(input)?;
+            Ok((
+                SegmentIndex::from_bytes(idx_path, bytes, first, total)?,
+                lost,
+            ))
+        }
+    }
 }
 
 /// How the scan treats damage.
@@ -317,135 +428,361 @@ pub(crate) enum ScanMode {
     Open,
 }
 
+/// Damaged bytes a scan found and stepped over.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) struct ScanDamage {
+    /// Offset of the first damaged byte (a frame boundary, or 0 for the header).
+    pub offset: u64,
+    /// Bytes up to the next valid frame (or the end of the file); 0 when frames are missing
+    /// without damaged bytes in their place.
+    pub length: u64,
+    /// The positions whose frames are lost in those bytes (empty for the header).
+    pub positions: Range<u64>,
+    /// What is wrong.
+    pub detail: String,
+}
+
+impl ScanDamage {
+    /// This damage as an error naming `path` (and the first lost position, if any).
+    pub fn error(&self, path: &Path) -> Error {
+        let e = Error::corruption(path, self.offset, self.detail.clone());
+        if self.positions.is_empty() {
+            e
+        } else {
+            e.at_position(self.positions.start)
+        }
+    }
+
+    /// This damage as a [`Damage`] of `path`.
+    pub fn to_damage(&self, path: &Path, indexed: bool) -> Damage {
+        Damage {
+            file: path.to_owned(),
+            offset: self.offset,
+            length: self.length,
+            positions: self.positions.clone(),
+            indexed,
+            detail: self.detail.clone(),
+        }
+    }
+}
+
 /// The result of scanning a segment's bytes.
 #[derive(Debug)]
 pub(crate) struct ScanOutcome {
     /// Byte length up to and including the last whole commit.
     pub committed_len: u64,
-    /// Position after the last committed event.
+    /// Position after the last committed event (or after the last position known lost).
     pub next_position: u64,
     /// What lies past `committed_len`, if anything (torn tail, uncommitted frames).
     pub torn: Option<String>,
-    /// Corruption that stopped the scan before the end.
-    pub corruption: Option<Error>,
+    /// Damaged ranges, in file order; the scan resumed after each one.
+    pub damage: Vec<ScanDamage>,
+    /// The segment format version from the header (1 when the header is damaged).
+    pub version: u32,
 }
 
-/// Validates every frame of a segment, calling `on_event(view, offset)` for each event of each
-/// whole commit, in order. Never panics on damaged bytes.
+impl ScanOutcome {
+    /// The first damage as an error, if any.
+    pub fn first_error(&self, path: &Path) -> Option<Error> {
+        self.damage.first().map(|d| d.error(path))
+    }
+}
+
+/// What a scan reports, position by position, in log order.
+pub(crate) enum Scanned<'v, 'a> {
+    /// An intact event of a whole commit, with its frame's offset.
+    Event(&'v EventView<'a>, u64),
+    /// Positions without an intact frame: lost in damage (listed in [`ScanOutcome::damage`]) or
+    /// removed (a gap of a version-2 segment).
+    Missing(Range<u64>),
+}
+
+/// One item of a commit that is not complete yet.
+enum Pending<'a> {
+    Event(EventView<'a>, u64),
+    Missing(Range<u64>),
+}
+
+fn deliver<'a>(pending: &mut Vec<Pending<'a>>, f: &mut impl FnMut(Scanned<'_, 'a>)) {
+    for p in pending.drain(..) {
+        match p {
+            Pending::Event(v, o) => f(Scanned::Event(&v, o)),
+            Pending::Missing(r) => f(Scanned::Missing(r)),
+        }
+    }
+}
+
+/// Validates every frame of a segment, calling `on_item` for each event of each whole commit
+/// and for each run of missing positions, in order. Never panics on damaged bytes.
+///
+/// Damage does not end the scan: frames are self-delimiting and checksummed, so after a frame
+/// that fails its checks the scan looks for the next offset holding a valid frame of a later
+/// position whose successor is valid too ([`resync`]), reports the bytes in between as
+/// [`ScanDamage`] (with the positions lost in them) and goes on from there. In
+/// [`ScanMode::Open`], damage that no valid frame follows is a torn tail (cut by recovery).
+/// `expected_end` (the next segment's first position, for a sealed segment) tells how many
+/// positions damage at the very end of a sealed segment lost.
 pub(crate) fn scan_segment<'a>(
-    path: &Path,
     bytes: &'a [u8],
     expected_first_position: u64,
     mode: ScanMode,
-    mut on_event: impl FnMut(&EventView<'a>, u64),
+    expected_end: Option<u64>,
+    mut on_item: impl FnMut(Scanned<'_, 'a>),
 ) -> ScanOutcome {
     let mut out = ScanOutcome {
         committed_len: SEGMENT_HEADER_LEN,
         next_position: expected_first_position,
         torn: None,
-        corruption: None,
+        damage: Vec::new(),
+        version: SEGMENT_FORMAT_VERSION,
     };
-    match decode_segment_header(bytes) {
-        Ok(first) if first == expected_first_position => {}
-        Ok(first) => {
-            out.committed_len = 0;
-            out.corruption = Some(Error::corruption(
-                path,
-                16,
-                format!(
-                    "header says first position {first}, file name says {expected_first_position}"
-                ),
-            ));
-            return out;
-        }
+    match decode_segment_header_version(bytes) {
+        Ok((first, version)) if first == expected_first_position => out.version = version,
+        Ok((first, _)) => out.damage.push(ScanDamage {
+            offset: 0,
+            length: SEGMENT_HEADER_LEN,
+            positions: 0..0,
+            detail: format!(
+                "header says first position {first}, file name says {expected_first_position}"
+            ),
+        }),
         Err(why) => {
-            out.committed_len = 0;
             if mode == ScanMode::Open && bytes.len() < SEGMENT_HEADER_LEN as usize {
+                out.committed_len = 0;
                 out.torn = Some(format!("segment header torn ({} bytes)", bytes.len()));
-            } else {
-                out.corruption = Some(Error::corruption(path, 0, why));
+                return out;
             }
-            return out;
+            out.damage.push(ScanDamage {
+                offset: 0,
+                length: SEGMENT_HEADER_LEN.min(bytes.len() as u64),
+                positions: 0..0,
+                detail: why,
+            });
         }
     }
-    let mut pending: Vec<(EventView<'a>, u64)> = Vec::new();
+    let gaps_allowed = out.version == SEGMENT_FORMAT_VERSION_GAPS;
+    let mut pending: Vec<Pending<'a>> = Vec::new();
     let mut offset = SEGMENT_HEADER_LEN as usize;
     let mut position = expected_first_position;
     while offset < bytes.len() {
-        match decode_frame(&bytes[offset..]) {
-            Ok((view, len)) => {
-                if view.position != position {
-                    out.corruption = Some(Error::corruption(
-                        path,
-                        offset as u64,
-                        format!(
-                            "frame holds position {}, expected {position}",
-                            view.position
-                        ),
-                    ));
-                    return out;
-                }
-                let Some(next) = position.checked_add(1) else {
-                    out.corruption = Some(Error::corruption(
-                        path,
-                        offset as u64,
-                        "frame holds the last possible position (no position follows it)",
-                    ));
-                    return out;
-                };
-                pending.push((view, offset as u64));
-                position = next;
+        let problem = match decode_frame(&bytes[offset..]) {
+            Ok((view, len)) if view.position == u64::MAX => Some((
+                FrameError::Bad(
+                    "frame holds the last possible position (no position follows it)".into(),
+                ),
+                Some((view, len)),
+            )),
+            Ok((view, len)) if view.position == position => {
+                pending.push(Pending::Event(view, offset as u64));
+                position = view.position + 1;
                 offset += len;
                 if view.commit_end {
-                    for (v, o) in pending.drain(..) {
-                        on_event(&v, o);
-                    }
+                    deliver(&mut pending, &mut on_item);
                     out.committed_len = offset as u64;
                     out.next_position = position;
                 }
+                None
             }
-            Err(e) => {
-                let sealed_or_mid_log =
-                    mode == ScanMode::Sealed || followed_by_valid_frame(&bytes[offset..], position);
-                if sealed_or_mid_log {
-                    out.corruption = Some(frame_error(path, offset as u64, e));
-                } else {
-                    out.torn = Some(format!(
-                        "torn tail at offset {offset}: {} bytes cut",
-                        bytes.len() as u64 - out.committed_len
-                    ));
+            Ok((view, len)) if view.position > position && gaps_allowed => {
+                pending.push(Pending::Missing(position..view.position));
+                pending.push(Pending::Event(view, offset as u64));
+                position = view.position + 1;
+                offset += len;
+                if view.commit_end {
+                    deliver(&mut pending, &mut on_item);
+                    out.committed_len = offset as u64;
+                    out.next_position = position;
                 }
+                None
+            }
+            Ok((view, len)) => Some((
+                FrameError::Bad(format!(
+                    "frame holds position {}, expected {position}",
+                    view.position
+                )),
+                Some((view, len)),
+            )),
+            Err(e) => Some((e, None)),
+        };
+        let Some((error, decoded)) = problem else {
+            continue;
+        };
+        // A valid frame of a later position right here: frames are missing, no bytes damaged.
+        if let Some((view, _)) = decoded {
+            if view.position > position
+                && view.position < u64::MAX
+                && continues(&bytes[offset..], view.position, gaps_allowed)
+            {
+                deliver(&mut pending, &mut on_item);
+                out.damage.push(ScanDamage {
+                    offset: offset as u64,
+                    length: 0,
+                    positions: position..view.position,
+                    detail: format!(
+                        "frames of positions {position}..{} are missing",
+                        view.position
+                    ),
+                });
+                on_item(Scanned::Missing(position..view.position));
+                position = view.position;
+                out.next_position = position;
+                continue;
+            }
+        }
+        match resync(&bytes[offset..], position, gaps_allowed) {
+            Some((skip, next)) => {
+                // Something valid follows: the damaged bytes were committed, so were the
+                // frames of their append before them.
+                deliver(&mut pending, &mut on_item);
+                out.damage.push(ScanDamage {
+                    offset: offset as u64,
+                    length: skip as u64,
+                    positions: position..next,
+                    detail: frame_error_detail(error),
+                });
+                on_item(Scanned::Missing(position..next));
+                out.committed_len = (offset + skip) as u64;
+                out.next_position = next;
+                position = next;
+                offset += skip;
+            }
+            None if mode == ScanMode::Open => {
+                out.torn = Some(format!(
+                    "torn tail at offset {offset}: {} bytes cut",
+                    bytes.len() as u64 - out.committed_len
+                ));
+                return out;
+            }
+            None => {
+                deliver(&mut pending, &mut on_item);
+                let end = expected_end.unwrap_or(position).max(position);
+                out.damage.push(ScanDamage {
+                    offset: offset as u64,
+                    length: (bytes.len() - offset) as u64,
+                    positions: position..end,
+                    detail: frame_error_detail(error),
+                });
+                if end > position {
+                    on_item(Scanned::Missing(position..end));
+                }
+                out.committed_len = bytes.len() as u64;
+                out.next_position = end;
                 return out;
             }
         }
     }
-    if !pending.is_empty() {
-        let first_uncommitted = pending[0].1;
-        if mode == ScanMode::Sealed {
-            out.corruption = Some(Error::corruption(
-                path,
-                first_uncommitted,
-                "sealed segment ends inside an append",
-            ));
-        } else {
-            out.torn = Some(format!(
-                "{} frames of an unfinished append at offset {first_uncommitted} cut",
-                pending.len()
-            ));
+    if mode == ScanMode::Sealed {
+        // A sealed segment is whole appends up to the next segment's first position.
+        deliver(&mut pending, &mut on_item);
+        out.committed_len = bytes.len() as u64;
+        out.next_position = position;
+        if let Some(end) = expected_end.filter(|&end| end > position) {
+            out.damage.push(ScanDamage {
+                offset: bytes.len() as u64,
+                length: 0,
+                positions: position..end,
+                detail: format!("segment ends before position {end}: frames are missing"),
+            });
+            on_item(Scanned::Missing(position..end));
+            out.next_position = end;
         }
+    } else if let Some(first_uncommitted) = pending.iter().find_map(|p| match p {
+        Pending::Event(_, o) => Some(*o),
+        Pending::Missing(_) => None,
+    }) {
+        out.torn = Some(format!(
+            "{} frames of an unfinished append at offset {first_uncommitted} cut",
+            pending.len()
+        ));
     }
     out
 }
 
-/// True when a valid frame of a later position lies anywhere after the damaged frame at the
-/// start of `at_bad`: then the damage is in the middle of the log, not a torn tail, and must
-/// not be truncated away. The search tries every byte offset (damage may have hit the length
-/// prefix), so it costs time only on this failure path.
-fn followed_by_valid_frame(at_bad: &[u8], bad_position: u64) -> bool {
-    (1..at_bad
-        .len()
-        .saturating_sub(FRAME_PREFIX_LEN + BODY_FIXED_LEN - 1))
-        .any(|o| matches!(decode_frame(&at_bad[o..]), Ok((v, _)) if v.position > bad_position))
+/// The smallest possible frame: prefix and fixed body.
+const MIN_FRAME_LEN: usize = FRAME_PREFIX_LEN + BODY_FIXED_LEN;
+
+/// After damage at the start of `at_bad` (where the frame of `position` should be): the offset
+/// (relative to `at_bad`) of the next trustworthy frame and its position.
+///
+/// A candidate must be a valid frame of a later position than `position` (the damaged frame
+/// held `position`, so a valid-looking frame image inside its own payload that claims
+/// `position` is never taken), whose position fits the bytes skipped (each lost frame takes at
+/// least [`MIN_FRAME_LEN`] bytes), and which the bytes after it continue ([`continuation`]): a
+/// frame image inside a payload is followed by more payload, not by the next frame. The first
+/// candidate continued by a valid frame, the end of the bytes or never-written space wins;
+/// failing that, the first one followed by a torn frame (a crash after the damage); failing
+/// that, the first one followed by more damage (a real frame between two damaged ones must not
+/// be lost, nor damage an intact frame follows be taken for a torn tail). Tries every byte
+/// offset (damage may have hit a length prefix): costs time only on this path.
+fn resync(at_bad: &[u8], position: u64, gaps_allowed: bool) -> Option<(usize, u64)> {
+    // The first candidate of each kind of continuation; the strongest kind wins.
+    let mut weak = None;
+    let mut broken = None;
+    for o in 1..at_bad.len().saturating_sub(MIN_FRAME_LEN - 1) {
+        let Ok((v, _)) = decode_frame(&at_bad[o..]) else {
+            continue;
+        };
+        let fits = (v.position - position.min(v.position)) <= (o / MIN_FRAME_LEN) as u64;
+        if v.position <= position || v.position == u64::MAX || !fits {
+            continue;
+        }
+        match continuation(&at_bad[o..], v.position, gaps_allowed) {
+            Continuation::Strong => return Some((o, v.position)),
+            Continuation::Weak => {
+                weak.get_or_insert((o, v.position));
+            }
+            Continuation::Broken => {
+                broken.get_or_insert((o, v.position));
+            }
+        }
+    }
+    weak.or(broken)
+}
+
+/// How the bytes after a valid frame continue it.
+#[derive(PartialEq, Eq)]
+enum Continuation {
+    /// The end of the bytes, never-written (zero) space, or a valid frame of the next position
+    /// (of a later one, where gaps are allowed).
+    Strong,
+    /// A frame cut short: a torn tail, or garbage.
+    Weak,
+    /// Bytes that are no valid frame (more damage, or garbage).
+    Broken,
+}
+
+/// How the bytes after the valid frame at the start of `at` (holding `position`) continue it.
+fn continuation(at: &[u8], position: u64, gaps_allowed: bool) -> Continuation {
+    let Ok((_, len)) = decode_frame(at) else {
+        return Continuation::Broken;
+    };
+    let rest = &at[len..];
+    if rest.is_empty() {
+        return Continuation::Strong;
+    }
+    match decode_frame(rest) {
+        Ok((next, _))
+            if next.position == position + 1 || (gaps_allowed && next.position > position) =>
+        {
+            Continuation::Strong
+        }
+        Err(FrameError::Zero) => Continuation::Strong,
+        Err(FrameError::Short) => Continuation::Weak,
+        _ => Continuation::Broken,
+    }
+}
+
+/// Whether the valid frame at the start of `at` (holding `position`) is strongly continued.
+fn continues(at: &[u8], position: u64, gaps_allowed: bool) -> bool {
+    continuation(at, position, gaps_allowed) == Continuation::Strong
+}
+
+fn frame_error_detail(e: FrameError) -> String {
+    match e {
+        FrameError::Short => "truncated frame".to_owned(),
+        FrameError::Zero => "zeroed frame".to_owned(),
+        FrameError::Bad(why) => why,
+    }
 }
 
 #[cfg(test)]
@@ -486,18 +823,50 @@ mod tests {
     }
 
     fn scan(bytes: &[u8], mode: ScanMode) -> (ScanOutcome, Vec<u64>) {
-        let mut seen = Vec::new();
-        let out = scan_segment(Path::new("t.seg"), bytes, 10, mode, |v, _| {
-            seen.push(v.position)
-        });
+        let (out, seen, _) = scan_all(bytes, mode, None);
         (out, seen)
+    }
+
+    /// The outcome, the positions of the events delivered and the missing runs.
+    fn scan_all(
+        bytes: &[u8],
+        mode: ScanMode,
+        end: Option<u64>,
+    ) -> (ScanOutcome, Vec<u64>, Vec<Range<u64>>) {
+        let mut seen = Vec::new();
+        let mut missing = Vec::new();
+        let out = scan_segment(bytes, 10, mode, end, |item| match item {
+            Scanned::Event(v, _) => seen.push(v.position),
+            Scanned::Missing(r) => missing.push(r),
+        });
+        (out, seen, missing)
+    }
+
+    fn frame(position: u64, data: &[u8], commit_end: bool) -> Vec<u8> {
+        let mut buf = Vec::new();
+        encode_frame(
+            &mut buf,
+            &FrameFields {
+                position,
+                revision: position,
+                timestamp_micros: 0,
+                id: Uuid::from_u128(position as u128),
+                commit_end,
+                content_type: ContentType::Binary,
+                stream: "s-1",
+                event_type: "T",
+                data,
+                metadata: &[],
+            },
+        );
+        buf
     }
 
     #[test]
     fn whole_segment_scans_clean() {
         let (bytes, _) = segment(&[1, 3, 2]);
         let (out, seen) = scan(&bytes, ScanMode::Sealed);
-        assert!(out.corruption.is_none() && out.torn.is_none());
+        assert!(out.damage.is_empty() && out.torn.is_none());
         assert_eq!(out.committed_len, bytes.len() as u64);
         assert_eq!(out.next_position, 16);
         assert_eq!(seen, (10..16).collect::<Vec<_>>());
@@ -508,7 +877,7 @@ mod tests {
         let (bytes, starts) = segment(&[2, 3]);
         for cut in starts[1]..bytes.len() {
             let (out, seen) = scan(&bytes[..cut], ScanMode::Open);
-            assert!(out.corruption.is_none(), "cut {cut}: {:?}", out.corruption);
+            assert!(out.damage.is_empty(), "cut {cut}: {:?}", out.damage);
             assert_eq!(out.committed_len, starts[1] as u64, "cut {cut}");
             assert_eq!(out.next_position, 12);
             assert_eq!(seen, vec![10, 11]);
@@ -522,53 +891,143 @@ mod tests {
         let len = bytes.len() as u64;
         bytes.extend_from_slice(&[0u8; 100]);
         let (out, _) = scan(&bytes, ScanMode::Open);
-        assert!(out.corruption.is_none());
+        assert!(out.damage.is_empty());
         assert_eq!(out.committed_len, len);
     }
 
+    /// Damage followed by valid frames: reported with its extent and the position lost, and
+    /// the scan goes on with the frames after it (in both modes).
     #[test]
-    fn damage_followed_by_valid_frames_is_corruption_in_open_segment() {
-        let (mut bytes, starts) = segment(&[1, 1, 1]);
-        bytes[starts[1] + 30] ^= 0xff;
-        let (out, seen) = scan(&bytes, ScanMode::Open);
-        let err = out.corruption.expect("mid-log damage must be reported");
-        assert!(matches!(err, Error::Corruption { offset, .. } if offset == starts[1] as u64));
-        assert_eq!(seen, vec![10]);
-        assert_eq!(out.committed_len, starts[1] as u64);
+    fn damage_mid_log_is_reported_and_stepped_over() {
+        let (clean, starts) = segment(&[1, 1, 1]);
+        let cases = [
+            ("payload byte", starts[1] + 70),
+            ("crc byte", starts[1] + 5),
+            ("length prefix", starts[1] + 1),
+            ("length prefix high byte", starts[1] + 3),
+            ("position field", starts[1] + 8),
+        ];
+        for (what, at) in cases {
+            let mut bytes = clean.clone();
+            bytes[at] ^= 0x40;
+            for mode in [ScanMode::Open, ScanMode::Sealed] {
+                let (out, seen, missing) = scan_all(&bytes, mode, Some(13));
+                assert_eq!(seen, vec![10, 12], "{what} {mode:?}");
+                assert_eq!(missing, vec![11..12], "{what} {mode:?}");
+                assert_eq!(
+                    out.damage,
+                    vec![ScanDamage {
+                        offset: starts[1] as u64,
+                        length: (starts[2] - starts[1]) as u64,
+                        positions: 11..12,
+                        detail: out.damage[0].detail.clone(),
+                    }],
+                    "{what} {mode:?}"
+                );
+                assert_eq!(out.next_position, 13, "{what} {mode:?}");
+                assert!(out.torn.is_none(), "{what} {mode:?}");
+            }
+        }
     }
 
     #[test]
-    fn damage_in_the_last_frame_is_a_torn_tail_in_open_segment_and_corruption_when_sealed() {
+    fn damage_in_the_last_frame_is_a_torn_tail_in_open_segment_and_damage_when_sealed() {
         let (mut bytes, starts) = segment(&[1, 1]);
         let last = bytes.len() - 1;
         bytes[last] ^= 0xff;
         let (out, _) = scan(&bytes, ScanMode::Open);
-        assert!(out.corruption.is_none() && out.torn.is_some());
+        assert!(out.damage.is_empty() && out.torn.is_some());
         assert_eq!(out.committed_len, starts[1] as u64);
-        let (out, _) = scan(&bytes, ScanMode::Sealed);
-        assert!(out.corruption.is_some());
+        let (out, seen, missing) = scan_all(&bytes, ScanMode::Sealed, Some(12));
+        assert_eq!(seen, vec![10]);
+        assert_eq!(missing, vec![11..12]);
+        assert_eq!(out.damage.len(), 1);
+        assert_eq!(out.damage[0].offset, starts[1] as u64);
+        assert_eq!(out.damage[0].length, (bytes.len() - starts[1]) as u64);
+        assert_eq!(out.next_position, 12);
     }
 
     #[test]
-    fn damaged_length_prefix_mid_log_is_corruption_not_a_torn_tail() {
-        let (mut bytes, starts) = segment(&[1, 1, 1]);
-        bytes[starts[1]] ^= 0x10;
-        let (out, _) = scan(&bytes, ScanMode::Open);
-        assert!(out.corruption.is_some(), "{out:?}");
-        assert_eq!(out.committed_len, starts[1] as u64);
-    }
-
-    #[test]
-    fn wrong_position_or_header_is_corruption() {
-        let (bytes, _) = segment(&[1]);
-        let out = scan_segment(Path::new("t.seg"), &bytes, 11, ScanMode::Open, |_, _| {});
-        assert!(out.corruption.is_some());
+    fn a_damaged_header_loses_no_event() {
+        let (bytes, _) = segment(&[1, 2]);
         let mut bad = bytes.clone();
         bad[3] ^= 1;
-        let (out, _) = scan(&bad, ScanMode::Open);
-        assert!(out.corruption.is_some());
+        for mode in [ScanMode::Open, ScanMode::Sealed] {
+            let (out, seen, _) = scan_all(&bad, mode, Some(13));
+            assert_eq!(seen, vec![10, 11, 12], "{mode:?}");
+            assert_eq!(out.damage.len(), 1);
+            assert_eq!(
+                (out.damage[0].offset, out.damage[0].positions.clone()),
+                (0, 0..0)
+            );
+        }
+        // The header of another segment (wrong first position): damage too, frames then judged
+        // by the name's position.
+        let out = scan_segment(&bytes, 11, ScanMode::Open, None, |_| {});
+        assert!(!out.damage.is_empty());
         let (out, _) = scan(&bytes[..20], ScanMode::Open);
-        assert!(out.corruption.is_none() && out.torn.is_some());
+        assert!(out.damage.is_empty() && out.torn.is_some());
+    }
+
+    /// A valid frame image inside the payload of the damaged frame is not taken for the next
+    /// frame: neither one claiming the damaged frame's own position (it would replace the lost
+    /// event with a forgery), nor one claiming a later position (the real next frame does not
+    /// continue it).
+    #[test]
+    fn a_frame_image_inside_a_damaged_payload_is_not_resynchronised_on() {
+        for fake_position in [11, 12, 13] {
+            let mut payload = vec![0x55u8; 40];
+            payload.extend(frame(fake_position, b"forged", true));
+            payload.extend([0x66u8; 40]);
+            payload.extend(frame(fake_position, b"forged at the end", true));
+            let mut bytes = encode_segment_header(10).to_vec();
+            bytes.extend(frame(10, b"a", true));
+            let damaged_at = bytes.len();
+            bytes.extend(frame(11, &payload, true));
+            bytes.extend(frame(12, b"c", true));
+            bytes.extend(frame(13, b"d", true));
+            bytes[damaged_at + 4] ^= 1; // the damaged frame's CRC
+            for mode in [ScanMode::Open, ScanMode::Sealed] {
+                let mut delivered = Vec::new();
+                let out = scan_segment(&bytes, 10, mode, Some(14), |item| {
+                    if let Scanned::Event(v, _) = item {
+                        delivered.push((v.position, v.data.to_vec()));
+                    }
+                });
+                let want = vec![
+                    (10, b"a".to_vec()),
+                    (12, b"c".to_vec()),
+                    (13, b"d".to_vec()),
+                ];
+                assert_eq!(delivered, want, "fake {fake_position} {mode:?}");
+                assert_eq!(out.damage.len(), 1, "fake {fake_position} {mode:?}");
+                assert_eq!(out.damage[0].positions, 11..12);
+            }
+        }
+    }
+
+    /// A version-2 segment may skip positions (a repair or scavenge removed them): gaps are
+    /// reported as missing, not as damage. In a version-1 segment the same skip is damage.
+    #[test]
+    fn gaps_are_allowed_in_version_2_segments_only() {
+        for version in [SEGMENT_FORMAT_VERSION, SEGMENT_FORMAT_VERSION_GAPS] {
+            let mut bytes = crate::frame::encode_segment_header_version(10, version).to_vec();
+            bytes.extend(frame(10, b"a", true));
+            bytes.extend(frame(13, b"b", false));
+            bytes.extend(frame(14, b"c", true));
+            for mode in [ScanMode::Open, ScanMode::Sealed] {
+                let (out, seen, missing) = scan_all(&bytes, mode, Some(15));
+                assert_eq!(seen, vec![10, 13, 14], "v{version} {mode:?}");
+                assert_eq!(missing, vec![11..13], "v{version} {mode:?}");
+                assert_eq!(out.next_position, 15);
+                assert_eq!(
+                    out.damage.len(),
+                    usize::from(version == SEGMENT_FORMAT_VERSION),
+                    "v{version} {mode:?}: {:?}",
+                    out.damage
+                );
+            }
+        }
     }
 
     /// Regression (decoder property tests): a segment whose frame holds position `u64::MAX`
@@ -594,8 +1053,15 @@ mod tests {
         );
         for mode in [ScanMode::Sealed, ScanMode::Open] {
             let mut seen = 0;
-            let out = scan_segment(Path::new("t.seg"), &bytes, first, mode, |_, _| seen += 1);
-            assert!(out.corruption.is_some(), "{mode:?}: {out:?}");
+            let out = scan_segment(&bytes, first, mode, None, |item| {
+                if let Scanned::Event(..) = item {
+                    seen += 1
+                }
+            });
+            assert!(
+                !out.damage.is_empty() || out.torn.is_some(),
+                "{mode:?}: {out:?}"
+            );
             assert_eq!((seen, out.next_position), (0, first));
         }
     }

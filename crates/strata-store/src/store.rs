@@ -11,6 +11,7 @@ use std::thread::JoinHandle;
 
 use parking_lot::{Mutex, RwLock};
 
+use crate::damage::Damage;
 use crate::error::{Error, Result};
 use crate::event::{
     AllFilter, AppendResult, DeleteResult, Direction, ExpectedRevision, NewEvent, ReadFrom,
@@ -25,7 +26,7 @@ use crate::options::Options;
 use crate::read;
 use crate::segment::{
     index_file_name, list_segments, map_file, rebuild_index, scan_segment, segment_file_name,
-    OpenSegment, ScanMode, SealedSegment,
+    OpenSegment, ScanMode, Scanned, SealedSegment,
 };
 use crate::stats::{Stats, StatsSnapshot};
 use crate::subscription::{Subscription, SubscriptionTarget};
@@ -85,6 +86,11 @@ pub enum Health {
     /// Refusing writes; the reason (storage fault, corruption, or opened read-only). Lasts
     /// until a restart (or a repair).
     ReadOnly(String),
+    /// Damaged bytes were found in sealed data whose index is intact (see [`Store::damage`]):
+    /// every other event stays readable, reads that need a damaged event answer
+    /// [`crate::Error::Corruption`], and appends go on (stream heads are exact). Lasts until a
+    /// repair.
+    Damaged(String),
     /// The last write ran out of disk space (the reason names the file and the error); it wrote
     /// nothing. Reads go on, and appends are still tried. [`Health::Ok`] again by itself as soon
     /// as the file system reports room for the write that failed (plus a margin), or an append
@@ -136,11 +142,15 @@ impl Store {
             read_only: AtomicBool::new(options.read_only || recovered.fault.is_some()),
             fault: Mutex::new(recovered.fault),
             disk_full: Default::default(),
+            damage: Default::default(),
             closed: AtomicBool::new(false),
             commits: event_listener::Event::new(),
             stats: Stats::default(),
             options,
         });
+        for d in recovered.damage {
+            shared.record_damage(d);
+        }
         let (tx, thread) = if shared.options.read_only {
             (None, None)
         } else {
@@ -405,7 +415,15 @@ impl Store {
         self.shared.committed()
     }
 
-    /// Whether the store accepts writes: a fault (read-only) wins over a full disk.
+    /// Every damaged range found since open (at open, by reads, by index rebuilds), in the
+    /// order found. Non-empty means [`Health::Damaged`] or, when the lost events are unknown or
+    /// lie in the open segment, [`Health::ReadOnly`].
+    pub fn damage(&self) -> Vec<Damage> {
+        self.shared.damage.all()
+    }
+
+    /// Whether the store accepts writes: a fault (read-only) wins over a full disk, which wins
+    /// over damage in sealed data.
     pub fn health(&self) -> Health {
         if self.shared.read_only.load(Ordering::Acquire) {
             Health::ReadOnly(
@@ -425,11 +443,26 @@ impl Store {
                 .file_io
                 .available_space(&self.shared.dir)
             {
-                Ok(free) if free >= needed => Health::Ok,
+                Ok(free) if free >= needed => self.damaged_or_ok(),
                 _ => Health::DiskFull(reason),
             }
         } else {
-            Health::Ok
+            self.damaged_or_ok()
+        }
+    }
+
+    fn damaged_or_ok(&self) -> Health {
+        if !self.shared.damage.any() {
+            return Health::Ok;
+        }
+        match self.shared.damage.all().first() {
+            Some(d) => Health::Damaged(format!(
+                "damaged data in {} at offset {}: {}",
+                d.file.display(),
+                d.offset,
+                d.detail
+            )),
+            None => Health::Ok,
         }
     }
 
@@ -464,6 +497,11 @@ impl Store {
     /// The state shared with the writer (for tests: who was notified of commits).
     #[cfg(test)]
     pub(crate) fn shared(&self) -> &Arc<crate::log::Shared> {
+        &self.shared
+    }
+
+    /// The state shared with the writer, for the crate's own modules.
+    pub(crate) fn shared_state(&self) -> &Arc<crate::log::Shared> {
         &self.shared
     }
 }
@@ -506,9 +544,16 @@ struct Recovered {
     next_position: u64,
     open_len: u64,
     fault: Option<String>,
+    /// Damage found while opening (the open segment's scan, index rebuilds).
+    damage: Vec<Damage>,
 }
 
 /// Opens the segment set: sealed segments through their index files, the last by a scan.
+///
+/// Damage does not stop the scan of the open segment: it resumes on the next valid frame, the
+/// positions lost are recorded (no frame offset, listed as damage), and the store opens
+/// read-only with everything outside the damaged bytes readable. A torn tail (damage no valid
+/// frame follows) is cut back to the last whole append as after any crash.
 fn recover(dir: &Path, options: &Options) -> Result<Recovered> {
     let mut segments = list_segments(dir)?;
     if segments.is_empty() {
@@ -529,19 +574,23 @@ fn recover(dir: &Path, options: &Options) -> Result<Recovered> {
         .pop()
         .ok_or_else(|| Error::invalid("dir", "no segments"))?;
     let mut sealed = Vec::with_capacity(segments.len());
+    let mut damage = Vec::new();
     // The log starts at position 0: a first segment with another name means segments are missing.
     let mut expected_first = 0;
-    for (first, path) in segments {
+    for (i, (first, path)) in segments.iter().enumerate() {
+        let (first, path) = (*first, path);
         if first != expected_first {
             return Err(Error::corruption(
-                &path,
+                path,
                 0,
                 format!(
                     "segment starts at position {first}, the previous one ends at {expected_first}"
                 ),
             ));
         }
-        let seg = open_sealed(dir, &path, first, options)?;
+        let next_first = segments.get(i + 1).map_or(last_first, |s| s.0);
+        let seg = open_sealed(dir, path, first, next_first, options)?;
+        damage.extend(seg.lost().iter().cloned());
         expected_first = seg.end_position();
         sealed.push(Arc::new(seg));
     }
@@ -554,12 +603,18 @@ fn recover(dir: &Path, options: &Options) -> Result<Recovered> {
     }
     let map = map_file(&last_path)?;
     let mut table = Memtable::default();
-    let outcome = scan_segment(&last_path, &map, last_first, ScanMode::Open, |v, offset| {
-        table.insert(&MemEntry::from_view(v, offset));
+    let outcome = scan_segment(&map, last_first, ScanMode::Open, None, |item| match item {
+        Scanned::Event(v, offset) => table.insert(&MemEntry::from_view(v, offset)),
+        Scanned::Missing(r) => table.insert_missing(r),
     });
     let file_len = map.len() as u64;
     drop(map);
-    let mut fault = outcome.corruption.as_ref().map(|e| e.to_string());
+    let lost: Vec<Damage> = outcome
+        .damage
+        .iter()
+        .map(|d| d.to_damage(&last_path, false))
+        .collect();
+    let mut fault = outcome.first_error(&last_path).map(|e| e.to_string());
     if options.read_only && fault.is_none() {
         fault = Some("opened read-only".into());
     }
@@ -579,7 +634,16 @@ fn recover(dir: &Path, options: &Options) -> Result<Recovered> {
                 .map_err(|e| Error::io(&last_path, e))?;
         }
     }
-    let open = OpenSegment::open(&last_path, last_first, table)?;
+    // Positions past the committed end (an unfinished append after the damage) are not served.
+    table
+        .offsets
+        .truncate((outcome.next_position - last_first) as usize);
+    if !lost.is_empty() {
+        table.list_every_stream_as_created();
+    }
+    let mut open = OpenSegment::open(&last_path, last_first, table)?;
+    open.lost = lost.clone();
+    damage.extend(lost);
     Ok(Recovered {
         state: LogState {
             sealed,
@@ -588,6 +652,7 @@ fn recover(dir: &Path, options: &Options) -> Result<Recovered> {
         next_position: outcome.next_position,
         open_len,
         fault,
+        damage,
     })
 }
 
@@ -605,32 +670,46 @@ fn create_segment(dir: &Path, path: &Path, first_position: u64, options: &Option
     sync_dir(dir).map_err(|e| Error::io(dir, e))
 }
 
-/// Opens a sealed segment through its index file, rebuilding the index if it is missing or
-/// does not validate.
-fn open_sealed(dir: &Path, path: &Path, first: u64, options: &Options) -> Result<SealedSegment> {
+/// Opens a sealed segment (positions `first..next_first`) through its index file, rebuilding
+/// the index if it is missing or does not validate. A rebuild that finds damage keeps the index
+/// in memory and the segment lists the positions lost ([`SealedSegment::lost`]).
+fn open_sealed(
+    dir: &Path,
+    path: &Path,
+    first: u64,
+    next_first: u64,
+    options: &Options,
+) -> Result<SealedSegment> {
     let map = map_file(path)?;
     let len = map.len() as u64;
     let idx_path = dir.join(index_file_name(first));
-    let index = match SegmentIndex::open(&idx_path, first, len) {
-        Ok(index) => index,
-        Err(_) if !options.read_only => {
-            rebuild_index(
+    match SegmentIndex::open(&idx_path, first, len) {
+        Ok(index) => Ok(SealedSegment::new(
+            path.to_owned(),
+            first,
+            map,
+            index,
+            !options.read_only,
+            options.rebuild_progress.clone(),
+        )),
+        Err(_) => {
+            let write = (!options.read_only).then_some(idx_path.as_path());
+            let (index, lost) = rebuild_index(
                 path,
                 &map,
                 first,
+                next_first,
                 &idx_path,
+                write,
                 options.rebuild_progress.as_ref(),
             )?;
-            SegmentIndex::open(&idx_path, first, len)?
+            Ok(SealedSegment::freshly_indexed(
+                path.to_owned(),
+                first,
+                map,
+                index,
+                lost,
+            ))
         }
-        Err(e) => return Err(e),
-    };
-    Ok(SealedSegment::new(
-        path.to_owned(),
-        first,
-        map,
-        index,
-        !options.read_only,
-        options.rebuild_progress.clone(),
-    ))
+    }
 }

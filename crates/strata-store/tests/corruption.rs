@@ -1,8 +1,13 @@
 //! Damaged files: byte flips in sealed and open segments, missing and damaged index files.
 //!
-//! Rules under test (docs/architecture.md, "The log" and "Indexes"): corruption is never skipped or cut
-//! silently; it is reported with the file and offset and the store turns read-only. A missing or
-//! damaged index file is rebuilt from its segment, never trusted blindly.
+//! Rules under test (docs/architecture.md, "The log" and "Indexes"; docs/operations.md,
+//! "Damage"): corruption is never skipped or cut silently, and never hides the log: it is
+//! reported with the file and offset (`Store::damage`), every event outside the damaged bytes
+//! stays readable with its position and revision, and a read that needs a damaged event answers
+//! `Corruption` naming the position. Damage in a sealed segment whose index is intact leaves
+//! appends running (`Health::Damaged`); damage whose lost events are unknown (the open segment,
+//! a segment whose index had to be rebuilt) makes the store read-only. A missing or damaged
+//! index file of an intact segment is rebuilt from its segment, never trusted blindly.
 
 mod common;
 
@@ -47,6 +52,43 @@ fn assert_corruption_at<T: std::fmt::Debug>(
     }
 }
 
+fn damaged_reason(store: &Store) -> String {
+    match store.health() {
+        Health::Damaged(reason) => reason,
+        other => panic!("store should be damaged (appends running), is {other:?}"),
+    }
+}
+
+/// Appends and metadata writes still succeed.
+fn assert_accepts_writes(store: &Store, what: &str) {
+    store
+        .append(
+            "s-new",
+            ExpectedRevision::Any,
+            vec![NewEvent::json("T", "{}")],
+        )
+        .unwrap_or_else(|e| panic!("{what}: append: {e}"));
+    store
+        .set_metadata("s-new", StreamMetadata::default())
+        .unwrap_or_else(|e| panic!("{what}: set_metadata: {e}"));
+}
+
+/// The one damaged range `store` lists: in `file` at `offset`, holding `position`.
+fn assert_one_damage(store: &Store, file: &Path, offset: u64, position: u64, what: &str) {
+    let damage = store.damage();
+    assert_eq!(damage.len(), 1, "{what}: {damage:#?}");
+    assert_eq!(
+        (damage[0].file.as_path(), damage[0].offset),
+        (file, offset),
+        "{what}"
+    );
+    assert!(
+        damage[0].positions.contains(&position),
+        "{what}: {damage:#?}"
+    );
+    assert!(damage[0].length > 0, "{what}: {damage:#?}");
+}
+
 fn read_only_reason(store: &Store) -> String {
     match store.health() {
         Health::ReadOnly(reason) => reason,
@@ -77,7 +119,7 @@ fn assert_refuses_writes(store: &Store, what: &str) {
 }
 
 #[test]
-fn byte_flip_in_sealed_segment_is_reported_by_every_read_path_and_stops_writes() {
+fn byte_flip_in_sealed_segment_is_reported_by_every_read_path_and_leaves_appends_running() {
     let mut rng = Rng::new(test_seed("sealed_flip"));
     let tmp = tempfile::tempdir().expect("tempdir");
     let base = tmp.path().join("base");
@@ -162,14 +204,17 @@ fn byte_flip_in_sealed_segment_is_reported_by_every_read_path_and_stops_writes()
             .unwrap_or_else(|e| panic!("{what}: open must not scan sealed segments: {e}"));
         assert_eq!(store.health(), Health::Ok, "{what}");
         assert_corruption_at(read(&store, &hit), &file, frame.offset, what);
-        let reason = read_only_reason(&store);
+        let reason = damaged_reason(&store);
         assert!(
             reason.contains(&file.display().to_string())
                 && reason.contains(&frame.offset.to_string()),
-            "{what}: the fault should name the file and offset: {reason}"
+            "{what}: the health should name the file and offset: {reason}"
         );
-        assert_refuses_writes(&store, what);
+        assert_one_damage(&store, &file, frame.offset, hit.position, what);
         // Reading it again still fails the same way; nothing was skipped.
+        assert_corruption_at(read(&store, &hit), &file, frame.offset, what);
+        // The index is intact, so stream heads are exact: appends go on.
+        assert_accepts_writes(&store, what);
         assert_corruption_at(read(&store, &hit), &file, frame.offset, what);
         // Undamaged data stays readable.
         let after = store
@@ -180,7 +225,29 @@ fn byte_flip_in_sealed_segment_is_reported_by_every_read_path_and_stops_writes()
                 &AllFilter::default(),
             )
             .unwrap_or_else(|e| panic!("{what}: events after the damage: {e}"));
-        assert_eq!(after.events, events[hit.position as usize + 1..], "{what}");
+        assert_eq!(
+            after
+                .events
+                .iter()
+                .filter(|e| e.stream != "s-new")
+                .cloned()
+                .collect::<Vec<_>>(),
+            events[hit.position as usize + 1..],
+            "{what}"
+        );
+        let (intact, damaged) = intact_events(&store);
+        assert_eq!(damaged, vec![hit.position], "{what}");
+        let mut want: Vec<RecordedEvent> = events.clone();
+        want.remove(hit.position as usize);
+        assert_eq!(
+            intact
+                .iter()
+                .filter(|e| !e.stream.contains("s-new"))
+                .cloned()
+                .collect::<Vec<_>>(),
+            want,
+            "{what}"
+        );
         let other = events
             .iter()
             .find(|e| e.stream != hit.stream)
@@ -203,33 +270,43 @@ fn byte_flip_in_sealed_segment_is_reported_by_every_read_path_and_stops_writes()
     }
 }
 
+/// Damage in a sealed segment whose index file is gone: the rebuild steps over the damaged
+/// frame, keeps its index in memory only (nothing is written from a damaged segment), and the
+/// store opens read-only (what the lost event was is unknown: it may be a stream's head) with
+/// every other event readable.
 #[test]
-fn byte_flip_in_sealed_segment_without_index_fails_open() {
+fn byte_flip_in_sealed_segment_without_index_opens_read_only_with_the_rest_readable() {
     let mut rng = Rng::new(test_seed("sealed_flip_no_index"));
     let tmp = tempfile::tempdir().expect("tempdir");
     let dir = tmp.path();
     let events = build_sealed(dir, &mut rng, 5);
-    let (seg, frame, _) = victim(dir, &events);
+    let (seg, frame, hit) = victim(dir, &events);
     flip_byte(&seg, frame.data_offset);
     let idx = index_files(dir).remove(0);
     std::fs::remove_file(&idx).expect("remove index");
-    assert_corruption_at(
-        Store::open(dir, opts(4096)).map(|_| ()),
-        &seg,
-        frame.offset,
-        "open",
-    );
-    assert!(
-        !idx.exists(),
-        "no index may be built from a damaged segment"
-    );
-    // Still the same answer the second time (nothing was cut or rewritten).
-    assert_corruption_at(
-        Store::open(dir, opts(4096)).map(|_| ()),
-        &seg,
-        frame.offset,
-        "open",
-    );
+    for attempt in 0..2 {
+        let what = format!("open #{attempt}");
+        let store = Store::open(dir, opts(4096)).expect("open");
+        let reason = read_only_reason(&store);
+        assert!(reason.contains(&frame.offset.to_string()), "{reason}");
+        assert_one_damage(&store, &seg, frame.offset, hit.position, &what);
+        assert!(!store.damage()[0].indexed);
+        let (intact, damaged) = intact_events(&store);
+        assert_eq!(damaged, vec![hit.position], "{what}");
+        let mut want = events.clone();
+        want.remove(hit.position as usize);
+        assert_eq!(intact, want, "{what}");
+        // The damaged event's stream: reading through it answers the damage, never a page that
+        // skips the revision.
+        let r = store.read_stream(&hit.stream, ReadFrom::Start, Direction::Forward, 1000);
+        assert_corruption_at(r, &seg, frame.offset, &what);
+        assert_refuses_writes(&store, &what);
+        assert!(
+            !idx.exists(),
+            "no index may be written from a damaged segment"
+        );
+        store.close().expect("close");
+    }
 }
 
 #[test]
@@ -269,62 +346,75 @@ fn append_to_a_stream_whose_head_event_is_damaged_fails_and_writes_nothing() {
         ) || matches!(r, Err(Error::ReadOnly { .. })),
         "append over a damaged head: {r:?}"
     );
-    assert!(matches!(store.health(), Health::ReadOnly(_)));
+    // The index is intact: the damage is contained, other streams take appends.
+    damaged_reason(&store);
     assert_eq!(store.next_position(), next, "nothing may be appended");
-    assert_refuses_writes(&store, "damaged head");
+    assert_accepts_writes(&store, "damaged head");
 }
 
+/// A sealed segment cut short: its index no longer matches, the rebuild finds the frames up to
+/// the cut and counts the positions up to the next segment's first as lost; the store opens
+/// read-only with everything else readable. A whole sealed segment missing still fails open
+/// (there is nothing to resynchronise on: the operator must put it back).
 #[test]
-fn truncated_or_missing_sealed_segment_fails_open() {
+fn truncated_sealed_segment_opens_read_only_and_a_missing_one_fails_open() {
     let mut rng = Rng::new(test_seed("truncated_sealed"));
     let tmp = tempfile::tempdir().expect("tempdir");
     let base = tmp.path().join("base");
-    build_sealed(&base, &mut rng, 5);
+    let events = build_sealed(&base, &mut rng, 5);
     let segs = segments(&base);
     let victim = segs[1].file_name().expect("name").to_owned();
     let fr = frames(&std::fs::read(&segs[1]).expect("read"));
     let last = fr.last().expect("frames").clone();
-    let cases = [
-        (
-            "cut inside the last frame",
-            Some(last.offset + last.len - 3),
-        ),
-        ("cut at the start of the last frame", Some(last.offset)),
-        ("segment deleted", None),
-    ];
-    for (what, cut) in cases {
+    for (what, cut) in [
+        ("cut inside the last frame", last.offset + last.len - 3),
+        ("cut at the start of the last frame", last.offset),
+    ] {
         let case = tempfile::tempdir().expect("tempdir");
         let dir = case.path();
         copy_dir(&base, dir);
         let file = dir.join(&victim);
-        match cut {
-            Some(len) => std::fs::OpenOptions::new()
-                .write(true)
-                .open(&file)
-                .and_then(|f| f.set_len(len))
-                .expect("truncate"),
-            None => std::fs::remove_file(&file).expect("remove"),
-        }
+        std::fs::OpenOptions::new()
+            .write(true)
+            .open(&file)
+            .and_then(|f| f.set_len(cut))
+            .expect("truncate");
         let report = verify_dir(dir, |_, _| {}).expect("verify_dir");
-        assert!(
-            !report.problems.is_empty(),
-            "{what}: verify_dir saw nothing"
+        assert!(!report.damage.is_empty(), "{what}: verify_dir saw nothing");
+        let store = Store::open(dir, opts(4096)).unwrap_or_else(|e| panic!("{what}: {e}"));
+        read_only_reason(&store);
+        let damage = store.damage();
+        assert_eq!(damage.len(), 1, "{what}: {damage:#?}");
+        assert_eq!(damage[0].file, file, "{what}");
+        assert_eq!(
+            damage[0].positions,
+            last.position..last.position + 1,
+            "{what}"
         );
-        match Store::open(dir, opts(4096)) {
-            Err(Error::Corruption { file: f, .. }) => {
-                // The damaged segment, or the next one that no longer follows on.
-                assert!(
-                    f == file || f == dir.join(segs[2].file_name().expect("name")),
-                    "{what}: {f:?}"
-                );
-            }
-            Err(e) => panic!("{what}: expected Corruption, got {e}"),
-            Ok(s) => panic!(
-                "{what}: opened over a damaged sealed segment: health {:?}, {} events",
-                s.health(),
-                s.next_position()
-            ),
+        let (intact, damaged) = intact_events(&store);
+        assert_eq!(damaged, vec![last.position], "{what}");
+        let mut want = events.clone();
+        want.remove(last.position as usize);
+        assert_eq!(intact, want, "{what}");
+    }
+    let case = tempfile::tempdir().expect("tempdir");
+    let dir = case.path();
+    copy_dir(&base, dir);
+    std::fs::remove_file(dir.join(&victim)).expect("remove");
+    let report = verify_dir(dir, |_, _| {}).expect("verify_dir");
+    assert!(
+        !report.problems.is_empty(),
+        "segment deleted: verify_dir saw nothing"
+    );
+    match Store::open(dir, opts(4096)) {
+        Err(Error::Corruption { file: f, .. }) => {
+            assert_eq!(f, dir.join(segs[2].file_name().expect("name")));
         }
+        Err(e) => panic!("segment deleted: expected Corruption, got {e}"),
+        Ok(s) => panic!(
+            "segment deleted: opened with a hole in the log: health {:?}",
+            s.health()
+        ),
     }
 }
 
@@ -385,7 +475,7 @@ fn build_open(dir: &Path, rng: &mut Rng) -> (Vec<RecordedEvent>, Vec<u64>) {
 }
 
 #[test]
-fn damage_in_open_segment_before_valid_frames_is_corruption_not_a_torn_tail() {
+fn damage_in_open_segment_before_valid_frames_is_contained_not_a_torn_tail() {
     let mut rng = Rng::new(test_seed("open_segment_damage"));
     let tmp = tempfile::tempdir().expect("tempdir");
     let base = tmp.path().join("base");
@@ -427,16 +517,24 @@ fn damage_in_open_segment_before_valid_frames_is_corruption_not_a_torn_tail() {
             let reason = read_only_reason(&store);
             assert!(
                 reason.contains("corruption") && reason.contains(&f.offset.to_string()),
-                "{what}: fault should report the corruption and its offset: {reason}"
+                "{what}: fault should report the damage and its offset: {reason}"
             );
-            // Whole appends before the damaged one are readable; nothing after is served.
-            let got = all_events(&store);
-            assert_eq!(
-                got,
-                events[..starts[13] as usize],
-                "{what} (open #{attempt})"
-            );
-            assert_eq!(store.next_position(), starts[13]);
+            assert_one_damage(&store, &file, f.offset, f.position, what);
+            // Every event but the damaged one is readable, before and after it, with its
+            // position; the damaged one answers Corruption.
+            let (got, damaged) = intact_events(&store);
+            assert_eq!(damaged, vec![f.position], "{what} (open #{attempt})");
+            let mut want = events.clone();
+            want.remove(f.position as usize);
+            assert_eq!(got, want, "{what} (open #{attempt})");
+            assert_eq!(store.next_position(), events.len() as u64);
+            // Heads after the damage are right.
+            for s in 0..4 {
+                let name = format!("s-{s}");
+                let last = events.iter().rfind(|e| e.stream == name).expect("stream");
+                let head = store.head(&name).expect("head");
+                assert_eq!(head.last_revision, Some(last.revision), "{what}: {name}");
+            }
             assert_refuses_writes(&store, what);
             store.close().expect("close");
             drop(store);
@@ -856,4 +954,91 @@ fn index_files_with_damaged_body_are_rebuilt_with_identical_answers() {
             flip_byte(&p, at);
         }
     });
+}
+
+/// The scenario that started the damage work: one byte flipped in the payload of the very
+/// first event of the log (the open segment). Every other event stays readable with its
+/// position and revision; the damaged event's stream is still listed, its later revisions
+/// read, its head is right, and reading through the damaged revision answers the damage.
+#[test]
+fn damage_to_the_first_event_hides_nothing_else() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let dir = tmp.path();
+    let store = Store::open(dir, opts(1 << 20)).expect("open");
+    for i in 0..201u64 {
+        let stream = format!("order-{}", i % 7);
+        store
+            .append(
+                &stream,
+                ExpectedRevision::Any,
+                vec![NewEvent::json("Placed", format!("{{\"i\":{i}}}"))],
+            )
+            .expect("append");
+    }
+    store
+        .set_metadata(
+            "order-3",
+            StreamMetadata {
+                max_count: Some(1000),
+                ..StreamMetadata::default()
+            },
+        )
+        .expect("metadata");
+    let events = all_events(&store);
+    store.close().expect("close");
+    drop(store);
+    let seg = segments(dir).remove(0);
+    let f = frames(&std::fs::read(&seg).expect("read")).remove(0);
+    flip_byte(&seg, f.data_offset + 2);
+
+    let store = Store::open(dir, opts(1 << 20)).expect("open");
+    read_only_reason(&store);
+    assert_one_damage(&store, &seg, f.offset, 0, "first event");
+    assert_eq!(store.next_position(), events.len() as u64);
+    let (intact, damaged) = intact_events(&store);
+    assert_eq!(damaged, vec![0]);
+    assert_eq!(intact, events[1..]);
+    // Listed, with the right head, though its revision 0 is lost.
+    let (listed, _) = store.list_streams("order-", None, 100).expect("list");
+    let names: Vec<&str> = listed.iter().map(|s| s.name.as_str()).collect();
+    assert_eq!(
+        names,
+        (0..7).map(|i| format!("order-{i}")).collect::<Vec<_>>()
+    );
+    let head = store.head("order-0").expect("head");
+    assert_eq!(head.last_revision, Some(28));
+    // Through the lost revision: the damage; after it: the events.
+    let r = store.read_stream("order-0", ReadFrom::Start, Direction::Forward, 10);
+    assert_corruption_at(r, &seg, f.offset, "order-0 from the start");
+    let r = store.read_stream("order-0", ReadFrom::End, Direction::Backward, 100);
+    assert_corruption_at(r, &seg, f.offset, "order-0 backward to the start");
+    let page = store
+        .read_stream("order-0", ReadFrom::At(1), Direction::Forward, 100)
+        .expect("order-0 from 1");
+    assert_eq!(page.events.len(), 28);
+    assert_eq!(page.events[0].revision, 1);
+    let e = store.read_event("order-0", 5).expect("read_event");
+    assert_eq!(e.map(|e| e.revision), Some(5));
+    assert_corruption_at(store.read_event("order-0", 0), &seg, f.offset, "revision 0");
+    // Other streams and their metadata are untouched.
+    let page = store
+        .read_stream("order-1", ReadFrom::Start, Direction::Forward, 100)
+        .expect("order-1");
+    assert_eq!(page.events.len(), 29);
+    assert_eq!(
+        store.metadata("order-3").expect("metadata").max_count,
+        Some(1000)
+    );
+    // Filtered reads never skip the lost event silently: it may match.
+    let by_type = AllFilter {
+        types: vec!["Placed".into()],
+        ..AllFilter::default()
+    };
+    let r = store.read_all(ReadFrom::Start, Direction::Forward, 10, &by_type);
+    assert_corruption_at(r, &seg, f.offset, "/all by type");
+    let page = store
+        .read_all(ReadFrom::At(1), Direction::Forward, 1000, &by_type)
+        .expect("/all by type after the damage");
+    assert_eq!(page.events.len(), 200);
+    assert_refuses_writes(&store, "first event");
 }

@@ -545,9 +545,19 @@ fn scan_checked(bytes: &[u8], first: u64, sealed: bool) -> strata_store::fuzzing
     let scan = bounded("scan_segment", bytes.len(), || {
         scan_segment(bytes, first, sealed)
     });
-    // Whatever was delivered is whole commits of dense positions from `first`.
-    for (k, (_, e)) in scan.events.iter().enumerate() {
-        assert_eq!(e.position, first.wrapping_add(k as u64));
+    // Whatever was delivered has strictly increasing positions from `first`, and every
+    // position up to the end is either delivered or missing, once.
+    let mut next = first;
+    let mut missing = scan.missing.iter().peekable();
+    for (_, e) in &scan.events {
+        while let Some(r) = missing.next_if(|r| r.start == next) {
+            next = r.end;
+        }
+        assert_eq!(
+            e.position, next,
+            "events and missing runs do not tile the positions"
+        );
+        next = next.wrapping_add(1);
     }
     assert!(scan.committed_len <= bytes.len() as u64);
     scan
@@ -564,21 +574,27 @@ proptest! {
         scan_checked(&bytes, first, sealed);
     }
 
-    /// (b) A valid segment, damaged. Sealed: any damage is corruption. Open (the last segment):
-    /// the events before the damage, and only they, are delivered; damage followed by an intact
-    /// frame is corruption, never a torn tail to cut.
+    /// (b) A valid segment, damaged. Nothing forged: every event delivered is an original one.
+    /// Every whole commit before the first damaged byte is delivered. Damage is reported
+    /// (sealed: any; open: damage an intact frame follows is never taken for a torn tail). The
+    /// scan resumes after damage: when only bytes were changed in place (no cut, nothing
+    /// appended), every event of a frame after the last changed frame is delivered too.
     #[test]
     fn segment_damaged(seg in segment(), damages in damages(), sealed in any::<bool>()) {
         let mut bytes = seg.bytes.clone();
         apply(&mut bytes, &damages);
         let scan = scan_checked(&bytes, seg.first, sealed);
+        for (_, e) in &scan.events {
+            let k = e.position.wrapping_sub(seg.first) as usize;
+            prop_assert_eq!(Some(e), seg.events.get(k), "forged or altered event delivered");
+        }
         let delivered: Vec<&RecordedEvent> = scan.events.iter().map(|(_, e)| e).collect();
         let Some(at) = first_change(&seg.bytes, &bytes) else {
             // Only bytes appended after the last frame.
             let all: Vec<&RecordedEvent> = seg.events.iter().collect();
             prop_assert_eq!(delivered, all);
             if bytes.len() > seg.bytes.len() {
-                let reported = scan.corruption.is_some() || (!sealed && scan.torn.is_some());
+                let reported = !scan.damage.is_empty() || (!sealed && scan.torn.is_some());
                 prop_assert!(reported, "bytes after the last frame not reported");
             }
             return Ok(());
@@ -589,27 +605,43 @@ proptest! {
             None => 0,
             Some(k) => seg.frames[..k].iter().rposition(|f| f.2).map_or(0, |j| j + 1),
         };
-        let want: Vec<&RecordedEvent> = seg.events[..before].iter().collect();
-        prop_assert_eq!(delivered, want, "damage at {}", at);
+        for e in &seg.events[..before] {
+            prop_assert!(delivered.contains(&e), "event {} before the damage at {} lost", e.position, at);
+        }
         let cut_at_a_commit = bytes.len() == at
             && (at == SEGMENT_HEADER_LEN as usize || seg.frames.iter().any(|f| f.1 == at && f.2));
         if cut_at_a_commit {
             // A valid, shorter segment: the scan cannot tell (for sealed segments the index's
             // segment length does, see the whole-directory test).
-            prop_assert!(scan.corruption.is_none() && scan.torn.is_none());
+            prop_assert!(scan.damage.is_empty() && scan.torn.is_none());
         } else if sealed {
-            prop_assert!(scan.corruption.is_some(), "damage at {} not reported", at);
+            prop_assert!(!scan.damage.is_empty(), "damage at {} not reported", at);
         } else if let Some(k) = hit {
             let intact_after = seg.frames[k + 1..]
                 .iter()
                 .any(|&(s, e, _)| bytes.get(s..e) == Some(&seg.bytes[s..e]));
-            if intact_after {
-                prop_assert!(scan.corruption.is_some(), "damage at {} before an intact frame taken for a torn tail", at);
+            if intact_after && bytes.len() == seg.bytes.len() {
+                prop_assert!(!scan.damage.is_empty(), "damage at {} before an intact frame taken for a torn tail: {:?} {:?}", at, scan.torn, &damages);
             } else {
-                prop_assert!(scan.corruption.is_some() || scan.torn.is_some());
+                prop_assert!(!scan.damage.is_empty() || scan.torn.is_some());
             }
         } else {
-            prop_assert!(scan.corruption.is_some() || (bytes.len() < SEGMENT_HEADER_LEN as usize && scan.torn.is_some()));
+            prop_assert!(!scan.damage.is_empty() || (bytes.len() < SEGMENT_HEADER_LEN as usize && scan.torn.is_some()));
+        }
+        if bytes.len() == seg.bytes.len() {
+            let last = (0..bytes.len()).rev().find(|&i| bytes[i] != seg.bytes[i]).unwrap_or(at);
+            // Frames wholly after the frame holding the last changed byte.
+            let after = seg.frames.iter().position(|&(s, _, _)| s > last);
+            if let Some(j) = after {
+                let last_hit = seg.frames.iter().position(|&(s, e, _)| (s..e).contains(&last));
+                // Resynchronising needs the frame after the damaged one to be the candidate:
+                // the first intact frame directly after the last damaged one.
+                if last_hit.is_none_or(|h| h + 1 == j) {
+                    for e in &seg.events[j..] {
+                        prop_assert!(delivered.contains(&e), "event {} after the damage ({}..={}) lost", e.position, at, last);
+                    }
+                }
+            }
         }
     }
 
@@ -620,10 +652,10 @@ proptest! {
         let scan = scan_checked(&seg.bytes, seg.first, sealed);
         // Position u64::MAX has no successor: a segment holding it cannot be valid.
         if seg.events.len() as u64 > back {
-            prop_assert!(scan.corruption.is_some());
+            prop_assert!(!scan.damage.is_empty() || (!sealed && scan.torn.is_some()));
             prop_assert!(scan.events.iter().all(|(_, e)| e.position < u64::MAX));
         } else {
-            prop_assert!(scan.corruption.is_none());
+            prop_assert!(scan.damage.is_empty());
         }
     }
 }

@@ -110,6 +110,10 @@ pub struct ServeArgs {
     /// Log level on stderr: error, warn, info, debug or trace.
     #[arg(long, env = "STRATA_LOG", default_value = "info")]
     pub log_level: tracing::Level,
+    /// After start, check every frame of the sealed segments in the background at most this
+    /// many MiB/s, so damage in history nobody reads is found soon; 0 turns the check off.
+    #[arg(long, env = "STRATA_CHECK_HISTORY_MB_PER_S", default_value_t = 32)]
+    pub check_history_mb_per_s: u64,
 }
 
 fn parse_fsync(s: &str) -> Result<FsyncPolicy, String> {

@@ -80,6 +80,8 @@ fn config(args: &ServeArgs) -> Result<Config> {
     config.store.fsync = args.fsync;
     config.store.segment_size = args.segment_size;
     config.store.rebuild_progress = Some(rebuild_progress());
+    config.check_history =
+        Some(args.check_history_mb_per_s.saturating_mul(1 << 20)).filter(|&r| r > 0);
     Ok(config)
 }
 

@@ -46,8 +46,9 @@
 //!
 //! ## Section records (offsets relative to the record)
 //!
-//! **Frame offsets** (8 bytes; record `i` is event `first_position + i`; strictly increasing,
-//! each `< segment_len`):
+//! **Frame offsets** (8 bytes; record `i` is event `first_position + i`; each `< segment_len`,
+//! or `u64::MAX` ([`NO_FRAME`]) for a position that has no frame in the segment, which only a
+//! version-2 segment (gaps allowed) can have; the others strictly increasing):
 //!
 //! | offset | size | field                                                 |
 //! |-------:|-----:|-------------------------------------------------------|
@@ -225,6 +226,10 @@ pub(super) fn get_u128(buf: &[u8], at: usize) -> u128 {
 pub(super) fn align8(buf: &mut Vec<u8>) {
     buf.resize(buf.len().next_multiple_of(8), 0);
 }
+/// The frame offset recorded for a position without a frame in its segment (a gap of a
+/// version-2 segment; in an index rebuilt in memory, also a position lost in damage).
+pub const NO_FRAME: u64 = u64::MAX;
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -37,7 +37,7 @@ mod read;
 mod verify;
 mod write;
 
-pub use format::{IdEntry, Posting, StreamEntry};
+pub use format::{IdEntry, Posting, StreamEntry, NO_FRAME};
 pub(crate) use open::is_stale_version;
 pub use read::SegmentIndex;
 pub(crate) use write::encode;

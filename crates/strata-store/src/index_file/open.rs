@@ -10,7 +10,7 @@ use crate::bloom::BloomRef;
 use crate::error::{Error, Result};
 
 use super::format::*;
-use super::read::{Section, SegmentIndex};
+use super::read::{IndexBytes, Section, SegmentIndex};
 
 /// True when the file at `path` is an index file of the stale format version 1 (header magic
 /// and version only): derived data that the store rebuilds on open, not damage.
@@ -58,6 +58,39 @@ impl SegmentIndex {
         // rewrite goes through a fresh temporary file and rename, which leaves this mapping's
         // inode intact). Modification by other processes is outside the store's contract.
         let map = unsafe { Mmap::map(&file) }.map_err(|e| Error::io(path, e))?;
+        Self::validate(
+            path,
+            IndexBytes::Map(map),
+            expected_first_position,
+            expected_segment_len,
+        )
+    }
+
+    /// An index held in memory (`bytes` as [`crate::index_file::encode`] makes them), validated
+    /// like a file by [`SegmentIndex::open`]; `path` is the name errors use. For the index of a
+    /// damaged segment, which is rebuilt at every open and never written.
+    pub(crate) fn from_bytes(
+        path: &Path,
+        bytes: Vec<u8>,
+        expected_first_position: u64,
+        expected_segment_len: u64,
+    ) -> Result<SegmentIndex> {
+        Self::validate(
+            path,
+            IndexBytes::Heap(bytes),
+            expected_first_position,
+            expected_segment_len,
+        )
+    }
+
+    fn validate(
+        path: &Path,
+        map: IndexBytes,
+        expected_first_position: u64,
+        expected_segment_len: u64,
+    ) -> Result<SegmentIndex> {
+        let corrupt =
+            |offset: usize, detail: String| Error::corruption(path, offset as u64, detail);
         let bytes: &[u8] = &map;
         if bytes.len() < INDEX_HEADER_LEN {
             return Err(corrupt(

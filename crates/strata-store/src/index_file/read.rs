@@ -46,6 +46,26 @@ pub(super) struct Section {
     pub(super) len: usize,
 }
 
+/// The bytes of an index: a read-only map of its file, or (for an index rebuilt over a damaged
+/// segment, which is never written to disk) a buffer in memory.
+pub(super) enum IndexBytes {
+    /// A mapped index file.
+    Map(Mmap),
+    /// An index built in memory.
+    Heap(Vec<u8>),
+}
+
+impl std::ops::Deref for IndexBytes {
+    type Target = [u8];
+
+    fn deref(&self) -> &[u8] {
+        match self {
+            IndexBytes::Map(m) => m,
+            IndexBytes::Heap(v) => v,
+        }
+    }
+}
+
 /// A memory-mapped, validated index file.
 ///
 /// Invariants established by [`SegmentIndex::open`]: the header is intact (magic, version, header
@@ -57,7 +77,7 @@ pub(super) struct Section {
 /// panic.
 pub struct SegmentIndex {
     pub(super) path: PathBuf,
-    pub(super) map: Mmap,
+    pub(super) map: IndexBytes,
     pub(super) first_position: u64,
     pub(super) event_count: u64,
     pub(super) segment_len: u64,
@@ -100,7 +120,8 @@ impl SegmentIndex {
     }
 
     /// Frame offset of the event at global `position`; `None` outside
-    /// `first_position..first_position + event_count`.
+    /// `first_position..first_position + event_count`; [`NO_FRAME`] for a position without a
+    /// frame in the segment (removed, or lost in damage).
     pub fn offset(&self, position: u64) -> Option<u64> {
         let i = position.checked_sub(self.first_position)?;
         if i >= self.event_count {

@@ -38,14 +38,19 @@ impl SegmentIndex {
         let in_range = |p: u64| (self.first_position..end).contains(&p);
 
         let s = self.sections[SEC_OFFSETS];
+        let mut prev: Option<u64> = None;
         for i in 0..s.count {
             let o = self.offset_at(i);
-            if o >= self.segment_len || (i > 0 && self.offset_at(i - 1) >= o) {
+            if o == NO_FRAME {
+                continue;
+            }
+            if o >= self.segment_len || prev.is_some_and(|p| p >= o) {
                 return Err(self.corrupt(
                     s.start + i * OFFSET_SIZE,
                     format!("frame offset {o} out of order or beyond the segment"),
                 ));
             }
+            prev = Some(o);
         }
 
         let s = self.sections[SEC_STREAMS];

@@ -15,7 +15,7 @@ use super::format::*;
 /// Everything needed to build the index of one sealed segment.
 ///
 /// Requirements (checked by [`write_index`], which answers [`Error::InvalidInput`] otherwise):
-/// `offsets` strictly increasing and each `< segment_len`; every position in `streams`,
+/// `offsets` each `< segment_len` or [`NO_FRAME`], the others strictly increasing; every position in `streams`,
 /// `categories`, `types` and `correlations` within `first_position..first_position + offsets.len()`.
 #[derive(Clone, Debug, Default)]
 pub struct IndexInput {
@@ -43,21 +43,24 @@ pub struct IndexInput {
 
 /// Checks the preconditions documented on [`IndexInput`].
 fn check_input(input: &IndexInput) -> Result<()> {
-    for (i, w) in input.offsets.windows(2).enumerate() {
-        if w[0] >= w[1] {
+    let mut prev: Option<u64> = None;
+    for (i, &o) in input.offsets.iter().enumerate() {
+        if o == NO_FRAME {
+            continue;
+        }
+        if prev.is_some_and(|p| p >= o) {
             return Err(Error::invalid(
-                format!("offsets[{}]", i + 1),
+                format!("offsets[{i}]"),
                 "frame offsets must be strictly increasing",
             ));
         }
-    }
-    if let Some(&last) = input.offsets.last() {
-        if last >= input.segment_len {
+        if o >= input.segment_len {
             return Err(Error::invalid(
-                format!("offsets[{}]", input.offsets.len() - 1),
+                format!("offsets[{i}]"),
                 "frame offset beyond the segment length",
             ));
         }
+        prev = Some(o);
     }
     let first = input.first_position;
     let end = first

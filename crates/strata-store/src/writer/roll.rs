@@ -66,6 +66,7 @@ impl Writer {
             open.first_position,
             map_file(&open.path)?,
             SegmentIndex::open(&idx_path, open.first_position, self.seg_len)?,
+            Vec::new(),
         );
         sync_dir(&dir).map_err(|e| Error::io(&dir, e))?;
         let new_open = OpenSegment::open(&path, self.next_position, Memtable::default())?;

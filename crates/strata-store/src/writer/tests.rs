@@ -45,6 +45,7 @@ impl Harness {
             read_only: AtomicBool::new(false),
             fault: Mutex::new(None),
             disk_full: Default::default(),
+            damage: Default::default(),
             closed: AtomicBool::new(false),
             commits: event_listener::Event::new(),
             stats: Stats::default(),

@@ -254,6 +254,31 @@ pub fn check_flows(store: &Store, events: &[RecordedEvent]) {
     }
 }
 
+/// Every readable event of a damaged log in position order (system streams included), stepping
+/// over each position whose read answers `Corruption` (which must name the position), and
+/// those positions.
+pub fn intact_events(store: &Store) -> (Vec<RecordedEvent>, Vec<u64>) {
+    let mut out = Vec::new();
+    let mut damaged = Vec::new();
+    let mut from = 0;
+    loop {
+        match store.replay(from, |v| out.push(v.to_owned_event())) {
+            Ok(_) => return (out, damaged),
+            Err(strata_store::Error::Corruption {
+                position: Some(p), ..
+            }) => {
+                assert!(
+                    p >= from,
+                    "damage at {p} reported while reading from {from}"
+                );
+                damaged.push(p);
+                from = p + 1;
+            }
+            Err(e) => panic!("replay over damage: {e}"),
+        }
+    }
+}
+
 /// Every event of the log, system streams included, read forward in pages.
 pub fn all_events(store: &Store) -> Vec<RecordedEvent> {
     let filter = AllFilter {
