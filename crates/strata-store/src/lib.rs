@@ -19,7 +19,8 @@
 //! ever be read. After a failed write or fsync the store turns read-only. Damaged bytes are
 //! contained ([`Damage`]): every event outside them stays readable, a read that needs a damaged
 //! event answers [`Error::Corruption`], and appends stop only when the damage could hide a
-//! stream's head.
+//! stream's head. [`repair::repair_dir`] (`strata repair`) moves damage into quarantine offline
+//! and makes the store writable again.
 //!
 //! ```no_run
 //! use strata_store::{Direction, ExpectedRevision, NewEvent, Options, ReadFrom, Store};
@@ -51,6 +52,7 @@ mod memtable;
 mod options;
 pub mod projection;
 mod read;
+pub mod repair;
 mod segment;
 mod stats;
 mod store;

@@ -395,7 +395,9 @@ pub(crate) fn rebuild_index(
             ),
         ));
     }
-    if !outcome.damage.is_empty() {
+    // After damage, or in a segment with gaps (a repair or scavenge removed events), a stream's
+    // revision 0 may be gone while later ones are here.
+    if !outcome.damage.is_empty() || outcome.version == SEGMENT_FORMAT_VERSION_GAPS {
         table.list_every_stream_as_created();
     }
     let input = table.to_index_input(first, total);
@@ -677,12 +679,15 @@ pub(crate) fn scan_segment<'a>(
         out.committed_len = bytes.len() as u64;
         out.next_position = position;
         if let Some(end) = expected_end.filter(|&end| end > position) {
-            out.damage.push(ScanDamage {
-                offset: bytes.len() as u64,
-                length: 0,
-                positions: position..end,
-                detail: format!("segment ends before position {end}: frames are missing"),
-            });
+            // A version-2 segment may end in a gap (a repair moved its last frames out).
+            if !gaps_allowed {
+                out.damage.push(ScanDamage {
+                    offset: bytes.len() as u64,
+                    length: 0,
+                    positions: position..end,
+                    detail: format!("segment ends before position {end}: frames are missing"),
+                });
+            }
             on_item(Scanned::Missing(position..end));
             out.next_position = end;
         }
@@ -1027,6 +1032,17 @@ mod tests {
                     out.damage
                 );
             }
+            // A sealed segment ending before the next segment's first position: a gap at the
+            // end (a repair moved the last frames out) in version 2, damage in version 1.
+            let (out, seen, missing) = scan_all(&bytes, ScanMode::Sealed, Some(18));
+            assert_eq!(seen, vec![10, 13, 14], "v{version}");
+            assert_eq!(missing, vec![11..13, 15..18], "v{version}");
+            assert_eq!(out.next_position, 18);
+            assert_eq!(
+                out.damage.len(),
+                usize::from(version == SEGMENT_FORMAT_VERSION) * 2,
+                "v{version}"
+            );
         }
     }
 

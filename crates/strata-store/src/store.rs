@@ -516,7 +516,7 @@ impl std::fmt::Debug for Store {
 }
 
 /// Takes the directory's exclusive lock so that two processes never write one store.
-fn lock_dir(dir: &Path) -> Result<File> {
+pub(crate) fn lock_dir(dir: &Path) -> Result<File> {
     let path = dir.join("LOCK");
     let file = OpenOptions::new()
         .create(true)
@@ -638,7 +638,8 @@ fn recover(dir: &Path, options: &Options) -> Result<Recovered> {
     table
         .offsets
         .truncate((outcome.next_position - last_first) as usize);
-    if !lost.is_empty() {
+    if !lost.is_empty() || outcome.version == crate::frame::SEGMENT_FORMAT_VERSION_GAPS {
+        // A stream's revision 0 may be lost (or removed) while later ones are here.
         table.list_every_stream_as_created();
     }
     let mut open = OpenSegment::open(&last_path, last_first, table)?;

@@ -23,8 +23,12 @@ pub enum Command {
     Read(ReadArgs),
     /// Follow a stream or the whole log live (Server-Sent Events); one event JSON per line.
     Tail(TailArgs),
-    /// Check a data directory offline: every frame's CRC and every index file.
+    /// Check a data directory offline: every frame's CRC and every index file. Lists each
+    /// damaged range (file, offset, length, positions); exits 1 when anything is wrong.
     Verify(VerifyArgs),
+    /// Repair a data directory offline (the server stopped): damaged bytes move into
+    /// DIR/quarantine/<timestamp>/, the store opens writable again; prints what was lost and kept.
+    Repair(RepairArgs),
     /// Manage consumer groups (persistent subscriptions with competing consumers).
     Group(GroupArgs),
     /// Consume a group: long-poll, print (or run a command on) each event, ack it.
@@ -372,6 +376,13 @@ pub struct ConsumeArgs {
 #[derive(Debug, Args)]
 pub struct VerifyArgs {
     /// The data directory to check.
+    #[arg(long, env = "STRATA_DATA_DIR")]
+    pub data_dir: PathBuf,
+}
+
+#[derive(Debug, Args)]
+pub struct RepairArgs {
+    /// The data directory to repair (no server may be running on it).
     #[arg(long, env = "STRATA_DATA_DIR")]
     pub data_dir: PathBuf,
 }

@@ -3,6 +3,7 @@
 //! - `strata serve`: run the HTTP server (reference: `docs/http-api.md`).
 //! - `strata append` / `read` / `tail`: client commands talking to a running server.
 //! - `strata verify`: check a data directory offline (every CRC, every index file).
+//! - `strata repair`: repair a damaged data directory offline (damage into quarantine).
 //! - `strata group ...`: create, list, show and delete consumer groups; their parked events.
 //! - `strata consume GROUP`: a competing consumer of a group (print or `--exec` per event, ack).
 //! - `strata projection ...`: manage JavaScript projections (`docs/projections.md`).
@@ -16,6 +17,7 @@ mod consume;
 mod error;
 mod group;
 mod projection;
+mod repair;
 mod serve;
 mod verify;
 
@@ -33,6 +35,7 @@ fn main() -> ExitCode {
         Command::Read(args) => client::read(args),
         Command::Tail(args) => client::tail(args),
         Command::Verify(args) => verify::run(args),
+        Command::Repair(args) => repair::run(args),
         Command::Group(args) => group::run(args),
         Command::Consume(args) => consume::run(args),
         Command::Projection(command) => projection::run(command),

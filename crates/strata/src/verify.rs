@@ -1,5 +1,7 @@
 //! `strata verify --data-dir DIR`: check every segment's frames (CRC, order) and every index
-//! file, offline and without changing anything. Exits 1 when a problem is found.
+//! file, offline and without changing anything. Lists each damaged range (file, offset, length,
+//! positions lost: what `strata repair` would quarantine) and every other problem; exits 1 when
+//! anything is wrong.
 
 use std::process::ExitCode;
 
@@ -32,7 +34,35 @@ pub fn run(args: VerifyArgs) -> Result<ExitCode> {
     for note in &report.notes {
         eprintln!("note: {note}");
     }
-    for problem in &report.problems {
+    for d in &report.damage {
+        let lost = d.positions.end - d.positions.start;
+        let positions = if lost > 0 {
+            format!(
+                "positions {}..{} ({lost} lost)",
+                d.positions.start, d.positions.end
+            )
+        } else {
+            "no event lost".to_owned()
+        };
+        println!(
+            "damage: {} offset {}, {} bytes, {positions}: {}",
+            d.file.display(),
+            d.offset,
+            d.length,
+            d.detail
+        );
+    }
+    // The damage is among the problems too (as errors): list only the others.
+    let is_damage = |p: &str| {
+        report.damage.iter().any(|d| {
+            p.starts_with(&format!(
+                "corruption in {} at offset {}",
+                d.file.display(),
+                d.offset
+            ))
+        })
+    };
+    for problem in report.problems.iter().filter(|p| !is_damage(p)) {
         println!("problem: {problem}");
     }
     let summary = format!(
@@ -46,7 +76,12 @@ pub fn run(args: VerifyArgs) -> Result<ExitCode> {
         println!("{summary}: ok");
         Ok(ExitCode::SUCCESS)
     } else {
-        println!("{summary}: {} problem(s)", report.problems.len());
+        println!(
+            "{summary}: {} problem(s); `strata repair --data-dir {}` (with the server stopped) \
+             moves the damage into quarantine",
+            report.problems.len(),
+            args.data_dir.display()
+        );
         Ok(ExitCode::FAILURE)
     }
 }

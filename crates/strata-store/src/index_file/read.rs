@@ -240,6 +240,16 @@ impl SegmentIndex {
         Ok(lo)
     }
 
+    /// Every stream entry, in file order (for a repair's report of what was lost).
+    pub(crate) fn every_stream_entry(&self) -> impl Iterator<Item = StreamEntry> + '_ {
+        (0..self.sections[SEC_STREAMS].count).map(|i| self.stream_at(i))
+    }
+
+    /// Every id entry, in file order (for a repair's report of what was lost).
+    pub(crate) fn every_id_entry(&self) -> impl Iterator<Item = IdEntry> + '_ {
+        (0..self.sections[SEC_IDS].count).map(|i| self.id_at(i))
+    }
+
     // ---- helpers of the module: all indices are bounded by validated section counts ----
 
     pub(super) fn corrupt(&self, offset: usize, detail: String) -> Error {
