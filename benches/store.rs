@@ -3,7 +3,7 @@
 //! repetitions are what to read, not single numbers).
 //!
 //! ```sh
-//! cargo bench --bench store -- <baseline|append|batch|replay|reads|open|all> [--quick]
+//! cargo bench --bench store -- <baseline|append|batch|replay|reads|open|correlation|all> [--quick]
 //! ```
 //!
 //! Data lives under `target/bench-data` (override with `STRATA_BENCH_DIR`), which must be on the
@@ -27,7 +27,18 @@ type BoxResult<T> = Result<T, Box<dyn std::error::Error>>;
 const MIB: u64 = 1024 * 1024;
 /// Size of the JSON payload of every benchmark event.
 const PAYLOAD: usize = 256;
-const SCENARIOS: [&str; 6] = ["baseline", "append", "batch", "replay", "reads", "open"];
+const SCENARIOS: [&str; 7] = [
+    "baseline",
+    "append",
+    "batch",
+    "replay",
+    "reads",
+    "open",
+    "correlation",
+];
+
+#[path = "store/correlation.rs"]
+mod correlation;
 
 fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -95,6 +106,7 @@ fn run(list: &[&str], quick: bool) -> BoxResult<()> {
             "replay" => bench.replay(),
             "reads" => bench.reads(),
             "open" => bench.open(),
+            "correlation" => bench.correlation(),
             _ => Ok(()),
         };
         println!(

@@ -171,6 +171,27 @@ fn append_and_read_subcommands() {
         None,
     )));
     assert_eq!(prefixed.len(), 2);
+    // One flow, from the correlation index.
+    ok(&strata(
+        url,
+        &[
+            "append",
+            "flow-1",
+            "--type",
+            "Started",
+            "--metadata",
+            r#"{"correlation_id":"cli-flow"}"#,
+            "{}",
+        ],
+        None,
+    ));
+    let flow = json_lines(&ok(&strata(
+        url,
+        &["read", "--all", "--correlation-id", "cli-flow"],
+        None,
+    )));
+    assert_eq!(flow.len(), 1);
+    assert_eq!(flow[0]["stream"], "flow-1");
     // Errors: a missing stream, a bad limit, no server.
     let err = fails(&strata(url, &["read", "never-1"], None));
     assert!(

@@ -49,6 +49,8 @@ impl Handlers {
 
 /// A checked definition.
 pub(crate) struct Definition {
+    /// `upcast({...})`: the prelude's function that upcasts an event object in place.
+    pub(crate) upcast: Option<JsFunction>,
     pub(crate) source: ProjectionSource,
     pub(crate) partitioning: Partitioning,
     pub(crate) handlers: Handlers,
@@ -107,7 +109,12 @@ pub(crate) fn read<'js>(ctx: &Ctx<'js>, record: Value<'js>) -> Result<Definition
             }
         }
     }
+    let upcast = record
+        .get::<_, Value>("upcast")?
+        .as_function()
+        .map(|f| Persistent::save(ctx, f.clone()));
     Ok(Definition {
+        upcast,
         source,
         partitioning,
         handlers: Handlers { init, any, by_type },

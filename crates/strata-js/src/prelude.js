@@ -2,6 +2,11 @@
 // definition (source, partitioning, handlers) for the Rust side, which reads it once through the
 // object this script evaluates to. Globals it defines: fromAll, fromStream, fromStreams,
 // fromCategory (and `emit`, which the Rust side installs).
+//
+// Upcasters (schema evolution): `.upcast({ Type: { 1: (e) => newData, 2: ... } })` turns an
+// event of `Type` whose `metadata.schema_version` is 1 (absent = 1) into version 2 (the
+// function returns the new `data`), then 2 into 3, and so on, before partitionBy and the
+// handlers see it. The stored event never changes.
 (function (global) {
   'use strict';
 
@@ -67,13 +72,92 @@
     return Object.freeze({});
   }
 
+  function schemaVersion(metadata) {
+    if (metadata !== null && typeof metadata === 'object' && !Array.isArray(metadata)) {
+      const v = metadata.schema_version;
+      if (Number.isInteger(v) && v > 0) return v;
+    }
+    return 1;
+  }
+
+  // Applies the upcasters of `e.type` in version order; mutates and returns `e`.
+  function applyUpcasters(upcasters, e) {
+    const byVersion = upcasters[e.type];
+    if (byVersion === undefined) return e;
+    let version = schemaVersion(e.metadata);
+    let f = byVersion[version];
+    while (f !== undefined) {
+      const data = f(e);
+      if (data !== null && typeof data === 'object' && typeof data.then === 'function') {
+        throw new TypeError('an upcaster must return the new data synchronously, not a Promise');
+      }
+      e.data = data === undefined ? null : data;
+      const m = e.metadata;
+      const meta = (m !== null && typeof m === 'object' && !Array.isArray(m)) ? Object.assign({}, m) : {};
+      version += 1;
+      meta.schema_version = version;
+      e.metadata = meta;
+      f = byVersion[version];
+    }
+    return e;
+  }
+
+  function upcast(d, upcasters) {
+    checkOpen('upcast()');
+    if (d.upcasters !== null) fail('upcast() can only be called once');
+    if (d.partition !== null || d.handlers !== null) fail('upcast() must come before partitionBy(), foreachStream() and when()');
+    if (!isPlainObject(upcasters)) {
+      fail('upcast() needs an object of upcasters by type and version, e.g. upcast({ OrderPlaced: { 1: (e) => ({ ...e.data, total: e.data.amount }) } }), got ' + describe(upcasters));
+    }
+    const copy = Object.create(null);
+    for (const type of Object.keys(upcasters)) {
+      const byVersion = upcasters[type];
+      if (!isPlainObject(byVersion)) fail('upcast(): the upcasters of ' + JSON.stringify(type) + ' must be an object by version, e.g. { 1: (e) => newData }, got ' + describe(byVersion));
+      const versions = Object.create(null);
+      for (const key of Object.keys(byVersion)) {
+        const n = Number(key);
+        if (!Number.isInteger(n) || n < 1 || String(n) !== key) {
+          fail('upcast(): ' + JSON.stringify(type) + ' has the version ' + JSON.stringify(key) + ': versions are positive integers');
+        }
+        if (typeof byVersion[key] !== 'function') {
+          fail('upcast(): the upcaster of ' + JSON.stringify(type) + ' version ' + key + ' must be a function (e) => newData, got ' + describe(byVersion[key]));
+        }
+        versions[n] = byVersion[key];
+      }
+      copy[type] = versions;
+    }
+    d.upcasters = copy;
+    d.upcast = (e) => applyUpcasters(copy, e);
+  }
+
   function selector(source) {
     checkOpen('from...()');
     if (definition !== null) fail('a projection has exactly one fromAll/fromStream/fromStreams/fromCategory call');
-    const d = { source, partition: null, handlers: null };
+    const d = { source, partition: null, handlers: null, upcasters: null, upcast: null };
     definition = d;
     const whenOnly = Object.freeze({ when: (handlers) => when(d, handlers) });
+    const afterUpcast = Object.freeze({
+      partitionBy(fn) {
+        checkOpen('partitionBy()');
+        if (typeof fn !== 'function') fail('partitionBy() needs a function (event) => key, got ' + describe(fn));
+        if (d.partition !== null || d.handlers !== null) fail('partitionBy() must come once, before when()');
+        d.partition = fn;
+        return whenOnly;
+      },
+      foreachStream() {
+        checkOpen('foreachStream()');
+        if (arguments.length !== 0) fail('foreachStream() takes no arguments');
+        if (d.partition !== null || d.handlers !== null) fail('foreachStream() must come once, before when()');
+        d.partition = 'stream';
+        return whenOnly;
+      },
+      when: (handlers) => when(d, handlers),
+    });
     return Object.freeze({
+      upcast(upcasters) {
+        upcast(d, upcasters);
+        return afterUpcast;
+      },
       partitionBy(fn) {
         checkOpen('partitionBy()');
         if (typeof fn !== 'function') fail('partitionBy() needs a function (event) => key, got ' + describe(fn));

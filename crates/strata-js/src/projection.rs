@@ -158,6 +158,7 @@ impl JsProjection {
         self.reserve_outside(current.is_none().then_some(partition))?;
         let cached = self.last_event.take();
         let (sandbox, events, emits) = (&self.sandbox, &mut self.events, &self.emits);
+        let upcast = self.definition.upcast.as_ref();
         let (state, emitted) = sandbox.call(|ctx| {
             let run = || -> rquickjs::Result<Live> {
                 let state = match current {
@@ -170,7 +171,7 @@ impl JsProjection {
                     {
                         object.restore(ctx)?
                     }
-                    _ => events.build(ctx, event)?,
+                    _ => build_event(ctx, events, upcast, event)?,
                 };
                 let handler = handler.clone().restore(ctx)?;
                 emits.open();
@@ -223,6 +224,21 @@ fn poisoned_bytes(partition: &str, error: &ProjectionError) -> usize {
     key_bytes(partition).max(crate::states::KEY_OVERHEAD)
         + error.message.len()
         + error.stack.as_ref().map_or(0, String::len)
+}
+
+/// The event object handed to user code: built, then upcast when the projection declares
+/// upcasters (`upcast({...})`: the prelude's function changes the object in place).
+fn build_event<'js>(
+    ctx: &Ctx<'js>,
+    events: &mut EventBuilder,
+    upcast: Option<&Persistent<Function<'static>>>,
+    event: &RecordedEvent,
+) -> rquickjs::Result<Object<'js>> {
+    let object = events.build(ctx, event)?;
+    match upcast {
+        Some(f) => f.clone().restore(ctx)?.call((object,)),
+        None => Ok(object),
+    }
 }
 
 /// A new partition's state: `$init()`, or `{}` without one (or when it returns `undefined`).
@@ -290,9 +306,10 @@ impl ProjectionEngine for JsProjection {
         self.last_event = None;
         let sandbox = &self.sandbox;
         let events = &mut self.events;
+        let upcast = self.definition.upcast.as_ref();
         let (key, saved) = sandbox.call(|ctx| {
             let run = || -> rquickjs::Result<(Value, Object)> {
-                let object = events.build(ctx, event)?;
+                let object = build_event(ctx, events, upcast, event)?;
                 let key = by.restore(ctx)?.call((object.clone(),))?;
                 Ok((key, object))
             };

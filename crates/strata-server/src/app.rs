@@ -21,7 +21,7 @@ use crate::error::{Error, Result};
 use crate::groups::{self, GroupOptions, Groups};
 use crate::metrics::Metrics;
 use crate::projections::Projections;
-use crate::{append, metrics, openapi, ops, read, read_placement, streams};
+use crate::{append, causation, metrics, openapi, ops, read, read_placement, streams};
 
 /// The shared state of the HTTP handlers: the store, auth, limits, metrics, the shutdown flag.
 /// Cheap to clone. Build a router for it with [`App::router`].
@@ -245,6 +245,8 @@ pub(crate) fn routes() -> Vec<Route> {
         route("GET", "/streams/{stream}/metadata", streams::get_metadata),
         route("PUT", "/streams/{stream}/metadata", streams::put_metadata),
         route("GET", "/streams/{stream}/{revision}", read::read_event),
+        route("GET", "/events/{id}/causes", causation::causes),
+        route("GET", "/events/{id}/effects", causation::effects),
         route("GET", "/groups", groups::http::list),
         route("PUT", "/groups/{group}", groups::http::put),
         route("GET", "/groups/{group}", groups::http::get),

@@ -3,10 +3,11 @@
 //! The order of checks, each a final answer, as the handler runs them: the bearer token (401,
 //! in the `Principal` extractor) and the path's percent-encoding (400); the stream name (400);
 //! the token's rights on the stream (403); no query parameters (400); the `Expected-Revision`
-//! header (400); the media type (415) and the body size (413, before the body is buffered);
+//! header (400); the `Correlation-Id` / `Causation-Id` headers (400); the media type (415) and the body size (413, before the body is buffered);
 //! then the body, element by element: JSON shape (400) and each event against the store's
 //! limits (`Limits::check_count` / `check_event`: 413 over a size or count limit, 400 for a bad
-//! field) in array order; then the store: payload JSON (400), expected revision and idempotency
+//! field) in array order; with `Correlation-Id` / `Causation-Id`, each event's metadata
+//! (absent or an object, else 400; see `flow_headers`); then the store: payload JSON (400), expected revision and idempotency
 //! (409), deletion (410), a full disk or fault (503).
 //! Success is `201 Created` (or `200 OK` for an idempotent retry) once the events are durable.
 
@@ -29,6 +30,7 @@ use crate::auth::{Action, Principal};
 use crate::body::read_json_body;
 use crate::config::HttpLimits;
 use crate::error::{Error, Result};
+use crate::flow_headers::{fill, flow_headers};
 use crate::headers::expected_revision;
 use crate::path::StreamPath;
 use crate::query::Query;
@@ -76,9 +78,13 @@ pub(crate) async fn append(
     principal.authorize(Action::WriteStream(&stream))?;
     Query::parse(raw_query.0.as_deref(), &[])?;
     let expected = expected_revision(headers)?;
+    let flow = flow_headers(headers)?;
     let limits = *app.limits();
     let bytes = read_json_body(headers, body, limits.max_body_bytes).await?;
-    let events = parse_body(bytes, limits).await?;
+    let mut events = parse_body(bytes, limits).await?;
+    if let Some(flow) = &flow {
+        fill(&mut events, flow)?;
+    }
 
     let started = Instant::now();
     let result = app

@@ -15,6 +15,7 @@
 //! | `replay` | the NDJSON representation of a read: a streamed replay without a limit cap |
 //! | `subscribe` | the SSE representation of a read: catch-up subscriptions with `Last-Event-ID` resume |
 //! | `streams` | the stream listing, deletion, stream metadata |
+//! | `causation` | `GET /events/{id}/causes`, `/effects`: the causation chain from the correlation index |
 //! | `ops` | `/health`, `/info`, `/metrics` |
 //! | `openapi` | `GET /openapi.json` |
 //! | `groups` | consumer groups: settings, the dispatcher, durable state, the engine; `groups::http` the endpoints |
@@ -29,6 +30,7 @@
 //! | `query` | query strings, plain-digit numbers, the parameters and source of a read |
 //! | `read_placement` | whether a small read runs inline on the async worker or on the blocking pool (adaptive, against page faults) |
 //! | `headers` | request headers: `Accept` negotiation, `Last-Event-ID`, `Expected-Revision` |
+//! | `flow_headers` | the `Correlation-Id` / `Causation-Id` headers of an append, filled into event metadata |
 //! | `body` | request bodies within their limits; the channel body of streamed responses and its page sizer |
 //! | `response` | JSON responses with their status; the headers of streamed responses |
 //! | `event_json` | the event JSON writer |
@@ -74,11 +76,13 @@ mod app;
 mod append;
 pub mod auth;
 mod body;
+mod causation;
 pub mod config;
 mod conn;
 mod console;
 pub mod error;
 mod event_json;
+mod flow_headers;
 mod groups;
 mod headers;
 mod live_feed;

@@ -120,6 +120,7 @@ pub fn document() -> Value {
                     { "name": "category", "in": "query", "description": "Keep events whose stream is in this category (the part of the name before the first `-`).", "schema": { "type": "string" } },
                     { "name": "stream_prefix", "in": "query", "description": "Keep events whose stream name starts with this.", "schema": { "type": "string" } },
                     { "name": "include_system", "in": "query", "description": "Include events of reserved `$`-streams (admin only).", "schema": { "type": "boolean", "default": false } },
+                    { "name": "correlation_id", "in": "query", "description": "Keep the events of one flow: `metadata.correlation_id` equal to this. Answered from the correlation index in log order, without scanning the log; combinable with the other filters.", "schema": { "type": "string" } },
                     param("Accept"), param("Last-Event-ID")
                 ],
                 "responses": responses(read_representations.clone(), &[("400", "BadRequest"), ("503", "Unavailable")])
@@ -136,7 +137,7 @@ pub fn document() -> Value {
             "post": {
                 "operationId": "append",
                 "summary": "Append one event or an array of events atomically (contiguous revisions, in order), once durable.",
-                "parameters": [param("Expected-Revision")],
+                "parameters": [param("Expected-Revision"), param("Correlation-Id"), param("Causation-Id")],
                 "requestBody": {
                     "required": true,
                     "content": json_body(json!({ "oneOf": [ schema_ref("NewEvent"), { "type": "array", "minItems": 1, "maxItems": 10000, "items": schema_ref("NewEvent") } ] }))
@@ -176,6 +177,24 @@ pub fn document() -> Value {
                 "summary": "Replace the stream's metadata; stream reads never return events beyond its limits.",
                 "requestBody": { "required": true, "content": json_body(schema_ref("StreamMetadata")) },
                 "responses": responses(json!({ "200": { "description": "The metadata as stored.", "content": json_body(schema_ref("StreamMetadata")) } }), &[("400", "BadRequest"), ("410", "StreamDeleted"), ("413", "PayloadTooLarge"), ("415", "UnsupportedMediaType"), ("503", "Unavailable"), ("507", "InsufficientStorage")])
+            }
+        },
+        "/events/{id}/causes": {
+            "parameters": [param("eventId")],
+            "get": {
+                "operationId": "eventCauses",
+                "summary": "The causation chain behind an event: the event its `metadata.causation_id` names, that event's cause, and so on, root first. Found through the correlation index: only events carrying a `correlation_id` or `causation_id` are found by id; the walk stops at a cause outside every flow (`unresolved`) or after `max` events (`truncated`).",
+                "parameters": [param("walkMax")],
+                "responses": responses(json!({ "200": { "description": "The causes, in log order.", "content": json_body(schema_ref("CausalChain")) } }), &[("400", "BadRequest"), ("404", "NotFound"), ("503", "Unavailable")])
+            }
+        },
+        "/events/{id}/effects": {
+            "parameters": [param("eventId")],
+            "get": {
+                "operationId": "eventEffects",
+                "summary": "The events caused by an event, directly (their `metadata.causation_id` is its id) or through other effects, in log order, at most `max` (`truncated`). Found through the correlation index.",
+                "parameters": [param("walkMax")],
+                "responses": responses(json!({ "200": { "description": "The effects, in log order.", "content": json_body(schema_ref("CausalChain")) } }), &[("400", "BadRequest"), ("503", "Unavailable")])
             }
         },
         "/streams/{stream}/{revision}": {
@@ -531,8 +550,32 @@ pub fn document() -> Value {
             }
         }
     });
+    correlation_components(&mut doc);
     crate::projections::openapi::extend(&mut doc);
     doc
+}
+
+/// The components of correlation and causation (a separate `json!`: one macro call that large
+/// exceeds the recursion limit).
+fn correlation_components(doc: &mut Value) {
+    let params = json!({
+                "Correlation-Id": { "name": "Correlation-Id", "in": "header", "description": "Fills `metadata.correlation_id` of every event of the append that lacks it; each event's metadata must then be absent or a JSON object (else 400).", "schema": { "type": "string", "minLength": 1 } },
+                "Causation-Id": { "name": "Causation-Id", "in": "header", "description": "Fills `metadata.causation_id` (the id of the event that caused these) of every event of the append that lacks it; each event's metadata must then be absent or a JSON object (else 400).", "schema": { "type": "string", "minLength": 1 } },
+                "eventId": { "name": "id", "in": "path", "required": true, "description": "An event id (UUID).", "schema": { "type": "string", "format": "uuid" } },
+                "walkMax": { "name": "max", "in": "query", "description": "Most events the walk returns.", "schema": { "type": "integer", "minimum": 1, "maximum": 1000, "default": 100 } }
+    });
+    for (name, value) in params.as_object().into_iter().flatten() {
+        doc["components"]["parameters"][name] = value.clone();
+    }
+    doc["components"]["schemas"]["CausalChain"] = json!({
+        "type": "object",
+        "required": ["events", "truncated", "unresolved"],
+        "properties": {
+            "events": { "type": "array", "items": schema_ref("Event"), "description": "In log order." },
+            "truncated": { "type": "boolean", "description": "The walk stopped at `max` events with more to follow." },
+            "unresolved": { "type": ["string", "null"], "description": "Causes: the `causation_id` at which the walk stopped because no indexed event has that id." }
+        }
+    });
 }
 
 #[cfg(test)]

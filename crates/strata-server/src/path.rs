@@ -43,6 +43,17 @@ impl<S: Send + Sync> FromRequestParts<S> for EventPath {
 }
 
 /// The `{group}` path parameter, percent-decoded and checked as a group name.
+/// The `{id}` of `/events/{id}/...` (checked as a UUID by the handler).
+pub(crate) struct EventIdPath(pub String);
+
+impl<S: Send + Sync> FromRequestParts<S> for EventIdPath {
+    type Rejection = Error;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self> {
+        Ok(EventIdPath(param(parts, state, "id").await?))
+    }
+}
+
 pub(crate) struct GroupPath(pub String);
 
 impl<S: Send + Sync> FromRequestParts<S> for GroupPath {

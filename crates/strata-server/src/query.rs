@@ -144,6 +144,7 @@ impl ReadParams {
             "category",
             "stream_prefix",
             "include_system",
+            "correlation_id",
         ];
         let q = Query::parse(
             raw,
@@ -177,6 +178,7 @@ impl ReadParams {
             category: non_empty("category"),
             stream_prefix: non_empty("stream_prefix"),
             include_system: q.flag("include_system")?,
+            correlation_id: non_empty("correlation_id"),
         };
         Ok(ReadParams {
             from,

@@ -76,6 +76,7 @@ async fn answer(
                         filter.types.is_empty()
                             && filter.category.is_none()
                             && filter.stream_prefix.is_none()
+                            && filter.correlation_id.is_none()
                     }
                 };
             let page = app

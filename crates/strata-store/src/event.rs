@@ -207,10 +207,14 @@ pub struct AllFilter {
     pub stream_prefix: Option<String>,
     /// Include events of reserved `$`-streams (left out by default).
     pub include_system: bool,
+    /// Keep only the events of this flow: `metadata.correlation_id` equal to this (see
+    /// [`crate::correlation`]). Answered from the correlation index, never by a scan.
+    pub correlation_id: Option<String>,
 }
 
 impl AllFilter {
-    /// True when the event with this stream and type passes the filter.
+    /// True when the event with this stream and type passes the filter, `correlation_id` left
+    /// out (see [`AllFilter::matches_event`]).
     pub fn matches(&self, stream: &str, event_type: &str) -> bool {
         (self.include_system || !stream.starts_with('$'))
             && (self.types.is_empty() || self.types.iter().any(|t| t == event_type))
@@ -222,6 +226,18 @@ impl AllFilter {
                 .stream_prefix
                 .as_deref()
                 .is_none_or(|p| stream.starts_with(p))
+    }
+
+    /// True when the event passes every condition of the filter, `correlation_id` included
+    /// ([`AllFilter::matches`] leaves that one out: it does not see the metadata).
+    pub fn matches_event(&self, stream: &str, event_type: &str, metadata: &[u8]) -> bool {
+        self.matches(stream, event_type)
+            && self.correlation_id.as_deref().is_none_or(|c| {
+                crate::correlation::links_of(metadata)
+                    .correlation_id
+                    .as_deref()
+                    == Some(c)
+            })
     }
 }
 

@@ -8,7 +8,9 @@
 //!   `write` + one `fdatasync` for everything queued). JSON payloads are checked first
 //!   ([`json_check`]: at most 64 levels deep, no lone surrogate escapes).
 //! - Reads of a stream by revision, of the whole log by position with type / category / prefix
-//!   filters answered from indexes, of one event, and of the stream list.
+//!   / correlation-id filters answered from indexes, of one event, and of the stream list.
+//! - Correlation and causation ([`correlation`]): one flow's events, the causes and effects of
+//!   an event, from the correlation index.
 //! - Soft and hard deletes and stream metadata (`max_count`, `max_age_seconds`,
 //!   `truncate_before`, custom JSON), enforced by every stream read.
 //! - [`Subscription`]s that catch up from the log and then follow live commits, blocking or async.
@@ -31,7 +33,9 @@
 //! ```
 
 mod bloom;
+mod causation;
 mod check;
+pub mod correlation;
 mod damage;
 mod error;
 mod event;
@@ -57,6 +61,7 @@ pub mod timestamp;
 pub mod verify;
 mod writer;
 
+pub use causation::CausalChain;
 pub use check::CheckReport;
 pub use damage::Damage;
 pub use error::{Error, Result};

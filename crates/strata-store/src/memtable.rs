@@ -6,6 +6,7 @@ use std::collections::{BTreeSet, HashMap};
 
 use foldhash::fast::RandomState;
 
+use crate::correlation::LinkKeys;
 use crate::hash::{category_of, hash_str};
 use crate::index_file::{IdEntry, IndexInput, Posting, StreamEntry};
 
@@ -31,6 +32,36 @@ pub(crate) struct Memtable {
     pub created: BTreeSet<String>,
     /// Positions without an intact frame were recorded ([`Memtable::insert_missing`]).
     after_loss: bool,
+    /// Correlation-index key (see [`crate::correlation`]) → positions, ascending. Most keys
+    /// (event ids, causation ids) have one position: kept inline, without an allocation.
+    pub links: HashMap<u64, Positions, RandomState>,
+}
+
+/// The ascending positions of one correlation-index key.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Positions {
+    /// One position (no allocation).
+    One(u64),
+    /// Two or more.
+    Many(Vec<u64>),
+}
+
+impl Positions {
+    /// Appends `position` (greater than every position already held).
+    pub fn push(&mut self, position: u64) {
+        match self {
+            Positions::One(first) => *self = Positions::Many(vec![*first, position]),
+            Positions::Many(v) => v.push(position),
+        }
+    }
+
+    /// The positions, ascending.
+    pub fn as_slice(&self) -> &[u64] {
+        match self {
+            Positions::One(p) => std::slice::from_ref(p),
+            Positions::Many(v) => v,
+        }
+    }
 }
 
 /// What the memtable records of one event (hashes precomputed by the caller).
@@ -43,6 +74,8 @@ pub(crate) struct MemEntry<'a> {
     pub revision: u64,
     pub position: u64,
     pub offset: u64,
+    /// The event's correlation-index keys.
+    pub links: LinkKeys,
 }
 
 impl<'a> MemEntry<'a> {
@@ -57,6 +90,7 @@ impl<'a> MemEntry<'a> {
             revision: v.revision,
             position: v.position,
             offset,
+            links: LinkKeys::of(v.id, v.metadata),
         }
     }
 }
@@ -83,6 +117,14 @@ impl Memtable {
         self.types.entry(e.type_hash).or_default().push(e.position);
         if e.revision == 0 {
             self.created.insert(e.stream.to_owned());
+        }
+        for &key in e.links.as_slice() {
+            match self.links.get_mut(&key) {
+                Some(positions) => positions.push(e.position),
+                None => {
+                    self.links.insert(key, Positions::One(e.position));
+                }
+            }
         }
     }
 
@@ -135,6 +177,16 @@ impl Memtable {
                 .collect(),
             categories: postings(&self.categories),
             types: postings(&self.types),
+            correlations: self
+                .links
+                .iter()
+                .flat_map(|(&hash, positions)| {
+                    positions
+                        .as_slice()
+                        .iter()
+                        .map(move |&position| Posting { hash, position })
+                })
+                .collect(),
             created: self.created.iter().cloned().collect(),
         }
     }

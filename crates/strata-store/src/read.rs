@@ -4,6 +4,7 @@
 use std::collections::BTreeSet;
 use std::ops::ControlFlow;
 
+use crate::correlation::correlation_key;
 use crate::error::{Error, Result};
 use crate::event::{
     now_micros, AllFilter, Direction, ReadFrom, ReadSlice, RecordedEvent, StreamHead, StreamInfo,
@@ -261,7 +262,7 @@ fn read_all_page(
                 }
             } else {
                 shared.scan_forward(&state, start, committed, |v| {
-                    if filter.matches(v.stream, v.event_type) {
+                    if filter.matches_event(v.stream, v.event_type, v.metadata) {
                         events.push(v.to_owned_event());
                     }
                     if events.len() >= want {
@@ -347,7 +348,7 @@ fn matching_event(
     Ok(shared
         .with_event_opt(state, position, |v| {
             filter
-                .matches(v.stream, v.event_type)
+                .matches_event(v.stream, v.event_type, v.metadata)
                 .then(|| v.to_owned_event())
         })?
         .flatten())
@@ -365,12 +366,12 @@ fn index_category(filter: &AllFilter) -> Option<&str> {
     })
 }
 
-/// True when the category or event-type indexes can narrow the filter.
+/// True when the category, event-type or correlation indexes can narrow the filter.
 fn indexable(filter: &AllFilter) -> bool {
-    !filter.types.is_empty() || index_category(filter).is_some()
+    !filter.types.is_empty() || index_category(filter).is_some() || filter.correlation_id.is_some()
 }
 
-/// Ascending candidate positions in `[lo, hi)` from the category and type indexes. A superset
+/// Ascending candidate positions in `[lo, hi)` from the category, type and correlation indexes. A superset
 /// of the matches (hash collisions, prefixes): callers check each event against the filter.
 fn candidates(
     shared: &Shared,
@@ -404,7 +405,22 @@ fn candidates(
             Some(postings(shared, state, lo, to, Posting::Category(h))?)
         }
     };
-    let mut out = match (by_type, by_category) {
+    let by_correlation = match filter.correlation_id.as_deref() {
+        None => None,
+        Some(c) => Some(postings(
+            shared,
+            state,
+            lo,
+            to,
+            Posting::Link(correlation_key(c)),
+        )?),
+    };
+    let narrowed = match (by_type, by_category) {
+        (Some(a), Some(b)) => Some(intersect(&a, &b)),
+        (Some(a), None) | (None, Some(a)) => Some(a),
+        (None, None) => None,
+    };
+    let mut out = match (narrowed, by_correlation) {
         (Some(a), Some(b)) => intersect(&a, &b),
         (Some(a), None) | (None, Some(a)) => a,
         (None, None) => return Ok((lo..hi).collect()),
@@ -425,16 +441,18 @@ fn candidates(
     Ok(out)
 }
 
-/// Which posting list: the events of one event type, or of one category (by name hash).
+/// Which posting list: the events of one event type, or of one category (by name hash), or
+/// of one correlation-index key ([`crate::correlation`]).
 #[derive(Clone, Copy)]
-enum Posting {
+pub(crate) enum Posting {
     Type(u64),
     Category(u64),
+    Link(u64),
 }
 
 /// Positions in `[from, to]` of the `posting` list, from every segment's index and the open
 /// segment's memtable.
-fn postings(
+pub(crate) fn postings(
     shared: &Shared,
     state: &LogState,
     from: u64,
@@ -451,13 +469,15 @@ fn postings(
         out.extend(match posting {
             Posting::Type(h) => index.type_positions(h, from, to),
             Posting::Category(h) => index.category_positions(h, from, to),
+            Posting::Link(h) => index.correlation_positions(h, from, to),
         });
     }
     if to >= state.open.first_position {
         let table = state.open.table.read();
         let open = match posting {
-            Posting::Type(h) => table.types.get(&h),
-            Posting::Category(h) => table.categories.get(&h),
+            Posting::Type(h) => table.types.get(&h).map(Vec::as_slice),
+            Posting::Category(h) => table.categories.get(&h).map(Vec::as_slice),
+            Posting::Link(h) => table.links.get(&h).map(|p| p.as_slice()),
         };
         if let Some(v) = open {
             let a = v.partition_point(|&p| p < from);

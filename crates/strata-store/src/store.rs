@@ -318,8 +318,8 @@ impl Store {
         read::read_event(&self.shared, stream, revision)
     }
 
-    /// Reads up to `limit` events of the whole log matching `filter`. Type and category filters
-    /// (and prefixes containing `-`) are answered from the indexes.
+    /// Reads up to `limit` events of the whole log matching `filter`. Type, category and
+    /// correlation filters (and prefixes containing `-`) are answered from the indexes.
     pub fn read_all(
         &self,
         from: ReadFrom,
@@ -328,6 +328,28 @@ impl Store {
         filter: &AllFilter,
     ) -> Result<ReadSlice> {
         read::read_all(&self.shared, from, direction, limit, filter)
+    }
+
+    /// The first event in log order with this id among the events that carry a
+    /// `metadata.correlation_id` or `causation_id` (the others are not in the correlation
+    /// index; see [`crate::correlation`]). Found through the index, without a scan.
+    pub fn find_event_by_id(&self, id: uuid::Uuid) -> Result<Option<RecordedEvent>> {
+        crate::causation::find_event(&self.shared, id)
+    }
+
+    /// The chain of causes of the event `id` (found as by [`Store::find_event_by_id`]): the
+    /// event its `causation_id` names (the latest event with that id before it), that event's
+    /// cause, and so on, at most `max` events, in log order (the root first). `Ok(None)` when
+    /// no indexed event has that id. The walk stops at an event without `causation_id`, or at a
+    /// cause that is not in the index ([`crate::CausalChain::unresolved`]).
+    pub fn causes(&self, id: uuid::Uuid, max: usize) -> Result<Option<crate::CausalChain>> {
+        crate::causation::causes(&self.shared, id, max)
+    }
+
+    /// The events caused by the event `id`, directly (their `causation_id` is `id`) or through
+    /// other effects, at most `max`, in log order; found through the correlation index.
+    pub fn effects(&self, id: uuid::Uuid, max: usize) -> Result<crate::CausalChain> {
+        crate::causation::effects(&self.shared, id, max)
     }
 
     /// Calls `f` for every event in positions `[from, end)` without copying payloads (the fast

@@ -71,9 +71,18 @@ pub fn verify_dir(dir: &Path, mut progress: impl FnMut(u64, u64)) -> Result<Veri
                 .push(d.to_damage(path, next_first.is_some() && index_ok.is_ok()));
         }
         if let Err(e) = index_ok {
-            report
-                .problems
-                .push(format!("{e} (the index is rebuilt on next open)"));
+            let idx = dir.join(index_file_name(*first));
+            if crate::index_file::is_stale_version(&idx) {
+                // Derived data of an older format: not damage.
+                report.notes.push(format!(
+                    "{}: index file of the older format version 1, rebuilt on next open",
+                    idx.display()
+                ));
+            } else {
+                report
+                    .problems
+                    .push(format!("{e} (the index is rebuilt on next open)"));
+            }
         }
         if let Some(t) = outcome.torn {
             report.notes.push(format!("{}: {t}", path.display()));

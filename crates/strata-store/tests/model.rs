@@ -1247,6 +1247,7 @@ impl Harness {
                     category: filter.category.map(|c| CATEGORIES[c].to_owned()),
                     stream_prefix: filter.prefix.map(|p| PREFIXES[p].to_owned()),
                     include_system: filter.system,
+                    correlation_id: None,
                 };
                 let mut from = read_from(from, self.model.log.len() as u64);
                 let direction = direction(*backward);

@@ -185,6 +185,9 @@ pub struct AllFilters {
     /// `--all` only: keep events of streams whose name starts with this.
     #[arg(long, conflicts_with = "stream")]
     pub stream_prefix: Option<String>,
+    /// `--all` only: keep the events of one flow (`metadata.correlation_id` equal to this).
+    #[arg(long, conflicts_with = "stream")]
+    pub correlation_id: Option<String>,
 }
 
 #[derive(Debug, Args)]

@@ -299,6 +299,9 @@ fn filter_query<'a>(filters: &'a AllFilters, query: &mut Vec<(&'static str, &'a 
     if let Some(p) = &filters.stream_prefix {
         query.push(("stream_prefix", p));
     }
+    if let Some(c) = &filters.correlation_id {
+        query.push(("correlation_id", c));
+    }
 }
 
 /// `strata read`: one JSON page with `--limit`, else the whole NDJSON replay, streamed.

@@ -5,6 +5,7 @@
 mod append;
 mod auth;
 mod connections;
+mod correlation;
 mod groups;
 mod groups_scale;
 mod groups_support;

@@ -49,6 +49,13 @@ pub(super) fn sample_input() -> IndexInput {
         ids,
         categories,
         types,
+        correlations: (0..10)
+            .filter(|i| i % 4 != 3)
+            .map(|i| Posting {
+                hash: 0xc0 + i % 2,
+                position: first + i,
+            })
+            .collect(),
         created,
     }
 }

@@ -1,29 +1,33 @@
-//! The on-disk format (version 1) of an index file: the constants of its layout, the record
+//! The on-disk format (version 2) of an index file: the constants of its layout, the record
 //! types of its sections and the little-endian byte helpers.
 //!
 //! All integers are little-endian; offsets are absolute byte offsets from the start of the file.
 //! Hashes are [`crate::hash::hash_str`] (XXH3-64, seed 0) of the stream name, category or event
 //! type. CRC32 is the IEEE polynomial (`crc32fast`).
 //!
-//! ## Header (200 bytes)
+//! Version 2 added the correlation postings (section 9) and so grew the section table and the
+//! header by one entry. A version-1 file is stale, not damaged: the store rebuilds it from its
+//! segment when it opens the directory (an index file is derived data).
+//!
+//! ## Header (216 bytes)
 //!
 //! | offset | size | field                                                                |
 //! |-------:|-----:|----------------------------------------------------------------------|
 //! |      0 |    8 | magic `b"STRATIDX"`                                                  |
-//! |      8 |    4 | format version (u32) = 1                                             |
-//! |     12 |    4 | header length (u32) = 200                                            |
+//! |      8 |    4 | format version (u32) = 2                                             |
+//! |     12 |    4 | header length (u32) = 216                                            |
 //! |     16 |    8 | `first_position` (u64): global position of the segment's first event |
 //! |     24 |    8 | `event_count` (u64): number of events in the segment (may be 0)      |
 //! |     32 |    8 | `segment_len` (u64): byte length of the sealed segment file          |
 //! |     40 |    8 | `file_len` (u64): byte length of this index file                     |
-//! |     48 |  144 | section table: 9 entries of 16 bytes (`start` u64, `count` u64)      |
-//! |    192 |    4 | body CRC32 (u32) of bytes `200..file_len`                            |
-//! |    196 |    4 | header CRC32 (u32) of bytes `0..196`                                 |
+//! |     48 |  160 | section table: 10 entries of 16 bytes (`start` u64, `count` u64)     |
+//! |    208 |    4 | body CRC32 (u32) of bytes `216..file_len`                            |
+//! |    212 |    4 | header CRC32 (u32) of bytes `0..212`                                 |
 //!
 //! ## Section table
 //!
 //! Entry `k` is at offset `48 + 16 * k`: `start` (u64, absolute offset, a multiple of 8) then
-//! `count` (u64). Sections appear in table order, without overlap, all inside `200..file_len`;
+//! `count` (u64). Sections appear in table order, without overlap, all inside `216..file_len`;
 //! the writer starts each at the next multiple of 8 after the previous one and zero-fills the
 //! gaps (the file length is a multiple of 8).
 //!
@@ -38,6 +42,7 @@
 //! | 6 |      144 | created blob      | bytes                     | `count`           |
 //! | 7 |      160 | stream bloom      | bytes                     | `count`           |
 //! | 8 |      176 | id bloom          | bytes                     | `count`           |
+//! | 9 |      192 | correlation postings | entries                | `count * 16`      |
 //!
 //! ## Section records (offsets relative to the record)
 //!
@@ -72,6 +77,15 @@
 //! |      0 |    8 | category hash or event-type hash (u64) |
 //! |      8 |    8 | global position (u64)                  |
 //!
+//! **Correlation postings** (16 bytes each; sorted by `(key, position)`): the postings of the
+//! correlation index, keys as defined in [`crate::correlation`] (a flow's correlation id, a
+//! causation id, or the own id of an event that carries either field):
+//!
+//! | offset | size | field                         |
+//! |-------:|-----:|-------------------------------|
+//! |      0 |    8 | correlation-index key (u64)   |
+//! |      8 |    8 | global position (u64)         |
+//!
 //! **Created offsets** (`count + 1` u64 values): value `i` and `i + 1` delimit created name `i`
 //! inside the created blob (offsets relative to the blob start); value 0 is 0, the last value is
 //! the blob length. **Created blob**: the UTF-8 names, concatenated, strictly increasing in byte
@@ -94,9 +108,11 @@
 /// First 8 bytes of every index file.
 pub const INDEX_MAGIC: [u8; 8] = *b"STRATIDX";
 /// The format version this code writes and reads.
-pub const INDEX_FORMAT_VERSION: u32 = 1;
-/// Length of the fixed header of a version-1 index file.
-pub const INDEX_HEADER_LEN: usize = 200;
+pub const INDEX_FORMAT_VERSION: u32 = 2;
+/// The previous format version (no correlation postings): opened as stale, then rebuilt.
+pub const INDEX_FORMAT_VERSION_STALE: u32 = 1;
+/// Length of the fixed header of a version-2 index file.
+pub const INDEX_HEADER_LEN: usize = 216;
 
 pub(super) const OFF_MAGIC: usize = 0;
 pub(super) const OFF_VERSION: usize = 8;
@@ -106,8 +122,8 @@ pub(super) const OFF_EVENT_COUNT: usize = 24;
 pub(super) const OFF_SEGMENT_LEN: usize = 32;
 pub(super) const OFF_FILE_LEN: usize = 40;
 pub(super) const OFF_SECTIONS: usize = 48;
-pub(super) const OFF_BODY_CRC: usize = 192;
-pub(super) const OFF_HEADER_CRC: usize = 196;
+pub(super) const OFF_BODY_CRC: usize = 208;
+pub(super) const OFF_HEADER_CRC: usize = 212;
 
 pub(super) const SEC_OFFSETS: usize = 0;
 pub(super) const SEC_STREAMS: usize = 1;
@@ -118,7 +134,8 @@ pub(super) const SEC_CREATED_OFFSETS: usize = 5;
 pub(super) const SEC_CREATED_BLOB: usize = 6;
 pub(super) const SEC_STREAM_BLOOM: usize = 7;
 pub(super) const SEC_ID_BLOOM: usize = 8;
-pub(super) const SECTION_COUNT: usize = 9;
+pub(super) const SEC_CORRELATIONS: usize = 9;
+pub(super) const SECTION_COUNT: usize = 10;
 
 pub(super) const SECTION_NAMES: [&str; SECTION_COUNT] = [
     "frame offsets",
@@ -130,6 +147,7 @@ pub(super) const SECTION_NAMES: [&str; SECTION_COUNT] = [
     "created blob",
     "stream bloom",
     "id bloom",
+    "correlation postings",
 ];
 
 pub(super) const OFFSET_SIZE: usize = 8;
@@ -224,24 +242,24 @@ mod tests {
         const _: () = assert!(OFF_HEADER_CRC + 4 == INDEX_HEADER_LEN);
         let b = encode(sample_input()).expect("encode");
         assert_eq!(&b[0..8], b"STRATIDX");
-        assert_eq!(get_u32(&b, 8), 1);
-        assert_eq!(get_u32(&b, 12), 200);
+        assert_eq!(get_u32(&b, 8), 2);
+        assert_eq!(get_u32(&b, 12), 216);
         assert_eq!(get_u64(&b, 16), 100);
         assert_eq!(get_u64(&b, 24), 10);
         assert_eq!(get_u64(&b, 32), 1064);
         assert_eq!(get_u64(&b, 40), b.len() as u64);
-        assert_eq!(get_u32(&b, 192), crc32fast::hash(&b[200..]));
-        assert_eq!(get_u32(&b, 196), crc32fast::hash(&b[..196]));
+        assert_eq!(get_u32(&b, 208), crc32fast::hash(&b[216..]));
+        assert_eq!(get_u32(&b, 212), crc32fast::hash(&b[..212]));
         // Section k: start at 48 + 16k, count at 56 + 16k; contiguous up to 8-byte padding.
         let sizes = |k: usize, count: usize| match k {
             0 => count * 8,
             1 => count * 24,
             2 => count * 32,
-            3 | 4 => count * 16,
+            3 | 4 | 9 => count * 16,
             5 => (count + 1) * 8,
             _ => count,
         };
-        let mut expected_start = 200;
+        let mut expected_start = 216;
         for k in 0..SECTION_COUNT {
             let start = get_u64(&b, 48 + 16 * k) as usize;
             let count = get_u64(&b, 56 + 16 * k) as usize;

@@ -5,7 +5,7 @@
 //! [`SegmentIndex`]. [`SegmentIndex::open`] validates the header only (cheap);
 //! [`SegmentIndex::verify`] checks the body checksum and the consistency of every section.
 //!
-//! The byte layout (format version 1) is documented on the `format` module, and restated in
+//! The byte layout (format version 2) is documented on the `format` module, and restated in
 //! `docs/on-disk-format.md`; the two must stay identical.
 //!
 //! # Invariants
@@ -38,6 +38,7 @@ mod verify;
 mod write;
 
 pub use format::{IdEntry, Posting, StreamEntry, NO_FRAME};
+pub(crate) use open::is_stale_version;
 pub use read::SegmentIndex;
 pub(crate) use write::encode;
 pub use write::{write_index, write_index_via, IndexInput};

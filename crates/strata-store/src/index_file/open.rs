@@ -12,6 +12,19 @@ use crate::error::{Error, Result};
 use super::format::*;
 use super::read::{IndexBytes, Section, SegmentIndex};
 
+/// True when the file at `path` is an index file of the stale format version 1 (header magic
+/// and version only): derived data that the store rebuilds on open, not damage.
+pub(crate) fn is_stale_version(path: &Path) -> bool {
+    let mut head = [0u8; 12];
+    match File::open(path).and_then(|mut f| std::io::Read::read_exact(&mut f, &mut head)) {
+        Ok(()) => {
+            head[OFF_MAGIC..OFF_MAGIC + 8] == INDEX_MAGIC
+                && get_u32(&head, OFF_VERSION) == INDEX_FORMAT_VERSION_STALE
+        }
+        Err(_) => false,
+    }
+}
+
 impl SegmentIndex {
     /// Maps `path` and validates its header: magic, version, header length, header CRC, file
     /// length, section bounds, and that `first_position` / `segment_len` equal the expected
@@ -95,6 +108,15 @@ impl SegmentIndex {
             ));
         }
         let version = get_u32(bytes, OFF_VERSION);
+        if version == INDEX_FORMAT_VERSION_STALE {
+            return Err(corrupt(
+                OFF_VERSION,
+                format!(
+                    "stale index format version {version} (no correlation postings; this \
+                     version writes {INDEX_FORMAT_VERSION}): rebuilt from its segment on open"
+                ),
+            ));
+        }
         if version != INDEX_FORMAT_VERSION {
             return Err(corrupt(
                 OFF_VERSION,
@@ -167,7 +189,7 @@ impl SegmentIndex {
                 SEC_OFFSETS => count_us.checked_mul(OFFSET_SIZE),
                 SEC_STREAMS => count_us.checked_mul(STREAM_ENTRY_SIZE),
                 SEC_IDS => count_us.checked_mul(ID_ENTRY_SIZE),
-                SEC_CATEGORIES | SEC_TYPES => count_us.checked_mul(POSTING_SIZE),
+                SEC_CATEGORIES | SEC_TYPES | SEC_CORRELATIONS => count_us.checked_mul(POSTING_SIZE),
                 SEC_CREATED_OFFSETS => count_us
                     .checked_add(1)
                     .and_then(|n| n.checked_mul(OFFSET_SIZE)),
@@ -286,11 +308,19 @@ mod tests {
         assert!(d.contains("magic"), "{d}");
 
         let mut b = bytes.clone();
-        put_u32(&mut b, OFF_VERSION, 2);
+        put_u32(&mut b, OFF_VERSION, 3);
         fix_crcs(&mut b);
         std::fs::write(&path, &b).expect("write");
         let d = corruption_detail(SegmentIndex::open(&path, 100, 1064));
-        assert!(d.contains("version"), "{d}");
+        assert!(d.contains("unsupported format version 3"), "{d}");
+
+        // A version-1 file is named stale (the store rebuilds it from its segment).
+        let mut b = bytes.clone();
+        put_u32(&mut b, OFF_VERSION, 1);
+        fix_crcs(&mut b);
+        std::fs::write(&path, &b).expect("write");
+        let d = corruption_detail(SegmentIndex::open(&path, 100, 1064));
+        assert!(d.contains("stale index format version 1"), "{d}");
 
         // Section bounds are checked even with a valid header CRC.
         let mut b = bytes.clone();

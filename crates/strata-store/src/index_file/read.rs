@@ -197,6 +197,12 @@ impl SegmentIndex {
         self.postings(SEC_TYPES, hash, from, to)
     }
 
+    /// Positions in `from..=to`, ascending, of the events with the correlation-index key `key`
+    /// (see [`crate::correlation`]).
+    pub fn correlation_positions(&self, key: u64, from: u64, to: u64) -> Vec<u64> {
+        self.postings(SEC_CORRELATIONS, key, from, to)
+    }
+
     /// Number of names of streams created (revision 0) in this segment.
     pub fn created_count(&self) -> usize {
         self.sections[SEC_CREATED_OFFSETS].count
@@ -405,6 +411,15 @@ mod tests {
             idx.type_positions(1, 0, u64::MAX),
             vec![101, 103, 105, 107, 109]
         );
+        // Correlation postings: i % 4 != 3, key 0xc0 + i % 2.
+        assert_eq!(
+            idx.correlation_positions(0xc1, 0, u64::MAX),
+            vec![101, 105, 109]
+        );
+        assert_eq!(
+            idx.correlation_positions(0xc0, 102, 108),
+            vec![102, 104, 106, 108]
+        );
         assert_eq!(idx.created_count(), 4);
         let names: Vec<&str> = (0..4).map(|i| idx.created_name(i).expect("name")).collect();
         assert_eq!(names, vec!["cart-9", "inventory", "order-1", "order-2"]);
@@ -434,6 +449,7 @@ mod tests {
         assert!(idx.find_id(1, 1).is_empty());
         assert!(idx.category_positions(1, 0, u64::MAX).is_empty());
         assert!(idx.type_positions(1, 0, u64::MAX).is_empty());
+        assert!(idx.correlation_positions(1, 0, u64::MAX).is_empty());
         assert_eq!(idx.created_count(), 0);
         assert_eq!(idx.created_lower_bound("a", true).expect("lb"), 0);
         assert!(idx.created_name(0).is_err());
@@ -549,6 +565,7 @@ mod tests {
             ids in proptest::collection::vec((0u64..4, 0u128..8, 0u64..20), 0..40),
             cats in proptest::collection::vec((0u64..4, 0..gaps.len().max(1) as u64), 0..40),
             types in proptest::collection::vec((0u64..4, 0..gaps.len().max(1) as u64), 0..40),
+            links in proptest::collection::vec((0u64..4, 0..gaps.len().max(1) as u64), 0..40),
             created in proptest::collection::vec("[a-c\\-é]{0,4}", 0..12),
             tail in 1u64..100,
             first in Just(first),
@@ -570,6 +587,7 @@ mod tests {
                 ids: ids.into_iter().map(|(stream_hash, id, revision)| IdEntry { stream_hash, id: id.wrapping_mul(0x0123_4567_89ab_cdef_0011_2233_4455_6677), revision }).collect(),
                 categories: cats.into_iter().filter(|c| keep(c.1)).map(|(hash, rel)| Posting { hash, position: first + rel }).collect(),
                 types: types.into_iter().filter(|c| keep(c.1)).map(|(hash, rel)| Posting { hash, position: first + rel }).collect(),
+                correlations: links.into_iter().filter(|c| keep(c.1)).map(|(hash, rel)| Posting { hash, position: first + rel }).collect(),
                 created,
                 offsets,
             }
@@ -611,6 +629,7 @@ mod tests {
                 for (from, to) in [(0, u64::MAX), (first, first + 3), (first + 5, first + 20), (first + 3, first + 2)] {
                     prop_assert_eq!(idx.category_positions(hash, from, to), Model::postings(&model.input.categories, hash, from, to));
                     prop_assert_eq!(idx.type_positions(hash, from, to), Model::postings(&model.input.types, hash, from, to));
+                    prop_assert_eq!(idx.correlation_positions(hash, from, to), Model::postings(&model.input.correlations, hash, from, to));
                 }
             }
             let mut names = model.input.created.clone();
@@ -664,6 +683,7 @@ mod tests {
                     let _ = idx.find_id(h, 0xdead_beef);
                     let _ = idx.category_positions(h, 0, u64::MAX);
                     let _ = idx.type_positions(h, 0, u64::MAX);
+                    let _ = idx.correlation_positions(h, 0, u64::MAX);
                 }
                 for i in 0..idx.created_count().min(16) + 1 {
                     let _ = idx.created_name(i);

@@ -86,7 +86,7 @@ impl SegmentIndex {
             }
         }
 
-        for sec in [SEC_CATEGORIES, SEC_TYPES] {
+        for sec in [SEC_CATEGORIES, SEC_TYPES, SEC_CORRELATIONS] {
             let s = self.sections[sec];
             for i in 0..s.count {
                 let p = self.posting_at(sec, i);

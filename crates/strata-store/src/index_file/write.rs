@@ -16,7 +16,7 @@ use super::format::*;
 ///
 /// Requirements (checked by [`write_index`], which answers [`Error::InvalidInput`] otherwise):
 /// `offsets` each `< segment_len` or [`NO_FRAME`], the others strictly increasing; every position in `streams`,
-/// `categories` and `types` within `first_position..first_position + offsets.len()`.
+/// `categories`, `types` and `correlations` within `first_position..first_position + offsets.len()`.
 #[derive(Clone, Debug, Default)]
 pub struct IndexInput {
     /// Global position of the segment's first event.
@@ -33,6 +33,9 @@ pub struct IndexInput {
     pub categories: Vec<Posting>,
     /// Event-type postings, any order; sorted by `(hash, position)` by the builder.
     pub types: Vec<Posting>,
+    /// Correlation postings (keys of [`crate::correlation`]), any order; sorted by
+    /// `(hash, position)` by the builder.
+    pub correlations: Vec<Posting>,
     /// Names of the streams whose revision 0 lies in this segment; sorted (byte order) and
     /// de-duplicated by the builder.
     pub created: Vec<String>,
@@ -75,7 +78,11 @@ fn check_input(input: &IndexInput) -> Result<()> {
             "position outside the segment",
         ));
     }
-    for (field, postings) in [("categories", &input.categories), ("types", &input.types)] {
+    for (field, postings) in [
+        ("categories", &input.categories),
+        ("types", &input.types),
+        ("correlations", &input.correlations),
+    ] {
         if let Some((i, _)) = postings
             .iter()
             .enumerate()
@@ -103,6 +110,9 @@ pub(crate) fn encode(mut input: IndexInput) -> Result<Vec<u8>> {
         .categories
         .sort_unstable_by_key(|p| (p.hash, p.position));
     input.types.sort_unstable_by_key(|p| (p.hash, p.position));
+    input
+        .correlations
+        .sort_unstable_by_key(|p| (p.hash, p.position));
     input.created.sort_unstable();
     input.created.dedup();
 
@@ -182,6 +192,13 @@ pub(crate) fn encode(mut input: IndexInput) -> Result<Vec<u8>> {
     align8(&mut buf);
     table[SEC_ID_BLOOM] = (buf.len() as u64, bloom.len() as u64);
     buf.extend_from_slice(&bloom);
+    // Correlation postings.
+    align8(&mut buf);
+    table[SEC_CORRELATIONS] = (buf.len() as u64, input.correlations.len() as u64);
+    for p in &input.correlations {
+        buf.extend_from_slice(&p.hash.to_le_bytes());
+        buf.extend_from_slice(&p.position.to_le_bytes());
+    }
     align8(&mut buf);
 
     // Header.

@@ -38,11 +38,47 @@ pub fn emit_id(name: &str, generation: u64, position: u64, index: u32) -> Uuid {
     Uuid::from_bytes(bytes)
 }
 
-/// The metadata of an event emitted by `name` while applying the event at `position`.
-fn emit_metadata(name: &str, position: u64) -> Vec<u8> {
+/// The event whose handler emitted events: what their metadata says about it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) struct Cause {
+    /// Its log position.
+    pub position: u64,
+    /// Its id: the emitted events' `causation_id`.
+    pub id: Uuid,
+    /// Its `metadata.correlation_id`, which the emitted events carry on.
+    pub correlation_id: Option<String>,
+}
+
+impl Cause {
+    /// The cause `event`.
+    pub fn of(event: &RecordedEvent) -> Cause {
+        Cause {
+            position: event.position,
+            id: event.id,
+            correlation_id: crate::correlation::links_of(&event.metadata)
+                .correlation_id
+                .map(|c| c.into_owned()),
+        }
+    }
+}
+
+/// The metadata of an event emitted by `name` while applying the event `cause`: the emitter,
+/// the source position, the cause's `correlation_id` (when it has one) and its id as
+/// `causation_id` (the convention of [`crate::correlation`]).
+fn emit_metadata(name: &str, cause: &Cause) -> Vec<u8> {
     // Key order matters: `emitted_by` checks the prefix before parsing.
     let name = serde_json::Value::String(name.to_owned());
-    format!("{{\"{EMITTED_BY_KEY}\":{name},\"$source_position\":{position}}}").into_bytes()
+    let position = cause.position;
+    let mut out = format!("{{\"{EMITTED_BY_KEY}\":{name},\"$source_position\":{position}");
+    if let Some(c) = &cause.correlation_id {
+        let c = serde_json::Value::String(c.clone());
+        out.push_str(&format!(",\"correlation_id\":{c}"));
+    }
+    out.push_str(&format!(
+        ",\"causation_id\":\"{}\"}}",
+        cause.id.hyphenated()
+    ));
+    out.into_bytes()
 }
 
 /// True when `event` was emitted by projection `name`.
@@ -91,16 +127,17 @@ pub(crate) fn check_emit(store: &Store, emit: &Emit) -> std::result::Result<(), 
     Ok(())
 }
 
-/// Appends the emits of a batch (`(source position, emits of that event)`, in order). Runs of
+/// Appends the emits of a batch (`(source event, emits of that event)`, in order). Runs of
 /// consecutive events to one stream go in one append; everything is idempotent under re-runs.
 pub(crate) fn append_emits(
     store: &Store,
     name: &str,
     generation: u64,
-    emits: &[(u64, Vec<Emit>)],
+    emits: &[(Cause, Vec<Emit>)],
 ) -> Result<()> {
     let mut flat: Vec<(&str, NewEvent)> = Vec::new();
-    for (position, list) in emits {
+    for (cause, list) in emits {
+        let position = &cause.position;
         for (index, emit) in list.iter().enumerate() {
             if emit.stream.starts_with('$') {
                 return Err(Error::invalid(
@@ -114,7 +151,7 @@ pub(crate) fn append_emits(
                 .map_err(|_| Error::invalid("emit", "too many emits for one event"))?;
             let event = NewEvent::json(emit.event_type.clone(), data)
                 .with_id(emit_id(name, generation, *position, index))
-                .with_metadata(emit_metadata(name, *position));
+                .with_metadata(emit_metadata(name, cause));
             flat.push((emit.stream.as_str(), event));
         }
     }
@@ -166,9 +203,27 @@ mod tests {
 
     #[test]
     fn metadata_marks_the_emitter() {
-        let meta = emit_metadata("a\"b", 7);
+        let cause = Cause {
+            position: 7,
+            id: Uuid::from_u128(9),
+            correlation_id: Some("flow\"1".into()),
+        };
+        let meta = emit_metadata("a\"b", &cause);
         let v: serde_json::Value = serde_json::from_slice(&meta).unwrap();
         assert_eq!(v["$projection"], "a\"b");
+        assert_eq!(v["$source_position"], 7);
+        assert_eq!(v["correlation_id"], "flow\"1");
+        assert_eq!(v["causation_id"], Uuid::from_u128(9).to_string());
+        let no_flow = emit_metadata(
+            "p",
+            &Cause {
+                correlation_id: None,
+                ..cause
+            },
+        );
+        let v: serde_json::Value = serde_json::from_slice(&no_flow).unwrap();
+        assert!(v.get("correlation_id").is_none());
+        assert_eq!(v["causation_id"], Uuid::from_u128(9).to_string());
         let event = RecordedEvent {
             id: Uuid::nil(),
             stream: "s".into(),

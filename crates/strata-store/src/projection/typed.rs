@@ -1,6 +1,7 @@
 //! Typed projections for embedders: a Rust fold with a serde state, adapted to
 //! [`ProjectionEngine`] so the same runner (checkpoints, emits, status) runs it.
 
+use std::borrow::Cow;
 use std::collections::HashMap;
 use std::sync::Arc;
 
@@ -25,6 +26,18 @@ pub trait Projection: Send + Sync + 'static {
     /// The event types it handles (pushed down to the type index); `None` = all.
     fn event_types(&self) -> Option<Vec<String>> {
         None
+    }
+
+    /// Schema evolution: `event` in the shape `apply` expects, applied before
+    /// [`partition_key`](Self::partition_key) and [`apply`](Self::apply) (which see its
+    /// result). The default passes every event through; use [`super::Upcasters`] to turn
+    /// older `metadata.schema_version`s of an event type into the current one. Must be
+    /// deterministic, like `apply`. Stored events are never rewritten.
+    fn upcast<'a>(
+        &self,
+        event: &'a RecordedEvent,
+    ) -> Result<Cow<'a, RecordedEvent>, ProjectionError> {
+        Ok(Cow::Borrowed(event))
     }
 
     /// The partition of `event`: `Some("")` (the default) for one state, `None` to skip it.
@@ -108,7 +121,8 @@ impl<P: Projection> ProjectionEngine for TypedEngine<P> {
     }
 
     fn partition_key(&mut self, event: &RecordedEvent) -> Result<Option<String>, ProjectionError> {
-        Ok(self.projection.partition_key(event))
+        let event = self.projection.upcast(event)?;
+        Ok(self.projection.partition_key(&event))
     }
 
     fn apply(
@@ -118,6 +132,8 @@ impl<P: Projection> ProjectionEngine for TypedEngine<P> {
         emits: &mut Vec<Emit>,
     ) -> Result<(), ProjectionError> {
         let projection = &self.projection;
+        let event = projection.upcast(event)?;
+        let event = event.as_ref();
         let state = self
             .states
             .entry(partition.to_owned())

@@ -429,6 +429,7 @@ impl Writer {
                         revision: e.revision,
                         position: e.position,
                         offset: self.seg_len + e.rel_offset,
+                        links: e.links,
                     });
                 }
             }

@@ -11,6 +11,7 @@ use uuid::Uuid;
 
 use super::validate::{validate_events, validate_stream_name};
 use super::Writer;
+use crate::correlation::LinkKeys;
 use crate::error::{Error, Result};
 use crate::event::{
     now_micros, AppendResult, ContentType, CurrentRevision, DeleteResult, Deletion,
@@ -50,6 +51,8 @@ pub(super) struct PendingEntry {
     pub revision: u64,
     pub position: u64,
     pub rel_offset: u64,
+    /// The event's correlation-index keys.
+    pub links: LinkKeys,
 }
 
 /// State changed by the requests of a group that is not durable yet. Later requests of the group
@@ -186,6 +189,7 @@ impl Writer {
                 revision,
                 position,
                 rel_offset: buf.len() as u64,
+                links: LinkKeys::of(id, &e.metadata),
             });
             encode_frame(
                 buf,
@@ -295,6 +299,7 @@ impl Writer {
             revision,
             position,
             rel_offset: buf.len() as u64,
+            links: LinkKeys::NONE,
         };
         encode_frame(
             buf,

@@ -158,7 +158,8 @@ impl Ack {
 }
 
 /// `n` events with fresh explicit ids, tagged with `tag` (see the module comment), each with a
-/// random-length padding so segments fill at varying speeds.
+/// random-length padding so segments fill at varying speeds. The events of one call form one
+/// flow: `metadata.correlation_id` is the tag, `causation_id` the id of the previous event.
 pub fn tagged_events(
     rng: &mut Rng,
     tag: &str,
@@ -172,7 +173,12 @@ pub fn tagged_events(
         let pad = "x".repeat(rng.below(max_pad + 1));
         let data = format!(r#"{{"tag":"{tag}","i":{i},"n":{n},"pad":"{pad}"}}"#);
         let ty = ["Created", "Updated", "Closed"][rng.below(3)];
-        events.push(NewEvent::json(ty, data).with_id(id));
+        // One flow per append (see `check_flows`): each event caused by the one before it.
+        let metadata = match ids.last() {
+            Some(cause) => format!(r#"{{"correlation_id":"{tag}","causation_id":"{cause}"}}"#),
+            None => format!(r#"{{"correlation_id":"{tag}"}}"#),
+        };
+        events.push(NewEvent::json(ty, data).with_id(id).with_metadata(metadata));
         ids.push(id);
     }
     (events, ids)
@@ -206,7 +212,46 @@ pub fn check_log(store: &Store, acks: &[Ack]) -> Vec<RecordedEvent> {
     check_dense(store, &events);
     check_whole_appends(&events);
     check_acks(&events, acks);
+    check_flows(store, &events);
     events
+}
+
+/// The correlation index answers like the log: every flow of [`tagged_events`] (events whose
+/// metadata names a `correlation_id`) reads back through `correlation_id` exactly as the log
+/// holds it, and the last event of each flow walks its causes back to the flow's first event.
+pub fn check_flows(store: &Store, events: &[RecordedEvent]) {
+    let mut flows: std::collections::BTreeMap<String, Vec<&RecordedEvent>> = Default::default();
+    for e in events {
+        let links = strata_store::correlation::links_of(&e.metadata);
+        if let Some(c) = links.correlation_id {
+            flows.entry(c.into_owned()).or_default().push(e);
+        }
+    }
+    for (flow, members) in &flows {
+        let filter = AllFilter {
+            correlation_id: Some(flow.clone()),
+            include_system: true,
+            ..AllFilter::default()
+        };
+        let page = store
+            .read_all(ReadFrom::Start, Direction::Forward, 10_000, &filter)
+            .expect("read one flow");
+        let got: Vec<u64> = page.events.iter().map(|e| e.position).collect();
+        let want: Vec<u64> = members.iter().map(|e| e.position).collect();
+        assert_eq!(got, want, "flow {flow}");
+        let (Some(first), Some(last)) = (members.first(), members.last()) else {
+            continue;
+        };
+        let chain = store
+            .causes(last.id, 10_000)
+            .expect("causes")
+            .unwrap_or_else(|| panic!("flow {flow}: event {} not found by id", last.id));
+        let causes: Vec<u64> = chain.events.iter().map(|e| e.position).collect();
+        assert_eq!(causes, want[..want.len() - 1], "flow {flow}: causes");
+        let effects = store.effects(first.id, 10_000).expect("effects");
+        let effects: Vec<u64> = effects.events.iter().map(|e| e.position).collect();
+        assert_eq!(effects, want[1..], "flow {flow}: effects");
+    }
 }
 
 /// Every readable event of a damaged log in position order (system streams included), stepping

@@ -8,7 +8,7 @@ use std::sync::atomic::Ordering;
 
 use super::control::RUN;
 use super::{Fault, RunnerShared};
-use crate::projection::emit::{append_emits, check_emit, emitted_by};
+use crate::projection::emit::{append_emits, check_emit, emitted_by, Cause};
 use crate::projection::engine::{ProjectionEngine, ProjectionError};
 use crate::projection::feed::Feed;
 
@@ -23,7 +23,7 @@ pub(super) struct BatchFailure {
 /// What applying (a prefix of) a batch did.
 pub(super) struct BatchOutcome {
     /// Emits not yet appended (earlier ones were flushed during the batch).
-    pub(super) emits: Vec<(u64, Vec<crate::projection::engine::Emit>)>,
+    pub(super) emits: Vec<(Cause, Vec<crate::projection::engine::Emit>)>,
     pub(super) touched: HashSet<String>,
     pub(super) applied: u64,
     /// Position of the last event applied.
@@ -99,7 +99,7 @@ pub(super) fn apply_batch(
                 }
                 if !emitted.is_empty() {
                     buffered += emitted.len();
-                    out.emits.push((event.position, emitted));
+                    out.emits.push((Cause::of(event), emitted));
                     if buffered >= flush_at {
                         flush_emits(sh, &mut out.emits)?;
                         buffered = 0;
@@ -118,9 +118,9 @@ pub(super) fn apply_batch(
 /// Appends `emits` (idempotently, see [`crate::projection::emit`]) and empties the buffer.
 pub(super) fn flush_emits(
     sh: &RunnerShared,
-    emits: &mut Vec<(u64, Vec<crate::projection::engine::Emit>)>,
+    emits: &mut Vec<(Cause, Vec<crate::projection::engine::Emit>)>,
 ) -> Result<(), Fault> {
-    if let Some(first) = emits.first().map(|(p, _)| *p) {
+    if let Some(first) = emits.first().map(|(c, _)| c.position) {
         append_emits(&sh.store, &sh.name, sh.generation, emits)
             .map_err(|e| Fault::store(e, Some(first)))?;
     }
