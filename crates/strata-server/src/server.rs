@@ -33,6 +33,8 @@ pub struct Server {
     shutdown_grace: Duration,
     connections: ConnectionLimits,
     tls: Option<TlsAcceptor>,
+    /// Bytes/s of the background history check [`Server::run`] starts (`None`: none).
+    check_history: Option<u64>,
 }
 
 impl Server {
@@ -79,9 +81,6 @@ impl Server {
             tls,
             "store open"
         );
-        if let Some(rate) = config.check_history.filter(|&r| r > 0) {
-            spawn_history_check(store.clone(), rate);
-        }
         let app = App::new(store, &config);
         // Consumer groups resume at once (feeding their windows, saving checkpoints); if their
         // state cannot be read now, group requests retry and report the error.
@@ -95,6 +94,7 @@ impl Server {
             shutdown_grace: config.shutdown_grace,
             connections: config.connections,
             tls: acceptor,
+            check_history: config.check_history.filter(|&r| r > 0),
         })
     }
 
@@ -128,8 +128,10 @@ impl Server {
             shutdown_grace,
             connections,
             tls,
+            check_history,
             ..
         } = self;
+        let history_check = check_history.and_then(|rate| HistoryCheck::spawn(app.store(), rate));
         let signal_app = app.clone();
         let signal = tokio::spawn(async move {
             shutdown.await;
@@ -159,6 +161,10 @@ impl Server {
             projections_app.stop_projections()
         })
         .await;
+        if let Some(check) = history_check {
+            // Logged when it fails; the store closes regardless.
+            let _ = on_blocking_pool("stopping the history check", move || check.stop()).await;
+        }
         // The store closes even when that failed: acknowledged appends must be synced.
         let store = app.store().clone();
         let closed = tokio::task::spawn_blocking(move || store.close())
@@ -191,29 +197,50 @@ pub async fn serve(
     Server::bind(config).await?.run(shutdown).await
 }
 
-/// Checks the sealed segments of `store` on a thread of its own, at most `rate` bytes/s
-/// (`Store::check_sealed`); damage it finds is recorded by the store (and logged through
-/// `Options::on_damage`). Ends with the store (closing it stops the check).
-fn spawn_history_check(store: strata_store::Store, rate: u64) {
-    let spawned = std::thread::Builder::new()
-        .name("strata-check".into())
-        .spawn(move || {
-            let never = std::sync::atomic::AtomicBool::new(false);
-            let started = std::time::Instant::now();
-            match store.check_sealed(Some(rate), &never) {
-                Ok(r) if r.stopped => {}
-                Ok(r) => tracing::info!(
-                    segments = r.segments,
-                    bytes = r.bytes,
-                    damage_found = r.damage_found,
-                    seconds = started.elapsed().as_secs_f64(),
-                    "history check done"
-                ),
-                Err(e) => tracing::warn!(error = %e, "history check failed"),
+/// The background check of the sealed segments ([`strata_store::Store::check_sealed`]) on a
+/// thread of its own, at most `rate` bytes/s; damage it finds is recorded by the store (and
+/// logged through `Options::on_damage`). [`Server::run`] starts it and stops it (joining the
+/// thread, which holds a handle of the store) before closing the store.
+struct HistoryCheck {
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    thread: std::thread::JoinHandle<()>,
+}
+
+impl HistoryCheck {
+    fn spawn(store: &strata_store::Store, rate: u64) -> Option<HistoryCheck> {
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let (store, flag) = (store.clone(), stop.clone());
+        let spawned = std::thread::Builder::new()
+            .name("strata-check".into())
+            .spawn(move || {
+                let started = std::time::Instant::now();
+                match store.check_sealed(Some(rate), &flag) {
+                    Ok(r) if r.stopped => {}
+                    Ok(r) => tracing::info!(
+                        segments = r.segments,
+                        bytes = r.bytes,
+                        damage_found = r.damage_found,
+                        seconds = started.elapsed().as_secs_f64(),
+                        "history check done"
+                    ),
+                    Err(e) => tracing::warn!(error = %e, "history check failed"),
+                }
+            });
+        match spawned {
+            Ok(thread) => Some(HistoryCheck { stop, thread }),
+            Err(e) => {
+                tracing::warn!(error = %e, "history check not started");
+                None
             }
-        });
-    if let Err(e) = spawned {
-        tracing::warn!(error = %e, "history check not started");
+        }
+    }
+
+    /// Stops the check and waits for its thread (a slice of at most a few MiB).
+    fn stop(self) {
+        self.stop.store(true, std::sync::atomic::Ordering::Release);
+        if self.thread.join().is_err() {
+            tracing::error!("the history check panicked");
+        }
     }
 }
 
