@@ -54,6 +54,26 @@ mod tests {
         }
     }
 
+    /// Waits until every runner has read all of stream `s` and nothing was committed for 50 ms:
+    /// the runners have nothing left to checkpoint.
+    fn settle(runners: &[&ProjectionRunner], store: &Store) {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        let mut last = (store.next_position(), Instant::now());
+        loop {
+            let end = store.next_position();
+            if end != last.0 {
+                last = (end, Instant::now());
+            }
+            let want = store.head("s").unwrap().last_revision.map_or(0, |r| r + 1);
+            let at_end = runners.iter().all(|r| r.status().cursor >= want);
+            if at_end && last.1.elapsed() >= Duration::from_millis(50) {
+                return;
+            }
+            assert!(Instant::now() < deadline, "the runners never settled");
+            std::thread::sleep(Duration::from_millis(2));
+        }
+    }
+
     /// Stopping (or abandoning) one projection wakes its own runner thread only: not the store's
     /// other waiters on commits (subscriptions, group feeders, other runners).
     #[test]
@@ -82,6 +102,10 @@ mod tests {
             runner.start().unwrap();
             caught_up(runner, &store);
         }
+        // Quiet first: each runner at the end of its stream and nothing committed for a while
+        // (a runner may still be writing the checkpoint of what it just applied: a commit the
+        // stop did not make).
+        settle(&[&a, &b], &store);
         let commits = store.shared().commits.listen();
         let other = b.shared.wake.listen();
         a.stop();
@@ -92,6 +116,7 @@ mod tests {
         assert!(!other.discard(), "the stop woke another runner");
         a.start().unwrap();
         caught_up(&a, &store);
+        settle(&[&a, &b], &store);
         let commits = store.shared().commits.listen();
         a.abandon();
         assert!(
