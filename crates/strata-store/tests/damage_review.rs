@@ -128,7 +128,6 @@ fn damage_before_a_gap_of_a_repaired_segment_keeps_the_frames_after_it() {
 /// them must go through the head lookup, which reads the damaged event to check its stream.
 /// Every intact event must stay readable; only the damaged revision answers `Corruption`.
 #[test]
-#[ignore = "fixed in a later commit"]
 fn damaged_head_event_in_a_sealed_segment_leaves_the_rest_of_the_stream_readable() {
     let tmp = tempfile::tempdir().expect("tempdir");
     let dir = tmp.path();
