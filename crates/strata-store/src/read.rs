@@ -44,6 +44,9 @@ pub(crate) fn read_stream(
             stream: stream.to_owned(),
         });
     };
+    // With events of unknown streams lost in damage after the stream's last intact event, the
+    // stream may go on in them: its end cannot be told.
+    let tail_lost = lost_after(shared, head.last_position);
     let first_visible = head.first_visible_revision();
     let age_cutoff = head.metadata.max_age_seconds.map(|s| {
         now_micros().saturating_sub(i64::try_from(s.saturating_mul(1_000_000)).unwrap_or(i64::MAX))
@@ -67,13 +70,23 @@ pub(crate) fn read_stream(
                 }
                 lo = hi + 1;
             }
+            if lo > last && events.is_empty() {
+                if let Some(e) = tail_lost {
+                    return Err(e(stream));
+                }
+            }
             Ok(ReadSlice {
                 events,
                 next: Some(lo.max(start)),
-                end: lo > last,
+                end: lo > last && tail_lost.is_none(),
             })
         }
         Direction::Backward => {
+            if matches!(from, ReadFrom::End) || matches!(from, ReadFrom::At(r) if r > last) {
+                if let Some(e) = tail_lost {
+                    return Err(e(stream));
+                }
+            }
             let start = match from {
                 ReadFrom::Start => 0,
                 ReadFrom::End => last,
@@ -99,6 +112,28 @@ pub(crate) fn read_stream(
             })
         }
     }
+}
+
+/// When events of unknown streams were lost in damage at positions after `last_position` (the
+/// stream's last intact event), the error a read past that event answers (given the stream).
+fn lost_after(shared: &Shared, last_position: Option<u64>) -> Option<impl Fn(&str) -> Error> {
+    let after = last_position.map_or(0, |p| p + 1);
+    let d = shared
+        .damage
+        .unindexed()
+        .into_iter()
+        .find(|d| !d.positions.is_empty() && d.positions.end > after)?;
+    Some(move |stream: &str| {
+        Error::corruption(
+            &d.file,
+            d.offset,
+            format!(
+                "events of stream {stream} after its last intact one may lie in damaged bytes ({})",
+                d.detail
+            ),
+        )
+        .at_position(d.positions.start.max(after))
+    })
 }
 
 /// The head of a stream that may be read: `StreamDeleted` while deleted.

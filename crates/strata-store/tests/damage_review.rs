@@ -41,7 +41,6 @@ fn is_corruption<T: std::fmt::Debug>(r: &Result<T, Error>) -> bool {
 /// of that revision must answer `Corruption`, not "no such event", and a read of the stream
 /// must not end silently before it.
 #[test]
-#[ignore = "fixed in the next commit"]
 fn lost_last_revision_of_a_stream_is_corruption_not_absent() {
     let tmp = tempfile::tempdir().expect("tempdir");
     let dir = tmp.path();
