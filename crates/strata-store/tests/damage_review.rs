@@ -159,3 +159,40 @@ fn damaged_head_event_in_a_sealed_segment_leaves_the_rest_of_the_stream_readable
         "the first four revisions: {page:?}"
     );
 }
+
+/// A sealed segment whose index body and one event are both damaged: the store opens writable
+/// (index bodies are checked on first use), and the first append to the damaged event's stream
+/// looks up its head through that index, which is then rebuilt over the damage and makes the
+/// store read-only (the lost event's stream is unknown). The append must not go on with the
+/// head the rebuilt index gives: revision 4 of `s-1` is the lost event's, never reused.
+#[test]
+fn an_append_whose_head_lookup_finds_unindexed_damage_writes_nothing() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let dir = tmp.path();
+    let store = Store::open(dir, opts(4096)).expect("open");
+    for _ in 0..5 {
+        append_tiny(&store, "s-1"); // positions and revisions 0..5
+    }
+    for _ in 0..100 {
+        append_tiny(&store, "busy-1"); // seals the first segment
+    }
+    store.close().expect("close");
+    drop(store);
+    let (seg, f) = frame_of(dir, 4);
+    flip_byte(&seg, f.data_offset);
+    // One byte of the index's frame offsets (section 0; its start is the u64 at 48).
+    let idx = index_files(dir).remove(0);
+    let bytes = std::fs::read(&idx).expect("read");
+    let offsets = u64::from_le_bytes(bytes[48..56].try_into().expect("8 bytes"));
+    flip_byte(&idx, offsets + 16);
+
+    let store = Store::open(dir, opts(4096)).expect("open");
+    let next = store.next_position();
+    let r = store.append(
+        "s-1",
+        ExpectedRevision::Any,
+        vec![NewEvent::json("T", "{}")],
+    );
+    assert!(r.is_err(), "revision 4 of s-1 reused: {r:?}");
+    assert_eq!(store.next_position(), next, "nothing may be appended");
+}
