@@ -44,9 +44,6 @@ pub(crate) fn read_stream(
             stream: stream.to_owned(),
         });
     };
-    // With events of unknown streams lost in damage after the stream's last intact event, the
-    // stream may go on in them: its end cannot be told.
-    let tail_lost = lost_after(shared, head.last_position);
     let first_visible = head.first_visible_revision();
     let age_cutoff = head.metadata.max_age_seconds.map(|s| {
         now_micros().saturating_sub(i64::try_from(s.saturating_mul(1_000_000)).unwrap_or(i64::MAX))
@@ -70,23 +67,13 @@ pub(crate) fn read_stream(
                 }
                 lo = hi + 1;
             }
-            if lo > last && events.is_empty() {
-                if let Some(e) = tail_lost {
-                    return Err(e(stream));
-                }
-            }
             Ok(ReadSlice {
                 events,
                 next: Some(lo.max(start)),
-                end: lo > last && tail_lost.is_none(),
+                end: lo > last,
             })
         }
         Direction::Backward => {
-            if matches!(from, ReadFrom::End) || matches!(from, ReadFrom::At(r) if r > last) {
-                if let Some(e) = tail_lost {
-                    return Err(e(stream));
-                }
-            }
             let start = match from {
                 ReadFrom::Start => 0,
                 ReadFrom::End => last,
@@ -230,7 +217,19 @@ pub(crate) fn read_event(
         Direction::Forward,
         1,
     )?;
-    Ok(slice.events.into_iter().find(|e| e.revision == revision))
+    if let Some(e) = slice.events.into_iter().find(|e| e.revision == revision) {
+        return Ok(Some(e));
+    }
+    // Past the stream's last intact event, the revision may be one lost in damage whose stream
+    // is unknown: that cannot be told from "never written".
+    let state = shared.snapshot();
+    let head = shared.head(&state, stream, shared.committed())?;
+    if head.last_revision.is_none_or(|last| revision > last) {
+        if let Some(e) = lost_after(shared, head.last_position) {
+            return Err(e(stream));
+        }
+    }
+    Ok(None)
 }
 
 /// Reads one page of the whole log.
