@@ -397,12 +397,27 @@ impl Shared {
         Ok(out)
     }
 
-    /// The last `(revision, position)` of `stream` below `limit`, verified by name.
+    /// The last `(revision, position)` of `stream` below `limit`, verified by name (a damaged
+    /// event on the way is an error: the writer's heads must be exact).
     pub fn stream_last(
         &self,
         state: &LogState,
         stream: &str,
         limit: u64,
+    ) -> Result<Option<(u64, u64)>> {
+        self.stream_last_with(state, stream, limit, false)
+    }
+
+    /// [`Shared::stream_last`]; with `trust_intact_index`, an entry whose event is damaged in a
+    /// sealed segment with an intact index counts as the stream's (the index still tells its
+    /// stream hash and revision): reads of the stream's other events do not need the damaged
+    /// one, which answers `Corruption` when read itself.
+    fn stream_last_with(
+        &self,
+        state: &LogState,
+        stream: &str,
+        limit: u64,
+        trust_intact_index: bool,
     ) -> Result<Option<(u64, u64)>> {
         {
             let table = state.open.table.read();
@@ -425,16 +440,20 @@ impl Shared {
             let Some(last) = index.last_stream_entry(hash) else {
                 continue;
             };
-            if last.position < limit
-                && self.with_event(state, last.position, |v| v.stream == stream)?
+            let owns = |position: u64| match self
+                .with_event(state, position, |v| v.stream == stream)
             {
+                Err(Error::Corruption { .. }) if trust_intact_index && seg.lost().is_empty() => {
+                    Ok(true)
+                }
+                r => r,
+            };
+            if last.position < limit && owns(last.position)? {
                 return Ok(Some((last.revision, last.position)));
             }
             // Past the limit, or a hash collision: look for the stream's own entries below it.
             for e in index.all_stream_entries(hash).into_iter().rev() {
-                if e.position < limit
-                    && self.with_event(state, e.position, |v| v.stream == stream)?
-                {
+                if e.position < limit && owns(e.position)? {
                     return Ok(Some((e.revision, e.position)));
                 }
             }
@@ -464,8 +483,10 @@ impl Shared {
     }
 
     /// The head of `stream` as of positions below `limit`.
+    /// Read paths only: a damaged last event in a sealed segment with an intact index does not
+    /// hide the stream's other events.
     pub fn head(&self, state: &LogState, stream: &str, limit: u64) -> Result<StreamHead> {
-        let last = self.stream_last(state, stream, limit)?;
+        let last = self.stream_last_with(state, stream, limit, true)?;
         let meta = self.meta_record(state, stream, limit)?;
         Ok(StreamHead {
             name: stream.to_owned(),

@@ -101,6 +101,28 @@ pub(crate) fn read_stream(
     }
 }
 
+/// When events of unknown streams were lost in damage at positions after `last_position` (the
+/// stream's last intact event), the error a read past that event answers (given the stream).
+fn lost_after(shared: &Shared, last_position: Option<u64>) -> Option<impl Fn(&str) -> Error> {
+    let after = last_position.map_or(0, |p| p + 1);
+    let d = shared
+        .damage
+        .unindexed()
+        .into_iter()
+        .find(|d| !d.positions.is_empty() && d.positions.end > after)?;
+    Some(move |stream: &str| {
+        Error::corruption(
+            &d.file,
+            d.offset,
+            format!(
+                "events of stream {stream} after its last intact one may lie in damaged bytes ({})",
+                d.detail
+            ),
+        )
+        .at_position(d.positions.start.max(after))
+    })
+}
+
 /// The head of a stream that may be read: `StreamDeleted` while deleted.
 fn readable_head(
     shared: &Shared,
@@ -195,7 +217,19 @@ pub(crate) fn read_event(
         Direction::Forward,
         1,
     )?;
-    Ok(slice.events.into_iter().find(|e| e.revision == revision))
+    if let Some(e) = slice.events.into_iter().find(|e| e.revision == revision) {
+        return Ok(Some(e));
+    }
+    // Past the stream's last intact event, the revision may be one lost in damage whose stream
+    // is unknown: that cannot be told from "never written".
+    let state = shared.snapshot();
+    let head = shared.head(&state, stream, shared.committed())?;
+    if head.last_revision.is_none_or(|last| revision > last) {
+        if let Some(e) = lost_after(shared, head.last_position) {
+            return Err(e(stream));
+        }
+    }
+    Ok(None)
 }
 
 /// Reads one page of the whole log.

@@ -712,7 +712,8 @@ const MIN_FRAME_LEN: usize = FRAME_PREFIX_LEN + BODY_FIXED_LEN;
 /// A candidate must be a valid frame of a later position than `position` (the damaged frame
 /// held `position`, so a valid-looking frame image inside its own payload that claims
 /// `position` is never taken), whose position fits the bytes skipped (each lost frame takes at
-/// least [`MIN_FRAME_LEN`] bytes), and which the bytes after it continue ([`continuation`]): a
+/// least [`MIN_FRAME_LEN`] bytes; not checked where gaps are allowed, as a gap skips positions
+/// without bytes), and which the bytes after it continue ([`continuation`]): a
 /// frame image inside a payload is followed by more payload, not by the next frame. The first
 /// candidate continued by a valid frame, the end of the bytes or never-written space wins;
 /// failing that, the first one followed by a torn frame (a crash after the damage); failing
@@ -727,7 +728,9 @@ fn resync(at_bad: &[u8], position: u64, gaps_allowed: bool) -> Option<(usize, u6
         let Ok((v, _)) = decode_frame(&at_bad[o..]) else {
             continue;
         };
-        let fits = (v.position - position.min(v.position)) <= (o / MIN_FRAME_LEN) as u64;
+        // Where gaps are allowed, positions skip without bytes: the skip tells nothing.
+        let fits =
+            gaps_allowed || (v.position - position.min(v.position)) <= (o / MIN_FRAME_LEN) as u64;
         if v.position <= position || v.position == u64::MAX || !fits {
             continue;
         }

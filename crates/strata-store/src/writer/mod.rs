@@ -394,6 +394,16 @@ impl Writer {
             appends,
         } = group;
         let flush_asked = replies.iter().any(|r| matches!(r, Reply::Flush(_)));
+        if !buf.is_empty() && self.shared.read_only.load(Ordering::Acquire) {
+            // A lookup while preparing the group (a sealed segment's index checked on first
+            // use and rebuilt over damage) found events whose stream is unknown and made the
+            // store read-only: the heads the group was checked against may be wrong (a lost
+            // head's revision would be reused), so nothing of it is written.
+            for r in replies {
+                r.send_err(self.refusal());
+            }
+            return false;
+        }
         if !buf.is_empty() {
             if let Err(e) = self.file.write_all(&buf) {
                 self.write_failed(e, buf.len() as u64, replies);
