@@ -221,8 +221,10 @@ impl Shared {
     /// rebuild found.
     pub fn index<'s>(&self, seg: &'s SealedSegment) -> Result<&'s SegmentIndex> {
         let r = seg.index();
-        for d in seg.lost() {
-            self.record_damage(d.clone());
+        if !seg.lost().is_empty() && seg.first_report_of_lost() {
+            for d in seg.lost() {
+                self.record_damage(d.clone());
+            }
         }
         self.note(r)
     }

@@ -82,6 +82,8 @@ pub(crate) struct SealedSegment {
     may_rebuild: bool,
     /// Told about a rebuild's progress.
     progress: Option<RebuildProgress>,
+    /// Whether the damage in `lost` was handed to the store's damage log already.
+    lost_reported: std::sync::atomic::AtomicBool,
 }
 
 /// The outcome of checking a sealed segment's index.
@@ -110,6 +112,7 @@ impl SealedSegment {
             checked: OnceLock::new(),
             may_rebuild,
             progress,
+            lost_reported: std::sync::atomic::AtomicBool::new(false),
         }
     }
 
@@ -159,6 +162,14 @@ impl SealedSegment {
             Some(Ok(c)) => &c.lost,
             _ => &[],
         }
+    }
+
+    /// True the first time it is called (once [`SealedSegment::lost`] is known): whoever gets
+    /// `true` reports the lost damage, so reads do not record it again and again.
+    pub fn first_report_of_lost(&self) -> bool {
+        !self
+            .lost_reported
+            .swap(true, std::sync::atomic::Ordering::AcqRel)
     }
 
     fn checked(&self) -> &std::result::Result<Checked, String> {
@@ -631,7 +642,22 @@ pub(crate) fn scan_segment<'a>(
                 continue;
             }
         }
-        match resync(&bytes[offset..], position, gaps_allowed) {
+        let found = resync(&bytes[offset..], position, gaps_allowed);
+        let unwritten = error == FrameError::Zero
+            && found.is_some_and(|(skip, _)| never_written(&bytes[offset..offset + skip], offset));
+        match found {
+            // After a crash, a page of the last (unsynced, so never acknowledged) write may be
+            // missing while later pages of it made it to disk: zeros where the frame should
+            // start, to the end of its page. That is a torn write, not damage: cut it all (a
+            // later page cannot hold anything that was synced, as the sync covers every
+            // earlier byte too).
+            Some(_) if unwritten && mode == ScanMode::Open => {
+                out.torn = Some(format!(
+                    "torn write at offset {offset} (a page of it never written): {} bytes cut",
+                    bytes.len() as u64 - out.committed_len
+                ));
+                return out;
+            }
             Some((skip, next)) => {
                 // Something valid follows: the damaged bytes were committed, so were the
                 // frames of their append before them.
@@ -701,6 +727,18 @@ pub(crate) fn scan_segment<'a>(
         ));
     }
     out
+}
+
+/// Page size assumed for the "never written" test of [`never_written`].
+const PAGE: usize = 4096;
+
+/// Whether the damaged bytes `hole` (starting at file offset `at`, where a frame should start)
+/// are zeros up to the end of `at`'s page (or the end of the hole): a page the file system
+/// never wrote, as a crash leaves one of an unsynced write, rather than damaged data (no frame
+/// starts with zeros, and bit rot does not zero the rest of a page).
+fn never_written(hole: &[u8], at: usize) -> bool {
+    let to_page_end = PAGE - at % PAGE;
+    hole.iter().take(to_page_end).all(|&b| b == 0)
 }
 
 /// The smallest possible frame: prefix and fixed body.
@@ -1047,6 +1085,36 @@ mod tests {
                 "v{version}"
             );
         }
+    }
+
+    /// After a crash the last, unsynced append may have lost its first page while a later page
+    /// of it reached the disk: zeros from where its first frame starts to the end of that page.
+    /// In the open segment that is a torn write, cut back to the last whole append (nothing of
+    /// it was acknowledged); zeros that stop short of the page end are damage.
+    #[test]
+    fn a_never_written_page_of_the_last_append_is_a_torn_write() {
+        let mut bytes = encode_segment_header(10).to_vec();
+        bytes.extend(frame(10, b"a", true));
+        let x = bytes.len();
+        bytes.extend(frame(11, &[7u8; 6000], false));
+        bytes.extend(frame(12, b"c", true));
+        let page_end = (x / 4096 + 1) * 4096;
+        assert!(page_end < bytes.len() - 200);
+        let mut torn = bytes.clone();
+        torn[x..page_end].fill(0);
+        let (out, seen) = scan(&torn, ScanMode::Open);
+        assert!(out.damage.is_empty(), "{:?}", out.damage);
+        assert!(out.torn.is_some());
+        assert_eq!((out.committed_len, seen), (x as u64, vec![10]));
+        // Sealed segments are synced whole: the same bytes there are damage.
+        let (out, _, _) = scan_all(&torn, ScanMode::Sealed, Some(13));
+        assert_eq!(out.damage.len(), 1);
+        // Zeros that do not reach the end of the page: damage, the frame after it kept.
+        let mut damaged = bytes.clone();
+        damaged[x..x + 64].fill(0);
+        let (out, seen) = scan(&damaged, ScanMode::Open);
+        assert_eq!(out.damage.len(), 1, "{out:?}");
+        assert_eq!(seen, vec![10, 12]);
     }
 
     /// Regression (decoder property tests): a segment whose frame holds position `u64::MAX`
