@@ -585,19 +585,13 @@ pub(crate) fn scan_segment<'a>(
                 ),
                 Some((view, len)),
             )),
-            Ok((view, len)) if view.position == position => {
-                pending.push(Pending::Event(view, offset as u64));
-                position = view.position + 1;
-                offset += len;
-                if view.commit_end {
-                    deliver(&mut pending, &mut on_item);
-                    out.committed_len = offset as u64;
-                    out.next_position = position;
+            // The next position, or (format 2) a later one: the positions between are a gap.
+            Ok((view, len))
+                if view.position == position || (view.position > position && gaps_allowed) =>
+            {
+                if view.position > position {
+                    pending.push(Pending::Missing(position..view.position));
                 }
-                None
-            }
-            Ok((view, len)) if view.position > position && gaps_allowed => {
-                pending.push(Pending::Missing(position..view.position));
                 pending.push(Pending::Event(view, offset as u64));
                 position = view.position + 1;
                 offset += len;
