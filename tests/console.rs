@@ -77,9 +77,20 @@ fn lists_appended_events() {
     );
     browser.type_into("#prefix", "order-");
     browser.click("main form button[type=submit]");
-    browser.wait_for_element("main table tr:nth-child(2)");
-    let filtered = browser.text("main table").unwrap_or_default();
-    assert!(!filtered.contains("blob-1"), "prefix search: {filtered}");
+    // The unfiltered table is there until the search answers: wait for the filtered one.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(15);
+    let filtered = loop {
+        let text = browser.text("main table").unwrap_or_default();
+        if text.contains("order-2") && !text.contains("blob-1") {
+            break text;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "prefix search never filtered the list: {text}"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    };
+    assert!(filtered.contains("order-1"), "prefix search: {filtered}");
     browser.screenshot("streams");
 
     browser.click("a[href='#/stream/order-1']");

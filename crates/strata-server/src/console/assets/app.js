@@ -597,7 +597,8 @@ function projectionScreen(name) {
       state.textContent = pretty(await api("GET", "/projections/" + enc(name) + "/state" + q));
     } catch (err) { state.replaceChildren(errorBox(err)); }
   }
-  if (name) { loadStatus(true); loadState(); every(3000, () => loadStatus(false)); } else nameIn.focus();
+  // The state follows the projection like its status does (the shown partition, if any).
+  if (name) { loadStatus(true); loadState(); every(3000, () => { loadStatus(false); loadState(); }); } else nameIn.focus();
 }
 
 // ---------- auth ----------
