@@ -9,6 +9,10 @@
 //! - it is a superseded record of a `$$<stream>` metadata stream (each record is the complete
 //!   state: the latest one stays).
 //!
+//! The last event of a stream that is not hard-deleted always stays (its frame, not only its
+//! index entry): the stream's head (a re-created soft-deleted stream continues after it) then
+//! survives even a rebuild of the segment's index from the segment alone.
+//!
 //! Each rule only grows with later appends (more events, a later clock), so what the plan
 //! removes stays unreadable whatever happens during the run.
 
@@ -29,6 +33,8 @@ struct Rule {
     all: bool,
     /// Revisions below this are removable.
     first_visible: u64,
+    /// The last revision, kept unless `all` (the head).
+    last: Option<u64>,
     /// Events with an earlier timestamp are removable (`max_age_seconds`).
     age_cutoff: Option<i64>,
     /// Whether the stream and id entries of its removed events stay in the index (the stream
@@ -73,6 +79,7 @@ impl<'s> Plan<'s> {
             Rule {
                 all: false,
                 first_visible: head.last_revision.unwrap_or(0),
+                last: head.last_revision,
                 age_cutoff: None,
                 keep_entries: false,
             }
@@ -84,6 +91,7 @@ impl<'s> Plan<'s> {
             Rule {
                 all: head.deletion == Some(Deletion::Hard),
                 first_visible: head.first_visible_revision(),
+                last: head.last_revision,
                 age_cutoff,
                 keep_entries: !head.is_deleted() && !stream.starts_with('$'),
             }
@@ -100,9 +108,12 @@ impl<'s> Plan<'s> {
             return Ok(false);
         }
         let r = self.rule(v.stream)?;
-        Ok(r.all
-            || v.revision < r.first_visible
-            || r.age_cutoff.is_some_and(|c| v.timestamp_micros < c))
+        if r.all {
+            return Ok(true);
+        }
+        Ok(r.last != Some(v.revision)
+            && (v.revision < r.first_visible
+                || r.age_cutoff.is_some_and(|c| v.timestamp_micros < c)))
     }
 
     /// Whether removed events of the stream with hash `hash` keep their stream and id entries
