@@ -3,10 +3,12 @@
 //! Random sequences of operations (appends with every kind of expected revision, idempotent
 //! retries, invalid input, stream and `$all` reads with filters and paging, single-event reads,
 //! stream listing, heads, soft and hard deletes, metadata, close + reopen with and without index
-//! files) run against a real store with tiny segments and against a plain in-memory model written
+//! files, scavenges) run against a real store with tiny segments and against a plain in-memory model written
 //! from `docs/http-api.md` (plus `src/writer/` where the contract leaves details open). Every result is
 //! compared in full. Batches of writes sent from concurrent threads (one group commit, sometimes
-//! split by a segment seal) must match the model in some order. The writer's head cache is
+//! split by a segment seal) must match the model in some order. A scavenge changes no stream
+//! read; it may remove from `$all` only events the model says no stream read returns, and the
+//! model learns which it removed (it cannot know which events lie in sealed segments). The writer's head cache is
 //! sometimes tiny, so heads are looked up in the indexes again and again.
 //!
 //! `PROPTEST_CASES=<n>` and `STRATA_MODEL_OPS=<max ops per case>` run more or longer cases;
@@ -148,6 +150,8 @@ enum Op {
     Reopen {
         drop_idx: DropIdx,
     },
+    /// A scavenge of the sealed segments.
+    Scavenge,
     /// Writes (`Append`, `Retry`, `Delete`, `SetMeta`) from concurrent threads.
     Batch {
         items: Vec<Op>,
@@ -297,6 +301,7 @@ fn op_strategy() -> impl Strategy<Value = Op> {
             1 => Just(DropIdx::All),
         ]
         .prop_map(|drop_idx| Op::Reopen { drop_idx }),
+        2 => Just(Op::Scavenge),
     ]
 }
 
@@ -396,6 +401,8 @@ struct Model {
     writes: u64,
     log: Vec<MEvent>,
     streams: BTreeMap<String, MStream>,
+    /// Positions a scavenge removed: `$all` skips them.
+    removed: std::collections::BTreeSet<u64>,
 }
 
 fn satisfies(expected: ExpectedRevision, current: CurrentRevision) -> bool {
@@ -612,6 +619,26 @@ impl Model {
         }
     }
 
+    /// Whether position `p` still holds its event (no scavenge removed it).
+    fn present(&self, p: u64) -> bool {
+        !self.removed.contains(&p)
+    }
+
+    /// Whether a scavenge may remove the event at `p`: a superseded metadata record, an event
+    /// of a hard-deleted stream, or one below its stream's first visible revision but its last
+    /// (the rules of `src/scavenge/plan.rs`; `max_age_seconds` is never reached here).
+    fn removable(&self, p: u64) -> bool {
+        let e = &self.log[p as usize];
+        if let Some(target) = e.stream.strip_prefix("$$") {
+            return e.revision + 1 < self.stream(target).meta_records;
+        }
+        let s = self.stream(&e.stream);
+        if s.deletion == Some(Deletion::Hard) {
+            return true;
+        }
+        s.last() != Some(e.revision) && e.revision < s.first_visible()
+    }
+
     fn matches(&self, e: &MEvent, f: &AllFilter) -> bool {
         (f.include_system || !e.stream.starts_with('$'))
             && (f.types.is_empty() || f.types.contains(&e.ty))
@@ -640,7 +667,7 @@ impl Model {
                     ReadFrom::At(p) => p,
                 };
                 let all: Vec<u64> = (start..end)
-                    .filter(|&p| self.matches(&self.log[p as usize], f))
+                    .filter(|&p| self.present(p) && self.matches(&self.log[p as usize], f))
                     .collect();
                 if all.len() > limit {
                     let page = all[..limit].to_vec();
@@ -661,7 +688,7 @@ impl Model {
                 };
                 let all: Vec<u64> = (0..=start)
                     .rev()
-                    .filter(|&p| self.matches(&self.log[p as usize], f))
+                    .filter(|&p| self.present(p) && self.matches(&self.log[p as usize], f))
                     .collect();
                 if all.len() > limit {
                     let page = all[..limit].to_vec();
@@ -955,6 +982,8 @@ struct Harness {
     /// Successful appends that wrote, kept for retries.
     sent: Vec<Req>,
     counter: u64,
+    /// A scavenge removed events: index files are no longer derived data only (see Reopen).
+    scavenged: bool,
 }
 
 impl Harness {
@@ -968,6 +997,7 @@ impl Harness {
             model: Model::default(),
             sent: Vec::new(),
             counter: 0,
+            scavenged: false,
         }
     }
 
@@ -1327,6 +1357,7 @@ impl Harness {
                     "{ctx}: metadata"
                 );
             }
+            Op::Scavenge => self.scavenge(ctx),
             Op::Reopen { drop_idx } => {
                 let store = self.store.take().expect("store is open");
                 store.close().expect("close");
@@ -1337,6 +1368,14 @@ impl Harness {
                     .filter(|p| p.extension().is_some_and(|x| x == "idx"))
                     .collect();
                 idx.sort();
+                // The index of a scavenged segment holds what its segment no longer does (the
+                // ids and stream entries of removed events): never dropped once a scavenge ran
+                // (docs/on-disk-format.md).
+                let drop_idx = if self.scavenged {
+                    &DropIdx::None
+                } else {
+                    drop_idx
+                };
                 let victims: Vec<_> = match drop_idx {
                     DropIdx::None => Vec::new(),
                     DropIdx::One(k) if !idx.is_empty() => vec![idx[k % idx.len()].clone()],
@@ -1367,6 +1406,43 @@ impl Harness {
         );
     }
 
+    /// Runs a scavenge, learns from `$all` which events it removed (each one the model allows),
+    /// then compares everything.
+    fn scavenge(&mut self, ctx: &str) {
+        let p = self
+            .store()
+            .scavenge(strata_store::ScavengeOptions::default(), &mut |_| {})
+            .unwrap_or_else(|e| panic!("{ctx}: scavenge: {e}"));
+        let filter = AllFilter {
+            include_system: true,
+            ..AllFilter::default()
+        };
+        let all = self
+            .store()
+            .read_all(ReadFrom::Start, Direction::Forward, 100_000, &filter)
+            .expect("read_all");
+        let present: HashSet<u64> = all.events.iter().map(|e| e.position).collect();
+        let mut removed = 0;
+        for q in 0..self.model.log.len() as u64 {
+            if !self.model.present(q) || present.contains(&q) {
+                continue;
+            }
+            assert!(
+                self.model.removable(q),
+                "{ctx}: the scavenge removed position {q} ({:?}), which reads may return",
+                self.model.log[q as usize]
+            );
+            self.model.removed.insert(q);
+            removed += 1;
+        }
+        assert_eq!(removed, p.events_removed, "{ctx}: events removed {p:?}");
+        if removed > 0 {
+            self.scavenged = true;
+            note("scavenge.removed");
+        }
+        self.check_all(ctx);
+    }
+
     /// Compares the whole log, every head and every stream read.
     fn check_all(&self, ctx: &str) {
         let store = self.store();
@@ -1377,7 +1453,9 @@ impl Harness {
         let all = store
             .read_all(ReadFrom::Start, Direction::Forward, 100_000, &filter)
             .expect("read_all");
-        let positions: Vec<u64> = (0..self.model.log.len() as u64).collect();
+        let positions: Vec<u64> = (0..self.model.log.len() as u64)
+            .filter(|&p| self.model.present(p))
+            .collect();
         check_events(
             &format!("{ctx}: full log"),
             &all.events,
@@ -1504,6 +1582,7 @@ fn store_matches_model() {
         "reopen.with_sealed_segments",
         "reopen.index_rebuilt",
         "final.several_sealed_segments",
+        "scavenge.removed",
     ] {
         assert!(
             stats.get(key).copied().unwrap_or(0) > 0,
