@@ -3,7 +3,8 @@
 //! [`Store::scavenge`] rewrites sealed segments (oldest first) without their removable events,
 //! online and throttled. What is removable is decided once, from the metadata as of the
 //! committed position at the start of the run ([`plan`]); each segment is rewritten to new
-//! files ([`rewrite`]) and swapped in atomically ([`swap`]).
+//! files ([`rewrite`]) and swapped in atomically ([`swap`]); then runs of small neighbouring
+//! segments are merged into one ([`merge`]). [`throttle`] keeps the I/O rate.
 //!
 //! Invariants:
 //! - Positions and revisions of kept events never change; removed positions read as "not
@@ -14,6 +15,7 @@
 //!   still exist (idempotent retries survive).
 //! - Nothing past the run's start position and nothing in the open segment is touched.
 
+mod merge;
 mod plan;
 mod rewrite;
 mod swap;
@@ -136,7 +138,7 @@ fn run(
             }
             rewrite::Outcome::Rewritten(done) => {
                 let (removed, after) = (done.events_removed, done.bytes_after);
-                swap::swap_in(shared, seg, done)?;
+                swap::swap_in(shared, done)?;
                 p.events_removed += removed;
                 p.bytes_after = p.bytes_after.saturating_sub(before) + after;
                 p.bytes_reclaimed = p.bytes_before.saturating_sub(p.bytes_after);
@@ -144,6 +146,17 @@ fn run(
         }
         p.segments_done += 1;
         progress(&p);
+    }
+    if !p.stopped {
+        let finished = merge::merge_small(
+            shared,
+            limit,
+            &mut throttle,
+            &options.stop,
+            &mut p,
+            progress,
+        )?;
+        p.stopped = !finished;
     }
     Ok(p)
 }

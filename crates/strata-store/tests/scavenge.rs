@@ -170,7 +170,8 @@ fn scavenge(store: &Store) -> ScavengeProgress {
     let p = store
         .scavenge(ScavengeOptions::default(), &mut |_| calls += 1)
         .expect("scavenge");
-    assert_eq!(calls, p.segments_done);
+    // Once per segment rewritten or checked, and once per merge.
+    assert!(calls >= p.segments_done, "{calls} calls, {p:?}");
     p
 }
 
@@ -180,7 +181,15 @@ fn a_scavenge_removes_what_no_read_returns_and_reads_answer_the_same() {
     let store = populated(dir.path());
     let before = view(&store);
     let disk_before = store.info().bytes_on_disk;
+    let segments_before = store.info().segment_count;
     let p = scavenge(&store);
+    // The small segments left were merged: fewer files, each still under the segment size
+    // (unless it holds one append larger than that).
+    let segments_after = store.info().segment_count;
+    assert!(
+        segments_after < segments_before,
+        "{segments_before} -> {segments_after}"
+    );
     assert!(!p.stopped);
     assert!(p.segments_total >= 3, "{p:?}");
     assert_eq!(p.segments_done, p.segments_total);

@@ -1,21 +1,26 @@
-//! Swapping a rewritten segment into place, on disk and in the shared segment list, and
-//! finishing (or undoing) a swap a crash interrupted.
+//! Swapping a rewritten (or merged) segment into place, on disk and in the shared segment
+//! list, and finishing (or undoing) a swap a crash interrupted.
 //!
 //! Order on disk (each step durable before the next):
 //! 1. `<first>.seg.scv` and `<first>.idx.scv` written and synced, directory synced (rewrite);
-//! 2. `<first>.seg.scv` renamed over `<first>.seg`, directory synced: **the commit point**;
-//! 3. `<first>.idx.scv` renamed over `<first>.idx`, directory synced.
+//! 2. for a merge only: `<first>.merge` written and synced, listing the first positions of the
+//!    other segments merged in;
+//! 3. `<first>.seg.scv` renamed over `<first>.seg`, directory synced: **the commit point**;
+//! 4. `<first>.idx.scv` renamed over `<first>.idx`, directory synced;
+//! 5. for a merge: the other segments' files removed, then `<first>.merge`, directory synced.
 //!
-//! At open ([`finish_interrupted`]): an `.idx.scv` whose `.seg.scv` still exists belongs to a
-//! rewrite that never committed (both removed); one without it belongs to a committed one (it
+//! At open ([`finish_interrupted`]): a `.merge` whose `.seg.scv` still exists belongs to a merge
+//! that never committed (it and the temporary files are removed); otherwise the merge committed
+//! and the segments it lists are removed. An `.idx.scv` whose `.seg.scv` still exists belongs to
+//! a rewrite that never committed (both removed); one without it belongs to a committed one (it
 //! is renamed into place); a lone `.seg.scv` is removed.
 //!
-//! In memory, the new segment replaces the old one in the shared list under the state lock,
+//! In memory, the new segment replaces the old ones in the shared list under the state lock,
 //! which the writer also takes to add a sealed segment, so a seal racing a swap neither loses
-//! nor resurrects a segment. Readers holding the old segment keep its mapping (the old files
-//! are renamed over, never truncated) until they drop it.
+//! nor resurrects a segment. Readers holding an old segment keep its mapping (the old files
+//! are renamed over or unlinked, never truncated) until they drop it.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use super::rewrite::{Rewritten, TMP_SUFFIX};
@@ -25,12 +30,32 @@ use crate::index_file::SegmentIndex;
 use crate::log::{LogState, Shared};
 use crate::segment::{index_file_name, map_file, segment_file_name, SealedSegment};
 
-/// Puts the rewrite `r` of `old` in place (steps 2 and 3) and in the shared segment list.
-pub(crate) fn swap_in(shared: &Shared, old: &Arc<SealedSegment>, r: Rewritten) -> Result<()> {
+/// Suffix of the marker file of a merge (`<first>.merge`).
+const MERGE_SUFFIX: &str = ".merge";
+
+fn merge_marker(dir: &Path, first: u64) -> PathBuf {
+    dir.join(format!("{first:020}{MERGE_SUFFIX}"))
+}
+
+/// Puts the rewrite `r` in place (steps 2 to 5) and in the shared segment list.
+pub(crate) fn swap_in(shared: &Shared, r: Rewritten) -> Result<()> {
     let io = &shared.options.file_io;
     let dir = &shared.dir;
     let seg_path = dir.join(segment_file_name(r.first));
     let idx_path = dir.join(index_file_name(r.first));
+    let merged_away: Vec<u64> = r
+        .replaces
+        .iter()
+        .skip(1)
+        .map(|s| s.first_position)
+        .collect();
+    let marker = merge_marker(dir, r.first);
+    if !merged_away.is_empty() {
+        let list: String = merged_away.iter().map(|f| format!("{f}\n")).collect();
+        io.write_new_file(&marker, list.as_bytes())
+            .and_then(|()| io.sync_dir(dir))
+            .map_err(|e| Error::io(&marker, e))?;
+    }
     io.rename(&r.seg_tmp, &seg_path)
         .map_err(|e| Error::io(&seg_path, e))?;
     io.sync_dir(dir).map_err(|e| Error::io(dir, e))?;
@@ -46,7 +71,19 @@ pub(crate) fn swap_in(shared: &Shared, old: &Arc<SealedSegment>, r: Rewritten) -
         index,
         Vec::new(),
     ));
-    replace(shared, std::slice::from_ref(old), new)
+    replace(shared, &r.replaces, new)?;
+    if !merged_away.is_empty() {
+        for &f in &merged_away {
+            for p in [dir.join(segment_file_name(f)), dir.join(index_file_name(f))] {
+                io.remove_file(&p).map_err(|e| Error::io(&p, e))?;
+            }
+        }
+        io.sync_dir(dir).map_err(|e| Error::io(dir, e))?;
+        io.remove_file(&marker)
+            .and_then(|()| io.sync_dir(dir))
+            .map_err(|e| Error::io(&marker, e))?;
+    }
+    Ok(())
 }
 
 /// Replaces the consecutive segments `old` of the shared list by `new`, under the state lock.
@@ -84,11 +121,16 @@ pub(crate) fn replace(
 pub(crate) fn finish_interrupted(dir: &Path) -> Result<()> {
     let mut seg_tmps = Vec::new();
     let mut idx_tmps = Vec::new();
+    let mut markers = Vec::new();
     let rd = std::fs::read_dir(dir).map_err(|e| Error::io(dir, e))?;
     for entry in rd {
         let entry = entry.map_err(|e| Error::io(dir, e))?;
         let name = entry.file_name();
         let Some(name) = name.to_str() else { continue };
+        if let Some(stem) = name.strip_suffix(MERGE_SUFFIX) {
+            markers.push(stem.to_owned());
+            continue;
+        }
         let Some(base) = name.strip_suffix(TMP_SUFFIX) else {
             continue;
         };
@@ -98,7 +140,7 @@ pub(crate) fn finish_interrupted(dir: &Path) -> Result<()> {
             idx_tmps.push(stem.to_owned());
         }
     }
-    if seg_tmps.is_empty() && idx_tmps.is_empty() {
+    if seg_tmps.is_empty() && idx_tmps.is_empty() && markers.is_empty() {
         return Ok(());
     }
     let remove = |p: &Path| match std::fs::remove_file(p) {
@@ -106,6 +148,20 @@ pub(crate) fn finish_interrupted(dir: &Path) -> Result<()> {
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
         Err(e) => Err(Error::io(p, e)),
     };
+    // First the segments a committed merge replaced (before anything lists the segments).
+    for stem in &markers {
+        let marker = dir.join(format!("{stem}{MERGE_SUFFIX}"));
+        if !seg_tmps.contains(stem) {
+            let list = std::fs::read_to_string(&marker).map_err(|e| Error::io(&marker, e))?;
+            for line in list.lines().filter(|l| !l.is_empty()) {
+                let f: u64 = line.parse().map_err(|_| {
+                    Error::corruption(&marker, 0, format!("not a first position: {line:?}"))
+                })?;
+                remove(&dir.join(segment_file_name(f)))?;
+                remove(&dir.join(index_file_name(f)))?;
+            }
+        }
+    }
     for stem in &idx_tmps {
         let idx_tmp = dir.join(format!("{stem}.idx{TMP_SUFFIX}"));
         if seg_tmps.contains(stem) {
@@ -117,6 +173,10 @@ pub(crate) fn finish_interrupted(dir: &Path) -> Result<()> {
     }
     for stem in &seg_tmps {
         remove(&dir.join(format!("{stem}.seg{TMP_SUFFIX}")))?;
+    }
+    sync_dir(dir).map_err(|e| Error::io(dir, e))?;
+    for stem in &markers {
+        remove(&dir.join(format!("{stem}{MERGE_SUFFIX}")))?;
     }
     sync_dir(dir).map_err(|e| Error::io(dir, e))
 }
