@@ -297,3 +297,59 @@ fn only_one_scavenge_runs_at_a_time_and_a_stopped_run_is_finished_by_the_next() 
     assert!(outer.events_removed > 0);
     same_reads(&view(&store), &before);
 }
+
+/// Appends that seal segments while scavenges swap and merge segments in: no segment is lost
+/// or resurrected, every append reads back (also after a reopen), and the throttle holds the
+/// scavenge without holding the appends.
+#[test]
+fn appends_and_seals_go_on_during_scavenges() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = populated(dir.path());
+    let before = view(&store);
+    let writer = {
+        let store = store.clone();
+        std::thread::spawn(move || {
+            let mut results = Vec::new();
+            for i in 0..150u64 {
+                let r = store
+                    .append("live-1", ExpectedRevision::Any, vec![ev(10_000 + i)])
+                    .expect("append during scavenge");
+                results.push(r);
+            }
+            results
+        })
+    };
+    let mut runs = 0;
+    while !writer.is_finished() || runs < 2 {
+        store
+            .scavenge(
+                ScavengeOptions {
+                    max_bytes_per_s: Some(50 * 1024 * 1024),
+                    ..Default::default()
+                },
+                &mut |_| {},
+            )
+            .expect("scavenge during appends");
+        runs += 1;
+    }
+    let results = writer.join().expect("writer thread");
+    let check = |store: &Store| {
+        let page = store
+            .read_stream("live-1", ReadFrom::Start, Direction::Forward, 1000)
+            .expect("read live-1");
+        let got: Vec<(u64, u64)> = page.events.iter().map(|e| (e.revision, e.position)).collect();
+        let want: Vec<(u64, u64)> = results
+            .iter()
+            .map(|r| (r.first_revision, r.first_position))
+            .collect();
+        assert_eq!(got, want);
+        let after = view(store);
+        assert_eq!(after.streams.get("keep-1"), before.streams.get("keep-1"));
+        assert_eq!(after.streams.get("max-1"), before.streams.get("max-1"));
+    };
+    check(&store);
+    store.close().expect("close");
+    drop(store);
+    let store = Store::open(dir.path(), options()).expect("reopen");
+    check(&store);
+}
