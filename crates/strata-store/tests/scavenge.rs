@@ -337,7 +337,11 @@ fn appends_and_seals_go_on_during_scavenges() {
         let page = store
             .read_stream("live-1", ReadFrom::Start, Direction::Forward, 1000)
             .expect("read live-1");
-        let got: Vec<(u64, u64)> = page.events.iter().map(|e| (e.revision, e.position)).collect();
+        let got: Vec<(u64, u64)> = page
+            .events
+            .iter()
+            .map(|e| (e.revision, e.position))
+            .collect();
         let want: Vec<(u64, u64)> = results
             .iter()
             .map(|r| (r.first_revision, r.first_position))
