@@ -202,6 +202,18 @@ fn a_scavenge_removes_what_no_read_returns_and_reads_answer_the_same() {
     );
     assert!(store.info().bytes_on_disk < disk_before);
     same_reads(&view(&store), &before);
+    // Index files that keep entries of removed events say so: format version 3.
+    let versions: Vec<u32> = std::fs::read_dir(dir.path())
+        .expect("read dir")
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.extension().is_some_and(|x| x == "idx"))
+        .map(|p| {
+            let b = std::fs::read(&p).expect("read idx");
+            u32::from_le_bytes([b[8], b[9], b[10], b[11]])
+        })
+        .collect();
+    assert!(versions.contains(&3), "{versions:?}");
+    assert!(versions.iter().all(|v| [2, 3].contains(v)), "{versions:?}");
     // A second run finds nothing more.
     let again = scavenge(&store);
     assert_eq!(again.events_removed, 0, "{again:?}");
