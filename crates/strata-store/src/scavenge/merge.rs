@@ -79,3 +79,56 @@ pub(crate) fn merge_small(
     }
     Ok(true)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::event::{ExpectedRevision, NewEvent};
+
+    /// Sealed segments of about 1.3 KB each (segment size 4096): runs of three fit.
+    #[test]
+    fn runs_are_greedy_and_fit_in_one_segment() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = crate::Store::open(
+            dir.path(),
+            crate::Options {
+                segment_size: 4096,
+                ..crate::test_support::no_fsync()
+            },
+        )
+        .expect("open");
+        for i in 0..24 {
+            // About 1.2 KB per append: a few fill a 4 KiB segment.
+            let data = format!("{{\"i\":{i},\"pad\":\"{}\"}}", "x".repeat(1100));
+            store
+                .append("s", ExpectedRevision::Any, vec![NewEvent::json("T", data)])
+                .expect("append");
+        }
+        let state = store.shared().snapshot();
+        let sealed = &state.sealed;
+        assert!(sealed.len() >= 6, "{} sealed", sealed.len());
+        // Full segments (two appends) never fit with another one.
+        assert!(runs(sealed, 4096).is_empty());
+        // With a larger size, greedy runs of whole neighbours, each fitting.
+        let found = runs(sealed, 3 * 4096);
+        assert!(!found.is_empty());
+        let mut next = 0;
+        for run in &found {
+            assert!(run.len() >= 2);
+            let total: u64 = run
+                .iter()
+                .map(|s| s.map.len() as u64 - SEGMENT_HEADER_LEN)
+                .sum();
+            assert!(total + SEGMENT_HEADER_LEN <= 3 * 4096, "{total}");
+            for w in run.windows(2) {
+                assert_eq!(w[0].end_position(), w[1].first_position);
+            }
+            let at = sealed
+                .iter()
+                .position(|s| Arc::ptr_eq(s, &run[0]))
+                .expect("in the list");
+            assert!(at >= next);
+            next = at + run.len();
+        }
+    }
+}

@@ -26,6 +26,10 @@ use crate::frame::EventView;
 use crate::hash::hash_str;
 use crate::log::{LogState, Shared, META_STREAM_PREFIX};
 
+/// Streams whose rules are cached at most (then the cache starts over): a plan's memory is
+/// bounded, not proportional to the number of streams.
+const MAX_CACHED: usize = 200_000;
+
 /// How one stream's events are judged.
 #[derive(Clone, Copy, Debug)]
 struct Rule {
@@ -98,7 +102,14 @@ impl<'s> Plan<'s> {
                 keep_entries: head.deletion != Some(Deletion::Hard) && !stream.starts_with('$'),
             }
         };
+        if self.rules.len() >= MAX_CACHED {
+            self.rules.clear();
+        }
         self.rules.insert(stream.to_owned(), rule);
+        // Forgetting a stream here only keeps more index entries (the safe default).
+        if self.keep_entries.len() >= MAX_CACHED {
+            self.keep_entries.clear();
+        }
         self.keep_entries
             .insert(hash_str(stream), rule.keep_entries);
         Ok(rule)
