@@ -53,16 +53,38 @@ pub(crate) fn merge_small(
     p: &mut ScavengeProgress,
     progress: &mut dyn FnMut(&ScavengeProgress),
 ) -> Result<bool> {
-    let state = shared.snapshot();
-    let sealed: Vec<Arc<SealedSegment>> = state
-        .sealed
-        .iter()
-        .filter(|s| s.end_position() <= limit)
-        .cloned()
-        .collect();
-    for run in runs(&sealed, shared.options.segment_size) {
+    // The runs by first positions: no segment is held longer than its own merge.
+    let planned: Vec<Vec<u64>> = {
+        let state = shared.snapshot();
+        let sealed: Vec<Arc<SealedSegment>> = state
+            .sealed
+            .iter()
+            .filter(|s| s.end_position() <= limit)
+            .cloned()
+            .collect();
+        runs(&sealed, shared.options.segment_size)
+            .iter()
+            .map(|run| run.iter().map(|s| s.first_position).collect())
+            .collect()
+    };
+    for firsts in planned {
         if stop.load(std::sync::atomic::Ordering::Acquire) {
             return Ok(false);
+        }
+        let state = shared.snapshot();
+        let run: Vec<Arc<SealedSegment>> = firsts
+            .iter()
+            .filter_map(|f| {
+                state
+                    .sealed
+                    .iter()
+                    .find(|s| s.first_position == *f)
+                    .cloned()
+            })
+            .collect();
+        drop(state);
+        if run.len() != firsts.len() {
+            continue;
         }
         let before: u64 = run.iter().map(|s| segment_bytes(s)).sum();
         match merge_segments(shared, &run, throttle, stop)? {

@@ -24,7 +24,7 @@ use crate::error::Result;
 use crate::event::{now_micros, Deletion};
 use crate::frame::EventView;
 use crate::hash::hash_str;
-use crate::log::{LogState, Shared, META_STREAM_PREFIX};
+use crate::log::{Shared, META_STREAM_PREFIX};
 
 /// Streams whose rules are cached at most (then the cache starts over): a plan's memory is
 /// bounded, not proportional to the number of streams.
@@ -53,7 +53,6 @@ struct Rule {
 /// The removal decisions of one run.
 pub(crate) struct Plan<'s> {
     shared: &'s Shared,
-    state: std::sync::Arc<LogState>,
     /// The committed position at the start of the run: nothing at or past it is removed.
     limit: u64,
     now: i64,
@@ -63,11 +62,12 @@ pub(crate) struct Plan<'s> {
 }
 
 impl<'s> Plan<'s> {
-    /// The plan of a run starting at committed position `limit` over `state`.
-    pub fn new(shared: &'s Shared, state: std::sync::Arc<LogState>, limit: u64) -> Self {
+    /// The plan of a run starting at committed position `limit`. Heads are looked up in the
+    /// current segment list each time (below `limit`, a swap changes no head): the plan holds
+    /// no segment, so the files a swap replaced are released at once.
+    pub fn new(shared: &'s Shared, limit: u64) -> Self {
         Plan {
             shared,
-            state,
             limit,
             now: now_micros(),
             rules: HashMap::default(),
@@ -80,7 +80,8 @@ impl<'s> Plan<'s> {
         if let Some(r) = self.rules.get(stream) {
             return Ok(*r);
         }
-        let head = self.shared.head(&self.state, stream, self.limit)?;
+        let state = self.shared.snapshot();
+        let head = self.shared.head(&state, stream, self.limit)?;
         let rule = if stream.starts_with(META_STREAM_PREFIX) {
             Rule {
                 all: false,
