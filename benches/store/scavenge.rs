@@ -62,7 +62,7 @@ impl Bench {
             2 * streams
         ));
         t.row("scavenge", "sealed MB processed / s", processed);
-        t.row("scavenge", "MB written / s", written);
+        t.row("scavenge", "MB of new files / s (≈ written)", written);
         t.row("scavenge", "% of the sealed bytes reclaimed", reclaimed);
         t.row("raw disk", "sequential write MB/s", raw);
         t.row("ratio", "scavenge / raw sequential", ratio.clone());
