@@ -555,10 +555,9 @@ struct Recovered {
 /// read-only with everything outside the damaged bytes readable. A torn tail (damage no valid
 /// frame follows) is cut back to the last whole append as after any crash.
 fn recover(dir: &Path, options: &Options) -> Result<Recovered> {
-    if !options.read_only {
-        crate::scavenge::finish_interrupted(dir)?;
-    }
+    let merged_away = crate::scavenge::finish_interrupted(dir, options.read_only)?;
     let mut segments = list_segments(dir)?;
+    segments.retain(|(first, _)| !merged_away.contains(first));
     if segments.is_empty() {
         if options.read_only {
             return Err(Error::io(

@@ -249,6 +249,15 @@ fn a_crash_at_any_step_of_a_scavenge_loses_nothing_and_the_next_run_finishes_it(
             );
             let _ = store.close();
         }
+        {
+            // A read-only open changes nothing and reads the same.
+            let ro = Options {
+                read_only: true,
+                ..options(None)
+            };
+            let store = Store::open(dir.path(), ro).expect("read-only open");
+            assert_eq!(reads(&store).0, before, "crash at call {n}, read-only");
+        }
         let store = Store::open(dir.path(), options(None)).expect("reopen");
         assert_eq!(
             reads(&store).0,

@@ -117,8 +117,10 @@ pub(crate) fn replace(
 }
 
 /// Finishes or undoes the swaps a crash interrupted in `dir` (see the module documentation).
-/// Called at open, before the segments are listed.
-pub(crate) fn finish_interrupted(dir: &Path) -> Result<()> {
+/// Called at open, before the segments are listed. With `read_only`, nothing is changed: the
+/// first positions of the segments a committed merge replaced are returned instead, for the
+/// caller to leave out (an interrupted swap's index is then rebuilt in memory).
+pub(crate) fn finish_interrupted(dir: &Path, read_only: bool) -> Result<Vec<u64>> {
     let mut seg_tmps = Vec::new();
     let mut idx_tmps = Vec::new();
     let mut markers = Vec::new();
@@ -141,7 +143,14 @@ pub(crate) fn finish_interrupted(dir: &Path) -> Result<()> {
         }
     }
     if seg_tmps.is_empty() && idx_tmps.is_empty() && markers.is_empty() {
-        return Ok(());
+        return Ok(Vec::new());
+    }
+    if read_only {
+        let mut skip = Vec::new();
+        for stem in markers.iter().filter(|m| !seg_tmps.contains(m)) {
+            skip.extend(merged_away(&dir.join(format!("{stem}{MERGE_SUFFIX}")))?);
+        }
+        return Ok(skip);
     }
     let remove = |p: &Path| match std::fs::remove_file(p) {
         Ok(()) => Ok(()),
@@ -152,11 +161,7 @@ pub(crate) fn finish_interrupted(dir: &Path) -> Result<()> {
     for stem in &markers {
         let marker = dir.join(format!("{stem}{MERGE_SUFFIX}"));
         if !seg_tmps.contains(stem) {
-            let list = std::fs::read_to_string(&marker).map_err(|e| Error::io(&marker, e))?;
-            for line in list.lines().filter(|l| !l.is_empty()) {
-                let f: u64 = line.parse().map_err(|_| {
-                    Error::corruption(&marker, 0, format!("not a first position: {line:?}"))
-                })?;
+            for f in merged_away(&marker)? {
                 remove(&dir.join(segment_file_name(f)))?;
                 remove(&dir.join(index_file_name(f)))?;
             }
@@ -178,5 +183,19 @@ pub(crate) fn finish_interrupted(dir: &Path) -> Result<()> {
     for stem in &markers {
         remove(&dir.join(format!("{stem}{MERGE_SUFFIX}")))?;
     }
-    sync_dir(dir).map_err(|e| Error::io(dir, e))
+    sync_dir(dir).map_err(|e| Error::io(dir, e))?;
+    Ok(Vec::new())
+}
+
+/// The first positions a merge marker lists.
+fn merged_away(marker: &Path) -> Result<Vec<u64>> {
+    let list = std::fs::read_to_string(marker).map_err(|e| Error::io(marker, e))?;
+    list.lines()
+        .filter(|l| !l.is_empty())
+        .map(|line| {
+            line.parse().map_err(|_| {
+                Error::corruption(marker, 0, format!("not a first position: {line:?}"))
+            })
+        })
+        .collect()
 }
