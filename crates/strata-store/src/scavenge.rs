@@ -18,6 +18,7 @@
 mod merge;
 mod plan;
 mod rewrite;
+pub(crate) mod sidecar;
 mod swap;
 mod throttle;
 

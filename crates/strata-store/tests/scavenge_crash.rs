@@ -276,5 +276,21 @@ fn a_crash_at_any_step_of_a_scavenge_loses_nothing_and_the_next_run_finishes_it(
         let (streams, all) = reads(&store);
         assert_eq!(streams, before, "crash at call {n}, after the next run");
         assert_eq!(all, after_all, "crash at call {n}, after the next run");
+        // No index or removed-events file outlives its segment.
+        let names: Vec<String> = std::fs::read_dir(dir.path())
+            .expect("read dir")
+            .filter_map(|e| e.ok()?.file_name().into_string().ok())
+            .collect();
+        for name in &names {
+            if let Some(stem) = name
+                .strip_suffix(".idx")
+                .or_else(|| name.strip_suffix(".rmv"))
+            {
+                assert!(
+                    names.contains(&format!("{stem}.seg")),
+                    "crash at call {n}: {name} without its segment: {names:?}"
+                );
+            }
+        }
     }
 }

@@ -200,6 +200,8 @@ pub(super) fn rewrite_segment(dir: &Path, s: &Survey, q: &Path, created: &[Strin
         table.list_every_stream_as_created();
         let mut input = table.to_index_input(s.first, written);
         input.created.extend(created.iter().cloned());
+        // A scavenged segment's removed events keep their heads and ids.
+        crate::scavenge::sidecar::apply(&s.path, &mut input);
         write_index(&idx_path, input)?;
     }
     Ok(())

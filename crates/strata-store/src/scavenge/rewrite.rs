@@ -12,11 +12,12 @@ use std::sync::Arc;
 use foldhash::fast::RandomState;
 
 use super::plan::Plan;
+use super::sidecar::{self, Retained};
 use super::throttle::Throttle;
 use crate::error::{Error, Result};
 use crate::file_io::AppendFile;
 use crate::frame::{EventView, BODY_FIXED_LEN, FRAME_PREFIX_LEN};
-use crate::index_file::{encode, IndexInput, SegmentIndex, StreamEntry, NO_FRAME};
+use crate::index_file::{encode, SegmentIndex, StreamEntry, NO_FRAME};
 use crate::log::Shared;
 use crate::repair::Rewriter;
 use crate::segment::{index_file_name, segment_file_name, SealedSegment};
@@ -35,6 +36,8 @@ pub(crate) struct Rewritten {
     pub seg_tmp: PathBuf,
     /// Its index file (temporary name).
     pub idx_tmp: PathBuf,
+    /// Its removed-events file ([`super::sidecar`], temporary name).
+    pub rmv_tmp: PathBuf,
     /// Events this rewrite removed.
     pub events_removed: u64,
     /// Bytes of the new segment and index files.
@@ -51,19 +54,21 @@ pub(crate) enum Outcome {
     Rewritten(Rewritten),
 }
 
-/// Bytes a sealed segment occupies: its file and its index file.
+/// Bytes a sealed segment occupies: its file, its index file and its removed-events file.
 pub(crate) fn segment_bytes(seg: &SealedSegment) -> u64 {
-    seg.map.len() as u64
-        + std::fs::metadata(seg.index_path())
-            .map(|m| m.len())
-            .unwrap_or(0)
+    let len = |p: &Path| std::fs::metadata(p).map(|m| m.len()).unwrap_or(0);
+    seg.map.len() as u64 + len(seg.index_path()) + len(&sidecar::path_of(&seg.path))
 }
 
-/// The temporary names of the rewrite of the segment starting at `first` in `dir`.
-pub(crate) fn tmp_paths(dir: &Path, first: u64) -> (PathBuf, PathBuf) {
+/// The temporary names (segment, index, removed-events file) of the rewrite of the segment
+/// starting at `first` in `dir`.
+pub(crate) fn tmp_paths(dir: &Path, first: u64) -> (PathBuf, PathBuf, PathBuf) {
+    let seg = segment_file_name(first);
+    let rmv = sidecar::path_of(Path::new(&seg));
     (
-        dir.join(format!("{}{TMP_SUFFIX}", segment_file_name(first))),
+        dir.join(format!("{seg}{TMP_SUFFIX}")),
         dir.join(format!("{}{TMP_SUFFIX}", index_file_name(first))),
+        dir.join(format!("{}{TMP_SUFFIX}", rmv.display())),
     )
 }
 
@@ -177,10 +182,11 @@ fn copy(
     };
     let first = head.first_position;
     let io = shared.options.file_io.clone();
-    let (seg_tmp, idx_tmp) = tmp_paths(&shared.dir, first);
+    let (seg_tmp, idx_tmp, rmv_tmp) = tmp_paths(&shared.dir, first);
     let cleanup = || {
         let _ = io.remove_file(&seg_tmp);
         let _ = io.remove_file(&idx_tmp);
+        let _ = io.remove_file(&rmv_tmp);
     };
     cleanup();
     let file = io
@@ -229,12 +235,18 @@ fn copy(
             .get((p - first) as usize)
             .is_some_and(|&o| o != NO_FRAME)
     };
+    let mut retained = Retained::default();
     for index in indexes {
-        retain_entries(&mut input, index, &has_frame, keeps)?;
+        retain_entries(&mut retained, index, &has_frame, keeps)?;
     }
+    input.streams.extend(retained.streams.iter().copied());
+    input.ids.extend(retained.ids.iter().copied());
+    input.created.extend(retained.created.iter().cloned());
     let bytes = encode(input)?;
+    let rmv = sidecar::encode(&retained);
     let written_idx = io
         .write_new_file(&idx_tmp, &bytes)
+        .and_then(|()| io.write_new_file(&rmv_tmp, &rmv))
         .and_then(|()| io.sync_dir(&shared.dir));
     if let Err(e) = written_idx {
         cleanup();
@@ -245,15 +257,16 @@ fn copy(
         replaces: segs.to_vec(),
         seg_tmp,
         idx_tmp,
+        rmv_tmp,
         events_removed: 0,
-        bytes_after: written + bytes.len() as u64,
+        bytes_after: written + (bytes.len() + rmv.len()) as u64,
     }))
 }
 
 /// Adds to `input` what the old segment index `index` knows of the positions without a frame
 /// in the new segment (see [`copy`]).
 fn retain_entries(
-    input: &mut IndexInput,
+    input: &mut Retained,
     index: &SegmentIndex,
     has_frame: &dyn Fn(u64) -> bool,
     keeps: &dyn Fn(u64) -> bool,

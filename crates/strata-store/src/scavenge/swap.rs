@@ -24,6 +24,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use super::rewrite::{Rewritten, TMP_SUFFIX};
+use super::sidecar;
 use crate::error::{Error, Result};
 use crate::file_io::sync_dir;
 use crate::index_file::SegmentIndex;
@@ -61,6 +62,9 @@ pub(crate) fn swap_in(shared: &Shared, r: Rewritten) -> Result<()> {
     io.sync_dir(dir).map_err(|e| Error::io(dir, e))?;
     io.rename(&r.idx_tmp, &idx_path)
         .map_err(|e| Error::io(&idx_path, e))?;
+    let rmv_path = sidecar::path_of(&seg_path);
+    io.rename(&r.rmv_tmp, &rmv_path)
+        .map_err(|e| Error::io(&rmv_path, e))?;
     io.sync_dir(dir).map_err(|e| Error::io(dir, e))?;
     let map = map_file(&seg_path)?;
     let index = SegmentIndex::open(&idx_path, r.first, map.len() as u64)?;
@@ -74,8 +78,13 @@ pub(crate) fn swap_in(shared: &Shared, r: Rewritten) -> Result<()> {
     replace(shared, &r.replaces, new)?;
     if !merged_away.is_empty() {
         for &f in &merged_away {
-            for p in [dir.join(segment_file_name(f)), dir.join(index_file_name(f))] {
-                io.remove_file(&p).map_err(|e| Error::io(&p, e))?;
+            let seg = dir.join(segment_file_name(f));
+            for p in [sidecar::path_of(&seg), dir.join(index_file_name(f)), seg] {
+                match io.remove_file(&p) {
+                    Ok(()) => {}
+                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                    Err(e) => return Err(Error::io(&p, e)),
+                }
             }
         }
         io.sync_dir(dir).map_err(|e| Error::io(dir, e))?;
@@ -139,7 +148,9 @@ pub(crate) fn finish_interrupted(dir: &Path, read_only: bool) -> Result<Vec<u64>
         if let Some(stem) = base.strip_suffix(".seg") {
             seg_tmps.push(stem.to_owned());
         } else if let Some(stem) = base.strip_suffix(".idx") {
-            idx_tmps.push(stem.to_owned());
+            idx_tmps.push((stem.to_owned(), "idx"));
+        } else if let Some(stem) = base.strip_suffix(".rmv") {
+            idx_tmps.push((stem.to_owned(), "rmv"));
         }
     }
     if seg_tmps.is_empty() && idx_tmps.is_empty() && markers.is_empty() {
@@ -162,18 +173,21 @@ pub(crate) fn finish_interrupted(dir: &Path, read_only: bool) -> Result<Vec<u64>
         let marker = dir.join(format!("{stem}{MERGE_SUFFIX}"));
         if !seg_tmps.contains(stem) {
             for f in merged_away(&marker)? {
-                remove(&dir.join(segment_file_name(f)))?;
+                let seg = dir.join(segment_file_name(f));
+                remove(&sidecar::path_of(&seg))?;
                 remove(&dir.join(index_file_name(f)))?;
+                remove(&seg)?;
             }
         }
     }
-    for stem in &idx_tmps {
-        let idx_tmp = dir.join(format!("{stem}.idx{TMP_SUFFIX}"));
+    // An index or removed-events file whose segment was renamed into place (committed).
+    for (stem, ext) in &idx_tmps {
+        let tmp = dir.join(format!("{stem}.{ext}{TMP_SUFFIX}"));
         if seg_tmps.contains(stem) {
-            remove(&idx_tmp)?;
+            remove(&tmp)?;
         } else {
-            let idx = dir.join(format!("{stem}.idx"));
-            std::fs::rename(&idx_tmp, &idx).map_err(|e| Error::io(&idx, e))?;
+            let dest = dir.join(format!("{stem}.{ext}"));
+            std::fs::rename(&tmp, &dest).map_err(|e| Error::io(&dest, e))?;
         }
     }
     for stem in &seg_tmps {
