@@ -430,3 +430,23 @@ fn index_files_of_scavenged_segments_are_rebuilt_whole() {
     assert_eq!(after.all, before.all);
     check_heads_and_retries(&store, 0);
 }
+
+/// `strata repair` and `strata verify` accept a scavenged directory (its removed-events files
+/// and merged segments) and find nothing to do.
+#[test]
+fn repair_and_verify_accept_a_scavenged_directory() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = populated(dir.path());
+    scavenge(&store);
+    let before = view(&store);
+    store.close().expect("close");
+    drop(store);
+    let report = strata_store::verify::verify_dir(dir.path(), |_, _| {}).expect("verify");
+    assert!(report.problems.is_empty(), "{:?}", report.problems);
+    let repaired = strata_store::repair::repair_dir(dir.path(), |_, _| {}).expect("repair");
+    assert!(repaired.damage.is_empty(), "{repaired:?}");
+    let store = Store::open(dir.path(), options()).expect("reopen");
+    let after = view(&store);
+    assert_eq!(after.streams, before.streams);
+    assert_eq!(after.all, before.all);
+}
