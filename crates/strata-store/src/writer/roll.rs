@@ -77,6 +77,7 @@ impl Writer {
             open: Arc::new(new_open),
         });
         *self.shared.state.write() = state.clone();
+        self.shared.merged.notify();
         self.state = state;
         self.file = file;
         self.seg_len = SEGMENT_HEADER_LEN;

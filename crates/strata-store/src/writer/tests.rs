@@ -49,6 +49,8 @@ impl Harness {
             closed: AtomicBool::new(false),
             commits: event_listener::Event::new(),
             stats: Stats::default(),
+            merged: Default::default(),
+            heads_epoch: AtomicU64::new(0),
             options,
         });
         Harness {
