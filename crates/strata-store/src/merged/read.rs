@@ -27,6 +27,33 @@ fn partition_point(n: usize, mut pred: impl FnMut(usize) -> bool) -> usize {
     lo
 }
 
+/// A range of `0..n` holding every index whose key (ascending in `i`, uniformly distributed
+/// over `u64`) equals `key`: from a guess proportional to `key`, the bracket doubles until the
+/// keys at its ends enclose `key`. On keys out of order (a damaged file) some range inside
+/// `0..n`: never a panic.
+fn interpolate(n: usize, key: u64, at: impl Fn(usize) -> u64) -> Range<usize> {
+    if n < 64 {
+        return 0..n;
+    }
+    let guess = ((u128::from(key) * n as u128) >> 64) as usize;
+    let guess = guess.min(n - 1);
+    // Lower end: an index whose key is below `key` (or 0).
+    let mut step = 16usize;
+    let mut lo = guess.saturating_sub(step);
+    while lo > 0 && at(lo) >= key {
+        step = step.saturating_mul(2);
+        lo = guess.saturating_sub(step);
+    }
+    // Upper end: an index whose key is above `key` (or n).
+    let mut step = 16usize;
+    let mut hi = guess.saturating_add(step).min(n);
+    while hi < n && at(hi) <= key {
+        step = step.saturating_mul(2);
+        hi = guess.saturating_add(step).min(n);
+    }
+    lo..hi
+}
+
 /// A validated section: `start..start + len` lies inside the file.
 #[derive(Clone, Copy, Debug, Default)]
 struct Section {
@@ -207,28 +234,35 @@ impl MergedIndex {
             .is_none_or(|b| b.may_contain(hash))
     }
 
+    /// The indices `lo..hi` of the stream entries with this hash (found by interpolation:
+    /// hashes are uniform, so the first guess lands within a page or two of the answer, where a
+    /// plain binary search of a large file takes a cache miss per step).
+    fn hash_run(&self, hash: u64) -> Range<usize> {
+        let n = self.stream_count();
+        let range = interpolate(n, hash, |i| self.stream_at(i).hash);
+        let lo = range.start
+            + partition_point(range.len(), |i| self.stream_at(range.start + i).hash < hash);
+        let hi = lo + partition_point(range.end - lo, |i| self.stream_at(lo + i).hash <= hash);
+        lo..hi
+    }
+
     /// Entries with this hash and a revision in `from..=to`, ascending by `(revision,
     /// position)`; entries of other streams sharing the hash included.
     pub fn stream_entries(&self, hash: u64, from: u64, to: u64) -> Vec<StreamEntry> {
         if from > to {
             return Vec::new();
         }
-        let n = self.stream_count();
-        let key = |i| {
-            let e = self.stream_at(i);
-            (e.hash, e.revision)
-        };
-        let lo = partition_point(n, |i| key(i) < (hash, from));
-        let hi = partition_point(n, |i| key(i) <= (hash, to)).max(lo);
-        (lo..hi).map(|i| self.stream_at(i)).collect()
+        let run = self.hash_run(hash);
+        run.map(|i| self.stream_at(i))
+            .filter(|e| (from..=to).contains(&e.revision))
+            .collect()
     }
 
     /// The entry with this hash and the highest `(revision, position)`.
     pub fn last_stream_entry(&self, hash: u64) -> Option<StreamEntry> {
-        let n = self.stream_count();
-        let hi = partition_point(n, |i| self.stream_at(i).hash <= hash);
-        let e = self.stream_at(hi.checked_sub(1)?);
-        (e.hash == hash).then_some(e)
+        let run = self.hash_run(hash);
+        let e = self.stream_at(run.end.checked_sub(1)?);
+        (e.hash == hash && run.start < run.end).then_some(e)
     }
 
     /// Revisions recorded for `(stream_hash, id)`, ascending; consults the id bloom first.
@@ -240,12 +274,15 @@ impl MergedIndex {
             return Vec::new();
         }
         let n = self.id_count();
+        let range = interpolate(n, stream_hash, |i| self.id_at(i).stream_hash);
         let key = |i| {
-            let e = self.id_at(i);
+            let e = self.id_at(range.start + i);
             (e.stream_hash, e.id)
         };
-        let lo = partition_point(n, |i| key(i) < (stream_hash, id));
-        let hi = partition_point(n, |i| key(i) <= (stream_hash, id)).max(lo);
-        (lo..hi).map(|i| self.id_at(i).revision).collect()
+        let lo = partition_point(range.len(), |i| key(i) < (stream_hash, id));
+        let hi = partition_point(range.len(), |i| key(i) <= (stream_hash, id)).max(lo);
+        (lo..hi)
+            .map(|i| self.id_at(range.start + i).revision)
+            .collect()
     }
 }

@@ -303,3 +303,57 @@ proptest! {
         check_against_model(&m, &events, streams);
     }
 }
+
+#[test]
+fn uniform_hashes_are_found_by_interpolation() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let names: Vec<u64> = (0..500)
+        .map(|i| crate::hash::hash_str(&format!("stream-{i}")))
+        .collect();
+    let mut next = vec![0u64; names.len()];
+    let events: Vec<(u64, u64, u128)> = (0..5000u64)
+        .map(|p| {
+            let s = ((p * 7919) % 500) as usize;
+            let r = next[s];
+            next[s] += 1;
+            (names[s], r, u128::from(p) << 3)
+        })
+        .collect();
+    let segs: Vec<SegmentIndex> = (0..5)
+        .map(|k| {
+            segment(
+                dir.path(),
+                k * 1000,
+                &events[(k * 1000) as usize..(k * 1000 + 1000) as usize],
+            )
+        })
+        .collect();
+    let m = merge(
+        dir.path(),
+        1,
+        0..5000,
+        segs.iter()
+            .map(|index| Source::Segment {
+                index,
+                window: 0..u64::MAX,
+            })
+            .collect(),
+    );
+    for (s, &h) in names.iter().enumerate() {
+        let all = m.stream_entries(h, 0, u64::MAX);
+        assert_eq!(all.len() as u64, next[s]);
+        assert!(all.iter().all(|e| e.hash == h));
+        assert!(all.windows(2).all(|w| w[0].revision < w[1].revision));
+        assert_eq!(
+            m.last_stream_entry(h).map(|e| e.revision),
+            Some(next[s] - 1)
+        );
+        assert_eq!(m.stream_entries(h, 3, 4).len(), 2);
+        assert!(m.last_stream_entry(h ^ 0x8000_0000_0000_0000).is_none());
+    }
+    for (p, &(h, r, id)) in events.iter().enumerate() {
+        assert_eq!(m.find_id(h, id), vec![r], "position {p}");
+    }
+    assert!(m.stream_entries(0, 0, u64::MAX).is_empty());
+    assert!(m.stream_entries(u64::MAX, 0, u64::MAX).is_empty());
+}
