@@ -260,3 +260,34 @@ fn leftovers_of_a_crash_mid_merge_are_ignored_and_rebuilt() {
     drop(ro);
     assert_eq!(merged_files(dir.path()), left);
 }
+
+#[test]
+fn the_background_merger_merges_on_its_own_and_stops_on_close() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = Store::open(dir.path(), opts(true)).expect("open");
+    let mut at = BTreeMap::new();
+    fill(&store, 0, 400, &mut at);
+    assert!(store.info().segment_count > 11);
+    // Seals wake the merger; it writes without being asked (waited for generously: the
+    // machine may be busy).
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    while merged_files(dir.path()).is_empty() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no merged file after 60 s"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    let view = observe(&store);
+    // Closing while seals keep the merger busy: it stops, and nothing half-written stays.
+    fill(&store, 400, 300, &mut at);
+    store.close().expect("close");
+    drop(store);
+    assert!(merged_files(dir.path())
+        .iter()
+        .all(|f| f.ends_with(".midx")));
+    let store = Store::open(dir.path(), opts(false)).expect("reopen");
+    assert_ne!(observe(&store), view);
+    check_retries(&store, &at, 5);
+    drop(store);
+}
