@@ -162,21 +162,6 @@ impl Store {
             heads_epoch: AtomicU64::new(0),
             options,
         });
-        // Loaded (and, when writable, cleaned of stale files) even with merging off: a file
-        // reaching past the sealed end must go before appends reuse its positions.
-        let writes = !shared.options.read_only;
-        let found = crate::merged::load(&dir, &shared.snapshot().sealed, writes);
-        let merger = if shared.options.merge_indexes {
-            shared.merged.init(found, writes);
-            let s = shared.clone();
-            let thread = std::thread::Builder::new()
-                .name("strata-merger".into())
-                .spawn(move || crate::merged::run(s))
-                .map_err(|e| Error::io(&dir, e))?;
-            Some(thread)
-        } else {
-            None
-        };
         for d in recovered.damage {
             shared.record_damage(d);
         }
@@ -196,6 +181,22 @@ impl Store {
                 .spawn(move || writer.run(rx))
                 .map_err(|e| Error::io(&dir, e))?;
             (Some(tx), Some(thread))
+        };
+        // Loaded (and, when writable, cleaned of stale files) even with merging off: a file
+        // reaching past the sealed end must go before appends reuse its positions.
+        let writes = !shared.options.read_only;
+        let found = crate::merged::load(&dir, &shared.snapshot().sealed, writes);
+        let merger = if shared.options.merge_indexes {
+            shared.merged.init(found, writes);
+            let s = shared.clone();
+            // Without a thread the store still works (lookups probe the segments; merges run
+            // only in `merge_indexes`): merged files are an optimisation.
+            std::thread::Builder::new()
+                .name("strata-merger".into())
+                .spawn(move || crate::merged::run(s))
+                .ok()
+        } else {
+            None
         };
         Ok(Store {
             handle: Arc::new(Handle {
