@@ -3,7 +3,7 @@
 //! repetitions are what to read, not single numbers).
 //!
 //! ```sh
-//! cargo bench --bench store -- <baseline|append|batch|replay|reads|open|correlation|scavenge|all> [--quick]
+//! cargo bench --bench store -- <baseline|append|batch|replay|reads|open|correlation|scavenge|lookups|all> [--quick]
 //! ```
 //!
 //! Data lives under `target/bench-data` (override with `STRATA_BENCH_DIR`), which must be on the
@@ -27,7 +27,7 @@ type BoxResult<T> = Result<T, Box<dyn std::error::Error>>;
 const MIB: u64 = 1024 * 1024;
 /// Size of the JSON payload of every benchmark event.
 const PAYLOAD: usize = 256;
-const SCENARIOS: [&str; 8] = [
+const SCENARIOS: [&str; 9] = [
     "baseline",
     "append",
     "batch",
@@ -36,10 +36,13 @@ const SCENARIOS: [&str; 8] = [
     "open",
     "correlation",
     "scavenge",
+    "lookups",
 ];
 
 #[path = "store/correlation.rs"]
 mod correlation;
+#[path = "store/lookups.rs"]
+mod lookups;
 #[path = "store/scavenge.rs"]
 mod scavenge;
 
@@ -111,6 +114,7 @@ fn run(list: &[&str], quick: bool) -> BoxResult<()> {
             "open" => bench.open(),
             "correlation" => bench.correlation(),
             "scavenge" => bench.scavenge(),
+            "lookups" => bench.lookups(),
             _ => Ok(()),
         };
         println!(

@@ -49,6 +49,7 @@ mod index_file;
 pub mod json_check;
 mod log;
 mod memtable;
+mod merged;
 mod options;
 pub mod projection;
 mod read;

@@ -16,6 +16,7 @@ use crate::event::{Deletion, StreamHead, StreamMetadata};
 use crate::frame::{decode_frame, EventView, FrameError};
 use crate::hash::hash_str;
 use crate::index_file::SegmentIndex;
+use crate::merged::{units, Probe, Unit};
 use crate::options::Options;
 use crate::segment::{frame_error, OpenSegment, SealedSegment};
 use crate::stats::Stats;
@@ -81,6 +82,11 @@ pub(crate) struct Shared {
     pub stats: Stats,
     /// Whether a scavenge runs (at most one at a time).
     pub scavenge: crate::scavenge::ScavengeGuard,
+    /// The merged index files lookups use, and the merger's state.
+    pub merged: crate::merged::Merged,
+    /// Bumped by [`Shared::invalidate_heads`]: the writer drops its cached heads when it sees a
+    /// new value.
+    pub heads_epoch: AtomicU64,
 }
 
 /// The disk-full state: whether the last write attempt ran out of space, what it said, and how
@@ -138,6 +144,15 @@ pub(crate) fn space_needed(e: &std::io::Error, bytes: u64) -> u64 {
 impl Shared {
     pub fn snapshot(&self) -> Arc<LogState> {
         self.state.read().clone()
+    }
+
+    /// Makes the writer forget its cached stream heads before its next lookup. For any change
+    /// of the sealed segments that could change what the indexes answer for a stream's head
+    /// (a segment swap that dropped index entries, say). A scavenge that keeps the index
+    /// entries of removed events changes no head and needs no call; a seal never does.
+    #[allow(dead_code)] // the hook of segment swaps (scavenging)
+    pub fn invalidate_heads(&self) {
+        self.heads_epoch.fetch_add(1, Ordering::AcqRel);
     }
 
     pub fn committed(&self) -> u64 {
@@ -363,6 +378,15 @@ impl Shared {
         Ok(())
     }
 
+    /// The index a lookup unit is probed through (a segment's index checked, or rebuilt, on
+    /// first use).
+    fn probe<'u>(&self, unit: &Unit<'u>) -> Result<Probe<'u>> {
+        Ok(match *unit {
+            Unit::Segment { seg, .. } => Probe::Segment(self.index(seg)?),
+            Unit::Merged { file, .. } => Probe::Merged(file),
+        })
+    }
+
     /// Stream-index entries `(revision, position)` for revisions in `[from, to]`, ascending, with
     /// position below `limit`. Entries of other streams sharing the hash are included; callers
     /// compare the stream name of the events they read.
@@ -376,13 +400,19 @@ impl Shared {
     ) -> Result<Vec<(u64, u64)>> {
         let hash = hash_str(stream);
         let mut out = Vec::new();
-        for seg in &state.sealed {
-            let index = self.index(seg)?;
-            if index.may_contain_stream(hash) {
+        let set = self.merged.snapshot();
+        for unit in units(state, &set) {
+            let window = unit.window();
+            if window.start >= limit {
+                break;
+            }
+            let probe = self.probe(&unit)?;
+            if probe.may_contain_stream(hash) {
                 out.extend(
-                    index
+                    probe
                         .stream_entries(hash, from, to)
                         .into_iter()
+                        .filter(|e| window.contains(&e.position))
                         .map(|e| (e.revision, e.position)),
                 );
             }
@@ -416,6 +446,10 @@ impl Shared {
     /// sealed segment with an intact index counts as the stream's (the index still tells its
     /// stream hash and revision): reads of the stream's other events do not need the damaged
     /// one, which answers `Corruption` when read itself.
+    ///
+    /// Probes the open segment's memtable, then the lookup units newest first (the sealed
+    /// segments after the merged chain, the chain's files, the segments before it): `O(log n)`
+    /// probes for `n` sealed segments once the merger caught up.
     fn stream_last_with(
         &self,
         state: &LogState,
@@ -432,35 +466,41 @@ impl Shared {
             }
         }
         let hash = hash_str(stream);
-        for seg in state.sealed.iter().rev() {
-            // A segment sealed after the caller read `limit` may hold positions past it.
-            if seg.first_position >= limit {
-                continue;
-            }
-            let index = self.index(seg)?;
-            if !index.may_contain_stream(hash) {
-                continue;
-            }
-            let Some(last) = index.last_stream_entry(hash) else {
-                continue;
-            };
-            // A position without a frame (removed by a scavenge) is trusted by its index entry
-            // (stream hash and revision): the scavenge kept that entry for the stream's head.
-            let owns = |position: u64| match self
-                .with_event_opt(state, position, |v| v.stream == stream)
-            {
+        let set = self.merged.snapshot();
+        // A position without a frame (removed by a scavenge) is trusted by its index entry
+        // (stream hash and revision): the scavenge kept that entry for the stream's head.
+        let owns =
+            |position: u64| match self.with_event_opt(state, position, |v| v.stream == stream) {
                 Ok(found) => Ok(found.unwrap_or(true)),
-                Err(Error::Corruption { .. }) if trust_intact_index && seg.lost().is_empty() => {
+                Err(Error::Corruption { .. })
+                    if trust_intact_index
+                        && sealed_for(state, position).is_some_and(|s| s.lost().is_empty()) =>
+                {
                     Ok(true)
                 }
                 Err(e) => Err(e),
             };
-            if last.position < limit && owns(last.position)? {
+        for unit in units(state, &set).iter().rev() {
+            let window = unit.window();
+            // A segment sealed after the caller read `limit` may hold positions past it.
+            if window.start >= limit {
+                continue;
+            }
+            let probe = self.probe(unit)?;
+            if !probe.may_contain_stream(hash) {
+                continue;
+            }
+            let Some(last) = probe.last_stream_entry(hash) else {
+                continue;
+            };
+            let usable = |p: u64| p < limit && window.contains(&p);
+            if usable(last.position) && owns(last.position)? {
                 return Ok(Some((last.revision, last.position)));
             }
-            // Past the limit, or a hash collision: look for the stream's own entries below it.
-            for e in index.all_stream_entries(hash).into_iter().rev() {
-                if e.position < limit && owns(e.position)? {
+            // Past the limit or the window, or a hash collision: look for the stream's own
+            // entries below it.
+            for e in probe.stream_entries(hash, 0, u64::MAX).into_iter().rev() {
+                if usable(e.position) && owns(e.position)? {
                     return Ok(Some((e.revision, e.position)));
                 }
             }
@@ -474,12 +514,15 @@ impl Shared {
         let hash = hash_str(stream);
         let id128 = id.as_u128();
         let mut candidates: Vec<u64> = Vec::new();
-        for seg in &state.sealed {
-            candidates.extend(self.index(seg)?.find_id(hash, id128));
+        let set = self.merged.snapshot();
+        for unit in units(state, &set) {
+            candidates.extend(self.probe(&unit)?.find_id(hash, id128));
         }
         if let Some(&rev) = state.open.table.read().ids.get(&(hash, id128)) {
             candidates.push(rev);
         }
+        candidates.sort_unstable();
+        candidates.dedup();
         for rev in candidates {
             for (r, p) in self.stream_entries(state, stream, rev, rev, u64::MAX)? {
                 // A removed event (no frame) is trusted by its id and stream entries, which a

@@ -101,6 +101,12 @@ pub struct Options {
     /// How many stream heads the writer keeps cached; beyond it heads are looked up in the
     /// indexes again. Bounds memory independently of the number of streams.
     pub head_cache_capacity: usize,
+    /// Whether a background thread merges the index files of sealed segments into bigger
+    /// merged index files (default true), so that a stream lookup probes `O(log n)` files for
+    /// `n` sealed segments instead of all of them. Off: merged files are neither written nor
+    /// used; those on disk stay (a writable open still removes stale ones, which reach past
+    /// the sealed end, as it always does).
+    pub merge_indexes: bool,
     /// Open without the writer: every write answers [`crate::Error::ReadOnly`]; nothing on disk is
     /// changed (no torn-tail truncation, no index files written).
     pub read_only: bool,
@@ -127,6 +133,7 @@ impl Default for Options {
             fsync: FsyncPolicy::Always,
             limits: Limits::default(),
             head_cache_capacity: 100_000,
+            merge_indexes: true,
             read_only: false,
             file_io: Arc::new(StdFileIo),
             rebuild_progress: None,
@@ -143,6 +150,7 @@ impl std::fmt::Debug for Options {
             .field("limits", &self.limits)
             .field("head_cache_capacity", &self.head_cache_capacity)
             .field("read_only", &self.read_only)
+            .field("merge_indexes", &self.merge_indexes)
             .finish_non_exhaustive()
     }
 }

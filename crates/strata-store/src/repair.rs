@@ -271,7 +271,11 @@ fn check_is_store(dir: &Path) -> Result<Vec<(u64, PathBuf)>> {
 
 /// Whether a store (or a repair) makes a file of this name in its directory.
 fn is_store_file(name: &str) -> bool {
-    if matches!(name, "LOCK" | QUARANTINE_DIR | "lost+found") || name.starts_with('.') {
+    if matches!(
+        name,
+        "LOCK" | QUARANTINE_DIR | crate::merged::MERGED_DIR | "lost+found"
+    ) || name.starts_with('.')
+    {
         return true;
     }
     let Some((stem, ext)) = name.split_once('.') else {

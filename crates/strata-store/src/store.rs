@@ -45,6 +45,8 @@ struct Handle {
     shared: Arc<Shared>,
     tx: Option<Sender<Request>>,
     thread: Mutex<Option<JoinHandle<()>>>,
+    /// The index merger thread (see [`crate::merged`]), when one runs.
+    merger: Mutex<Option<JoinHandle<()>>>,
     /// Held for the store's lifetime: the directory's exclusive lock.
     _lock: Option<File>,
 }
@@ -57,7 +59,16 @@ impl Drop for Handle {
 
 impl Handle {
     fn shutdown(&self) -> Result<()> {
+        let merger = self.merger.lock().take();
+        let stop_merger = || {
+            self.shared.merged.request_stop();
+            if let Some(m) = merger {
+                // A panicking merger lost nothing: merged files are derived data.
+                let _ = m.join();
+            }
+        };
         let Some(thread) = self.thread.lock().take() else {
+            stop_merger();
             return Ok(());
         };
         let mut result = Ok(());
@@ -69,6 +80,7 @@ impl Handle {
         }
         self.shared.closed.store(true, Ordering::Release);
         self.shared.commits.notify(usize::MAX);
+        stop_merger();
         if thread.join().is_err() {
             result = Err(Error::ReadOnly {
                 reason: "writer thread panicked".into(),
@@ -147,6 +159,8 @@ impl Store {
             commits: event_listener::Event::new(),
             stats: Stats::default(),
             scavenge: Default::default(),
+            merged: Default::default(),
+            heads_epoch: AtomicU64::new(0),
             options,
         });
         for d in recovered.damage {
@@ -169,15 +183,51 @@ impl Store {
                 .map_err(|e| Error::io(&dir, e))?;
             (Some(tx), Some(thread))
         };
+        // Loaded (and, when writable, cleaned of stale files) even with merging off: a file
+        // reaching past the sealed end must go before appends reuse its positions.
+        let writes = !shared.options.read_only;
+        let found = crate::merged::load(&dir, &shared.snapshot().sealed, writes);
+        let merger = if shared.options.merge_indexes {
+            shared.merged.init(found, writes);
+            let s = shared.clone();
+            // Without a thread the store still works (lookups probe the segments; merges run
+            // only in `merge_indexes`): merged files are an optimisation.
+            std::thread::Builder::new()
+                .name("strata-merger".into())
+                .spawn(move || crate::merged::run(s))
+                .ok()
+        } else {
+            None
+        };
         Ok(Store {
             handle: Arc::new(Handle {
                 shared: shared.clone(),
                 tx,
                 thread: Mutex::new(thread),
+                merger: Mutex::new(merger),
                 _lock: lock,
             }),
             shared,
         })
+    }
+
+    /// Runs the index merger until it has nothing left to do (see [`Options::merge_indexes`]):
+    /// verifies the merged files found at open, then merges every run of sealed segments (and
+    /// of merged files) that is due. The background merger does the same on its own; this is
+    /// for tests, benchmarks and tools that want the merged state now. Answers the number of
+    /// merged files in use afterwards; 0 when merging is off.
+    pub fn merge_indexes(&self) -> Result<usize> {
+        if !self.shared.options.merge_indexes {
+            return Ok(0);
+        }
+        loop {
+            match crate::merged::step(&self.shared) {
+                Ok(true) => {}
+                Ok(false) => return Ok(self.shared.merged.published()),
+                Err(crate::merged::MergeError::Stopped) => return Err(Error::Closed),
+                Err(crate::merged::MergeError::Failed(e)) => return Err(e),
+            }
+        }
     }
 
     /// Closes the store: waits for queued appends, syncs, stops the writer. Later calls on any

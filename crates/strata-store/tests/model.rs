@@ -1401,6 +1401,11 @@ impl Harness {
                 if !victims.is_empty() {
                     note("reopen.index_rebuilt");
                 }
+                // Merged index files, when 10 segments are sealed: the checks below read
+                // through them.
+                if store.merge_indexes().expect("merge indexes") > 0 {
+                    note("reopen.merged_indexes");
+                }
                 self.store = Some(store);
                 self.check_all(ctx);
                 for p in &victims {

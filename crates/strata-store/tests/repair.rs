@@ -385,6 +385,8 @@ fn an_intact_store_is_left_alone() {
     let tmp = tempfile::tempdir().expect("tempdir");
     let dir = tmp.path();
     let _ = sealed_store(dir);
+    // A store's merged index directory is the store's own.
+    fs::create_dir_all(dir.join("merged")).expect("merged dir");
     let listing = |d: &Path| {
         let mut v: Vec<_> = fs::read_dir(d)
             .expect("read")

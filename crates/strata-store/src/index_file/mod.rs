@@ -37,6 +37,7 @@ mod read;
 mod verify;
 mod write;
 
+pub(crate) use format::id_bloom_key;
 pub use format::{IdEntry, Posting, StreamEntry, NO_FRAME};
 pub(crate) use open::is_stale_version;
 pub use read::SegmentIndex;

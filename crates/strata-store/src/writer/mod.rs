@@ -112,6 +112,8 @@ pub(crate) struct Writer {
     /// Next position to assign outside a group (equals `shared.committed` between groups).
     next_position: u64,
     heads: HashMap<String, Head, RandomState>,
+    /// The [`Shared::heads_epoch`] `heads` are valid for.
+    heads_epoch: u64,
     ids: IdGen,
     /// Hands acknowledgements of large groups to the acker thread.
     acks: Option<std::sync::mpsc::Sender<Vec<Reply>>>,
@@ -130,6 +132,7 @@ impl Writer {
             seg_len,
             next_position,
             heads: HashMap::default(),
+            heads_epoch: 0,
             ids: IdGen::new(),
             acks: None,
             unsynced: false,

@@ -111,6 +111,14 @@ impl<T> Prepared<T> {
 impl Writer {
     /// The head of `stream` as this group sees it.
     fn head(&mut self, overlay: &Overlay, stream: &str) -> Result<Head> {
+        let epoch = self
+            .shared
+            .heads_epoch
+            .load(std::sync::atomic::Ordering::Acquire);
+        if epoch != self.heads_epoch {
+            self.heads.clear();
+            self.heads_epoch = epoch;
+        }
         if let Some(h) = overlay.head(stream).or_else(|| self.heads.get(stream)) {
             return Ok(h.clone());
         }

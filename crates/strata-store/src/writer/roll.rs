@@ -83,6 +83,7 @@ impl Writer {
             *guard = state.clone();
             state
         };
+        self.shared.merged.notify();
         self.state = state;
         self.file = file;
         self.seg_len = SEGMENT_HEADER_LEN;

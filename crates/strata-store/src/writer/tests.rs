@@ -50,6 +50,8 @@ impl Harness {
             commits: event_listener::Event::new(),
             stats: Stats::default(),
             scavenge: Default::default(),
+            merged: Default::default(),
+            heads_epoch: AtomicU64::new(0),
             options,
         });
         Harness {
@@ -357,4 +359,19 @@ fn a_group_part_cut_by_a_full_disk_before_a_seal_leaves_the_rest_of_the_batch_in
         .expect("read");
     let positions: Vec<u64> = page.events.iter().map(|e| e.position).collect();
     assert_eq!(positions, (0..committed + 1).collect::<Vec<_>>());
+}
+
+#[test]
+fn invalidated_heads_are_looked_up_again() {
+    let mut h = Harness::new(options());
+    let (a, ra) = append("s", ExpectedRevision::NoStream, one("A"));
+    h.group(vec![a]);
+    assert_eq!(at(answer(ra)), (0, 0));
+    assert!(h.writer.heads.contains_key("s"));
+    h.writer.shared.invalidate_heads();
+    // The next lookup drops the cache, and finds the same head in the log.
+    let (b, rb) = append("s", ExpectedRevision::Exact(0), one("B"));
+    h.group(vec![b]);
+    assert_eq!(at(answer(rb)), (1, 1));
+    assert_eq!(h.writer.heads_epoch, 1);
 }
