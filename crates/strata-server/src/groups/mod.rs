@@ -21,3 +21,4 @@ mod manager;
 pub(crate) mod settings;
 
 pub use manager::{GroupOptions, Groups};
+pub(crate) use manager::{Group, Message};
