@@ -154,7 +154,7 @@ impl Auth {
     }
 
     /// The principal of `token`, if it is one of ours. Compares every token in constant time.
-    fn lookup(&self, token: &str) -> Option<&Principal> {
+    pub(crate) fn lookup(&self, token: &str) -> Option<&Principal> {
         let mut found = None;
         for entry in &self.tokens {
             if constant_time_eq(entry.token.as_bytes(), token.as_bytes()) {

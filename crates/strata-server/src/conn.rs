@@ -31,7 +31,12 @@
 //! runs out, and the handshake plus the first request head must fit in it together). A client
 //! that sends plain HTTP to the TLS port gets a JSON 400 (`invalid_request`, "this port
 //! serves HTTPS") and the connection is closed. ALPN picks the protocol: `h2` is served as
-//! HTTP/2, anything else as HTTP/1.1. Without TLS only HTTP/1.1 is served.
+//! HTTP/2, anything else as HTTP/1.1. Without TLS a connection is HTTP/1.1, or HTTP/2 with prior
+//! knowledge (h2c) when its first bytes are HTTP/2's connection preface: the gRPC clients of
+//! the KurrentDB protocol (`crate::grpc`) connect that way.
+//!
+//! **gRPC.** A request with `content-type: application/grpc...` goes to the gRPC services
+//! (`crate::grpc`), every other request to the HTTP API's router.
 //!
 //! **HTTP/2** differs from HTTP/1.1 in these points:
 //! - the cap counts connections, and one HTTP/2 connection carries up to 200 concurrent
@@ -49,7 +54,7 @@ use std::convert::Infallible;
 use std::future::Future;
 use std::io;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
@@ -71,6 +76,7 @@ use tokio_rustls::TlsAcceptor;
 
 use crate::app::App;
 use crate::config::ConnectionLimits;
+use crate::grpc::{self, GrpcRouter};
 use crate::tls::ALPN_H2;
 
 /// Largest request head (request line and headers) in bytes: hyper's default read buffer,
@@ -91,6 +97,7 @@ pub(crate) async fn serve(
     tls: Option<TlsAcceptor>,
 ) {
     let router = app.router();
+    let grpc = GrpcRouter::new(&app, listener.local_addr().ok());
     let slots = Arc::new(Semaphore::new(
         limits.max_connections.clamp(1, Semaphore::MAX_PERMITS),
     ));
@@ -126,14 +133,17 @@ pub(crate) async fn serve(
         if let Err(e) = tcp.set_nodelay(true) {
             tracing::debug!(error = %e, "could not set TCP_NODELAY");
         }
-        let router = router.clone();
+        let router = Routers {
+            http: router.clone(),
+            grpc: grpc.clone(),
+        };
         let app = app.clone();
         let all_closed = all_closed_rx.clone();
         let tls = tls.clone();
         tokio::spawn(async move {
             match tls {
                 None => {
-                    serve_connection(tcp, Protocol::Http1, accepted_at, router, &app, limits).await;
+                    serve_connection(tcp, Protocol::Plain, accepted_at, router, &app, limits).await;
                 }
                 Some(acceptor) => {
                     let deadline = accepted_at + limits.header_read_timeout;
@@ -246,10 +256,26 @@ async fn accept_error(e: io::Error) {
 /// The HTTP version a connection is served with.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) enum Protocol {
-    /// HTTP/1.1 (plain TCP, or TLS without ALPN `h2`).
+    /// HTTP/1.1 (TLS without ALPN `h2`).
     Http1,
     /// HTTP/2 (TLS with ALPN `h2`).
     Http2,
+    /// Plain TCP: HTTP/1.1, or HTTP/2 with prior knowledge when the connection starts with
+    /// HTTP/2's preface (told apart by its first bytes).
+    Plain,
+}
+
+/// The first bytes of HTTP/2's connection preface (`PRI * HTTP/2.0...`): no HTTP/1.1 method is
+/// `PRI`.
+const H2_PREFACE_START: &[u8] = b"PRI ";
+
+/// What a connection serves: the HTTP API's router and the gRPC services.
+#[derive(Clone)]
+pub(crate) struct Routers {
+    /// The HTTP API.
+    pub(crate) http: Router,
+    /// The gRPC services (requests with a gRPC content type).
+    pub(crate) grpc: GrpcRouter,
 }
 
 /// Serves HTTP on one connection, accepted at `accepted_at`, until it closes, the client is
@@ -259,7 +285,7 @@ pub(crate) async fn serve_connection<I>(
     io: I,
     protocol: Protocol,
     accepted_at: Instant,
-    router: Router,
+    router: Routers,
     app: &App,
     limits: ConnectionLimits,
 ) where
@@ -270,7 +296,8 @@ pub(crate) async fn serve_connection<I>(
         io,
         activity: Arc::clone(&activity),
         // hyper's bodiless automatic answers are HTTP/1 text; HTTP/2 frames are left alone.
-        rewrites: protocol == Protocol::Http1,
+        rewrites: protocol != Protocol::Http2,
+        sniff: protocol == Protocol::Plain,
         rewrite: None,
     });
     let service = ConnService {
@@ -281,6 +308,8 @@ pub(crate) async fn serve_connection<I>(
     builder = match protocol {
         Protocol::Http1 => builder.http1_only(),
         Protocol::Http2 => builder.http2_only(),
+        // hyper-util's auto builder reads the preface itself and picks the version.
+        Protocol::Plain => builder,
     };
     builder
         .http1()
@@ -340,8 +369,9 @@ async fn sleep_until(deadline: Option<Instant>) {
 /// `epoch`, plus one (0 = unset).
 struct Activity {
     epoch: Instant,
-    /// HTTP/2: bytes between requests are frames of the protocol, not a request head.
-    h2: bool,
+    /// HTTP/2: bytes between requests are frames of the protocol, not a request head. Set
+    /// when the connection starts (TLS with ALPN `h2`), or by its first bytes (plain TCP).
+    h2: AtomicBool,
     in_flight: AtomicUsize,
     /// When the connection last went idle: accepted, or the last response finished.
     idle_since: AtomicU64,
@@ -355,7 +385,7 @@ impl Activity {
     fn new(epoch: Instant, protocol: Protocol) -> Activity {
         Activity {
             epoch,
-            h2: protocol == Protocol::Http2,
+            h2: AtomicBool::new(protocol == Protocol::Http2),
             in_flight: AtomicUsize::new(0),
             idle_since: AtomicU64::new(1),
             // A new connection is there to send a request: the header timeout runs at once.
@@ -373,6 +403,11 @@ impl Activity {
 
     fn at(&self, stamp: u64) -> Instant {
         self.epoch + Duration::from_millis(stamp.saturating_sub(1))
+    }
+
+    /// The connection turned out to be HTTP/2 (prior knowledge on plain TCP).
+    fn set_h2(&self) {
+        self.h2.store(true, Ordering::Release);
     }
 
     fn reading_head(&self) -> bool {
@@ -394,7 +429,7 @@ impl Activity {
     /// Bytes arrived at `now`: with no request in flight, they start the next request's head
     /// (HTTP/1.1 only: module docs).
     fn bytes_read(&self, now: Instant) {
-        if !self.h2
+        if !self.h2.load(Ordering::Acquire)
             && self.in_flight.load(Ordering::Acquire) == 0
             && self
                 .head_since
@@ -437,7 +472,7 @@ impl Drop for InFlight {
 /// done.
 #[derive(Clone)]
 struct ConnService {
-    router: Router,
+    router: Routers,
     activity: Arc<Activity>,
 }
 
@@ -459,7 +494,16 @@ impl hyper::service::Service<Request<Incoming>> for ConnService {
             return Box::pin(std::future::ready(Ok(response)));
         }
         let request = request.map(Body::new);
-        let response = tower::Service::call(&mut self.router.clone(), request);
+        if grpc::is_grpc(&request) {
+            let response = self.router.grpc.call(request);
+            return Box::pin(async move {
+                Ok(response.await.map(|body| Tracked {
+                    body,
+                    _in_flight: in_flight,
+                }))
+            });
+        }
+        let response = tower::Service::call(&mut self.router.http.clone(), request);
         Box::pin(async move {
             let response = response.await?;
             Ok(response.map(|body| Tracked {
@@ -560,6 +604,9 @@ struct Watched<I> {
     activity: Arc<Activity>,
     /// Whether writes are checked for hyper's automatic answers (HTTP/1.1 only).
     rewrites: bool,
+    /// Plain TCP before the first bytes arrived: they tell HTTP/2 (prior knowledge) from
+    /// HTTP/1.1.
+    sniff: bool,
     /// A replacement being written: its bytes, how many are written, and how many bytes of
     /// hyper's original answer to report as written once it is done.
     rewrite: Option<(Vec<u8>, usize, usize)>,
@@ -603,6 +650,16 @@ impl<I: AsyncRead + Unpin> AsyncRead for Watched<I> {
         let before = buf.filled().len();
         let polled = Pin::new(&mut self.io).poll_read(cx, buf);
         if matches!(polled, Poll::Ready(Ok(()))) && buf.filled().len() > before {
+            let first = &buf.filled()[before..];
+            // Only the timeout bookkeeping and the rewrites depend on this (hyper-util tells the
+            // versions apart itself), so a preface split before its fourth byte may be missed.
+            if self.sniff && first.len() >= H2_PREFACE_START.len() {
+                self.sniff = false;
+                if first.starts_with(H2_PREFACE_START) {
+                    self.activity.set_h2();
+                    self.rewrites = false;
+                }
+            }
             self.activity.bytes_read(Instant::now());
         }
         polled

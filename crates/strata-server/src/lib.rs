@@ -84,6 +84,7 @@ pub mod error;
 mod event_json;
 mod flow_headers;
 mod groups;
+mod grpc;
 mod headers;
 mod live_feed;
 mod metrics;
