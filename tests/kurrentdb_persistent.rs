@@ -8,25 +8,20 @@
 use std::time::Duration;
 
 use kurrentdb::{
-    AppendToStreamOptions, Client, ClientSettings, DeletePersistentSubscriptionOptions, EventData,
+    AppendToStreamOptions, Client, DeletePersistentSubscriptionOptions, EventData,
     GetPersistentSubscriptionInfoOptions, ListPersistentSubscriptionsOptions, NakAction,
     PersistentSubscription, PersistentSubscriptionEvent, PersistentSubscriptionOptions,
-    PersistentSubscriptionToAllOptions, ReplayParkedMessagesOptions, ResolvedEvent,
-    StreamPosition, SubscribeToPersistentSubscriptionOptions,
+    PersistentSubscriptionToAllOptions, ReplayParkedMessagesOptions, ResolvedEvent, StreamPosition,
+    SubscribeToPersistentSubscriptionOptions,
 };
 use serde_json::json;
 use strata_suite::TestServer;
 
+mod kurrentdb_support;
+use kurrentdb_support::client;
+
 /// Generous bound for any wait (the machine is shared).
 const DEADLINE: Duration = Duration::from_secs(30);
-
-fn client(server: &TestServer) -> Client {
-    let addr = server.url().trim_start_matches("http://").to_owned();
-    let settings: ClientSettings = format!("esdb://{addr}?tls=false")
-        .parse()
-        .expect("connection string");
-    Client::new(settings).expect("client")
-}
 
 async fn append(client: &Client, stream: &str, types: &[&str]) {
     let events: Vec<EventData> = types
@@ -44,12 +39,15 @@ async fn append(client: &Client, stream: &str, types: &[&str]) {
 async fn next(sub: &mut PersistentSubscription) -> (ResolvedEvent, usize) {
     tokio::time::timeout(DEADLINE, async {
         loop {
-            match sub.next_subscription_event().await.expect("subscription event") {
+            match sub
+                .next_subscription_event()
+                .await
+                .expect("subscription event")
+            {
                 PersistentSubscriptionEvent::EventAppeared { event, retry_count } => {
                     return (event, retry_count)
                 }
                 PersistentSubscriptionEvent::Confirmed(_) => continue,
-                other => panic!("unexpected {other:?}"),
             }
         }
     })
@@ -218,7 +216,10 @@ async fn stream_subscription_acks_nacks_parks_and_replays() {
         .expect("update");
     let group = http.get("/groups/g@psorders").json();
     assert_eq!(
-        (group["ack_timeout_ms"].clone(), group["max_deliveries"].clone()),
+        (
+            group["ack_timeout_ms"].clone(),
+            group["max_deliveries"].clone()
+        ),
         (json!(300_000), json!(3))
     );
     let missing = client
@@ -238,7 +239,9 @@ async fn stream_subscription_acks_nacks_parks_and_replays() {
         )
         .await
         .expect("delete");
-    let ended = tokio::time::timeout(DEADLINE, sub.next()).await.expect("ends");
+    let ended = tokio::time::timeout(DEADLINE, sub.next())
+        .await
+        .expect("ends");
     assert!(ended.is_err(), "{ended:?}");
     let gone = client
         .get_persistent_subscription_info(
@@ -247,7 +250,10 @@ async fn stream_subscription_acks_nacks_parks_and_replays() {
             &GetPersistentSubscriptionInfoOptions::default(),
         )
         .await;
-    assert!(matches!(gone, Err(kurrentdb::Error::ResourceNotFound)), "{gone:?}");
+    assert!(
+        matches!(gone, Err(kurrentdb::Error::ResourceNotFound)),
+        "{gone:?}"
+    );
     let gone = client
         .subscribe_to_persistent_subscription(
             "psorders",
@@ -358,7 +364,10 @@ async fn all_and_category_subscriptions_and_the_subscriber_limit() {
     let (x, _) = next(&mut cats).await;
     let (z, _) = next(&mut cats).await;
     assert_eq!(
-        (x.get_original_event().stream_id(), z.get_original_event().stream_id()),
+        (
+            x.get_original_event().stream_id(),
+            z.get_original_event().stream_id()
+        ),
         ("cat-1", "cat-2")
     );
     let group = server.client().get("/groups/cats@%2524ce-cat").json();

@@ -2,7 +2,8 @@
 //! (`kurrentdb::ProjectionClient`) against the real `strata` binary — a continuous projection
 //! in KurrentDB's dialect (`fromCategory`, `$init`, `e.body`, `outputState()`), its state and
 //! result (per partition too), statistics, disable/enable/reset, update, delete,
-//! and the errors the client maps. Every wait has a deadline.
+//! and the errors the client maps. States travel as `google.protobuf.Value`, so the client
+//! reads every number as a double (`2.0`), as it does from KurrentDB. Every wait has a deadline.
 
 use std::time::Duration;
 
@@ -98,28 +99,40 @@ async fn a_projection_through_the_kurrentdb_client() {
     place(&client, "order-2", 3).await;
 
     projections
-        .create("totals", TOTALS.to_owned(), &CreateProjectionOptions::default())
+        .create(
+            "totals",
+            TOTALS.to_owned(),
+            &CreateProjectionOptions::default(),
+        )
         .await
         .expect("create");
     let again = projections
-        .create("totals", TOTALS.to_owned(), &CreateProjectionOptions::default())
+        .create(
+            "totals",
+            TOTALS.to_owned(),
+            &CreateProjectionOptions::default(),
+        )
         .await;
     assert!(
         matches!(again, Err(kurrentdb::Error::ResourceAlreadyExists)),
         "{again:?}"
     );
     let bad = projections
-        .create("broken", "fromAll(.when(".to_owned(), &CreateProjectionOptions::default())
+        .create(
+            "broken",
+            "fromAll(.when(".to_owned(),
+            &CreateProjectionOptions::default(),
+        )
         .await;
     assert!(bad.is_err(), "{bad:?}");
 
-    state_becomes(&projections, "totals", json!({"count": 2, "total": 5})).await;
+    state_becomes(&projections, "totals", json!({"count": 2.0, "total": 5.0})).await;
     let result: Value = projections
         .get_result("totals", &GetResultProjectionOptions::default())
         .await
         .expect("result")
         .expect("result JSON");
-    assert_eq!(result, json!({"count": 2, "total": 5}));
+    assert_eq!(result, json!({"count": 2.0, "total": 5.0}));
     let s = status(&projections, "totals").await;
     assert_eq!(
         (s.name.as_str(), s.status.as_str(), s.mode.as_str()),
@@ -128,12 +141,16 @@ async fn a_projection_through_the_kurrentdb_client() {
 
     // Partitions.
     projections
-        .create("per_order", PER_ORDER.to_owned(), &CreateProjectionOptions::default())
+        .create(
+            "per_order",
+            PER_ORDER.to_owned(),
+            &CreateProjectionOptions::default(),
+        )
         .await
         .expect("create partitioned");
     let started = tokio::time::Instant::now();
     loop {
-        if state(&projections, "per_order", Some("order-2")).await == json!({"total": 3}) {
+        if state(&projections, "per_order", Some("order-2")).await == json!({"total": 3.0}) {
             break;
         }
         assert!(started.elapsed() < DEADLINE, "partition state not reached");
@@ -152,12 +169,12 @@ async fn a_projection_through_the_kurrentdb_client() {
         .enable("totals", &GenericProjectionOptions::default())
         .await
         .expect("enable");
-    state_becomes(&projections, "totals", json!({"count": 3, "total": 15})).await;
+    state_becomes(&projections, "totals", json!({"count": 3.0, "total": 15.0})).await;
     projections
         .reset("totals", &GenericProjectionOptions::default())
         .await
         .expect("reset");
-    state_becomes(&projections, "totals", json!({"count": 3, "total": 15})).await;
+    state_becomes(&projections, "totals", json!({"count": 3.0, "total": 15.0})).await;
 
     // Update: a new query rebuilds the state.
     projections
@@ -169,9 +186,13 @@ async fn a_projection_through_the_kurrentdb_client() {
         )
         .await
         .expect("update");
-    state_becomes(&projections, "totals", json!({"n": 3})).await;
+    state_becomes(&projections, "totals", json!({"n": 3.0})).await;
     let missing = projections
-        .update("nope", TOTALS.to_owned(), &UpdateProjectionOptions::default())
+        .update(
+            "nope",
+            TOTALS.to_owned(),
+            &UpdateProjectionOptions::default(),
+        )
         .await;
     assert!(
         matches!(missing, Err(kurrentdb::Error::ResourceNotFound)),

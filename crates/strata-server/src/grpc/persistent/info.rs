@@ -63,12 +63,16 @@ pub(super) async fn describe(
             let (stream, group) = naming::subscription_of(&name, source);
             let sessions = connections.sessions(&name);
             let head = v.checkpoint.saturating_add(v.lag);
-            let last_checkpointed = (v.checkpoint > v.start)
-                .then(|| cursor_text(source, v.checkpoint - 1))
-                .unwrap_or_default();
-            let last_known = (head > 0)
-                .then(|| cursor_text(source, head - 1))
-                .unwrap_or_default();
+            let last_checkpointed = if v.checkpoint > v.start {
+                cursor_text(source, v.checkpoint - 1)
+            } else {
+                String::new()
+            };
+            let last_known = if head > 0 {
+                cursor_text(source, head - 1)
+            } else {
+                String::new()
+            };
             let window = i32_of(options.window);
             pb::SubscriptionInfo {
                 event_source: stream,

@@ -54,13 +54,21 @@ impl PersistentService {
     }
 
     /// The tonic server of this service.
-    pub(crate) fn server(app: App) -> pb::persistent_subscriptions_server::PersistentSubscriptionsServer<Self> {
+    pub(crate) fn server(
+        app: App,
+    ) -> pb::persistent_subscriptions_server::PersistentSubscriptionsServer<Self> {
         pb::persistent_subscriptions_server::PersistentSubscriptionsServer::new(Self::new(app))
     }
 }
 
 /// A status with the `exception` trailer and the subscription's names.
-fn subscription_status(code: Code, message: String, exception: &'static str, stream: &str, group: &str) -> Status {
+fn subscription_status(
+    code: Code,
+    message: String,
+    exception: &'static str,
+    stream: &str,
+    group: &str,
+) -> Status {
     let mut metadata = MetadataMap::new();
     metadata.insert("exception", MetadataValue::from_static(exception));
     if let Ok(v) = MetadataValue::try_from(stream) {
@@ -201,8 +209,10 @@ impl PersistentService {
         if create && !created {
             return Err(exists(stream, group));
         }
-        self.connections
-            .set_limit(&name, u32::try_from(requested.max_subscriber_count).unwrap_or(0));
+        self.connections.set_limit(
+            &name,
+            u32::try_from(requested.max_subscriber_count).unwrap_or(0),
+        );
         Ok(())
     }
 }
@@ -250,7 +260,10 @@ fn create_target(options: &pb::create_req::Options) -> Result<(String, StartFrom
                 stream_options::RevisionOption::Start(_) => StreamStart::Start,
                 stream_options::RevisionOption::End(_) => StreamStart::End,
             });
-            Ok((stream_name(s.stream_identifier.as_ref())?, stream_start(start)))
+            Ok((
+                stream_name(s.stream_identifier.as_ref())?,
+                stream_start(start),
+            ))
         }
         Some(StreamOption::All(a)) => {
             if let Some(all_options::FilterOption::Filter(_)) = a.filter_option {
@@ -285,7 +298,10 @@ fn update_target(options: &pb::update_req::Options) -> Result<(String, StartFrom
                 stream_options::RevisionOption::Start(_) => StreamStart::Start,
                 stream_options::RevisionOption::End(_) => StreamStart::End,
             });
-            Ok((stream_name(s.stream_identifier.as_ref())?, stream_start(start)))
+            Ok((
+                stream_name(s.stream_identifier.as_ref())?,
+                stream_start(start),
+            ))
         }
         Some(StreamOption::All(a)) => {
             let start = a.all_option.as_ref().map(|o| match o {
@@ -344,8 +360,15 @@ impl PersistentSubscriptions for PersistentService {
             max_subscriber_count: s.max_subscriber_count,
             strategy,
         };
-        self.put(&principal, &stream, &options.group_name, from, requested, true)
-            .await?;
+        self.put(
+            &principal,
+            &stream,
+            &options.group_name,
+            from,
+            requested,
+            true,
+        )
+        .await?;
         Ok(Response::new(pb::CreateResp {}))
     }
 
@@ -359,7 +382,7 @@ impl PersistentSubscriptions for PersistentService {
             .options
             .ok_or_else(|| Status::invalid_argument("options are missing"))?;
         let (stream, from) = update_target(&options)?;
-        let s = options.settings.clone().unwrap_or_default();
+        let s = options.settings.unwrap_or_default();
         use pb::update_req::settings::MessageTimeout;
         let (ticks, ms) = match s.message_timeout {
             Some(MessageTimeout::MessageTimeoutTicks(t)) => (Some(t), None),
@@ -373,8 +396,15 @@ impl PersistentSubscriptions for PersistentService {
             // The ordering is kept (see `put`); the strategy is checked only.
             strategy: settings::strategy_of_enum(s.named_consumer_strategy).to_owned(),
         };
-        self.put(&principal, &stream, &options.group_name, from, requested, false)
-            .await?;
+        self.put(
+            &principal,
+            &stream,
+            &options.group_name,
+            from,
+            requested,
+            false,
+        )
+        .await?;
         Ok(Response::new(pb::UpdateResp {}))
     }
 
@@ -473,10 +503,7 @@ impl PersistentSubscriptions for PersistentService {
         }
     }
 
-    async fn list(
-        &self,
-        request: Request<pb::ListReq>,
-    ) -> Result<Response<pb::ListResp>, Status> {
+    async fn list(&self, request: Request<pb::ListReq>) -> Result<Response<pb::ListResp>, Status> {
         use pb::list_req::{options::ListOption, stream_option::StreamOption};
         let principal = self.principal(&request)?;
         let options = request.into_inner().options.unwrap_or_default();
@@ -517,10 +544,7 @@ impl PersistentSubscriptions for PersistentService {
         Ok(Response::new(pb::ListResp { subscriptions }))
     }
 
-    async fn restart_subsystem(
-        &self,
-        request: Request<Empty>,
-    ) -> Result<Response<Empty>, Status> {
+    async fn restart_subsystem(&self, request: Request<Empty>) -> Result<Response<Empty>, Status> {
         // Consumer groups need no restart: accepted (with the write role) and nothing done.
         let principal = self.principal(&request)?;
         principal

@@ -228,7 +228,11 @@ impl Session {
         };
         let ack_ids: Vec<String> = ids
             .iter()
-            .filter_map(|id| crate::grpc::convert::uuid_from_proto(Some(id)).ok().flatten())
+            .filter_map(|id| {
+                crate::grpc::convert::uuid_from_proto(Some(id))
+                    .ok()
+                    .flatten()
+            })
             .filter_map(|id| self.unsettled.remove(&id).map(|(ack_id, _)| ack_id))
             .collect();
         self.joined.session.set_in_flight(self.unsettled.len());
@@ -280,7 +284,12 @@ async fn poll(
 ) -> (crate::error::Result<Vec<crate::groups::Message>>, bool) {
     let started = tokio::time::Instant::now();
     let got = groups
-        .poll(&group, max, POLL_WAIT, async move { app.shutting_down().await })
+        .poll(
+            &group,
+            max,
+            POLL_WAIT,
+            async move { app.shutting_down().await },
+        )
         .await;
     (got, started.elapsed() < POLL_WAIT)
 }

@@ -66,9 +66,13 @@ impl Requested {
         let ack_timeout_ms = match self.message_timeout_ms {
             None | Some(0) => DEFAULT_ACK_TIMEOUT_MS,
             Some(ms) if ms < 0 => {
-                return Err(format!("the message timeout must not be negative, not {ms} ms"))
+                return Err(format!(
+                    "the message timeout must not be negative, not {ms} ms"
+                ))
             }
-            Some(ms) => u64::try_from(ms).unwrap_or(u64::MAX).min(MAX_ACK_TIMEOUT_MS),
+            Some(ms) => u64::try_from(ms)
+                .unwrap_or(u64::MAX)
+                .min(MAX_ACK_TIMEOUT_MS),
         };
         if self.max_retry_count < 0 {
             return Err(format!(
@@ -164,7 +168,10 @@ mod tests {
                 ..Requested::default()
             },
         ] {
-            assert!(r.to_settings(Source::All, StartFrom::Start).is_err(), "{r:?}");
+            assert!(
+                r.to_settings(Source::All, StartFrom::Start).is_err(),
+                "{r:?}"
+            );
         }
     }
 

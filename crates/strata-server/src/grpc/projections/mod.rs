@@ -127,8 +127,7 @@ fn details(view: &View) -> pb::statistics_resp::Details {
     };
     let text = |p: Option<u64>| {
         // Commit and prepare positions are both the Strata position (see `convert`).
-        p.map(|p| format!("C:{p}/P:{p}"))
-        .unwrap_or_default()
+        p.map(|p| format!("C:{p}/P:{p}")).unwrap_or_default()
     };
     let i64_of = |n: u64| i64::try_from(n).unwrap_or(i64::MAX);
     pb::statistics_resp::Details {
@@ -140,7 +139,11 @@ fn details(view: &View) -> pb::statistics_resp::Details {
         reads_in_progress: 0,
         partitions_cached: i32::try_from(s.partitions).unwrap_or(i32::MAX),
         status: status_word(s.state).into(),
-        state_reason: s.error.as_ref().map(|e| e.message.clone()).unwrap_or_default(),
+        state_reason: s
+            .error
+            .as_ref()
+            .map(|e| e.message.clone())
+            .unwrap_or_default(),
         name: s.name.clone(),
         mode: "Continuous".into(),
         position: text(s.position),
@@ -284,10 +287,7 @@ impl Projections for ProjectionsService {
         }))
     }
 
-    async fn restart_subsystem(
-        &self,
-        request: Request<Empty>,
-    ) -> Result<Response<Empty>, Status> {
+    async fn restart_subsystem(&self, request: Request<Empty>) -> Result<Response<Empty>, Status> {
         // Strata's projections need no restart: accepted (admin) and nothing done.
         self.principal(&request, Action::ManageProjections)?;
         Ok(Response::new(Empty {}))
@@ -297,7 +297,11 @@ impl Projections for ProjectionsService {
 impl ProjectionsService {
     /// The state of a projection (of `partition` when not empty) as a protobuf value; an
     /// unknown partition is `null`, as a partition not seen yet.
-    async fn state_of(&self, name: String, partition: String) -> Result<prost_types::Value, Status> {
+    async fn state_of(
+        &self,
+        name: String,
+        partition: String,
+    ) -> Result<prost_types::Value, Status> {
         let name = required(Some(name))?;
         let partition = (!partition.is_empty()).then_some(partition);
         let bytes = self
