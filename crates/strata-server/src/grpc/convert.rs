@@ -80,7 +80,6 @@ pub(crate) fn ticks(micros: i64) -> i64 {
 }
 
 /// Now, as a protobuf timestamp.
-#[allow(dead_code)] // Subscriptions (caught-up, checkpoints) are being written.
 pub(crate) fn now_timestamp() -> prost_types::Timestamp {
     prost_types::Timestamp::from(SystemTime::now())
 }

@@ -24,7 +24,6 @@ pub(crate) struct EventFilter {
     prefixes: Vec<String>,
     regex: Option<Regex>,
     /// Events scanned between two checkpoints of a subscription.
-    #[allow(dead_code)] // Subscriptions are being written.
     pub(crate) checkpoint_interval: u64,
 }
 
