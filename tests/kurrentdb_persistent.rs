@@ -1,6 +1,6 @@
 //! End-to-end: KurrentDB persistent subscriptions through the official Rust client (`kurrentdb`)
 //! against the real `strata` binary — create (to a stream, to `$all`, to a category stream),
-//! read with ack and nack (retry, park), replay of parked events, get-info and list, the
+//! read with ack and nack (retry, park, skip, stop), replay of parked events, get-info and list, the
 //! subscriber limit, update, delete, and the errors the client maps (already exists, not found).
 //! A subscription made over gRPC is a consumer group over HTTP and the reverse. Every wait has a
 //! deadline; ack timeouts are long enough never to fire.
@@ -370,6 +370,24 @@ async fn all_and_category_subscriptions_and_the_subscriber_limit() {
         ),
         ("cat-1", "cat-2")
     );
+    // Skip drops an event; Stop retries it and ends the subscription.
+    cats.nack(&x, NakAction::Skip, "not for us").await.unwrap();
+    cats.nack(&z, NakAction::Stop, "stopping").await.unwrap();
+    let ended = tokio::time::timeout(DEADLINE, cats.next())
+        .await
+        .expect("stop ends the subscription");
+    assert!(ended.is_err(), "{ended:?}");
+    let mut cats = client
+        .subscribe_to_persistent_subscription(
+            "$ce-cat",
+            "cats",
+            &SubscribeToPersistentSubscriptionOptions::default(),
+        )
+        .await
+        .expect("subscribe again");
+    let (z2, retries) = next(&mut cats).await;
+    assert_eq!((z2.get_original_event().stream_id(), retries), ("cat-2", 1));
+    cats.ack(&z2).await.unwrap();
     let group = server.client().get("/groups/cats@%2524ce-cat").json();
     assert_eq!(group["source"], "category:cat");
 

@@ -9,6 +9,9 @@
 //! is `retry`; `stop` retries and ends the session. Acks and nacks of unknown ids are ignored,
 //! as KurrentDB does.
 //!
+//! When the session ends, the events it still holds are nacked (`retry`) so that other
+//! consumers get them at once.
+//!
 //! The stream never ends without a status (the clients treat a clean end as impossible): a
 //! deleted group or `stop` ends it with CANCELLED `persistent-subscription-dropped`, a shutdown
 //! with UNAVAILABLE.
@@ -175,6 +178,16 @@ impl Session {
                 () = sleep_until(next_expiry), if room == 0 => {}
             }
         };
+        // What this consumer still held goes back to the group at once (as KurrentDB retries
+        // a closed connection's messages), not only once its ack timeout passes.
+        let held: Vec<String> = self.unsettled.drain().map(|(_, (id, _))| id).collect();
+        if !held.is_empty() {
+            let _ = self
+                .app
+                .groups()
+                .nack(&self.group, &held, NackAction::Retry)
+                .await;
+        }
         if let Some(status) = end {
             let _ = self.out.send(Err(status)).await;
         }
