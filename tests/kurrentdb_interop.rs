@@ -337,3 +337,48 @@ async fn unknown_services_answer_unimplemented_at_once() {
     // HTTP/1.1 clients of the HTTP API are served as before on the same port.
     server.client().get("/health").assert_status(200);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn over_tls_with_alpn_h2() {
+    let dir = tempfile::tempdir().unwrap();
+    let certified =
+        rcgen::generate_simple_self_signed(vec!["127.0.0.1".to_owned(), "localhost".to_owned()])
+            .unwrap();
+    let (cert, key) = (dir.path().join("cert.pem"), dir.path().join("key.pem"));
+    std::fs::write(&cert, certified.cert.pem()).unwrap();
+    std::fs::write(&key, certified.signing_key.serialize_pem()).unwrap();
+    let server = TestServer::start_with(&[
+        "--tls-cert",
+        cert.to_str().unwrap(),
+        "--tls-key",
+        key.to_str().unwrap(),
+    ]);
+    // TLS is the clients' default; the test certificate is not verified.
+    let settings = format!(
+        "kurrentdb://{}?tlsVerifyCert=false",
+        server.process().connect_addr()
+    )
+    .parse::<kurrentdb::ClientSettings>()
+    .unwrap();
+    let client = kurrentdb::Client::new(settings).unwrap();
+    within(
+        "append over TLS",
+        client.append_to_stream(
+            "tls-1",
+            &AppendToStreamOptions::default(),
+            events("Sealed", 2),
+        ),
+    )
+    .await
+    .unwrap();
+    let read = collect(
+        within(
+            "read over TLS",
+            client.read_stream("tls-1", &ReadStreamOptions::default()),
+        )
+        .await
+        .unwrap(),
+    )
+    .await;
+    assert_eq!(read.len(), 2);
+}

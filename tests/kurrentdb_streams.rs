@@ -371,3 +371,29 @@ async fn read_all_both_ways_with_filters() {
         .collect();
     assert_eq!(types, ["Shipped", "Shipped", "Joined"]);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn appends_over_the_size_limit_are_refused() {
+    let (_server, client) = start(&["--max-body-bytes", "4096"]);
+    let big = EventData::json("Big", &json!({ "blob": "x".repeat(5000) })).unwrap();
+    let err = within(
+        "big append",
+        client.append_to_stream("big-1", &AppendToStreamOptions::default(), big),
+    )
+    .await
+    .unwrap_err();
+    assert!(
+        matches!(&err, kurrentdb::Error::Grpc { code, message }
+            if *code == tonic::Code::InvalidArgument && message.contains("Maximum Append Size of 4096")),
+        "{err:?}"
+    );
+    // Nothing was written.
+    let mut read = within(
+        "read",
+        client.read_stream("big-1", &ReadStreamOptions::default()),
+    )
+    .await
+    .unwrap();
+    let err = within("next", read.next()).await.unwrap_err();
+    assert!(matches!(err, kurrentdb::Error::ResourceNotFound), "{err:?}");
+}

@@ -1,6 +1,7 @@
 //! End-to-end: catch-up subscriptions of the official KurrentDB Rust client against the real
 //! `strata` binary — history, `caught_up`, then live events across the switch; subscribing
-//! from a revision starts after it; filtered `$all` subscriptions with checkpoints.
+//! from a revision starts after it; filtered `$all` subscriptions with checkpoints; a clean
+//! shutdown with subscriptions open.
 
 mod kurrentdb_support;
 
@@ -36,7 +37,7 @@ async fn until_caught_up(sub: &mut Subscription) -> Vec<u64> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn stream_subscription_catches_up_then_goes_live() {
-    let (_server, client) = start(&[]);
+    let (mut server, client) = start(&[]);
     let any = AppendToStreamOptions::default();
     within(
         "append",
@@ -87,6 +88,13 @@ async fn stream_subscription_catches_up_then_goes_live() {
     .await
     .unwrap();
     assert_eq!(next_event(&mut tail).await.get_original_event().revision, 0);
+
+    // Open subscriptions do not hold up a clean shutdown, and end with an error.
+    let (status, stderr) = server.stop(libc::SIGTERM);
+    assert!(status.success(), "{status:?}: {stderr}");
+    assert!(within("end of the subscription", tail.next())
+        .await
+        .is_err());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

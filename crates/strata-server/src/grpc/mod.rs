@@ -16,13 +16,15 @@
 //!   `protoc`); [`proto`] holds the generated messages and server traits, by package.
 //! - **Shared helpers** for the services: [`status`] (store errors → `tonic::Status` with the
 //!   `exception` metadata the clients match), [`auth`] (credentials → [`crate::auth::Principal`]),
-//!   [`convert`] (ids, positions, recorded events → `ReadResp`).
+//!   [`convert`] (ids, positions, recorded events → `ReadResp`), [`channel`] (server-streaming
+//!   answers fed by a bounded channel).
 
 // tonic's services answer `Result<_, tonic::Status>` (176 bytes); boxing it at every helper
 // would only move the cost to every call site.
 #![allow(clippy::result_large_err)]
 
 pub(crate) mod auth;
+pub(crate) mod channel;
 pub(crate) mod convert;
 mod features;
 mod gossip;

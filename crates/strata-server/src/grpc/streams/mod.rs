@@ -10,13 +10,10 @@ mod metadata;
 mod read;
 mod subscribe;
 
-use std::pin::Pin;
-use std::task::{Context, Poll};
-
-use tokio::sync::mpsc;
 use tonic::{Request, Response, Status, Streaming};
 
 use crate::app::App;
+use crate::grpc::channel::ChannelStream;
 use crate::grpc::proto::event_store::client::streams::streams_server::{Streams, StreamsServer};
 use crate::grpc::proto::event_store::client::streams::{
     AppendReq, AppendResp, BatchAppendReq, BatchAppendResp, DeleteReq, DeleteResp, ReadReq,
@@ -35,26 +32,6 @@ pub(crate) fn server(app: &App) -> StreamsServer<StreamsService> {
     StreamsServer::new(StreamsService { app: app.clone() })
         .max_decoding_message_size(max)
         .max_encoding_message_size(max)
-}
-
-/// A server-streaming answer fed by a bounded channel: the producer waits while the client is
-/// slow, and stops when the client goes away (its sends fail).
-pub(crate) struct ChannelStream<T>(mpsc::Receiver<Result<T, Status>>);
-
-impl<T> ChannelStream<T> {
-    /// A channel of `capacity` messages and the stream that drains it.
-    pub(crate) fn new(capacity: usize) -> (mpsc::Sender<Result<T, Status>>, ChannelStream<T>) {
-        let (tx, rx) = mpsc::channel(capacity);
-        (tx, ChannelStream(rx))
-    }
-}
-
-impl<T> tonic::codegen::tokio_stream::Stream for ChannelStream<T> {
-    type Item = Result<T, Status>;
-
-    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
-        self.0.poll_recv(cx)
-    }
 }
 
 /// The `expected_stream_revision` oneof of Append, Delete and Tombstone (all three have the
