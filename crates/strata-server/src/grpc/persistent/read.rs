@@ -21,7 +21,6 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use tokio::sync::mpsc;
-use tonic::codegen::tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status, Streaming};
 
 use super::connections::Joined;
@@ -31,10 +30,11 @@ use crate::auth::Action;
 use crate::error::Error;
 use crate::groups::dispatcher::NackAction;
 use crate::groups::Group;
+use crate::grpc::channel::ChannelStream;
 use strata_store::RecordedEvent;
 
 /// What the service answers a Read with.
-pub(crate) type ReadStream = ReceiverStream<Result<pb::ReadResp, Status>>;
+pub(crate) type ReadStream = ChannelStream<pb::ReadResp>;
 
 /// Largest buffer size honoured (the group window bounds what is in flight anyway).
 const MAX_BUFFER: usize = 1_000;
@@ -86,7 +86,7 @@ pub(super) async fn start(
         .connections
         .join(group.name(), from, buffer)
         .ok_or_else(|| maximum_subscribers(&stream, &group_name))?;
-    let (tx, rx) = mpsc::channel(buffer + 1);
+    let (tx, rx) = ChannelStream::new(buffer + 1);
     let confirmation = pb::ReadResp {
         content: Some(pb::read_resp::Content::SubscriptionConfirmation(
             pb::read_resp::SubscriptionConfirmation {
@@ -119,7 +119,7 @@ pub(super) async fn start(
         unsettled: HashMap::new(),
     };
     tokio::spawn(session.run(acks_rx));
-    Ok(Response::new(ReceiverStream::new(rx)))
+    Ok(Response::new(rx))
 }
 
 /// One connected consumer.

@@ -17,9 +17,9 @@
 
 mod value;
 
+use crate::grpc::channel::ChannelStream;
 use strata_js::JsProjection;
 use strata_store::projection::RunState;
-use tonic::codegen::tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status};
 
 use crate::app::{run_blocking, App};
@@ -201,7 +201,7 @@ impl Projections for ProjectionsService {
         Ok(Response::new(pb::DeleteResp {}))
     }
 
-    type StatisticsStream = ReceiverStream<Result<pb::StatisticsResp, Status>>;
+    type StatisticsStream = ChannelStream<pb::StatisticsResp>;
 
     async fn statistics(
         &self,
@@ -221,7 +221,7 @@ impl Projections for ProjectionsService {
             }
             Some(Mode::Transient(_)) | Some(Mode::OneTime(_)) => Vec::new(),
         };
-        let (tx, rx) = tokio::sync::mpsc::channel(views.len().max(1));
+        let (tx, rx) = ChannelStream::new(views.len().max(1));
         for view in &views {
             let resp = pb::StatisticsResp {
                 details: Some(details(view)),
@@ -229,7 +229,7 @@ impl Projections for ProjectionsService {
             // The channel holds them all: this does not wait.
             let _ = tx.try_send(Ok(resp));
         }
-        Ok(Response::new(ReceiverStream::new(rx)))
+        Ok(Response::new(rx))
     }
 
     async fn disable(
