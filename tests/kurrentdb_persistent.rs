@@ -1,7 +1,8 @@
 //! End-to-end: KurrentDB persistent subscriptions through the official Rust client (`kurrentdb`)
 //! against the real `strata` binary — create (to a stream, to `$all`, to a category stream),
 //! read with ack and nack (retry, park, skip, stop), replay of parked events, get-info and list, the
-//! subscriber limit, update, delete, and the errors the client maps (already exists, not found).
+//! subscriber limit, update, delete, credentials, and the errors the client maps (already
+//! exists, not found, access denied, filtered `$all` refused).
 //! A subscription made over gRPC is a consumer group over HTTP and the reverse. Every wait has a
 //! deadline; ack timeouts are long enough never to fire.
 
@@ -283,6 +284,18 @@ async fn all_and_category_subscriptions_and_the_subscriber_limit() {
         )
         .await
         .expect("create to $all");
+    // A filtered $all subscription has no consumer-group equivalent.
+    let filtered = client
+        .create_persistent_subscription_to_all(
+            "filtered",
+            &PersistentSubscriptionToAllOptions::default()
+                .filter(kurrentdb::SubscriptionFilter::on_stream_name().add_prefix("cat-")),
+        )
+        .await;
+    assert!(
+        format!("{filtered:?}").contains("InvalidArgument"),
+        "{filtered:?}"
+    );
     let mut sub = client
         .subscribe_to_persistent_subscription_to_all(
             "everything",
@@ -413,4 +426,73 @@ async fn all_and_category_subscriptions_and_the_subscriber_limit() {
         .await
         .expect("list for dog-1");
     assert_eq!(listed[0].group_name, "billing");
+}
+
+#[tokio::test]
+async fn credentials_decide_who_manages_and_who_consumes() {
+    let dir = tempfile::tempdir().unwrap();
+    let tokens = dir.path().join("tokens");
+    std::fs::write(&tokens, "admin:changeit admin\nreader read\n").unwrap();
+    let server = TestServer::start_with(&["--tokens-file", tokens.to_str().unwrap()]);
+    let admin = kurrentdb_support::client_with(&server, "esdb", "admin:changeit@", &[]);
+    let reader = kurrentdb_support::client_with(&server, "esdb", "someone:reader@", &[]);
+    let anonymous = client(&server);
+    append(&admin, "secured", &["A"]).await;
+    let options = PersistentSubscriptionOptions::default().start_from(StreamPosition::Start);
+
+    for who in [&reader, &anonymous] {
+        let refused = who
+            .create_persistent_subscription("secured", "g", &options)
+            .await;
+        assert!(
+            matches!(refused, Err(kurrentdb::Error::AccessDenied)),
+            "{refused:?}"
+        );
+    }
+    admin
+        .create_persistent_subscription("secured", "g", &options)
+        .await
+        .expect("admin creates");
+    // The read role consumes and looks, but does not delete.
+    let mut sub = reader
+        .subscribe_to_persistent_subscription(
+            "secured",
+            "g",
+            &SubscribeToPersistentSubscriptionOptions::default(),
+        )
+        .await
+        .expect("reader subscribes");
+    let (a, _) = next(&mut sub).await;
+    sub.ack(&a).await.unwrap();
+    reader
+        .get_persistent_subscription_info(
+            "secured",
+            "g",
+            &GetPersistentSubscriptionInfoOptions::default(),
+        )
+        .await
+        .expect("reader reads the info");
+    let refused = reader
+        .delete_persistent_subscription(
+            "secured",
+            "g",
+            &DeletePersistentSubscriptionOptions::default(),
+        )
+        .await;
+    assert!(
+        matches!(refused, Err(kurrentdb::Error::AccessDenied)),
+        "{refused:?}"
+    );
+    let refused = anonymous
+        .subscribe_to_persistent_subscription(
+            "secured",
+            "g",
+            &SubscribeToPersistentSubscriptionOptions::default(),
+        )
+        .await;
+    assert!(
+        matches!(refused, Err(kurrentdb::Error::AccessDenied)),
+        "{:?}",
+        refused.err()
+    );
 }
