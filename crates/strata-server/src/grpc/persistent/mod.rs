@@ -140,13 +140,15 @@ impl PersistentService {
         super::auth::principal(request)
     }
 
-    /// The live group of the subscription (`stream`, `group`): the encoded name, else a group
-    /// named `group` reading `stream` (made over HTTP).
+    /// The live group of the subscription (`stream`, `group`): the group of the encoded name,
+    /// else a group named `group` (made over HTTP); either only when it reads `stream`.
     async fn find(&self, stream: &str, group: &str) -> Result<Arc<Group>, Status> {
         let groups = self.app.groups();
         if let Ok(name) = naming::group_name(stream, group) {
             match groups.get(&name).await {
-                Ok(g) => return Ok(g),
+                // (A group made over HTTP under such a name may read something else.)
+                Ok(g) if naming::source_stream(&g.source()) == stream => return Ok(g),
+                Ok(_) => {}
                 Err(Error::NotFound(_)) => {}
                 Err(e) => return Err(status_of(e)),
             }
