@@ -3,7 +3,8 @@
 //! read with ack and nack (retry, park, skip, stop), replay of parked events, get-info and list, the
 //! subscriber limit, update, delete, credentials, and the errors the client maps (already
 //! exists, not found, access denied, filtered `$all` refused).
-//! A subscription made over gRPC is a consumer group over HTTP and the reverse. Every wait has a
+//! A subscription made over gRPC is a consumer group over HTTP and the reverse; an open one
+//! does not hold up a clean shutdown. Every wait has a
 //! deadline; ack timeouts are long enough never to fire.
 
 use std::time::Duration;
@@ -269,9 +270,9 @@ async fn stream_subscription_acks_nacks_parks_and_replays() {
     );
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn all_and_category_subscriptions_and_the_subscriber_limit() {
-    let server = TestServer::start();
+    let mut server = TestServer::start();
     let client = client(&server);
     append(&client, "cat-1", &["X"]).await;
     append(&client, "dog-1", &["Y"]).await;
@@ -426,6 +427,14 @@ async fn all_and_category_subscriptions_and_the_subscriber_limit() {
         .await
         .expect("list for dog-1");
     assert_eq!(listed[0].group_name, "billing");
+
+    // An open subscription does not hold up a clean shutdown, and ends with an error.
+    let (status, stderr) = server.stop(libc::SIGTERM);
+    assert!(status.success(), "{status:?}: {stderr}");
+    let ended = tokio::time::timeout(DEADLINE, dogs.next())
+        .await
+        .expect("the subscription ends");
+    assert!(ended.is_err(), "{ended:?}");
 }
 
 #[tokio::test]

@@ -98,12 +98,22 @@ pub(super) async fn start(
     tx.send(Ok(confirmation))
         .await
         .map_err(|_| Status::cancelled("the client went away"))?;
-    // Acks and nacks arrive through a task of their own (a channel receive is cancel-safe).
+    // Acks and nacks arrive through a task of their own (a channel receive is cancel-safe). It
+    // ends with the session, dropping the request stream, so that an idle client's open side
+    // never holds the call (and a graceful shutdown) open.
     let (acks_tx, acks_rx) = mpsc::channel(64);
     tokio::spawn(async move {
-        while let Ok(Some(req)) = inbound.message().await {
-            if acks_tx.send(req).await.is_err() {
-                break;
+        loop {
+            tokio::select! {
+                () = acks_tx.closed() => break,
+                req = inbound.message() => match req {
+                    Ok(Some(req)) => {
+                        if acks_tx.send(req).await.is_err() {
+                            break;
+                        }
+                    }
+                    Ok(None) | Err(_) => break,
+                },
             }
         }
     });
