@@ -20,6 +20,7 @@
 //! | `openapi` | `GET /openapi.json` |
 //! | `groups` | consumer groups: settings, the dispatcher, durable state, the engine; `groups::http` the endpoints |
 //! | `projections` | hosted JavaScript projections, their registry; `projections::http` the endpoints |
+//! | `grpc` | the KurrentDB (EventStoreDB) gRPC client protocol on the same listener: the router of its services (`grpc::streams`, gossip, server features) and their shared helpers |
 //!
 //! **Helpers** are what handlers share:
 //!
@@ -44,7 +45,8 @@
 //! **The server** around them: [`config`] ([`Config`]: data directory, listen address, fsync
 //! policy, auth, TLS, limits), `server` ([`Server`]: binds, opens the store, serves until
 //! shutdown, closes the store), `conn` (the accept loop: connection cap, header-read and idle
-//! timeouts, the TLS handshake, HTTP/1.1 and HTTP/2, JSON for hyper's own error answers) and
+//! timeouts, the TLS handshake, HTTP/1.1 and HTTP/2 (h2c too), JSON for hyper's own error
+//! answers, gRPC requests to `grpc`) and
 //! `tls` ([`TlsFiles`]: the certificate and key, the rustls acceptor with ALPN).
 //!
 //! The import rule: a handler imports helpers only, never another handler, so that what two
