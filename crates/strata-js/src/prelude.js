@@ -1,7 +1,9 @@
 // The projection DSL, evaluated in every sandbox before the user's source. It records the
 // definition (source, partitioning, handlers) for the Rust side, which reads it once through the
 // object this script evaluates to. Globals it defines: fromAll, fromStream, fromStreams,
-// fromCategory (and `emit`, which the Rust side installs).
+// fromCategory, and KurrentDB's options (ignored) and linkTo (refused) (and `emit`, which the
+// Rust side installs). Events also answer to KurrentDB's field names (body, eventType,
+// streamId, sequenceNumber, isJson), and when() may be followed by outputState().
 //
 // Upcasters (schema evolution): `.upcast({ Type: { 1: (e) => newData, 2: ... } })` turns an
 // event of `Type` whose `metadata.schema_version` is 1 (absent = 1) into version 2 (the
@@ -69,7 +71,21 @@
       fail('when() needs at least one event handler ($any or an event type)');
     }
     d.handlers = copy;
-    return Object.freeze({});
+    // What KurrentDB's projections chain after when(): outputState() is accepted (Strata
+    // always serves the state); the others change what is computed and are refused.
+    const after = Object.freeze({
+      outputState() {
+        if (arguments.length !== 0) fail('outputState() takes no arguments');
+        return after;
+      },
+      transformBy() {
+        fail('transformBy() is not supported: the result of a Strata projection is its state');
+      },
+      filterBy() {
+        fail('filterBy() is not supported: the result of a Strata projection is its state');
+      },
+    });
+    return after;
   }
 
   function schemaVersion(metadata) {
@@ -176,7 +192,28 @@
     });
   }
 
+  // KurrentDB's names for an event's fields, as read-only aliases on the prototype of the
+  // events built by makeEvent (not own properties: JSON.stringify(e) and Object.keys(e) show
+  // the API's shape only).
+  const eventProto = Object.freeze(Object.create(Object.prototype, {
+    body: { get() { return this.data; } },
+    eventType: { get() { return this.type; } },
+    streamId: { get() { return this.stream; } },
+    sequenceNumber: { get() { return this.revision; } },
+    isJson: { get() { return true; } },
+  }));
+
   const api = {
+    // KurrentDB's options({...}) (reorderEvents, processingLag, $includeLinks, ...): accepted
+    // and ignored while defining; none of them changes what Strata computes.
+    options: function options(value) {
+      checkOpen('options()');
+      if (arguments.length !== 1 || !isPlainObject(value)) fail('options() needs one object, e.g. options({ $includeLinks: false }), got ' + describe(value));
+    },
+    // KurrentDB's linkTo(stream, event): Strata has no link events.
+    linkTo: function linkTo() {
+      throw new TypeError('linkTo() is not supported: Strata has no link events; emit() a copy of the event instead');
+    },
     fromAll: function fromAll() {
       if (arguments.length !== 0) fail('fromAll() takes no arguments');
       return selector({ kind: 'all' });
@@ -208,6 +245,6 @@
     // The event object of API.md with JSON data (the Rust side builds the rarer base64 shapes).
     // An object literal: its keys are resolved once, at parse time, not per event.
     makeEvent: (id, stream, revision, position, type, timestamp, data, metadata) =>
-      ({ id, stream, revision, position, type, timestamp, data, metadata }),
+      ({ __proto__: eventProto, id, stream, revision, position, type, timestamp, data, metadata }),
   };
 })(globalThis)

@@ -81,7 +81,7 @@ impl<S: Send + Sync> FromRequestParts<S> for ProjectionName {
 }
 
 /// A projection name: what every name of the API shares, and no leading `$`.
-fn check_projection_name(name: &str) -> Result<()> {
+pub(crate) fn check_projection_name(name: &str) -> Result<()> {
     stream_name::check_name("projection", name)?;
     if name.starts_with('$') {
         return Err(Error::invalid(format!(

@@ -20,4 +20,5 @@ pub(crate) mod http;
 mod manager;
 pub(crate) mod settings;
 
+pub(crate) use manager::{Group, Message};
 pub use manager::{GroupOptions, Groups};

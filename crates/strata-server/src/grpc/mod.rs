@@ -28,6 +28,8 @@ pub(crate) mod channel;
 pub(crate) mod convert;
 mod features;
 mod gossip;
+mod persistent;
+mod projections;
 pub(crate) mod status;
 mod streams;
 
@@ -68,6 +70,9 @@ fn mounted(app: &App) -> Vec<Mounted> {
     vec![
         Mounted::new(streams::server(app)),
         Mounted::new(gossip::server(app)).open_to_all(),
+        Mounted::new(persistent::PersistentService::server(app.clone()))
+            .with_features(persistent::FEATURES),
+        Mounted::new(projections::ProjectionsService::server(app.clone())),
     ]
 }
 

@@ -197,7 +197,7 @@ async fn put(
 }
 
 /// A refused script: 400 `invalid_request` with `line` / `column` for syntax errors.
-fn script_error(e: JsError) -> Error {
+pub(crate) fn script_error(e: JsError) -> Error {
     match e {
         JsError::Syntax {
             message,

@@ -213,6 +213,16 @@ impl Group {
     pub(crate) fn source(&self) -> Source {
         self.settings.read().source.clone()
     }
+
+    /// The group's name.
+    pub(crate) fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// The group's settings now.
+    pub(crate) fn settings_now(&self) -> Settings {
+        self.settings()
+    }
 }
 
 /// The manager of every group. Cheap to clone.
