@@ -326,6 +326,7 @@ impl From<strata_store::Error> for Error {
                 "{e}; appends succeed again once space is freed"
             )),
             S::Closed => Error::Unavailable("the server is shutting down".into()),
+            e @ S::ScavengeRunning => Error::Conflict(e.to_string()),
             e @ S::Corruption { .. } => {
                 let message = e.to_string();
                 match e {

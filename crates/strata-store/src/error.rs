@@ -93,6 +93,9 @@ pub enum Error {
     /// The store has been closed.
     #[error("store is closed")]
     Closed,
+    /// A scavenge is already running on this store (one at a time).
+    #[error("a scavenge is already running")]
+    ScavengeRunning,
     /// An operating-system I/O error.
     #[error("i/o error on {}: {source}", path.display())]
     Io {

@@ -21,6 +21,22 @@ pub trait FileIo: Send + Sync + 'static {
         file.sync_all()
     }
 
+    /// Renames `from` to `to`, replacing `to` atomically (the directory entry is the caller's
+    /// to sync). Used by scavenges to swap a rewritten segment and its index into place.
+    fn rename(&self, from: &Path, to: &Path) -> io::Result<()> {
+        std::fs::rename(from, to)
+    }
+
+    /// Makes the entries of `dir` (creations, renames, removals) durable.
+    fn sync_dir(&self, dir: &Path) -> io::Result<()> {
+        sync_dir(dir)
+    }
+
+    /// Removes the file at `path`.
+    fn remove_file(&self, path: &Path) -> io::Result<()> {
+        std::fs::remove_file(path)
+    }
+
     /// Bytes an unprivileged writer may still allocate on the file system of `dir`
     /// (`statvfs`: `f_bavail * f_frsize`). Asked only while the disk is full, to tell when
     /// it no longer is.

@@ -79,6 +79,8 @@ pub(crate) struct Shared {
     /// Notified after every publish of `committed`, and on close.
     pub commits: event_listener::Event,
     pub stats: Stats,
+    /// Whether a scavenge runs (at most one at a time).
+    pub scavenge: crate::scavenge::ScavengeGuard,
 }
 
 /// The disk-full state: whether the last write attempt ran out of space, what it said, and how
@@ -442,13 +444,16 @@ impl Shared {
             let Some(last) = index.last_stream_entry(hash) else {
                 continue;
             };
+            // A position without a frame (removed by a scavenge) is trusted by its index entry
+            // (stream hash and revision): the scavenge kept that entry for the stream's head.
             let owns = |position: u64| match self
-                .with_event(state, position, |v| v.stream == stream)
+                .with_event_opt(state, position, |v| v.stream == stream)
             {
+                Ok(found) => Ok(found.unwrap_or(true)),
                 Err(Error::Corruption { .. }) if trust_intact_index && seg.lost().is_empty() => {
                     Ok(true)
                 }
-                r => r,
+                Err(e) => Err(e),
             };
             if last.position < limit && owns(last.position)? {
                 return Ok(Some((last.revision, last.position)));
@@ -463,7 +468,8 @@ impl Shared {
         Ok(None)
     }
 
-    /// Where `(stream, id)` was appended: `(revision, position)`, verified against the event.
+    /// Where `(stream, id)` was appended: `(revision, position)`, verified against the event
+    /// (or, for an event a scavenge removed, taken from the index entries it kept).
     pub fn find_id(&self, state: &LogState, stream: &str, id: Uuid) -> Result<Option<(u64, u64)>> {
         let hash = hash_str(stream);
         let id128 = id.as_u128();
@@ -476,7 +482,12 @@ impl Shared {
         }
         for rev in candidates {
             for (r, p) in self.stream_entries(state, stream, rev, rev, u64::MAX)? {
-                if r == rev && self.with_event(state, p, |v| v.stream == stream && v.id == id)? {
+                // A removed event (no frame) is trusted by its id and stream entries, which a
+                // scavenge keeps for the streams that still exist.
+                let matches = self
+                    .with_event_opt(state, p, |v| v.stream == stream && v.id == id)?
+                    .unwrap_or(true);
+                if r == rev && matches {
                     return Ok(Some((r, p)));
                 }
             }

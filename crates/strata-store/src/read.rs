@@ -150,7 +150,8 @@ fn stream_events(
 ) -> Result<Vec<RecordedEvent>> {
     let mut out: Vec<RecordedEvent> = Vec::new();
     for (_, position) in shared.stream_entries(state, stream, lo, hi, committed)? {
-        if let Some(e) = shared.with_event(state, position, |v| {
+        // A position without an event (removed by a scavenge) is skipped.
+        if let Some(Some(e)) = shared.with_event_opt(state, position, |v| {
             (v.stream == stream).then(|| v.to_owned_event())
         })? {
             out.push(e);

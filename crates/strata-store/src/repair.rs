@@ -49,6 +49,7 @@
 
 mod report;
 mod rewrite;
+pub(crate) use rewrite::Rewriter;
 
 use std::collections::{HashMap, HashSet};
 use std::fs;

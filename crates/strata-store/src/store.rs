@@ -146,6 +146,7 @@ impl Store {
             closed: AtomicBool::new(false),
             commits: event_listener::Event::new(),
             stats: Stats::default(),
+            scavenge: Default::default(),
             options,
         });
         for d in recovered.damage {
@@ -494,8 +495,7 @@ impl Store {
         &self.shared.options
     }
 
-    /// The state shared with the writer (for tests: who was notified of commits).
-    #[cfg(test)]
+    /// The state shared with the writer (scavenges; tests: who was notified of commits).
     pub(crate) fn shared(&self) -> &Arc<crate::log::Shared> {
         &self.shared
     }
@@ -555,6 +555,9 @@ struct Recovered {
 /// read-only with everything outside the damaged bytes readable. A torn tail (damage no valid
 /// frame follows) is cut back to the last whole append as after any crash.
 fn recover(dir: &Path, options: &Options) -> Result<Recovered> {
+    if !options.read_only {
+        crate::scavenge::finish_interrupted(dir)?;
+    }
     let mut segments = list_segments(dir)?;
     if segments.is_empty() {
         if options.read_only {

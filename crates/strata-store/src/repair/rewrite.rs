@@ -142,46 +142,19 @@ pub(super) fn rewrite_segment(dir: &Path, s: &Survey, q: &Path, created: &[Strin
     let tmp = dir.join(format!("{name}.repair.tmp"));
     let file = File::create(&tmp).map_err(|e| Error::io(&tmp, e))?;
     let lost: Vec<Range<u64>> = s.damage.iter().map(|d| d.positions.clone()).collect();
-    let mut w = Rewriter {
-        map: &map,
-        out: BufWriter::with_capacity(1 << 20, file),
-        written: SEGMENT_HEADER_LEN,
-        prev: None,
-        lost_after: false,
-        table: Memtable::default(),
-        error: None,
-        lost: &lost,
-        buf: Vec::new(),
-    };
-    let header = encode_segment_header_version(s.first, SEGMENT_FORMAT_VERSION_GAPS);
-    if let Err(e) = w.out.write_all(&header) {
-        w.error = Some(e);
-    }
+    let mut w = Rewriter::new(&map, BufWriter::with_capacity(1 << 20, file), s.first);
     let mode = match s.next_first {
         Some(_) => ScanMode::Sealed,
         None => ScanMode::Open,
     };
     scan_segment(&map, s.first, mode, s.next_first, |item| match item {
-        Scanned::Event(v, offset) => {
-            w.flush_prev();
-            w.prev = Some((*v, offset));
-        }
+        Scanned::Event(v, offset) => w.event(v, offset),
         Scanned::Missing(r) => {
-            w.lost_after |= w.lost.iter().any(|l| l.contains(&r.start));
-            w.flush_prev();
-            w.table.insert_missing(r);
+            let damaged = lost.iter().any(|l| l.contains(&r.start));
+            w.missing(r, damaged);
         }
     });
-    // A last frame without the commit-end flag ends an append whose later frames are lost.
-    w.lost_after = true;
-    w.flush_prev();
-    let Rewriter {
-        out,
-        written,
-        mut table,
-        error,
-        ..
-    } = w;
+    let (out, written, mut table, error) = w.finish();
     if let Some(e) = error {
         let _ = fs::remove_file(&tmp);
         return Err(Error::io(&tmp, e));
@@ -232,28 +205,71 @@ pub(super) fn rewrite_segment(dir: &Path, s: &Survey, q: &Path, created: &[Strin
     Ok(())
 }
 
-/// Writes the intact frames of a damaged segment to its repaired copy, building its index.
-struct Rewriter<'a, 'l> {
+/// Copies the kept frames of a segment to its rewritten copy (a version-2 segment: positions
+/// may have gaps), building the copy's memtable. Used by repairs (frames lost in damage left
+/// out) and scavenges (removed events left out).
+///
+/// A kept frame followed by a left-out position of the same append gets the commit-end flag
+/// (re-encoded): every append of a sealed segment must end in a commit end, or a scan would
+/// treat its frames as an unfinished append.
+pub(crate) struct Rewriter<'a, W: Write> {
     map: &'a [u8],
-    out: BufWriter<File>,
+    out: W,
     /// Bytes written so far (the next frame's offset).
     written: u64,
     /// The last frame seen, not written yet: whether it needs the commit-end flag depends on
     /// what follows it.
     prev: Option<(EventView<'a>, u64)>,
-    /// Whether positions lost in damage follow `prev`.
+    /// Whether left-out positions follow `prev`.
     lost_after: bool,
     table: Memtable,
     /// The first write error (later writes are skipped).
     error: Option<std::io::Error>,
-    /// The positions lost in damage.
-    lost: &'l [Range<u64>],
     buf: Vec<u8>,
 }
 
-impl Rewriter<'_, '_> {
-    /// Writes `prev`, unchanged, or with the commit-end flag when positions lost in damage
-    /// follow it.
+impl<'a, W: Write> Rewriter<'a, W> {
+    /// A rewriter copying frames of `map` to `out`, which gets the header of a version-2
+    /// segment starting at `first` first.
+    pub fn new(map: &'a [u8], mut out: W, first: u64) -> Self {
+        let header = encode_segment_header_version(first, SEGMENT_FORMAT_VERSION_GAPS);
+        let error = out.write_all(&header).err();
+        Rewriter {
+            map,
+            out,
+            written: SEGMENT_HEADER_LEN,
+            prev: None,
+            lost_after: false,
+            table: Memtable::default(),
+            error,
+            buf: Vec::new(),
+        }
+    }
+
+    /// Keeps the event `v`, whose frame lies at `offset` of the map.
+    pub fn event(&mut self, v: &EventView<'a>, offset: u64) {
+        self.flush_prev();
+        self.prev = Some((*v, offset));
+    }
+
+    /// Leaves out the positions `r`; with `ends_append`, the frame kept before them gets the
+    /// commit-end flag (the rest of its append is among them, or may be).
+    pub fn missing(&mut self, r: Range<u64>, ends_append: bool) {
+        self.lost_after |= ends_append;
+        self.flush_prev();
+        self.table.insert_missing(r);
+    }
+
+    /// Writes the last kept frame (with the commit-end flag: a last frame without it ends an
+    /// append whose later frames are left out) and returns the output, its length, the
+    /// memtable of the copy and the first write error.
+    pub fn finish(mut self) -> (W, u64, Memtable, Option<std::io::Error>) {
+        self.lost_after = true;
+        self.flush_prev();
+        (self.out, self.written, self.table, self.error)
+    }
+
+    /// Writes `prev`, unchanged, or with the commit-end flag when left-out positions follow it.
     fn flush_prev(&mut self) {
         let lost_after = std::mem::take(&mut self.lost_after);
         let Some((v, offset)) = self.prev.take() else {

@@ -236,6 +236,12 @@ impl Writer {
 
     /// Processes one drained batch; returns the shutdown reply if the batch asked to stop.
     fn process(&mut self, batch: Vec<Request>) -> Option<oneshot::Sender<Result<()>>> {
+        // A scavenge may have swapped sealed segments in: look up through the current list, so
+        // that the replaced files are released.
+        let current = self.shared.snapshot();
+        if !Arc::ptr_eq(&current, &self.state) {
+            self.state = current;
+        }
         let mut group = Group::default();
         group.overlay.next_position = self.next_position;
         let mut shutdown = None;

@@ -70,13 +70,19 @@ impl Writer {
         );
         sync_dir(&dir).map_err(|e| Error::io(&dir, e))?;
         let new_open = OpenSegment::open(&path, self.next_position, Memtable::default())?;
-        let mut sealed_list = self.state.sealed.clone();
-        sealed_list.push(Arc::new(sealed));
-        let state = Arc::new(LogState {
-            sealed: sealed_list,
-            open: Arc::new(new_open),
-        });
-        *self.shared.state.write() = state.clone();
+        // The list is taken from the shared state under its lock (not from the writer's copy):
+        // a scavenge may have swapped segments in since, and must not be undone.
+        let state = {
+            let mut guard = self.shared.state.write();
+            let mut sealed_list = guard.sealed.clone();
+            sealed_list.push(Arc::new(sealed));
+            let state = Arc::new(LogState {
+                sealed: sealed_list,
+                open: Arc::new(new_open),
+            });
+            *guard = state.clone();
+            state
+        };
         self.state = state;
         self.file = file;
         self.seg_len = SEGMENT_HEADER_LEN;

@@ -49,6 +49,7 @@ impl Harness {
             closed: AtomicBool::new(false),
             commits: event_listener::Event::new(),
             stats: Stats::default(),
+            scavenge: Default::default(),
             options,
         });
         Harness {

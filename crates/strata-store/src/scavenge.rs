@@ -1,0 +1,149 @@
+//! Scavenging: reclaiming the space of events no read can return any more.
+//!
+//! [`Store::scavenge`] rewrites sealed segments (oldest first) without their removable events,
+//! online and throttled. What is removable is decided once, from the metadata as of the
+//! committed position at the start of the run ([`plan`]); each segment is rewritten to new
+//! files ([`rewrite`]) and swapped in atomically ([`swap`]).
+//!
+//! Invariants:
+//! - Positions and revisions of kept events never change; removed positions read as "not
+//!   there" (an index offset [`crate::index_file::NO_FRAME`] in an intact index file), never as
+//!   damage.
+//! - The index keeps the stream entry of the last removed event of each stream in a segment
+//!   (stream heads survive) and the stream and id entries of removed events of streams that
+//!   still exist (idempotent retries survive).
+//! - Nothing past the run's start position and nothing in the open segment is touched.
+
+mod plan;
+mod rewrite;
+mod swap;
+mod throttle;
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+
+use serde::Serialize;
+
+use crate::error::{Error, Result};
+use crate::store::Store;
+pub(crate) use swap::finish_interrupted;
+
+/// How a scavenge runs.
+#[derive(Clone, Debug, Default)]
+pub struct ScavengeOptions {
+    /// Throttle: bytes read+written per second; `None` = unthrottled.
+    pub max_bytes_per_s: Option<u64>,
+    /// Set to true by another thread to stop the run between (or inside) segment rewrites;
+    /// a stopped run leaves the store consistent and a later run finishes the job.
+    pub stop: Arc<AtomicBool>,
+}
+
+/// Progress so far (also the final figures).
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct ScavengeProgress {
+    /// Sealed segments handled so far (rewritten or found to need nothing).
+    pub segments_done: u64,
+    /// Sealed segments this run considers.
+    pub segments_total: u64,
+    /// Bytes of the sealed segments (and their index files) considered, before the run.
+    pub bytes_before: u64,
+    /// What they occupy after: the segments done so far plus the untouched remainder.
+    pub bytes_after: u64,
+    /// `bytes_before - bytes_after`.
+    pub bytes_reclaimed: u64,
+    /// Events removed so far.
+    pub events_removed: u64,
+    /// True when the run ended because `stop` was set.
+    pub stopped: bool,
+}
+
+/// Whether a scavenge runs on a store (at most one at a time).
+#[derive(Default)]
+pub(crate) struct ScavengeGuard {
+    running: AtomicBool,
+}
+
+/// Clears the running flag when the run ends, however it ends.
+struct Running<'a>(&'a AtomicBool);
+
+impl Drop for Running<'_> {
+    fn drop(&mut self) {
+        self.0.store(false, Ordering::Release);
+    }
+}
+
+impl Store {
+    /// Runs one scavenge over the sealed segments (blocking): each segment holding removable
+    /// events is rewritten without them and swapped in; `progress` is called after each
+    /// segment. Appends and reads go on meanwhile (the writer is held only for each swap).
+    ///
+    /// Errors: [`Error::ScavengeRunning`] if one is already running on this store,
+    /// [`Error::ReadOnly`] on a read-only store; I/O errors leave the store consistent (a
+    /// later run finishes the job).
+    pub fn scavenge(
+        &self,
+        options: ScavengeOptions,
+        progress: &mut dyn FnMut(&ScavengeProgress),
+    ) -> Result<ScavengeProgress> {
+        let shared = self.shared();
+        shared.check_writable()?;
+        if shared
+            .scavenge
+            .running
+            .compare_exchange(false, true, Ordering::AcqRel, Ordering::Acquire)
+            .is_err()
+        {
+            return Err(Error::ScavengeRunning);
+        }
+        let _running = Running(&shared.scavenge.running);
+        run(shared, &options, progress)
+    }
+}
+
+/// One run (the caller holds the running flag).
+fn run(
+    shared: &Arc<crate::log::Shared>,
+    options: &ScavengeOptions,
+    progress: &mut dyn FnMut(&ScavengeProgress),
+) -> Result<ScavengeProgress> {
+    let limit = shared.committed();
+    let state = shared.snapshot();
+    let mut plan = plan::Plan::new(shared, state.clone(), limit);
+    let mut p = ScavengeProgress::default();
+    let segments: Vec<_> = state
+        .sealed
+        .iter()
+        .filter(|s| s.end_position() <= limit)
+        .cloned()
+        .collect();
+    p.segments_total = segments.len() as u64;
+    for seg in &segments {
+        p.bytes_before += rewrite::segment_bytes(seg);
+    }
+    p.bytes_after = p.bytes_before;
+    let mut throttle = throttle::Throttle::new(options.max_bytes_per_s);
+    for seg in &segments {
+        if options.stop.load(Ordering::Acquire) {
+            p.stopped = true;
+            break;
+        }
+        let before = rewrite::segment_bytes(seg);
+        match rewrite::rewrite_segment(shared, seg, &mut plan, &mut throttle, &options.stop)? {
+            rewrite::Outcome::Unchanged => {}
+            rewrite::Outcome::Stopped => {
+                p.stopped = true;
+                break;
+            }
+            rewrite::Outcome::Rewritten(done) => {
+                let (removed, after) = (done.events_removed, done.bytes_after);
+                swap::swap_in(shared, seg, done)?;
+                p.events_removed += removed;
+                p.bytes_after = p.bytes_after.saturating_sub(before) + after;
+                p.bytes_reclaimed = p.bytes_before.saturating_sub(p.bytes_after);
+            }
+        }
+        p.segments_done += 1;
+        progress(&p);
+    }
+    Ok(p)
+}
