@@ -3,7 +3,7 @@
 //! repetitions are what to read, not single numbers).
 //!
 //! ```sh
-//! cargo bench --bench store -- <baseline|append|batch|replay|reads|open|correlation|all> [--quick]
+//! cargo bench --bench store -- <baseline|append|batch|replay|reads|open|correlation|scavenge|all> [--quick]
 //! ```
 //!
 //! Data lives under `target/bench-data` (override with `STRATA_BENCH_DIR`), which must be on the
@@ -27,7 +27,7 @@ type BoxResult<T> = Result<T, Box<dyn std::error::Error>>;
 const MIB: u64 = 1024 * 1024;
 /// Size of the JSON payload of every benchmark event.
 const PAYLOAD: usize = 256;
-const SCENARIOS: [&str; 7] = [
+const SCENARIOS: [&str; 8] = [
     "baseline",
     "append",
     "batch",
@@ -35,10 +35,13 @@ const SCENARIOS: [&str; 7] = [
     "reads",
     "open",
     "correlation",
+    "scavenge",
 ];
 
 #[path = "store/correlation.rs"]
 mod correlation;
+#[path = "store/scavenge.rs"]
+mod scavenge;
 
 fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -107,6 +110,7 @@ fn run(list: &[&str], quick: bool) -> BoxResult<()> {
             "reads" => bench.reads(),
             "open" => bench.open(),
             "correlation" => bench.correlation(),
+            "scavenge" => bench.scavenge(),
             _ => Ok(()),
         };
         println!(

@@ -160,7 +160,7 @@ pub struct LostEvent {
 /// ([`Error::InvalidInput`] on `data_dir`), and one whose lock another process (a running
 /// server) holds ([`Error::Io`], kind `WouldBlock`).
 pub fn repair_dir(dir: &Path, mut progress: impl FnMut(u64, u64)) -> Result<RepairReport> {
-    let segments = check_is_store(dir)?;
+    check_is_store(dir)?;
     let _lock = crate::store::lock_dir(dir).map_err(|e| match e {
         Error::Io { path, source } if source.kind() == std::io::ErrorKind::WouldBlock => {
             Error::Io {
@@ -174,6 +174,9 @@ pub fn repair_dir(dir: &Path, mut progress: impl FnMut(u64, u64)) -> Result<Repa
         }
         other => other,
     })?;
+    // A scavenge interrupted by a crash is finished (or undone) first, as an open would.
+    crate::scavenge::finish_interrupted(dir, false)?;
+    let segments = check_is_store(dir)?;
     let started = crate::timestamp::format_timestamp(now_micros());
     let surveys = survey(&segments, &mut progress)?;
     let mut report = RepairReport {
@@ -276,7 +279,19 @@ fn is_store_file(name: &str) -> bool {
     };
     stem.len() == 20
         && stem.bytes().all(|b| b.is_ascii_digit())
-        && matches!(ext, "seg" | "idx" | "idx.tmp" | "seg.repair.tmp")
+        && matches!(
+            ext,
+            "seg"
+                | "idx"
+                | "idx.tmp"
+                | "seg.repair.tmp"
+                // A scavenge's files (the removed-events file, an interrupted swap or merge).
+                | "rmv"
+                | "merge"
+                | "seg.scv"
+                | "idx.scv"
+                | "rmv.scv"
+        )
 }
 
 /// What the scan of one segment found.

@@ -3,7 +3,8 @@
 //! [`Store::scavenge`] rewrites sealed segments (oldest first) without their removable events,
 //! online and throttled. What is removable is decided once, from the metadata as of the
 //! committed position at the start of the run ([`plan`]); each segment is rewritten to new
-//! files ([`rewrite`]) and swapped in atomically ([`swap`]).
+//! files ([`rewrite`]) and swapped in atomically ([`swap`]); then runs of small neighbouring
+//! segments are merged into one ([`merge`]). [`throttle`] keeps the I/O rate.
 //!
 //! Invariants:
 //! - Positions and revisions of kept events never change; removed positions read as "not
@@ -14,8 +15,10 @@
 //!   still exist (idempotent retries survive).
 //! - Nothing past the run's start position and nothing in the open segment is touched.
 
+mod merge;
 mod plan;
 mod rewrite;
+pub(crate) mod sidecar;
 mod swap;
 mod throttle;
 
@@ -100,50 +103,74 @@ impl Store {
     }
 }
 
-/// One run (the caller holds the running flag).
+/// One run (the caller holds the running flag). Segments are taken from the current list one
+/// at a time (by first position), so that no segment a swap replaced is held longer than its
+/// rewrite: the disk space of a rewritten segment is freed as soon as readers drop it.
 fn run(
     shared: &Arc<crate::log::Shared>,
     options: &ScavengeOptions,
     progress: &mut dyn FnMut(&ScavengeProgress),
 ) -> Result<ScavengeProgress> {
     let limit = shared.committed();
-    let state = shared.snapshot();
-    let mut plan = plan::Plan::new(shared, state.clone(), limit);
+    let mut plan = plan::Plan::new(shared, limit);
     let mut p = ScavengeProgress::default();
-    let segments: Vec<_> = state
-        .sealed
-        .iter()
-        .filter(|s| s.end_position() <= limit)
-        .cloned()
-        .collect();
-    p.segments_total = segments.len() as u64;
-    for seg in &segments {
-        p.bytes_before += rewrite::segment_bytes(seg);
-    }
+    let firsts: Vec<u64> = {
+        let state = shared.snapshot();
+        let segments: Vec<_> = state
+            .sealed
+            .iter()
+            .filter(|s| s.end_position() <= limit)
+            .collect();
+        for seg in &segments {
+            p.bytes_before += rewrite::segment_bytes(seg);
+        }
+        segments.iter().map(|s| s.first_position).collect()
+    };
+    p.segments_total = firsts.len() as u64;
     p.bytes_after = p.bytes_before;
     let mut throttle = throttle::Throttle::new(options.max_bytes_per_s);
-    for seg in &segments {
+    for first in firsts {
         if options.stop.load(Ordering::Acquire) {
             p.stopped = true;
             break;
         }
-        let before = rewrite::segment_bytes(seg);
-        match rewrite::rewrite_segment(shared, seg, &mut plan, &mut throttle, &options.stop)? {
-            rewrite::Outcome::Unchanged => {}
-            rewrite::Outcome::Stopped => {
-                p.stopped = true;
-                break;
-            }
-            rewrite::Outcome::Rewritten(done) => {
-                let (removed, after) = (done.events_removed, done.bytes_after);
-                swap::swap_in(shared, seg, done)?;
-                p.events_removed += removed;
-                p.bytes_after = p.bytes_after.saturating_sub(before) + after;
-                p.bytes_reclaimed = p.bytes_before.saturating_sub(p.bytes_after);
+        let seg = shared
+            .snapshot()
+            .sealed
+            .iter()
+            .find(|s| s.first_position == first)
+            .cloned();
+        if let Some(seg) = seg {
+            let before = rewrite::segment_bytes(&seg);
+            match rewrite::rewrite_segment(shared, &seg, &mut plan, &mut throttle, &options.stop)? {
+                rewrite::Outcome::Unchanged => {}
+                rewrite::Outcome::Stopped => {
+                    p.stopped = true;
+                    break;
+                }
+                rewrite::Outcome::Rewritten(done) => {
+                    let (removed, after) = (done.events_removed, done.bytes_after);
+                    drop(seg);
+                    swap::swap_in(shared, done)?;
+                    p.events_removed += removed;
+                    p.bytes_after = p.bytes_after.saturating_sub(before) + after;
+                    p.bytes_reclaimed = p.bytes_before.saturating_sub(p.bytes_after);
+                }
             }
         }
         p.segments_done += 1;
         progress(&p);
+    }
+    if !p.stopped {
+        let finished = merge::merge_small(
+            shared,
+            limit,
+            &mut throttle,
+            &options.stop,
+            &mut p,
+            progress,
+        )?;
+        p.stopped = !finished;
     }
     Ok(p)
 }

@@ -411,7 +411,9 @@ pub(crate) fn rebuild_index(
     if !outcome.damage.is_empty() || outcome.version == SEGMENT_FORMAT_VERSION_GAPS {
         table.list_every_stream_as_created();
     }
-    let input = table.to_index_input(first, total);
+    let mut input = table.to_index_input(first, total);
+    // A scavenged segment's removed events: their kept heads and ids (`<first>.rmv`).
+    crate::scavenge::sidecar::apply(path, &mut input);
     let lost: Vec<Damage> = outcome
         .damage
         .iter()

@@ -107,7 +107,7 @@ pub struct StoreInfo {
     pub next_position: u64,
     /// Number of segment files.
     pub segment_count: usize,
-    /// Bytes of segment and index files.
+    /// Bytes of segment, index and removed-events files.
     pub bytes_on_disk: u64,
 }
 
@@ -478,6 +478,13 @@ impl Store {
         let mut bytes = 0;
         let mut paths: Vec<PathBuf> = state.sealed.iter().map(|s| s.path.clone()).collect();
         paths.extend(state.sealed.iter().map(|s| s.index_path().to_path_buf()));
+        // The removed-events files of scavenged segments (absent for the others).
+        paths.extend(
+            state
+                .sealed
+                .iter()
+                .map(|s| crate::scavenge::sidecar::path_of(&s.path)),
+        );
         paths.push(state.open.path.clone());
         for p in paths {
             bytes += std::fs::metadata(&p).map(|m| m.len()).unwrap_or(0);
@@ -555,10 +562,9 @@ struct Recovered {
 /// read-only with everything outside the damaged bytes readable. A torn tail (damage no valid
 /// frame follows) is cut back to the last whole append as after any crash.
 fn recover(dir: &Path, options: &Options) -> Result<Recovered> {
-    if !options.read_only {
-        crate::scavenge::finish_interrupted(dir)?;
-    }
+    let merged_away = crate::scavenge::finish_interrupted(dir, options.read_only)?;
     let mut segments = list_segments(dir)?;
+    segments.retain(|(first, _)| !merged_away.contains(first));
     if segments.is_empty() {
         if options.read_only {
             return Err(Error::io(

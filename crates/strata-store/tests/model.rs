@@ -3,10 +3,12 @@
 //! Random sequences of operations (appends with every kind of expected revision, idempotent
 //! retries, invalid input, stream and `$all` reads with filters and paging, single-event reads,
 //! stream listing, heads, soft and hard deletes, metadata, close + reopen with and without index
-//! files) run against a real store with tiny segments and against a plain in-memory model written
+//! files, scavenges) run against a real store with tiny segments and against a plain in-memory model written
 //! from `docs/http-api.md` (plus `src/writer/` where the contract leaves details open). Every result is
 //! compared in full. Batches of writes sent from concurrent threads (one group commit, sometimes
-//! split by a segment seal) must match the model in some order. The writer's head cache is
+//! split by a segment seal) must match the model in some order. A scavenge changes no stream
+//! read; it may remove from `$all` only events the model says no stream read returns, and the
+//! model learns which it removed (it cannot know which events lie in sealed segments). The writer's head cache is
 //! sometimes tiny, so heads are looked up in the indexes again and again.
 //!
 //! `PROPTEST_CASES=<n>` and `STRATA_MODEL_OPS=<max ops per case>` run more or longer cases;
@@ -148,6 +150,8 @@ enum Op {
     Reopen {
         drop_idx: DropIdx,
     },
+    /// A scavenge of the sealed segments.
+    Scavenge,
     /// Writes (`Append`, `Retry`, `Delete`, `SetMeta`) from concurrent threads.
     Batch {
         items: Vec<Op>,
@@ -297,6 +301,7 @@ fn op_strategy() -> impl Strategy<Value = Op> {
             1 => Just(DropIdx::All),
         ]
         .prop_map(|drop_idx| Op::Reopen { drop_idx }),
+        2 => Just(Op::Scavenge),
     ]
 }
 
@@ -396,6 +401,8 @@ struct Model {
     writes: u64,
     log: Vec<MEvent>,
     streams: BTreeMap<String, MStream>,
+    /// Positions a scavenge removed: `$all` skips them.
+    removed: std::collections::BTreeSet<u64>,
 }
 
 fn satisfies(expected: ExpectedRevision, current: CurrentRevision) -> bool {
@@ -577,6 +584,9 @@ impl Model {
             return Err(MErr::NotFound(stream.to_owned()));
         };
         let fv = s.first_visible();
+        // Revisions a scavenge removed are skipped: pages fill up with the revisions after
+        // them (they read as removed even once metadata would show them again).
+        let present = |r: &u64| self.present(s.positions[*r as usize]);
         match direction {
             Direction::Forward => {
                 let start = match from {
@@ -588,9 +598,13 @@ impl Model {
                 if lo > last {
                     return Ok((Vec::new(), Some(lo), true));
                 }
-                let hi = last.min(lo + limit - 1);
-                let positions = (lo..=hi).map(|r| s.positions[r as usize]).collect();
-                Ok((positions, Some(hi + 1), hi == last))
+                let revs: Vec<u64> = (lo..=last).filter(present).take(limit as usize).collect();
+                let next = match revs.last() {
+                    Some(&r) if revs.len() as u64 == limit => r + 1,
+                    _ => last + 1,
+                };
+                let positions = revs.iter().map(|&r| s.positions[r as usize]).collect();
+                Ok((positions, Some(next), next > last))
             }
             Direction::Backward => {
                 let start = match from {
@@ -601,15 +615,39 @@ impl Model {
                 if start < fv {
                     return Ok((Vec::new(), None, true));
                 }
-                let lo = fv.max(start.saturating_sub(limit - 1));
-                let positions = (lo..=start)
+                let revs: Vec<u64> = (fv..=start)
                     .rev()
-                    .map(|r| s.positions[r as usize])
+                    .filter(present)
+                    .take(limit as usize)
                     .collect();
-                let next = (lo > fv).then(|| lo - 1);
+                let next = match revs.last() {
+                    Some(&r) if revs.len() as u64 == limit && r > fv => Some(r - 1),
+                    _ => None,
+                };
+                let positions = revs.iter().map(|&r| s.positions[r as usize]).collect();
                 Ok((positions, next, next.is_none()))
             }
         }
+    }
+
+    /// Whether position `p` still holds its event (no scavenge removed it).
+    fn present(&self, p: u64) -> bool {
+        !self.removed.contains(&p)
+    }
+
+    /// Whether a scavenge may remove the event at `p`: a superseded metadata record, an event
+    /// of a hard-deleted stream, or one below its stream's first visible revision but its last
+    /// (the rules of `src/scavenge/plan.rs`; `max_age_seconds` is never reached here).
+    fn removable(&self, p: u64) -> bool {
+        let e = &self.log[p as usize];
+        if let Some(target) = e.stream.strip_prefix("$$") {
+            return e.revision + 1 < self.stream(target).meta_records;
+        }
+        let s = self.stream(&e.stream);
+        if s.deletion == Some(Deletion::Hard) {
+            return true;
+        }
+        s.last() != Some(e.revision) && e.revision < s.first_visible()
     }
 
     fn matches(&self, e: &MEvent, f: &AllFilter) -> bool {
@@ -640,7 +678,7 @@ impl Model {
                     ReadFrom::At(p) => p,
                 };
                 let all: Vec<u64> = (start..end)
-                    .filter(|&p| self.matches(&self.log[p as usize], f))
+                    .filter(|&p| self.present(p) && self.matches(&self.log[p as usize], f))
                     .collect();
                 if all.len() > limit {
                     let page = all[..limit].to_vec();
@@ -661,7 +699,7 @@ impl Model {
                 };
                 let all: Vec<u64> = (0..=start)
                     .rev()
-                    .filter(|&p| self.matches(&self.log[p as usize], f))
+                    .filter(|&p| self.present(p) && self.matches(&self.log[p as usize], f))
                     .collect();
                 if all.len() > limit {
                     let page = all[..limit].to_vec();
@@ -955,6 +993,8 @@ struct Harness {
     /// Successful appends that wrote, kept for retries.
     sent: Vec<Req>,
     counter: u64,
+    /// A scavenge removed events (noted when index files are then rebuilt).
+    scavenged: bool,
 }
 
 impl Harness {
@@ -968,6 +1008,7 @@ impl Harness {
             model: Model::default(),
             sent: Vec::new(),
             counter: 0,
+            scavenged: false,
         }
     }
 
@@ -1278,6 +1319,7 @@ impl Harness {
                     .map(|_| {
                         (*rev >= s.first_visible() && *rev < s.positions.len() as u64)
                             .then(|| s.positions[*rev as usize])
+                            .filter(|&p| self.model.present(p))
                     });
                 match (&got, &want) {
                     (Ok(Some(e)), Ok(Some(p))) => check_event(ctx, e, &self.model, *p),
@@ -1327,6 +1369,7 @@ impl Harness {
                     "{ctx}: metadata"
                 );
             }
+            Op::Scavenge => self.scavenge(ctx),
             Op::Reopen { drop_idx } => {
                 let store = self.store.take().expect("store is open");
                 store.close().expect("close");
@@ -1337,6 +1380,11 @@ impl Harness {
                     .filter(|p| p.extension().is_some_and(|x| x == "idx"))
                     .collect();
                 idx.sort();
+                // After a scavenge too: the index of a scavenged segment is rebuilt from the
+                // segment and its removed-events file (docs/on-disk-format.md).
+                if self.scavenged && !matches!(drop_idx, DropIdx::None) {
+                    note("reopen.index_rebuilt_after_scavenge");
+                }
                 let victims: Vec<_> = match drop_idx {
                     DropIdx::None => Vec::new(),
                     DropIdx::One(k) if !idx.is_empty() => vec![idx[k % idx.len()].clone()],
@@ -1367,6 +1415,43 @@ impl Harness {
         );
     }
 
+    /// Runs a scavenge, learns from `$all` which events it removed (each one the model allows),
+    /// then compares everything.
+    fn scavenge(&mut self, ctx: &str) {
+        let p = self
+            .store()
+            .scavenge(strata_store::ScavengeOptions::default(), &mut |_| {})
+            .unwrap_or_else(|e| panic!("{ctx}: scavenge: {e}"));
+        let filter = AllFilter {
+            include_system: true,
+            ..AllFilter::default()
+        };
+        let all = self
+            .store()
+            .read_all(ReadFrom::Start, Direction::Forward, 100_000, &filter)
+            .expect("read_all");
+        let present: HashSet<u64> = all.events.iter().map(|e| e.position).collect();
+        let mut removed = 0;
+        for q in 0..self.model.log.len() as u64 {
+            if !self.model.present(q) || present.contains(&q) {
+                continue;
+            }
+            assert!(
+                self.model.removable(q),
+                "{ctx}: the scavenge removed position {q} ({:?}), which reads may return",
+                self.model.log[q as usize]
+            );
+            self.model.removed.insert(q);
+            removed += 1;
+        }
+        assert_eq!(removed, p.events_removed, "{ctx}: events removed {p:?}");
+        if removed > 0 {
+            self.scavenged = true;
+            note("scavenge.removed");
+        }
+        self.check_all(ctx);
+    }
+
     /// Compares the whole log, every head and every stream read.
     fn check_all(&self, ctx: &str) {
         let store = self.store();
@@ -1377,7 +1462,9 @@ impl Harness {
         let all = store
             .read_all(ReadFrom::Start, Direction::Forward, 100_000, &filter)
             .expect("read_all");
-        let positions: Vec<u64> = (0..self.model.log.len() as u64).collect();
+        let positions: Vec<u64> = (0..self.model.log.len() as u64)
+            .filter(|&p| self.model.present(p))
+            .collect();
         check_events(
             &format!("{ctx}: full log"),
             &all.events,
@@ -1504,6 +1591,7 @@ fn store_matches_model() {
         "reopen.with_sealed_segments",
         "reopen.index_rebuilt",
         "final.several_sealed_segments",
+        "scavenge.removed",
     ] {
         assert!(
             stats.get(key).copied().unwrap_or(0) > 0,

@@ -170,7 +170,8 @@ fn scavenge(store: &Store) -> ScavengeProgress {
     let p = store
         .scavenge(ScavengeOptions::default(), &mut |_| calls += 1)
         .expect("scavenge");
-    assert_eq!(calls, p.segments_done);
+    // Once per segment rewritten or checked, and once per merge.
+    assert!(calls >= p.segments_done, "{calls} calls, {p:?}");
     p
 }
 
@@ -180,7 +181,15 @@ fn a_scavenge_removes_what_no_read_returns_and_reads_answer_the_same() {
     let store = populated(dir.path());
     let before = view(&store);
     let disk_before = store.info().bytes_on_disk;
+    let segments_before = store.info().segment_count;
     let p = scavenge(&store);
+    // The small segments left were merged: fewer files, each still under the segment size
+    // (unless it holds one append larger than that).
+    let segments_after = store.info().segment_count;
+    assert!(
+        segments_after < segments_before,
+        "{segments_before} -> {segments_after}"
+    );
     assert!(!p.stopped);
     assert!(p.segments_total >= 3, "{p:?}");
     assert_eq!(p.segments_done, p.segments_total);
@@ -193,6 +202,18 @@ fn a_scavenge_removes_what_no_read_returns_and_reads_answer_the_same() {
     );
     assert!(store.info().bytes_on_disk < disk_before);
     same_reads(&view(&store), &before);
+    // Index files that keep entries of removed events say so: format version 3.
+    let versions: Vec<u32> = std::fs::read_dir(dir.path())
+        .expect("read dir")
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.extension().is_some_and(|x| x == "idx"))
+        .map(|p| {
+            let b = std::fs::read(&p).expect("read idx");
+            u32::from_le_bytes([b[8], b[9], b[10], b[11]])
+        })
+        .collect();
+    assert!(versions.contains(&3), "{versions:?}");
+    assert!(versions.iter().all(|v| [2, 3].contains(v)), "{versions:?}");
     // A second run finds nothing more.
     let again = scavenge(&store);
     assert_eq!(again.events_removed, 0, "{again:?}");
@@ -287,4 +308,145 @@ fn only_one_scavenge_runs_at_a_time_and_a_stopped_run_is_finished_by_the_next() 
     );
     assert!(outer.events_removed > 0);
     same_reads(&view(&store), &before);
+}
+
+/// Appends that seal segments while scavenges swap and merge segments in: no segment is lost
+/// or resurrected, every append reads back (also after a reopen), and the throttle holds the
+/// scavenge without holding the appends.
+#[test]
+fn appends_and_seals_go_on_during_scavenges() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = populated(dir.path());
+    let before = view(&store);
+    let writer = {
+        let store = store.clone();
+        std::thread::spawn(move || {
+            let mut results = Vec::new();
+            for i in 0..150u64 {
+                let r = store
+                    .append("live-1", ExpectedRevision::Any, vec![ev(10_000 + i)])
+                    .expect("append during scavenge");
+                results.push(r);
+            }
+            results
+        })
+    };
+    let mut runs = 0;
+    while !writer.is_finished() || runs < 2 {
+        store
+            .scavenge(
+                ScavengeOptions {
+                    max_bytes_per_s: Some(50 * 1024 * 1024),
+                    ..Default::default()
+                },
+                &mut |_| {},
+            )
+            .expect("scavenge during appends");
+        runs += 1;
+    }
+    let results = writer.join().expect("writer thread");
+    let check = |store: &Store| {
+        let page = store
+            .read_stream("live-1", ReadFrom::Start, Direction::Forward, 1000)
+            .expect("read live-1");
+        let got: Vec<(u64, u64)> = page
+            .events
+            .iter()
+            .map(|e| (e.revision, e.position))
+            .collect();
+        let want: Vec<(u64, u64)> = results
+            .iter()
+            .map(|r| (r.first_revision, r.first_position))
+            .collect();
+        assert_eq!(got, want);
+        let after = view(store);
+        assert_eq!(after.streams.get("keep-1"), before.streams.get("keep-1"));
+        assert_eq!(after.streams.get("max-1"), before.streams.get("max-1"));
+    };
+    check(&store);
+    store.close().expect("close");
+    drop(store);
+    let store = Store::open(dir.path(), options()).expect("reopen");
+    check(&store);
+}
+
+/// A run stopped after its first segment leaves the store consistent; the next run finishes the
+/// job, and the log then reads as after one uninterrupted run.
+#[test]
+fn a_run_stopped_midway_is_finished_by_the_next() {
+    let whole = tempfile::tempdir().expect("tempdir");
+    let reference = populated(whole.path());
+    scavenge(&reference);
+    let want = view(&reference);
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = populated(dir.path());
+    let before = view(&store);
+    let stop = Arc::new(AtomicBool::new(false));
+    let options = ScavengeOptions {
+        max_bytes_per_s: None,
+        stop: stop.clone(),
+    };
+    let p = store
+        .scavenge(options, &mut |_| {
+            stop.store(true, std::sync::atomic::Ordering::Release)
+        })
+        .expect("stopped run");
+    assert!(p.stopped && p.segments_done == 1, "{p:?}");
+    same_reads(&view(&store), &before);
+    let q = scavenge(&store);
+    assert!(!q.stopped, "{q:?}");
+    let got = view(&store);
+    same_reads(&got, &before);
+    let strip = |v: &View| -> Vec<(String, u64, u64)> {
+        v.all.iter().map(|e| (e.0.clone(), e.1, e.2)).collect()
+    };
+    assert_eq!(strip(&got), strip(&want));
+}
+
+/// Index files are derived data, also after a scavenge: with every index file deleted, the
+/// reopened store rebuilds them from the segments and their removed-events files, and reads,
+/// heads and idempotent retries answer as before.
+#[test]
+fn index_files_of_scavenged_segments_are_rebuilt_whole() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = populated(dir.path());
+    scavenge(&store);
+    let before = view(&store);
+    store.close().expect("close");
+    drop(store);
+    let mut dropped = 0;
+    for entry in std::fs::read_dir(dir.path()).expect("read dir") {
+        let path = entry.expect("entry").path();
+        if path.extension().is_some_and(|x| x == "idx") {
+            std::fs::remove_file(&path).expect("remove index");
+            dropped += 1;
+        }
+    }
+    assert!(dropped >= 2, "{dropped}");
+    let store = Store::open(dir.path(), options()).expect("reopen");
+    let after = view(&store);
+    assert_eq!(after.streams, before.streams);
+    assert_eq!(after.heads, before.heads);
+    assert_eq!(after.all, before.all);
+    check_heads_and_retries(&store, 0);
+}
+
+/// `strata repair` and `strata verify` accept a scavenged directory (its removed-events files
+/// and merged segments) and find nothing to do.
+#[test]
+fn repair_and_verify_accept_a_scavenged_directory() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = populated(dir.path());
+    scavenge(&store);
+    let before = view(&store);
+    store.close().expect("close");
+    drop(store);
+    let report = strata_store::verify::verify_dir(dir.path(), |_, _| {}).expect("verify");
+    assert!(report.problems.is_empty(), "{:?}", report.problems);
+    let repaired = strata_store::repair::repair_dir(dir.path(), |_, _| {}).expect("repair");
+    assert!(repaired.damage.is_empty(), "{repaired:?}");
+    let store = Store::open(dir.path(), options()).expect("reopen");
+    let after = view(&store);
+    assert_eq!(after.streams, before.streams);
+    assert_eq!(after.all, before.all);
 }

@@ -212,11 +212,17 @@ fn a_crash_at_any_step_of_a_scavenge_loses_nothing_and_the_next_run_finishes_it(
             ..Default::default()
         });
         let store = Store::open(dir.path(), options(Some(crash.clone()))).expect("open");
+        let segments = store.info().segment_count;
         crash.armed.store(true, Ordering::Release);
         let p = store
             .scavenge(ScavengeOptions::default(), &mut |_| {})
             .expect("scavenge");
         assert!(p.events_removed > 0 && p.segments_total >= 3, "{p:?}");
+        // Rewrites and merges both ran (the crash points cover both).
+        assert!(
+            store.info().segment_count < segments,
+            "{segments} segments before"
+        );
         let (streams, all) = reads(&store);
         assert_eq!(streams, before);
         (crash.calls.load(Ordering::Acquire), all)
@@ -243,6 +249,15 @@ fn a_crash_at_any_step_of_a_scavenge_loses_nothing_and_the_next_run_finishes_it(
             );
             let _ = store.close();
         }
+        {
+            // A read-only open changes nothing and reads the same.
+            let ro = Options {
+                read_only: true,
+                ..options(None)
+            };
+            let store = Store::open(dir.path(), ro).expect("read-only open");
+            assert_eq!(reads(&store).0, before, "crash at call {n}, read-only");
+        }
         let store = Store::open(dir.path(), options(None)).expect("reopen");
         assert_eq!(
             reads(&store).0,
@@ -261,5 +276,21 @@ fn a_crash_at_any_step_of_a_scavenge_loses_nothing_and_the_next_run_finishes_it(
         let (streams, all) = reads(&store);
         assert_eq!(streams, before, "crash at call {n}, after the next run");
         assert_eq!(all, after_all, "crash at call {n}, after the next run");
+        // No index or removed-events file outlives its segment.
+        let names: Vec<String> = std::fs::read_dir(dir.path())
+            .expect("read dir")
+            .filter_map(|e| e.ok()?.file_name().into_string().ok())
+            .collect();
+        for name in &names {
+            if let Some(stem) = name
+                .strip_suffix(".idx")
+                .or_else(|| name.strip_suffix(".rmv"))
+            {
+                assert!(
+                    names.contains(&format!("{stem}.seg")),
+                    "crash at call {n}: {name} without its segment: {names:?}"
+                );
+            }
+        }
     }
 }

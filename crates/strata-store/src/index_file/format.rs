@@ -5,7 +5,9 @@
 //! Hashes are [`crate::hash::hash_str`] (XXH3-64, seed 0) of the stream name, category or event
 //! type. CRC32 is the IEEE polynomial (`crc32fast`).
 //!
-//! Version 2 added the correlation postings (section 9) and so grew the section table and the
+//! Version 3 is version 2 with stream and id entries that may name positions without a frame
+//! (events a scavenge removed whose head or id is kept); written only when there are such
+//! entries. Version 2 added the correlation postings (section 9) and so grew the section table and the
 //! header by one entry. A version-1 file is stale, not damaged: the store rebuilds it from its
 //! segment when it opens the directory (an index file is derived data).
 //!
@@ -109,6 +111,11 @@
 pub const INDEX_MAGIC: [u8; 8] = *b"STRATIDX";
 /// The format version this code writes and reads.
 pub const INDEX_FORMAT_VERSION: u32 = 2;
+/// The same layout, written for a segment a scavenge rewrote when stream entries (and their id
+/// entries) name positions without a frame: events removed whose stream head or event id is
+/// kept. Read like version 2; a version-2-only reader refuses it (it would take those entries
+/// for damage) and rebuilds the index from the segment.
+pub const INDEX_FORMAT_VERSION_REMOVED: u32 = 3;
 /// The previous format version (no correlation postings): opened as stale, then rebuilt.
 pub const INDEX_FORMAT_VERSION_STALE: u32 = 1;
 /// Length of the fixed header of a version-2 index file.

@@ -5,7 +5,7 @@
 //! [`SegmentIndex`]. [`SegmentIndex::open`] validates the header only (cheap);
 //! [`SegmentIndex::verify`] checks the body checksum and the consistency of every section.
 //!
-//! The byte layout (format version 2) is documented on the `format` module, and restated in
+//! The byte layout (format versions 2 and 3) is documented on the `format` module, and restated in
 //! `docs/on-disk-format.md`; the two must stay identical.
 //!
 //! # Invariants

@@ -117,7 +117,7 @@ impl SegmentIndex {
                 ),
             ));
         }
-        if version != INDEX_FORMAT_VERSION {
+        if version != INDEX_FORMAT_VERSION && version != INDEX_FORMAT_VERSION_REMOVED {
             return Err(corrupt(
                 OFF_VERSION,
                 format!("unsupported format version {version} (expected {INDEX_FORMAT_VERSION})"),
@@ -308,11 +308,11 @@ mod tests {
         assert!(d.contains("magic"), "{d}");
 
         let mut b = bytes.clone();
-        put_u32(&mut b, OFF_VERSION, 3);
+        put_u32(&mut b, OFF_VERSION, 4);
         fix_crcs(&mut b);
         std::fs::write(&path, &b).expect("write");
         let d = corruption_detail(SegmentIndex::open(&path, 100, 1064));
-        assert!(d.contains("unsupported format version 3"), "{d}");
+        assert!(d.contains("unsupported format version 4"), "{d}");
 
         // A version-1 file is named stale (the store rebuilds it from its segment).
         let mut b = bytes.clone();

@@ -115,6 +115,17 @@ pub(crate) fn encode(mut input: IndexInput) -> Result<Vec<u8>> {
         .sort_unstable_by_key(|p| (p.hash, p.position));
     input.created.sort_unstable();
     input.created.dedup();
+    let frameless = |p: u64| {
+        p.checked_sub(input.first_position)
+            .and_then(|i| usize::try_from(i).ok())
+            .and_then(|i| input.offsets.get(i))
+            .is_some_and(|&o| o == NO_FRAME)
+    };
+    let version = if input.streams.iter().any(|e| frameless(e.position)) {
+        INDEX_FORMAT_VERSION_REMOVED
+    } else {
+        INDEX_FORMAT_VERSION
+    };
 
     let mut buf = vec![0u8; INDEX_HEADER_LEN];
     let mut table = [(0u64, 0u64); SECTION_COUNT];
@@ -205,7 +216,7 @@ pub(crate) fn encode(mut input: IndexInput) -> Result<Vec<u8>> {
     let file_len = buf.len() as u64;
     let body_crc = crc32fast::hash(&buf[INDEX_HEADER_LEN..]);
     buf[OFF_MAGIC..OFF_MAGIC + 8].copy_from_slice(&INDEX_MAGIC);
-    put_u32(&mut buf, OFF_VERSION, INDEX_FORMAT_VERSION);
+    put_u32(&mut buf, OFF_VERSION, version);
     put_u32(&mut buf, OFF_HEADER_LEN, INDEX_HEADER_LEN as u32);
     put_u64(&mut buf, OFF_FIRST_POSITION, input.first_position);
     put_u64(&mut buf, OFF_EVENT_COUNT, input.offsets.len() as u64);

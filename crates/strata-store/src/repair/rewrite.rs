@@ -200,6 +200,8 @@ pub(super) fn rewrite_segment(dir: &Path, s: &Survey, q: &Path, created: &[Strin
         table.list_every_stream_as_created();
         let mut input = table.to_index_input(s.first, written);
         input.created.extend(created.iter().cloned());
+        // A scavenged segment's removed events keep their heads and ids.
+        crate::scavenge::sidecar::apply(&s.path, &mut input);
         write_index(&idx_path, input)?;
     }
     Ok(())
@@ -219,7 +221,7 @@ pub(crate) struct Rewriter<'a, W: Write> {
     written: u64,
     /// The last frame seen, not written yet: whether it needs the commit-end flag depends on
     /// what follows it.
-    prev: Option<(EventView<'a>, u64)>,
+    prev: Option<(EventView<'a>, &'a [u8], u64)>,
     /// Whether left-out positions follow `prev`.
     lost_after: bool,
     table: Memtable,
@@ -248,8 +250,14 @@ impl<'a, W: Write> Rewriter<'a, W> {
 
     /// Keeps the event `v`, whose frame lies at `offset` of the map.
     pub fn event(&mut self, v: &EventView<'a>, offset: u64) {
+        self.event_from(self.map, v, offset);
+    }
+
+    /// Keeps the event `v`, whose frame lies at `offset` of `map` (another segment's bytes:
+    /// segments being merged).
+    pub fn event_from(&mut self, map: &'a [u8], v: &EventView<'a>, offset: u64) {
         self.flush_prev();
-        self.prev = Some((*v, offset));
+        self.prev = Some((*v, map, offset));
     }
 
     /// Leaves out the positions `r`; with `ends_append`, the frame kept before them gets the
@@ -272,7 +280,7 @@ impl<'a, W: Write> Rewriter<'a, W> {
     /// Writes `prev`, unchanged, or with the commit-end flag when left-out positions follow it.
     fn flush_prev(&mut self) {
         let lost_after = std::mem::take(&mut self.lost_after);
-        let Some((v, offset)) = self.prev.take() else {
+        let Some((v, map, offset)) = self.prev.take() else {
             return;
         };
         let len = FRAME_PREFIX_LEN
@@ -283,7 +291,7 @@ impl<'a, W: Write> Rewriter<'a, W> {
             + v.metadata.len();
         let bytes = if v.commit_end || !lost_after {
             let start = usize::try_from(offset).unwrap_or(usize::MAX);
-            match self.map.get(start..start.saturating_add(len)) {
+            match map.get(start..start.saturating_add(len)) {
                 Some(b) => b,
                 None => {
                     self.error.get_or_insert_with(|| {

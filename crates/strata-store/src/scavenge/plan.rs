@@ -24,7 +24,11 @@ use crate::error::Result;
 use crate::event::{now_micros, Deletion};
 use crate::frame::EventView;
 use crate::hash::hash_str;
-use crate::log::{LogState, Shared, META_STREAM_PREFIX};
+use crate::log::{Shared, META_STREAM_PREFIX};
+
+/// Streams whose rules are cached at most (then the cache starts over): a plan's memory is
+/// bounded, not proportional to the number of streams.
+const MAX_CACHED: usize = 200_000;
 
 /// How one stream's events are judged.
 #[derive(Clone, Copy, Debug)]
@@ -37,9 +41,11 @@ struct Rule {
     last: Option<u64>,
     /// Events with an earlier timestamp are removable (`max_age_seconds`).
     age_cutoff: Option<i64>,
-    /// Whether the stream and id entries of its removed events stay in the index (the stream
-    /// exists and is a user stream: idempotent retries of its removed events must still answer
-    /// as retries). Deleted streams and the server's own `$`-streams keep only the entry of
+    /// Whether the stream and id entries of its removed events stay in the index: for user
+    /// streams that are not hard-deleted (appends to them may come, and a retry of removed
+    /// events must still answer as a retry, as it did before the scavenge; soft-deleted ones
+    /// included, so that retries answer the same whatever the scavenge). Hard-deleted streams
+    /// (no append ever succeeds again) and the server's own `$`-streams keep only the entry of
     /// their last event per segment (their head).
     keep_entries: bool,
 }
@@ -47,7 +53,6 @@ struct Rule {
 /// The removal decisions of one run.
 pub(crate) struct Plan<'s> {
     shared: &'s Shared,
-    state: std::sync::Arc<LogState>,
     /// The committed position at the start of the run: nothing at or past it is removed.
     limit: u64,
     now: i64,
@@ -57,11 +62,12 @@ pub(crate) struct Plan<'s> {
 }
 
 impl<'s> Plan<'s> {
-    /// The plan of a run starting at committed position `limit` over `state`.
-    pub fn new(shared: &'s Shared, state: std::sync::Arc<LogState>, limit: u64) -> Self {
+    /// The plan of a run starting at committed position `limit`. Heads are looked up in the
+    /// current segment list each time (below `limit`, a swap changes no head): the plan holds
+    /// no segment, so the files a swap replaced are released at once.
+    pub fn new(shared: &'s Shared, limit: u64) -> Self {
         Plan {
             shared,
-            state,
             limit,
             now: now_micros(),
             rules: HashMap::default(),
@@ -74,7 +80,8 @@ impl<'s> Plan<'s> {
         if let Some(r) = self.rules.get(stream) {
             return Ok(*r);
         }
-        let head = self.shared.head(&self.state, stream, self.limit)?;
+        let state = self.shared.snapshot();
+        let head = self.shared.head(&state, stream, self.limit)?;
         let rule = if stream.starts_with(META_STREAM_PREFIX) {
             Rule {
                 all: false,
@@ -93,10 +100,17 @@ impl<'s> Plan<'s> {
                 first_visible: head.first_visible_revision(),
                 last: head.last_revision,
                 age_cutoff,
-                keep_entries: !head.is_deleted() && !stream.starts_with('$'),
+                keep_entries: head.deletion != Some(Deletion::Hard) && !stream.starts_with('$'),
             }
         };
+        if self.rules.len() >= MAX_CACHED {
+            self.rules.clear();
+        }
         self.rules.insert(stream.to_owned(), rule);
+        // Forgetting a stream here only keeps more index entries (the safe default).
+        if self.keep_entries.len() >= MAX_CACHED {
+            self.keep_entries.clear();
+        }
         self.keep_entries
             .insert(hash_str(stream), rule.keep_entries);
         Ok(rule)
