@@ -93,7 +93,8 @@ pub struct BenchArgs {
     /// `scavenge`: the throttle asked for, MiB/s (0 = unthrottled); default the server's.
     #[arg(long)]
     pub scavenge_mb_per_s: Option<f64>,
-    /// `bookkeeping`: partitions of the projection (events spread over them round-robin).
+    /// `bookkeeping`: partitions of the projection (events spread over them round-robin); 0:
+    /// the control run, the same events without projection and group.
     #[arg(long, default_value_t = 3000)]
     pub bk_partitions: u64,
     /// `bookkeeping`: bytes of padding in each partition's state (the state's size).

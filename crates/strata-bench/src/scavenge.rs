@@ -14,7 +14,7 @@
 //!   every `--bk-sample` seconds the bytes on disk (`GET /info`) and the user payload appended
 //!   so far are printed (the curve). With `--scavenge-every S` a scavenge is started every S
 //!   seconds (the schedule, compressed). At the end one unthrottled scavenge, and the bytes on
-//!   disk after it.
+//!   disk after it. `--bk-partitions 0` is the control: the same events, no projection, no group.
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
 use std::sync::Arc;
@@ -183,18 +183,22 @@ pub(crate) async fn bookkeeping(
     dur: Duration,
     report: &mut Report,
 ) -> Result<String> {
-    let partitions = args.bk_partitions.max(1);
+    // `--bk-partitions 0`: the control run, the same events without projection and group.
+    let control = args.bk_partitions == 0;
+    let partitions = if control { 3000 } else { args.bk_partitions };
     let name = format!("{cat}-bk");
-    let script = bookkeeping_script(cat, args.bk_state_pad);
-    let mut conn = target.connect().await?;
-    let mut put = format!(
-        "PUT {}/projections/{name} HTTP/1.1\r\nHost: {}\r\n{}Content-Type: application/javascript\r\nContent-Length: {}\r\n\r\n",
-        target.base, target.authority, target.auth_line, script.len()
-    )
-    .into_bytes();
-    put.extend_from_slice(script.as_bytes());
-    conn.call(&put, |s| s == 201 || s == 200).await?;
-    create_group(target, &name, cat).await?;
+    if !control {
+        let script = bookkeeping_script(cat, args.bk_state_pad);
+        let mut conn = target.connect().await?;
+        let mut put = format!(
+            "PUT {}/projections/{name} HTTP/1.1\r\nHost: {}\r\n{}Content-Type: application/javascript\r\nContent-Length: {}\r\n\r\n",
+            target.base, target.authority, target.auth_line, script.len()
+        )
+        .into_bytes();
+        put.extend_from_slice(script.as_bytes());
+        conn.call(&put, |s| s == 201 || s == 200).await?;
+        create_group(target, &name, cat).await?;
+    }
 
     let stop = Arc::new(AtomicBool::new(false));
     let appended = Arc::new(AtomicU64::new(0));
@@ -210,7 +214,7 @@ pub(crate) async fn bookkeeping(
                 "",
                 Some(b"{}"),
             );
-            while !stop.load(Relaxed) {
+            while !control && !stop.load(Relaxed) {
                 let (status, body) = conn.exchange(&poll).await?;
                 if status != 200 {
                     return Err(http_error(status, &body));
@@ -307,10 +311,17 @@ pub(crate) async fn bookkeeping(
     let after_bytes = disk().await?;
     let payload_mib = payload_total.load(Relaxed) as f64 / MIB;
     let config = format!(
-        "{} events/s for {} s, {partitions} partitions (state pad {} B), 1 group, scavenge every {}",
+        "{} events/s for {} s, {}, scavenge every {}",
         args.rate,
         dur.as_secs(),
-        args.bk_state_pad,
+        if control {
+            "no projection, no group (control)".to_owned()
+        } else {
+            format!(
+                "{partitions} partitions (state pad {} B), 1 group",
+                args.bk_state_pad
+            )
+        },
         every.map_or("never".to_owned(), |e| format!("{} s", e.as_secs_f64()))
     );
     let grown = end_bytes.saturating_sub(start_bytes) as f64 / MIB;
