@@ -10,10 +10,13 @@
 //! - Positions and revisions of kept events never change; removed positions read as "not
 //!   there" (an index offset [`crate::index_file::NO_FRAME`] in an intact index file), never as
 //!   damage.
-//! - The index keeps the stream entry of the last removed event of each stream in a segment
-//!   (stream heads survive) and the stream and id entries of removed events of streams that
-//!   still exist (idempotent retries survive).
+//! - The last event of every stream that is not hard-deleted keeps its frame; the index keeps
+//!   the stream entry of each stream's last event per segment (stream heads survive) and the
+//!   stream and id entries of removed events of user streams that still exist (idempotent
+//!   retries survive); the removed-events file ([`sidecar`]) holds the same entries, so that an
+//!   index rebuilt from the segment keeps them.
 //! - Nothing past the run's start position and nothing in the open segment is touched.
+//! - Crash safety: see [`swap`] (the order of the renames, and what an open finishes).
 
 mod merge;
 mod plan;

@@ -1443,6 +1443,15 @@ impl Harness {
             );
             self.model.removed.insert(q);
             removed += 1;
+            // The ids of removed events of deleted streams are forgotten (those of streams
+            // that still exist are remembered): a retry of such an append writes it again.
+            let e = self.model.log[q as usize].clone();
+            let s = self.model.stream(&e.stream);
+            if s.deleted() {
+                if let (Some(id), Some(st)) = (e.id, self.model.streams.get_mut(&e.stream)) {
+                    st.ids.remove(&id);
+                }
+            }
         }
         assert_eq!(removed, p.events_removed, "{ctx}: events removed {p:?}");
         if removed > 0 {

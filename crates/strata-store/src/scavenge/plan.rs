@@ -42,11 +42,10 @@ struct Rule {
     /// Events with an earlier timestamp are removable (`max_age_seconds`).
     age_cutoff: Option<i64>,
     /// Whether the stream and id entries of its removed events stay in the index: for user
-    /// streams that are not hard-deleted (appends to them may come, and a retry of removed
-    /// events must still answer as a retry, as it did before the scavenge; soft-deleted ones
-    /// included, so that retries answer the same whatever the scavenge). Hard-deleted streams
-    /// (no append ever succeeds again) and the server's own `$`-streams keep only the entry of
-    /// their last event per segment (their head).
+    /// streams that exist (a retry of an append whose events were removed answers as a retry).
+    /// Deleted streams (a retry re-creates a soft-deleted one, as the contract allows) and the
+    /// server's own `$`-streams keep only the entry of their last event per segment (their
+    /// head).
     keep_entries: bool,
 }
 
@@ -100,7 +99,7 @@ impl<'s> Plan<'s> {
                 first_visible: head.first_visible_revision(),
                 last: head.last_revision,
                 age_cutoff,
-                keep_entries: head.deletion != Some(Deletion::Hard) && !stream.starts_with('$'),
+                keep_entries: !head.is_deleted() && !stream.starts_with('$'),
             }
         };
         if self.rules.len() >= MAX_CACHED {
