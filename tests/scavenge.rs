@@ -5,12 +5,16 @@
 //! could return before (id, stream, revision, position, data) is returned after; a retried
 //! append of a removed event answers 200 (idempotent), never a second copy; the metrics count the
 //! run. Then: a kill -9 in the middle of a throttled scavenge, a restart, the same reads, and a
-//! new scavenge that completes; `strata scavenge` end to end; `--scavenge-interval`.
+//! new scavenge that completes; `strata scavenge` end to end; `--scavenge-interval`; a consumer
+//! group and a partitioned projection keep their state (checkpoints, registries) across a
+//! scavenge of their `$`-streams and a restart, the group skipping removed events.
 
 use std::time::Duration;
 
 use serde_json::{json, Value};
 use strata_suite::cli::{json_lines, ok, strata};
+use strata_suite::groups::Group;
+use strata_suite::projections::{create_projection, projection_state, wait_position};
 use strata_suite::{enc, wait_for, Client, TestServer};
 
 /// Small segments, so that a few hundred events seal many of them (only sealed ones are
@@ -311,4 +315,92 @@ fn the_schedule_starts_runs_by_itself() {
     .expect("a scheduled scavenge reclaimed bytes");
     assert_eq!(ran["error"], Value::Null);
     assert_same(&before, &snapshot(&c), "after");
+}
+
+/// The state of partition `p` of projection `name`.
+fn state_of(c: &Client, name: &str, p: &str) -> Value {
+    let reply = projection_state(c, name, Some(p));
+    reply.assert_status(200);
+    reply.json()
+}
+
+#[test]
+fn groups_and_projections_keep_their_state_across_a_scavenge_and_a_restart() {
+    let mut server = TestServer::start_with(SMALL_SEGMENTS);
+    let c = server.client();
+    create_projection(
+        &c,
+        "per-acct",
+        "fromCategory('acct').partitionBy(e => e.stream).when({ $init: () => ({ n: 0 }), \
+         $any: (s, e) => { s.n += 1; return s; } });",
+    );
+    let group = Group::create(
+        &c,
+        "workers",
+        &json!({"source": "category:acct", "from": "start", "ack_timeout_ms": 60000}),
+    );
+    let pad = "p".repeat(300);
+    let mut acked = std::collections::HashSet::new();
+    let mut last = 0;
+    // Rounds a second apart: each writes projection and group checkpoints that the next
+    // supersedes (bookkeeping for the scavenge to remove).
+    for round in 0..4 {
+        for i in 0..6 {
+            let events: Vec<Value> = (0..5)
+                .map(|k| json!({"type": "T", "data": {"round": round, "k": k, "pad": pad}}))
+                .collect();
+            last = c.append(&format!("acct-{i}"), &json!(events))["last_position"]
+                .as_u64()
+                .unwrap();
+        }
+        let msgs = group.poll(12, 2000);
+        group.ack_all(&msgs);
+        acked.extend(msgs.iter().map(|m| m.id().to_owned()));
+        std::thread::sleep(Duration::from_millis(1100));
+    }
+    wait_position(&c, "per-acct", last);
+    let states: Vec<Value> = (0..6)
+        .map(|i| state_of(&c, "per-acct", &format!("acct-{i}")))
+        .collect();
+    assert_eq!(states[0], json!({"n": 20}));
+    // A stream the group has not finished goes away.
+    c.delete("/streams/acct-5", &[]).assert_status(204);
+    c.post_json("/admin/scavenge", r#"{"max_mb_per_s": 0}"#)
+        .assert_status(202);
+    let done = wait_finished(&c);
+    assert_eq!(done["status"], "idle", "{done}");
+    assert!(done["events_removed"].as_u64().unwrap() > 0, "{done}");
+    for (i, state) in states.iter().enumerate() {
+        assert_eq!(&state_of(&c, "per-acct", &format!("acct-{i}")), state);
+    }
+    // The group goes on from its checkpoint: nothing acked comes again, every event of the live
+    // streams comes once; of the deleted stream, what the scavenge removed is skipped.
+    let mut seen = std::collections::HashSet::new();
+    loop {
+        let msgs = group.poll(100, 500);
+        if msgs.is_empty() {
+            break;
+        }
+        for m in &msgs {
+            assert!(!acked.contains(m.id()), "acked event {} came again", m.id());
+            assert!(seen.insert(m.id().to_owned()), "{} delivered twice", m.id());
+        }
+        group.ack_all(&msgs);
+    }
+    let live_seen = seen.iter().chain(acked.iter()).count();
+    assert!(live_seen >= 5 * 20, "{live_seen}");
+    // After a restart: the registries, the checkpoints and the states are read back.
+    server.stop(libc::SIGTERM);
+    server.restart();
+    let c = server.client();
+    wait_position(&c, "per-acct", last);
+    for (i, state) in states.iter().enumerate() {
+        assert_eq!(&state_of(&c, "per-acct", &format!("acct-{i}")), state);
+    }
+    let group = Group::new(&c, "workers");
+    assert!(group.poll(100, 300).is_empty(), "everything was acked");
+    c.append("acct-0", &json!({"type": "T", "data": {"after": true}}));
+    let msgs = group.poll(100, 5000);
+    assert_eq!(msgs.len(), 1);
+    assert_eq!(msgs[0].event["data"]["after"], true);
 }
