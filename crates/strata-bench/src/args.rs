@@ -87,6 +87,25 @@ pub struct BenchArgs {
     /// server and the generator spent per request (Linux, from `/proc/<pid>/stat`).
     #[arg(long)]
     pub server_pid: Option<u32>,
+    /// `scavenge`: MiB of events written then soft-deleted before the measured phases.
+    #[arg(long, default_value_t = 256)]
+    pub scavenge_garbage_mb: u64,
+    /// `scavenge`: the throttle asked for, MiB/s (0 = unthrottled); default the server's.
+    #[arg(long)]
+    pub scavenge_mb_per_s: Option<f64>,
+    /// `bookkeeping`: partitions of the projection (events spread over them round-robin); 0:
+    /// the control run, the same events without projection and group.
+    #[arg(long, default_value_t = 3000)]
+    pub bk_partitions: u64,
+    /// `bookkeeping`: bytes of padding in each partition's state (the state's size).
+    #[arg(long, default_value_t = 0)]
+    pub bk_state_pad: usize,
+    /// `bookkeeping`: seconds between two samples of the bytes on disk.
+    #[arg(long, default_value_t = 5.0)]
+    pub bk_sample: f64,
+    /// `bookkeeping`: start a scavenge every this many seconds during the run (0 = never).
+    #[arg(long, default_value_t = 0.0)]
+    pub scavenge_every: f64,
 }
 
 /// A `--scenario` value.
@@ -110,6 +129,12 @@ pub enum Scenario {
     GroupLatency,
     /// A JavaScript projection: catch-up rate over the log, lag under a live load.
     Projection,
-    /// All of the above.
+    /// Append and read p99 while a throttled scavenge runs vs idle (not part of `all`: the
+    /// server needs small segments).
+    Scavenge,
+    /// Disk used by the server's `$`-streams under a projection and a group, with or without
+    /// scavenges (not part of `all`).
+    Bookkeeping,
+    /// All of the above but `scavenge` and `bookkeeping`.
     All,
 }

@@ -44,6 +44,10 @@
 //!   at least `--events` events (events folded per second), then its lag (in events and in
 //!   time) while `--rate` events/s are appended for `--duration` (`projection` module).
 //!
+//! - `scavenge` and `bookkeeping` (only when named; the server needs small segments): append
+//!   and read p99 while a throttled scavenge runs vs idle, and the disk used by the server's
+//!   own `$`-streams under a projection and a group over time (`scavenge` module).
+//!
 //! Every scenario also reports the CPU time the server (given `--server-pid`) and the generator
 //! spent per operation, from `/proc` (`probe`).
 //!
@@ -58,7 +62,8 @@
 //! - `probe`: the `/proc` probes (CPU time of the server and of the generator, load average).
 //! - `report`: latencies, progress bars, the Markdown tables.
 //! - One module per workload: `append` (`append` and `batch`), `read`, `conflict`, `replay`, `sse` (and the
-//!   fixed-rate publisher), `group` (`group` and `group-latency`), `projection`.
+//!   fixed-rate publisher), `group` (`group` and `group-latency`), `projection`, `scavenge`
+//!   (`scavenge` and `bookkeeping`).
 
 mod append;
 mod args;
@@ -71,6 +76,7 @@ mod projection;
 mod read;
 mod replay;
 mod report;
+mod scavenge;
 mod sse;
 
 use std::process::ExitCode;
@@ -158,6 +164,7 @@ async fn run_all(target: &Arc<Target>, args: &BenchArgs, verbose: bool) -> Resul
     });
     let selected =
         |s: Scenario| args.scenario.contains(&s) || args.scenario.contains(&Scenario::All);
+    let named = |s: Scenario| args.scenario.contains(&s);
     let duration = Duration::from_secs_f64(args.duration);
     // Stream names unique to this invocation: earlier runs against the same server do not
     // interfere (the SSE subscriber, in particular, starts on a fresh stream).
@@ -274,6 +281,16 @@ async fn run_all(target: &Arc<Target>, args: &BenchArgs, verbose: bool) -> Resul
             say(format!("run {}: projection: {}", run + 1, r.summary()));
             r.record(&mut report, args.events, args.rate);
         }
+        if named(Scenario::Scavenge) {
+            let line = scavenge::scavenge(target, &tag, args, duration, &mut report).await?;
+            say(format!("run {}: scavenge: {line}", run + 1));
+        }
+        if named(Scenario::Bookkeeping) {
+            let line =
+                scavenge::bookkeeping(target, &format!("{category}k"), args, duration, &mut report)
+                    .await?;
+            say(format!("run {}: bookkeeping: {line}", run + 1));
+        }
     }
     report.footer = format!("load average after: {}", loadavg());
     Ok(report)
@@ -295,6 +312,8 @@ mod tests {
         runtime.block_on(async {
             let mut config = strata_server::Config::new(dir.path());
             config.listen = "127.0.0.1:0".into();
+            // Small segments: the scavenge scenarios need sealed ones.
+            config.store.segment_size = 256 << 10;
             let server = strata_server::Server::bind(config).await.unwrap();
             let url = format!("http://{}", server.local_addr());
             let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
@@ -307,7 +326,7 @@ mod tests {
                     token: None,
                     ca_cert: None,
                 },
-                scenario: vec![Scenario::All],
+                scenario: vec![Scenario::All, Scenario::Scavenge, Scenario::Bookkeeping],
                 clients: vec![1, 4],
                 batch_clients: vec![2],
                 batch_size: 10,
@@ -327,6 +346,12 @@ mod tests {
                 read_stream_events: 10,
                 racers: 4,
                 fsync_dir: None,
+                scavenge_garbage_mb: 1,
+                scavenge_mb_per_s: None,
+                bk_partitions: 30,
+                bk_state_pad: 10,
+                bk_sample: 0.2,
+                scavenge_every: 0.3,
             };
             let target = Arc::new(Target::resolve(&url, None, None).await.unwrap());
             let report = run_all(&target, &args, false).await.unwrap();
@@ -365,6 +390,10 @@ mod tests {
             assert!(value("group-latency", "delivery after append ack p99 µs") >= 0.0);
             assert!(value("projection", "events/s") > 0.0);
             assert!(value("projection", "lag max events") >= 0.0);
+            assert!(value("scavenge", "append p99 ratio") > 0.0);
+            assert!(value("scavenge", "scavenge MiB reclaimed") > 0.0);
+            assert!(value("bookkeeping", "events appended") > 0.0);
+            assert!(value("bookkeeping", "disk growth MiB at the end") > 0.0);
             stop.send(()).unwrap();
             serving.await.unwrap().unwrap();
         });

@@ -21,6 +21,7 @@ use crate::error::{Error, Result};
 use crate::groups::{self, GroupOptions, Groups};
 use crate::metrics::Metrics;
 use crate::projections::Projections;
+use crate::scavenge::Scavenger;
 use crate::{append, causation, metrics, openapi, ops, read, read_placement, streams};
 
 /// The shared state of the HTTP handlers: the store, auth, limits, metrics, the shutdown flag.
@@ -40,6 +41,7 @@ struct Inner {
     shutdown: watch::Sender<bool>,
     groups: Groups,
     projections: Arc<Projections>,
+    scavenger: Scavenger,
 }
 
 impl App {
@@ -57,6 +59,7 @@ impl App {
             inner: Arc::new(Inner {
                 groups: Groups::new(store.clone(), options),
                 projections: Arc::new(Projections::load(store.clone(), config.projections.clone())),
+                scavenger: Scavenger::new(store.clone(), config.scavenge.clone()),
                 store,
                 auth: config.auth.clone(),
                 limits: config.limits,
@@ -128,6 +131,17 @@ impl App {
     /// Stops every projection with a final checkpoint (graceful shutdown; blocking).
     pub fn stop_projections(&self) {
         self.inner.projections.shutdown();
+    }
+
+    /// The scavenger (`/admin/scavenge`, the schedule).
+    pub(crate) fn scavenger(&self) -> &Scavenger {
+        &self.inner.scavenger
+    }
+
+    /// Stops a running scavenge and joins its thread; none starts afterwards (shutdown, before
+    /// closing the store; blocking).
+    pub fn stop_scavenging(&self) {
+        self.inner.scavenger.close();
     }
 
     pub(crate) fn auth(&self) -> &Auth {
@@ -262,6 +276,11 @@ pub(crate) fn routes() -> Vec<Route> {
         ),
     ];
     routes.extend(crate::projections::http::routes());
+    routes.extend([
+        route("POST", "/admin/scavenge", crate::scavenge::http::start),
+        route("GET", "/admin/scavenge", crate::scavenge::http::status),
+        route("DELETE", "/admin/scavenge", crate::scavenge::http::stop),
+    ]);
     routes
 }
 

@@ -211,6 +211,8 @@ pub(crate) enum Action<'a> {
     /// Create, update, stop, start, reset, delete projections (admin: a projection reads
     /// every stream and may emit to any user stream).
     ManageProjections,
+    /// Server administration: scavenging (start, status, stop).
+    Admin,
 }
 
 impl Principal {
@@ -246,6 +248,7 @@ impl Principal {
             Action::ManageGroup(scope) => (Role::Write, Some(scope)),
             Action::ReadProjections => (Role::Read, Some("")),
             Action::ManageProjections => (Role::Admin, Some("")),
+            Action::Admin => (Role::Admin, Some("")),
         };
         if self.role < needed {
             return Err(Error::Forbidden(format!(

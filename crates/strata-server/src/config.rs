@@ -7,6 +7,7 @@ use strata_store::{Limits, Options};
 
 use crate::auth::Auth;
 use crate::projections::ProjectionOptions;
+use crate::scavenge::ScavengeConfig;
 use crate::tls::TlsFiles;
 
 /// Everything [`crate::Server::bind`] needs. Start from [`Config::new`] and adjust fields.
@@ -42,6 +43,8 @@ pub struct Config {
     /// most this many bytes per second, so that damage in history nobody reads is found (and
     /// shown by `/health`) soon after a start. `None`: no check. Default 32 MiB/s.
     pub check_history: Option<u64>,
+    /// Scavenging: the schedule (default none) and the default throttle.
+    pub scavenge: ScavengeConfig,
 }
 
 impl Config {
@@ -60,6 +63,7 @@ impl Config {
             shutdown_grace: Duration::from_secs(10),
             projections: ProjectionOptions::default(),
             check_history: Some(32 << 20),
+            scavenge: ScavengeConfig::default(),
         }
     }
 

@@ -21,6 +21,7 @@
 //! | `groups` | consumer groups: settings, the dispatcher, durable state, the engine; `groups::http` the endpoints |
 //! | `projections` | hosted JavaScript projections, their registry; `projections::http` the endpoints |
 //! | `grpc` | the KurrentDB (EventStoreDB) gRPC client protocol on the same listener: the router of its services (`grpc::streams`, gossip, server features) and their shared helpers |
+//! | `scavenge` | space reclamation: one run at a time on its own thread, its status, schedule and metrics; `scavenge::http` the `/admin/scavenge` endpoints |
 //!
 //! **Helpers** are what handlers share:
 //!
@@ -99,6 +100,7 @@ mod read;
 mod read_placement;
 mod replay;
 mod response;
+mod scavenge;
 mod server;
 mod stream_name;
 mod streams;
@@ -113,6 +115,7 @@ pub use error::{Error, Result};
 pub use groups::GroupOptions;
 pub use openapi::document as openapi_document;
 pub use projections::ProjectionOptions;
+pub use scavenge::{ScavengeConfig, DEFAULT_MAX_BYTES_PER_S as DEFAULT_SCAVENGE_BYTES_PER_S};
 pub use server::{serve, Server};
 pub use strata_store::timestamp::format_timestamp;
 pub use tls::TlsFiles;

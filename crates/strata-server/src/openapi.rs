@@ -552,6 +552,7 @@ pub fn document() -> Value {
     });
     correlation_components(&mut doc);
     crate::projections::openapi::extend(&mut doc);
+    crate::scavenge::openapi::extend(&mut doc);
     doc
 }
 

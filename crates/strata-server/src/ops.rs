@@ -138,6 +138,7 @@ pub(crate) async fn metrics(
     let mut text = metrics::render(app.metrics(), &snapshot);
     app.groups().render_metrics(&mut text).await;
     crate::projections::metrics::render(app.projections(), &mut text);
+    app.scavenger().render_metrics(&mut text);
     Ok((
         [(
             header::CONTENT_TYPE,

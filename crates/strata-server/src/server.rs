@@ -8,8 +8,9 @@
 //! — appends above all — finish (at most [`Config::shutdown_grace`]; long polls of consumer
 //! groups return at once); then stop the consumer groups, saving their checkpoints; then stop
 //! the projections, each writing a final checkpoint (a panic there makes `run` fail, so the
-//! process exits non-zero); then close the store — always, even after a failure above — which
-//! waits for queued appends and syncs the log.
+//! process exits non-zero); then stop a running scavenge (joining its thread); then close the
+//! store — always, even after a failure above — which waits for queued appends and syncs the
+//! log.
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -132,6 +133,10 @@ impl Server {
             ..
         } = self;
         let history_check = check_history.and_then(|rate| HistoryCheck::spawn(app.store(), rate));
+        let scavenge_schedule = app
+            .scavenger()
+            .interval()
+            .map(|every| tokio::spawn(crate::scavenge::schedule(app.scavenger().clone(), every)));
         let signal_app = app.clone();
         let signal = tokio::spawn(async move {
             shutdown.await;
@@ -159,6 +164,16 @@ impl Server {
         let projections_app = app.clone();
         let stopped = on_blocking_pool("stopping the projections", move || {
             projections_app.stop_projections()
+        })
+        .await;
+        if let Some(schedule) = scavenge_schedule {
+            schedule.abort();
+        }
+        // A running scavenge stops (between two chunks) and its thread ends before the store
+        // closes; logged when it fails, the store closes regardless.
+        let scavenge_app = app.clone();
+        let _ = on_blocking_pool("stopping the scavenge", move || {
+            scavenge_app.stop_scavenging()
         })
         .await;
         if let Some(check) = history_check {

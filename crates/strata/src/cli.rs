@@ -36,6 +36,25 @@ pub enum Command {
     /// Manage JavaScript projections: create, list, show, state, stop, start, reset, delete.
     #[command(subcommand)]
     Projection(crate::projection::ProjectionCommand),
+    /// Reclaim disk space on a running server: start a scavenge (or follow the one running)
+    /// and show its progress until it ends. Ctrl-C leaves it running; --stop stops it.
+    Scavenge(ScavengeArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct ScavengeArgs {
+    #[command(flatten)]
+    pub client: ClientArgs,
+    /// Throttle of the run: MiB read + written per second (0 = unthrottled). Default: the
+    /// server's (`strata serve --scavenge-max-mb-per-s`).
+    #[arg(long, value_name = "MIB")]
+    pub max_mb_per_s: Option<f64>,
+    /// Stop the running scavenge instead (a later one finishes the job); prints its status.
+    #[arg(long, conflicts_with = "max_mb_per_s")]
+    pub stop: bool,
+    /// Print the status of the last or current scavenge and exit.
+    #[arg(long, conflicts_with_all = ["stop", "max_mb_per_s"])]
+    pub status: bool,
 }
 
 #[derive(Debug, Args)]
@@ -118,6 +137,19 @@ pub struct ServeArgs {
     /// many MiB/s, so damage in history nobody reads is found soon; 0 turns the check off.
     #[arg(long, env = "STRATA_CHECK_HISTORY_MB_PER_S", default_value_t = 32)]
     pub check_history_mb_per_s: u64,
+    /// Run a scavenge (space reclamation) every this many hours, the first one that long after
+    /// the start; fractions allowed (0.5 = every 30 minutes). 0: never (the default).
+    #[arg(
+        long,
+        env = "STRATA_SCAVENGE_INTERVAL",
+        value_name = "HOURS",
+        default_value_t = 0.0
+    )]
+    pub scavenge_interval: f64,
+    /// Throttle of scheduled scavenges and of those started without their own: MiB read +
+    /// written per second; 0 = unthrottled.
+    #[arg(long, env = "STRATA_SCAVENGE_MAX_MB_PER_S", default_value_t = (strata_server::DEFAULT_SCAVENGE_BYTES_PER_S >> 20) as f64)]
+    pub scavenge_max_mb_per_s: f64,
 }
 
 fn parse_fsync(s: &str) -> Result<FsyncPolicy, String> {

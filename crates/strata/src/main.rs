@@ -7,6 +7,7 @@
 //! - `strata group ...`: create, list, show and delete consumer groups; their parked events.
 //! - `strata consume GROUP`: a competing consumer of a group (print or `--exec` per event, ack).
 //! - `strata projection ...`: manage JavaScript projections (`docs/projections.md`).
+//! - `strata scavenge`: reclaim disk space on a running server, with a progress bar.
 //!
 //! Every flag can also be given as a `STRATA_*` environment variable (see `--help`). The HTTP load
 //! generator is a separate binary, `strata-bench` (`docs/performance.md`).
@@ -18,6 +19,7 @@ mod error;
 mod group;
 mod projection;
 mod repair;
+mod scavenge;
 mod serve;
 mod verify;
 
@@ -39,6 +41,7 @@ fn main() -> ExitCode {
         Command::Group(args) => group::run(args),
         Command::Consume(args) => consume::run(args),
         Command::Projection(command) => projection::run(command),
+        Command::Scavenge(args) => scavenge::run(args),
     };
     match result {
         Ok(code) => code,

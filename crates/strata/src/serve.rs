@@ -82,6 +82,22 @@ fn config(args: &ServeArgs) -> Result<Config> {
     config.store.rebuild_progress = Some(rebuild_progress());
     config.check_history =
         Some(args.check_history_mb_per_s.saturating_mul(1 << 20)).filter(|&r| r > 0);
+    let hours = args.scavenge_interval;
+    if !(hours.is_finite() && hours >= 0.0) {
+        return Err(crate::error::Error::Usage(format!(
+            "--scavenge-interval must be a number of hours ≥ 0, not {hours}"
+        )));
+    }
+    config.scavenge.interval =
+        Some(Duration::from_secs_f64(hours * 3600.0)).filter(|d| !d.is_zero());
+    let rate = args.scavenge_max_mb_per_s;
+    if !(rate.is_finite() && rate >= 0.0) {
+        return Err(crate::error::Error::Usage(format!(
+            "--scavenge-max-mb-per-s must be ≥ 0, not {rate}"
+        )));
+    }
+    config.scavenge.max_bytes_per_s =
+        Some((rate * f64::from(1u32 << 20)) as u64).filter(|&r| r > 0);
     Ok(config)
 }
 

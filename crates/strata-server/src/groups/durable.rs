@@ -9,9 +9,11 @@
 //!
 //! The generation is a random number per group incarnation: a deleted group's streams are
 //! tombstoned and a re-created group of the same name starts with fresh streams. The log is
-//! append-only, so superseded records stay in the segment files, but they are written only when
+//! append-only: superseded records stay in the segment files until a scavenge removes them —
+//! every one of these streams is bounded by its metadata (the bounds above; a tombstone for a
+//! deleted group's streams), which is what a scavenge honours. Records are written only when
 //! something changed (an ack, a park, a replay), never on an idle timer, and reads of the state
-//! streams only see the live tail.
+//! streams only see the live tail. [`ensure_bounded`] sets a missing bound at load.
 
 use std::collections::BTreeMap;
 
@@ -367,14 +369,39 @@ pub async fn blocking<T: Send + 'static>(
         .unwrap_or(Err(strata_store::Error::Closed))
 }
 
-/// Prepares the state streams of a new incarnation: the checkpoint stream keeps 2 records.
+/// Records a checkpoint stream keeps readable (each checkpoint record is complete; the one
+/// before the last stays for a reader racing a write). A scavenge removes the others.
+pub const CHECKPOINT_MAX_COUNT: u64 = 2;
+
+/// Prepares the state streams of a new incarnation: the checkpoint stream keeps
+/// [`CHECKPOINT_MAX_COUNT`] records.
 pub fn init_state_streams(store: &Store, generation: u64) -> strata_store::Result<()> {
     store
         .set_metadata(
             &checkpoint_stream(generation),
             StreamMetadata {
-                max_count: Some(2),
+                max_count: Some(CHECKPOINT_MAX_COUNT),
                 ..StreamMetadata::default()
+            },
+        )
+        .map(|_| ())
+}
+
+/// Makes sure the checkpoint stream of a live incarnation is bounded by `max_count` (a data
+/// directory written before the bound existed, or whose metadata was changed by hand): writes
+/// the metadata only when it is missing, so a normal start writes nothing.
+pub fn ensure_bounded(store: &Store, generation: u64) -> strata_store::Result<()> {
+    let stream = checkpoint_stream(generation);
+    let current = store.metadata(&stream)?;
+    if current.max_count == Some(CHECKPOINT_MAX_COUNT) {
+        return Ok(());
+    }
+    store
+        .set_metadata(
+            &stream,
+            StreamMetadata {
+                max_count: Some(CHECKPOINT_MAX_COUNT),
+                ..current
             },
         )
         .map(|_| ())
@@ -685,6 +712,23 @@ mod tests {
         assert_eq!(again.records, n);
         assert_eq!(again.parked, st.parked);
         assert_eq!(again.replaying, st.replaying);
+
+        // A checkpoint stream that lost its bound gets it back at load.
+        store
+            .set_metadata(&checkpoint_stream(2), StreamMetadata::default())
+            .unwrap();
+        ensure_bounded(&store, 2).unwrap();
+        let meta_head = store.head(&format!("$${}", checkpoint_stream(2))).unwrap();
+        assert_eq!(
+            store.metadata(&checkpoint_stream(2)).unwrap().max_count,
+            Some(CHECKPOINT_MAX_COUNT)
+        );
+        ensure_bounded(&store, 2).unwrap();
+        let again = store.head(&format!("$${}", checkpoint_stream(2))).unwrap();
+        assert_eq!(
+            meta_head.last_revision, again.last_revision,
+            "no write when bounded"
+        );
 
         drop_state_streams(&store, 2).unwrap();
         drop_state_streams(&store, 2).unwrap();

@@ -130,3 +130,26 @@ async fn roles_and_prefixes() {
         204
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn scavenging_needs_an_admin_token() {
+    let s = secured();
+    for token in ["w-all", "r-token", "w-token"] {
+        for method in ["POST", "GET", "DELETE"] {
+            s.call_as(method, "/admin/scavenge", &bearer(token))
+                .await
+                .assert_error(403, "forbidden");
+        }
+    }
+    s.call_as("GET", "/admin/scavenge", "Bearer wrong")
+        .await
+        .assert_error(401, "unauthorized");
+    let status = s.get_as("/admin/scavenge", &bearer("admin-token")).await;
+    assert_eq!(status.status, 200);
+    assert_eq!(status.json()["status"], "idle");
+    let stopped = s
+        .call_as("DELETE", "/admin/scavenge", &bearer("admin-token"))
+        .await;
+    assert_eq!(stopped.status, 200);
+    assert_eq!(stopped.json()["status"], "idle");
+}

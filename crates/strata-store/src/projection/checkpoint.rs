@@ -8,9 +8,15 @@
 //! events-per-append limit) the whole checkpoint is one atomic append; otherwise the chunks go in
 //! several appends chained by expected revision and the `$checkpoint` record comes last, so a
 //! checkpoint only exists once its record does (chunks without a record after them are ignored).
-//! The chunks of a record are exactly the `chunks` events right before it. After each checkpoint
-//! the stream's `truncate_before` is moved to its first chunk so the stream never grows readable
-//! history without bound.
+//! The chunks of a record are exactly the `chunks` events right before it.
+//!
+//! Older checkpoints are superseded: the stream's `truncate_before` is moved to the first chunk
+//! of the latest checkpoint so that a scavenge removes them. Not after every checkpoint (that is
+//! one more write, and one more `$metadata` record, per checkpoint): only once the superseded
+//! checkpoints still readable hold about [`TRUNCATE_AFTER_BYTES`] or [`TRUNCATE_AFTER_EVENTS`]
+//! events. So a large state (every checkpoint at least that size) moves it after every
+//! checkpoint, and a small state every few dozen; the readable (and unscavengeable) part of the
+//! stream stays under one checkpoint plus that bound.
 
 use std::collections::HashMap;
 
@@ -27,6 +33,13 @@ pub const STATE_CHUNK_TYPE: &str = "$state";
 pub const CHECKPOINT_TYPE: &str = "$checkpoint";
 /// Largest state chunk (bounded by the store's event size limit too).
 const MAX_CHUNK_BYTES: usize = 1 << 20;
+/// Superseded checkpoint bytes (estimated from the latest checkpoint's size per event) that,
+/// still readable, make a checkpoint move `truncate_before`.
+pub const TRUNCATE_AFTER_BYTES: u64 = 256 << 10;
+/// Superseded events that, still readable, make a checkpoint move `truncate_before`.
+pub const TRUNCATE_AFTER_EVENTS: u64 = 64;
+/// Rough bytes of a `$checkpoint` record event (record JSON and frame), for the estimate.
+const RECORD_EVENT_BYTES: u64 = 256;
 
 /// The JSON record that closes a checkpoint.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -119,12 +132,27 @@ pub(crate) fn write_checkpoint<'a>(
         first_chunk.get_or_insert(result.first_revision);
         expected = ExpectedRevision::Exact(result.last_revision);
     }
-    let metadata = StreamMetadata {
-        truncate_before: first_chunk,
-        ..StreamMetadata::default()
-    };
-    store.set_metadata(stream, metadata)?;
+    if let Some(first) = first_chunk {
+        let current = store.metadata(stream)?;
+        let readable_from = current.truncate_before.unwrap_or(0);
+        if superseded_enough(first.saturating_sub(readable_from), &record) {
+            let metadata = StreamMetadata {
+                truncate_before: Some(first),
+                ..current
+            };
+            store.set_metadata(stream, metadata)?;
+        }
+    }
     Ok(record.bytes)
+}
+
+/// Whether `superseded` readable events before a checkpoint like `record` are enough to move
+/// `truncate_before` (see the module docs).
+fn superseded_enough(superseded: u64, record: &CheckpointRecord) -> bool {
+    let events = record.chunks + 1;
+    let per_event = (record.bytes + RECORD_EVENT_BYTES) / events;
+    superseded >= TRUNCATE_AFTER_EVENTS
+        || superseded.saturating_mul(per_event) >= TRUNCATE_AFTER_BYTES
 }
 
 /// Reads the latest checkpoint of `stream`, `None` when there is none (never written, deleted).
@@ -233,7 +261,7 @@ mod tests {
     }
 
     #[test]
-    fn latest_checkpoint_round_trips_and_truncates_older_ones() {
+    fn latest_checkpoint_round_trips() {
         let dir = tempfile::tempdir().unwrap();
         let store = store(dir.path());
         let s = checkpoint_stream(&store, "p");
@@ -247,11 +275,49 @@ mod tests {
         assert_eq!(cp.record.position, Some(9));
         assert_eq!(cp.record.partitions, 2);
         assert_eq!(values(&cp), states);
-        // Only the latest checkpoint stays readable.
-        let page = store
-            .read_stream(&s, ReadFrom::Start, Direction::Forward, 100)
-            .unwrap();
-        assert_eq!(page.events.len(), 2);
+    }
+
+    #[test]
+    fn superseded_checkpoints_are_truncated_in_bounded_steps() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = store(dir.path());
+        let s = checkpoint_stream(&store, "p");
+        let mut states = HashMap::new();
+        states.insert("a".to_string(), serde_json::json!({"n": 1}));
+        let mut metadata_writes = 0;
+        for i in 0..200 {
+            let before = store.head(&format!("$${s}")).unwrap().last_revision;
+            write(&store, &s, record(i), &states).unwrap();
+            let after = store.head(&format!("$${s}")).unwrap().last_revision;
+            metadata_writes += u64::from(before != after);
+            let page = store
+                .read_stream(&s, ReadFrom::Start, Direction::Forward, 1000)
+                .unwrap();
+            // Small checkpoints (2 events): truncated once 64 superseded events are readable.
+            assert!(page.events.len() as u64 <= TRUNCATE_AFTER_EVENTS + 2);
+            let cp = read_latest_checkpoint(&store, &s).unwrap().unwrap();
+            assert_eq!(cp.record.position, Some(i));
+        }
+        assert!(metadata_writes <= 200 / 32 + 1, "{metadata_writes}");
+        assert!(metadata_writes >= 3, "{metadata_writes}");
+    }
+
+    #[test]
+    fn large_checkpoints_truncate_every_time() {
+        let big = CheckpointRecord {
+            chunks: 1,
+            bytes: TRUNCATE_AFTER_BYTES,
+            ..record(1)
+        };
+        assert!(superseded_enough(2, &big));
+        assert!(!superseded_enough(0, &big));
+        let small = CheckpointRecord {
+            chunks: 1,
+            bytes: 100,
+            ..record(1)
+        };
+        assert!(!superseded_enough(2, &small));
+        assert!(superseded_enough(TRUNCATE_AFTER_EVENTS, &small));
     }
 
     #[test]

@@ -21,7 +21,7 @@
 //! A checkpoint is `k` binary `$state` events (the JSON object of every partition's state, cut
 //! into chunks of at most 1 MiB) followed by one JSON `$checkpoint` record
 //! ([`CheckpointRecord`]), normally in one atomic append; `truncate_before` then hides older
-//! checkpoints. Restoring reads the latest record backward, then its chunks.
+//! checkpoints (moved once enough of them are superseded, so that a scavenge removes them). Restoring reads the latest record backward, then its chunks.
 
 mod checkpoint;
 mod emit;

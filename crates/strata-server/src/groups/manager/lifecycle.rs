@@ -45,6 +45,9 @@ impl Groups {
             }
             let mut groups = Vec::new();
             for record in registry.groups.into_values() {
+                if let Err(e) = durable::ensure_bounded(&store, record.generation) {
+                    tracing::warn!(error = %e, group = %record.name, "could not bound a group's checkpoint stream");
+                }
                 let checkpoint = durable::load_checkpoint(&store, record.generation)?;
                 let parked = durable::load_parked(&store, record.generation)?;
                 let mut replay_events = Vec::new();
