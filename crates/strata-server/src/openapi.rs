@@ -22,12 +22,13 @@ pub(crate) async fn serve(
     Ok(json_response(document().to_string().into_bytes()))
 }
 
-fn error_ref(name: &str) -> Value {
+/// A reference to the shared response `name` (`#/components/responses/{name}`).
+pub(crate) fn error_ref(name: &str) -> Value {
     json!({ "$ref": format!("#/components/responses/{name}") })
 }
 
 /// The responses every authenticated operation may give, plus `extra` (status → response).
-fn responses(ok: Value, extra: &[(&str, &str)]) -> Value {
+pub(crate) fn responses(ok: Value, extra: &[(&str, &str)]) -> Value {
     let mut r = match ok {
         Value::Object(m) => m,
         _ => Map::new(),

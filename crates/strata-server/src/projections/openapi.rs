@@ -2,27 +2,7 @@
 
 use serde_json::{json, Value};
 
-fn r(name: &str) -> Value {
-    json!({ "$ref": format!("#/components/responses/{name}") })
-}
-
-fn responses(ok: Value, extra: &[(&str, &str)]) -> Value {
-    let mut m = match ok {
-        Value::Object(m) => m,
-        _ => serde_json::Map::new(),
-    };
-    for (status, name) in extra {
-        m.insert((*status).to_owned(), r(name));
-    }
-    for (status, name) in [
-        ("401", "Unauthorized"),
-        ("403", "Forbidden"),
-        ("500", "Internal"),
-    ] {
-        m.insert(status.to_owned(), r(name));
-    }
-    Value::Object(m)
-}
+use crate::openapi::responses;
 
 fn projection_ok(description: &str) -> Value {
     json!({ "description": description, "content": { "application/json": { "schema": { "$ref": "#/components/schemas/Projection" } } } })

@@ -209,21 +209,21 @@ pub(super) fn put_u64(buf: &mut [u8], at: usize, v: u64) {
 }
 
 /// Reads a u32 at `at`. Callers guarantee `at + 4 <= buf.len()` (validated at open).
-pub(super) fn get_u32(buf: &[u8], at: usize) -> u32 {
+pub(crate) fn get_u32(buf: &[u8], at: usize) -> u32 {
     let mut a = [0u8; 4];
     a.copy_from_slice(&buf[at..at + 4]);
     u32::from_le_bytes(a)
 }
 
 /// Reads a u64 at `at`. Callers guarantee `at + 8 <= buf.len()` (validated at open).
-pub(super) fn get_u64(buf: &[u8], at: usize) -> u64 {
+pub(crate) fn get_u64(buf: &[u8], at: usize) -> u64 {
     let mut a = [0u8; 8];
     a.copy_from_slice(&buf[at..at + 8]);
     u64::from_le_bytes(a)
 }
 
 /// Reads a u128 at `at`. Callers guarantee `at + 16 <= buf.len()` (validated at open).
-pub(super) fn get_u128(buf: &[u8], at: usize) -> u128 {
+pub(crate) fn get_u128(buf: &[u8], at: usize) -> u128 {
     let mut a = [0u8; 16];
     a.copy_from_slice(&buf[at..at + 16]);
     u128::from_le_bytes(a)

@@ -31,7 +31,7 @@
 
 #[cfg(test)]
 mod fixtures;
-mod format;
+pub(crate) mod format;
 mod open;
 mod read;
 mod verify;

@@ -89,23 +89,7 @@ pub(crate) fn parse_merged_file_name(name: &str) -> Option<(u64, u64)> {
     (first < end).then_some((first, end))
 }
 
-pub(super) fn get_u32(buf: &[u8], at: usize) -> u32 {
-    let mut a = [0u8; 4];
-    a.copy_from_slice(&buf[at..at + 4]);
-    u32::from_le_bytes(a)
-}
-
-pub(super) fn get_u64(buf: &[u8], at: usize) -> u64 {
-    let mut a = [0u8; 8];
-    a.copy_from_slice(&buf[at..at + 8]);
-    u64::from_le_bytes(a)
-}
-
-pub(super) fn get_u128(buf: &[u8], at: usize) -> u128 {
-    let mut a = [0u8; 16];
-    a.copy_from_slice(&buf[at..at + 16]);
-    u128::from_le_bytes(a)
-}
+pub(super) use crate::index_file::format::{get_u128, get_u32, get_u64};
 
 #[cfg(test)]
 mod tests {
