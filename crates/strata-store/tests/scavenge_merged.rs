@@ -1,0 +1,288 @@
+//! Scavenging × merged index files: a store whose merged index files were built before a
+//! scavenge (listing removed events, dropped ids, positions in segments the scavenge then
+//! merged into bigger ones) and after answers every read, head, idempotent retry and append
+//! exactly as the same store without merged files, before and after reopen.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+
+use strata_store::{
+    AllFilter, Direction, ExpectedRevision, FsyncPolicy, NewEvent, Options, ReadFrom,
+    ScavengeOptions, Store, StreamMetadata,
+};
+use uuid::Uuid;
+
+fn opts(merge: bool) -> Options {
+    Options {
+        segment_size: 4096,
+        fsync: FsyncPolicy::Never,
+        // Small: the writer looks heads up through the lookup units.
+        head_cache_capacity: 2,
+        merge_indexes: merge,
+        ..Options::default()
+    }
+}
+
+const STREAMS: [&str; 9] = [
+    "keep-a", "keep-b", "soft-a", "soft-re", "hard-a", "trunc-a", "max-a", "meta-a", "later",
+];
+
+fn id(n: u64) -> Uuid {
+    Uuid::from_u128(0xabcd_0000_0000_0000_0000_0000_0000_0000 | u128::from(n))
+}
+
+/// Every append made so far: `(stream, id)`.
+type Appended = Vec<(String, Uuid)>;
+
+fn append(store: &Store, s: &str, n: &mut u64, done: &mut Appended) {
+    *n += 1;
+    let data = format!(
+        "{{\"n\":{n},\"pad\":\"{}\"}}",
+        "x".repeat((*n % 4 * 40) as usize)
+    );
+    let r = store.append(
+        s,
+        ExpectedRevision::Any,
+        vec![NewEvent::json("e", data).with_id(id(*n))],
+    );
+    match r {
+        Ok(_) => done.push((s.to_owned(), id(*n))),
+        // The hard-deleted stream refuses appends for ever.
+        Err(strata_store::Error::StreamDeleted { .. }) if s == "hard-a" => {}
+        Err(e) => panic!("append to {s}: {e}"),
+    }
+}
+
+/// A history over a hundred-odd tiny segments with removable events of every kind.
+fn history(store: &Store, n: &mut u64, done: &mut Appended, rounds: u64) {
+    for round in 0..rounds {
+        // Bursts: several events of a stream per segment (a scavenge keeps the entry of a
+        // stream's last event in each segment).
+        for s in STREAMS.iter().take(8) {
+            // The deleted streams stay deleted (soft-re is the re-created one).
+            if *n > 0 && store.head(s).is_ok_and(|h| h.deletion.is_some()) && *s != "soft-re" {
+                continue;
+            }
+            for _ in 0..3 {
+                append(store, s, n, done);
+            }
+        }
+        if round % 9 == 0 {
+            let meta = StreamMetadata {
+                max_count: Some(3),
+                ..StreamMetadata::default()
+            };
+            store.set_metadata("max-a", meta).expect("max_count");
+            let meta = StreamMetadata {
+                custom: Some(serde_json::json!({ "round": round })),
+                ..StreamMetadata::default()
+            };
+            store.set_metadata("meta-a", meta).expect("custom");
+        }
+    }
+}
+
+fn deletions(store: &Store, at: u64) {
+    store
+        .delete_stream("soft-a", ExpectedRevision::Any, false)
+        .expect("soft delete");
+    store
+        .delete_stream("soft-re", ExpectedRevision::Any, false)
+        .expect("soft delete");
+    store
+        .delete_stream("hard-a", ExpectedRevision::Any, true)
+        .expect("hard delete");
+    let meta = StreamMetadata {
+        truncate_before: Some(at),
+        ..StreamMetadata::default()
+    };
+    store.set_metadata("trunc-a", meta).expect("truncate");
+}
+
+/// What a client sees: `/all`, and per stream its head and reads in every direction.
+fn observe(store: &Store) -> BTreeMap<String, String> {
+    let mut out = BTreeMap::new();
+    let all = store
+        .read_all(
+            ReadFrom::Start,
+            Direction::Forward,
+            1_000_000,
+            &AllFilter::default(),
+        )
+        .map(|s| {
+            s.events
+                .iter()
+                .map(|e| format!("{}/{}@{}", e.stream, e.revision, e.position))
+                .collect::<Vec<_>>()
+                .join(",")
+        })
+        .map_err(|e| e.to_string());
+    out.insert("$all".to_owned(), format!("{all:?}"));
+    for s in STREAMS {
+        let head = store
+            .head(s)
+            .map(|h| {
+                format!(
+                    "{:?} {:?} {:?}",
+                    h.last_revision, h.last_position, h.deletion
+                )
+            })
+            .map_err(|e| e.to_string());
+        let mut reads = Vec::new();
+        for (from, dir) in [
+            (ReadFrom::Start, Direction::Forward),
+            (ReadFrom::At(3), Direction::Forward),
+            (ReadFrom::End, Direction::Backward),
+            (ReadFrom::At(10), Direction::Backward),
+        ] {
+            let r = store
+                .read_stream(s, from, dir, 100_000)
+                .map(|slice| {
+                    slice
+                        .events
+                        .iter()
+                        .map(|e| format!("{}@{}:{}", e.revision, e.position, e.id))
+                        .collect::<Vec<_>>()
+                        .join(",")
+                })
+                .map_err(|e| e.to_string());
+            reads.push(format!("{r:?}"));
+        }
+        out.insert(s.to_owned(), format!("{head:?} | {}", reads.join(" | ")));
+    }
+    out
+}
+
+/// Retries every earlier append (same id, any revision), then appends once to every stream:
+/// the answers, in order (retries of a soft-deleted stream may re-create it, so both stores
+/// must see the same sequence).
+fn retries(store: &Store, done: &Appended) -> Vec<String> {
+    let mut out = Vec::new();
+    for (s, i) in done {
+        let r = store.append(
+            s,
+            ExpectedRevision::Any,
+            vec![NewEvent::json("e", "{}").with_id(*i)],
+        );
+        out.push(match r {
+            Ok(r) => format!(
+                "{s} {i}: {}..{}@{} replay={}",
+                r.first_revision, r.last_revision, r.first_position, r.idempotent_replay
+            ),
+            Err(e) => format!("{s} {i}: {e}"),
+        });
+    }
+    for (k, s) in (1u64..).zip(STREAMS) {
+        let fresh = NewEvent::json("e", "{}").with_id(id(u64::MAX - k));
+        let r = store.append(s, ExpectedRevision::Any, vec![fresh]);
+        out.push(match r {
+            Ok(r) => format!("{s}: {}@{}", r.first_revision, r.first_position),
+            Err(e) => format!("{s}: {e}"),
+        });
+    }
+    out
+}
+
+/// Equal views, reporting the first differing key only (views are long).
+#[track_caller]
+fn same(a: &BTreeMap<String, String>, b: &BTreeMap<String, String>, what: &str) {
+    for (k, v) in a {
+        assert_eq!(Some(v), b.get(k), "{what}: {k}");
+    }
+    assert_eq!(a.len(), b.len(), "{what}");
+}
+
+fn scavenge(store: &Store) {
+    store
+        .scavenge(ScavengeOptions::default(), &mut |_| {})
+        .expect("scavenge");
+}
+
+fn copy_dir(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).expect("mkdir");
+    for e in std::fs::read_dir(from).expect("read dir").flatten() {
+        let p = e.path();
+        let dest = to.join(e.file_name());
+        if p.is_dir() {
+            copy_dir(&p, &dest);
+        } else {
+            std::fs::copy(&p, &dest).expect("copy");
+        }
+    }
+}
+
+/// Opens a copy of `dir` with merging on (files verified and in use) and one without merged
+/// files at all: reads, heads, retries and appends must answer the same.
+fn compare_on_off(dir: &Path, done: &Appended) -> BTreeMap<String, String> {
+    let on_dir = tempfile::tempdir().expect("tempdir");
+    let off_dir = tempfile::tempdir().expect("tempdir");
+    copy_dir(dir, on_dir.path());
+    copy_dir(dir, off_dir.path());
+    let _ = std::fs::remove_dir_all(off_dir.path().join("merged"));
+    let on = Store::open(on_dir.path(), opts(true)).expect("open on");
+    on.merge_indexes().expect("verify merged files");
+    let off = Store::open(off_dir.path(), opts(false)).expect("open off");
+    let view = observe(&off);
+    same(
+        &observe(&on),
+        &view,
+        "reads with merged files (left) differ",
+    );
+    let r_off = retries(&off, done);
+    let r_on = retries(&on, done);
+    assert!(
+        r_off
+            .iter()
+            .any(|x| x.starts_with("soft-a") && x.contains("replay=false")),
+        "a retry of a removed event of the soft-deleted stream re-creates it"
+    );
+    for (a, b) in r_on.iter().zip(&r_off) {
+        assert_eq!(a, b, "retry with merged files (left) differs");
+    }
+    same(&observe(&on), &observe(&off), "after retries");
+    on.close().expect("close");
+    off.close().expect("close");
+    view
+}
+
+#[test]
+fn merged_files_built_before_and_after_a_scavenge_answer_as_without() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = Store::open(dir.path(), opts(true)).expect("open");
+    let (mut n, mut done) = (0u64, Appended::new());
+    history(&store, &mut n, &mut done, 100);
+    deletions(&store, 120);
+    // soft-re is re-created after its deletion.
+    for _ in 0..3 {
+        append(&store, "soft-re", &mut n, &mut done);
+    }
+    history(&store, &mut n, &mut done, 20);
+    assert!(
+        store.info().segment_count > 80,
+        "{}",
+        store.info().segment_count
+    );
+    // Built before the scavenge: they list every removed event and id.
+    assert!(store.merge_indexes().expect("merge") > 0);
+    let before = observe(&store);
+    scavenge(&store);
+    let after = observe(&store);
+    for s in STREAMS {
+        assert_eq!(after.get(s), before.get(s), "{s} changed by the scavenge");
+    }
+    store.close().expect("close");
+    drop(store);
+    compare_on_off(dir.path(), &done);
+
+    // More history, merged files built over the scavenged (and neighbour-merged) segments,
+    // a second scavenge merging neighbours across merged-file boundaries.
+    let store = Store::open(dir.path(), opts(true)).expect("reopen");
+    history(&store, &mut n, &mut done, 30);
+    store.merge_indexes().expect("merge");
+    scavenge(&store);
+    history(&store, &mut n, &mut done, 10);
+    store.merge_indexes().expect("merge");
+    store.close().expect("close");
+    drop(store);
+    compare_on_off(dir.path(), &done);
+}
