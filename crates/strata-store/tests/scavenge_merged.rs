@@ -445,3 +445,168 @@ fn segment_indexes_rebuilt_after_a_scavenge_agree_with_merged_files() {
     }
     same(&compare_on_off(dir.path(), &done), &view, "indexes rebuilt");
 }
+
+/// One operation of the differential proptest.
+#[derive(Clone, Debug)]
+enum Op {
+    /// `count` events appended to stream `k` (one append, fresh ids).
+    Append(usize, u64),
+    /// A retry of the `i`-th append so far (modulo their number).
+    Retry(usize),
+    SoftDelete(usize),
+    HardDelete(usize),
+    MaxCount(usize, u64),
+    Truncate(usize, u64),
+    Scavenge,
+    Merge,
+    Reopen,
+}
+
+fn op() -> impl proptest::strategy::Strategy<Value = Op> {
+    use proptest::prelude::*;
+    let k = 0..8usize;
+    prop_oneof![
+        8 => (k.clone(), 1..40u64).prop_map(|(k, c)| Op::Append(k, c)),
+        3 => any::<usize>().prop_map(Op::Retry),
+        1 => k.clone().prop_map(Op::SoftDelete),
+        1 => k.clone().prop_map(Op::HardDelete),
+        1 => (k.clone(), 1..6u64).prop_map(|(k, c)| Op::MaxCount(k, c)),
+        1 => (k, 0..40u64).prop_map(|(k, r)| Op::Truncate(k, r)),
+        2 => Just(Op::Scavenge),
+        2 => Just(Op::Merge),
+        1 => Just(Op::Reopen),
+    ]
+}
+
+/// The same operations on a store with merged index files (and its background merger) and on
+/// one without: every answer and every view equal.
+fn differential(ops: &[Op]) {
+    const NAMES: [&str; 8] = [
+        "keep-a", "keep-b", "soft-a", "hard-a", "trunc-a", "s-5", "s-6", "s-7",
+    ];
+    let dirs = [
+        tempfile::tempdir().expect("tempdir"),
+        tempfile::tempdir().expect("tempdir"),
+    ];
+    let open = |i: usize| Store::open(dirs[i].path(), opts(i == 0)).expect("open");
+    let mut stores = vec![open(0), open(1)];
+    let mut appends: Vec<(usize, Vec<Uuid>)> = Vec::new();
+    let mut next_id = 0u64;
+    for (step, op) in ops.iter().enumerate() {
+        let mut answers = Vec::new();
+        for (which, store) in stores.iter().enumerate() {
+            let a = match op {
+                Op::Append(k, c) => {
+                    let ids: Vec<Uuid> = (0..*c).map(|j| id(next_id + j)).collect();
+                    if which == 1 {
+                        appends.push((*k, ids.clone()));
+                        next_id += c;
+                    }
+                    let events = ids
+                        .iter()
+                        .map(|i| {
+                            NewEvent::json("e", format!("{{\"pad\":\"{}\"}}", "y".repeat(120)))
+                                .with_id(*i)
+                        })
+                        .collect();
+                    format!(
+                        "{:?}",
+                        store
+                            .append(NAMES[*k], ExpectedRevision::Any, events)
+                            .map_err(err)
+                    )
+                }
+                Op::Retry(i) if !appends.is_empty() => {
+                    let (k, ids) = &appends[i % appends.len()];
+                    let events = ids
+                        .iter()
+                        .map(|i| NewEvent::json("e", "{}").with_id(*i))
+                        .collect();
+                    format!(
+                        "{:?}",
+                        store
+                            .append(NAMES[*k], ExpectedRevision::Any, events)
+                            .map_err(err)
+                    )
+                }
+                Op::Retry(_) => String::new(),
+                Op::SoftDelete(k) | Op::HardDelete(k) => format!(
+                    "{:?}",
+                    store
+                        .delete_stream(
+                            NAMES[*k],
+                            ExpectedRevision::Any,
+                            matches!(op, Op::HardDelete(_))
+                        )
+                        .map_err(err)
+                ),
+                Op::MaxCount(k, c) => format!(
+                    "{:?}",
+                    store
+                        .set_metadata(
+                            NAMES[*k],
+                            StreamMetadata {
+                                max_count: Some(*c),
+                                ..StreamMetadata::default()
+                            }
+                        )
+                        .map_err(err)
+                ),
+                Op::Truncate(k, r) => format!(
+                    "{:?}",
+                    store
+                        .set_metadata(
+                            NAMES[*k],
+                            StreamMetadata {
+                                truncate_before: Some(*r),
+                                ..StreamMetadata::default()
+                            }
+                        )
+                        .map_err(err)
+                ),
+                Op::Scavenge => {
+                    let p = store
+                        .scavenge(ScavengeOptions::default(), &mut |_| {})
+                        .expect("scavenge");
+                    format!("removed {}", p.events_removed)
+                }
+                Op::Merge => {
+                    store.merge_indexes().expect("merge");
+                    String::new()
+                }
+                Op::Reopen => String::new(),
+            };
+            answers.push(a);
+        }
+        assert_eq!(answers[0], answers[1], "step {step}: {op:?}");
+        if matches!(op, Op::Reopen) {
+            for s in &stores {
+                s.close().expect("close");
+            }
+            // Dropped before reopening (the data directory's lock).
+            stores.clear();
+            stores = vec![open(0), open(1)];
+        }
+        if matches!(op, Op::Scavenge | Op::Merge | Op::Reopen) {
+            let views = [observe(&stores[0]), observe(&stores[1])];
+            same(&views[0], &views[1], &format!("step {step}: {op:?}"));
+        }
+    }
+    let views = [observe(&stores[0]), observe(&stores[1])];
+    same(&views[0], &views[1], "at the end");
+    for s in &stores {
+        s.close().expect("close");
+    }
+}
+
+proptest::proptest! {
+    #![proptest_config(proptest::prelude::ProptestConfig {
+        cases: std::env::var("PROPTEST_CASES").ok().and_then(|c| c.parse().ok()).unwrap_or(12),
+        failure_persistence: None,
+        ..proptest::prelude::ProptestConfig::default()
+    })]
+    #[test]
+    fn merged_and_unmerged_stores_answer_alike(ops in proptest::collection::vec(op(), 1..80)) {
+        differential(&ops);
+    }
+}
