@@ -1,11 +1,18 @@
 //! Scavenging × merged index files: a store whose merged index files were built before a
 //! scavenge (listing removed events, dropped ids, positions in segments the scavenge then
 //! merged into bigger ones) and after answers every read, head, idempotent retry and append
-//! exactly as the same store without merged files, before and after reopen.
+//! exactly as the same store without merged files, before and after reopen, after merges
+//! running concurrently with scavenges, after a crash at any step of a scavenge, and with a
+//! damaged event (still damage, never a skip).
 
 use std::collections::BTreeMap;
 use std::path::Path;
 
+use std::io;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+
+use strata_store::file_io::{AppendFile, FileIo, StdFileIo};
 use strata_store::{
     AllFilter, Direction, ExpectedRevision, FsyncPolicy, NewEvent, Options, ReadFrom,
     ScavengeOptions, Store, StreamMetadata,
@@ -608,5 +615,172 @@ proptest::proptest! {
     #[test]
     fn merged_and_unmerged_stores_answer_alike(ops in proptest::collection::vec(op(), 1..80)) {
         differential(&ops);
+    }
+}
+
+/// Fails the `trip_at`-th file-I/O call made while armed and every later one (a crash: no
+/// cleanup runs), as in `tests/scavenge_crash.rs`.
+#[derive(Default)]
+struct Crash {
+    armed: AtomicBool,
+    calls: AtomicU64,
+    trip_at: AtomicU64,
+}
+
+impl Crash {
+    fn call(&self) -> io::Result<()> {
+        if !self.armed.load(Ordering::Acquire) {
+            return Ok(());
+        }
+        if self.calls.fetch_add(1, Ordering::AcqRel) >= self.trip_at.load(Ordering::Acquire) {
+            return Err(io::Error::other("crashed"));
+        }
+        Ok(())
+    }
+}
+
+struct CrashIo(Arc<Crash>);
+
+struct CrashFile {
+    inner: Box<dyn AppendFile>,
+    crash: Arc<Crash>,
+}
+
+impl AppendFile for CrashFile {
+    fn write_all(&mut self, buf: &[u8]) -> io::Result<()> {
+        if let Err(e) = self.crash.call() {
+            let _ = self.inner.write_all(&buf[..buf.len() / 2]);
+            return Err(e);
+        }
+        self.inner.write_all(buf)
+    }
+
+    fn sync_data(&mut self) -> io::Result<()> {
+        self.crash.call()?;
+        self.inner.sync_data()
+    }
+
+    fn truncate(&mut self, len: u64) -> io::Result<()> {
+        self.crash.call()?;
+        self.inner.truncate(len)
+    }
+}
+
+impl FileIo for CrashIo {
+    fn open_append(&self, path: &Path) -> io::Result<Box<dyn AppendFile>> {
+        self.0.call()?;
+        Ok(Box::new(CrashFile {
+            inner: StdFileIo.open_append(path)?,
+            crash: self.0.clone(),
+        }))
+    }
+
+    fn write_new_file(&self, path: &Path, bytes: &[u8]) -> io::Result<()> {
+        if let Err(e) = self.0.call() {
+            let _ = std::fs::write(path, &bytes[..bytes.len() / 2]);
+            return Err(e);
+        }
+        StdFileIo.write_new_file(path, bytes)
+    }
+
+    fn rename(&self, from: &Path, to: &Path) -> io::Result<()> {
+        self.0.call()?;
+        std::fs::rename(from, to)
+    }
+
+    fn sync_dir(&self, dir: &Path) -> io::Result<()> {
+        self.0.call()?;
+        StdFileIo.sync_dir(dir)
+    }
+
+    fn remove_file(&self, path: &Path) -> io::Result<()> {
+        self.0.call()?;
+        std::fs::remove_file(path)
+    }
+}
+
+/// The streams' part of a view (a partial scavenge changes `/all` only).
+fn streams_of(view: &BTreeMap<String, String>) -> BTreeMap<String, String> {
+    let mut v = view.clone();
+    v.remove("$all");
+    v
+}
+
+#[test]
+fn a_crash_at_any_step_of_a_scavenge_over_merged_files_loses_nothing() {
+    let base = tempfile::tempdir().expect("tempdir");
+    let (mut n, mut done) = (0u64, Appended::new());
+    {
+        let store = Store::open(base.path(), opts(true)).expect("open");
+        history(&store, &mut n, &mut done, 24);
+        deletions(&store, 40);
+        history(&store, &mut n, &mut done, 8);
+        assert!(store.merge_indexes().expect("merge") > 0);
+        store.close().expect("close");
+    }
+    let crashing = |crash: &Arc<Crash>| Options {
+        file_io: Arc::new(CrashIo(crash.clone())),
+        ..opts(true)
+    };
+    let before = streams_of(&compare_on_off_reads(base.path()));
+    let (calls, after_all) = {
+        let dir = tempfile::tempdir().expect("tempdir");
+        copy_dir(base.path(), dir.path());
+        let crash = Arc::new(Crash {
+            trip_at: AtomicU64::new(u64::MAX),
+            ..Crash::default()
+        });
+        let store = Store::open(dir.path(), crashing(&crash)).expect("open");
+        store.merge_indexes().expect("merge");
+        crash.armed.store(true, Ordering::Release);
+        scavenge(&store);
+        let view = observe(&store);
+        assert_eq!(streams_of(&view), before);
+        (crash.calls.load(Ordering::Acquire), view)
+    };
+    assert!(calls > 10, "{calls} calls");
+    // About 16 crash points spread over the run (every one with STRATA_CRASH_ALL=1: minutes).
+    let every = if std::env::var_os("STRATA_CRASH_ALL").is_some() {
+        1
+    } else {
+        (calls / 16).max(1)
+    };
+    for at in (0..calls).step_by(every as usize) {
+        let dir = tempfile::tempdir().expect("tempdir");
+        copy_dir(base.path(), dir.path());
+        let crash = Arc::new(Crash {
+            trip_at: AtomicU64::new(at),
+            ..Crash::default()
+        });
+        {
+            let store = Store::open(dir.path(), crashing(&crash)).expect("open");
+            store.merge_indexes().expect("merge");
+            crash.armed.store(true, Ordering::Release);
+            let r = store.scavenge(ScavengeOptions::default(), &mut |_| {});
+            assert!(r.is_err(), "crash at call {at}: {r:?}");
+            assert_eq!(streams_of(&observe(&store)), before, "crash at call {at}");
+            // Dropped without close.
+        }
+        let store = Store::open(dir.path(), opts(true)).expect("reopen");
+        store.merge_indexes().expect("merge");
+        assert_eq!(
+            streams_of(&observe(&store)),
+            before,
+            "crash at call {at}, reopened"
+        );
+        scavenge(&store);
+        store.merge_indexes().expect("merge");
+        same(
+            &observe(&store),
+            &after_all,
+            &format!("crash at call {at}, next run"),
+        );
+        store.close().expect("close");
+        drop(store);
+        same(
+            &compare_on_off_reads(dir.path()),
+            &after_all,
+            &format!("crash at call {at}, merging on and off"),
+        );
     }
 }
