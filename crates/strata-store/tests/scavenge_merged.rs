@@ -761,6 +761,17 @@ fn a_crash_at_any_step_of_a_scavenge_over_merged_files_loses_nothing() {
             assert_eq!(streams_of(&observe(&store)), before, "crash at call {at}");
             // Dropped without close.
         }
+        {
+            // Read-only: nothing finished or removed, the same reads through the merged files.
+            let ro = Options {
+                read_only: true,
+                ..opts(true)
+            };
+            let store = Store::open(dir.path(), ro).expect("read-only open");
+            store.merge_indexes().expect("verify merged files");
+            let view = streams_of(&observe(&store));
+            assert_eq!(view, before, "crash at call {at}, read-only");
+        }
         let store = Store::open(dir.path(), opts(true)).expect("reopen");
         store.merge_indexes().expect("merge");
         assert_eq!(
