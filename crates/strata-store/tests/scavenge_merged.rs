@@ -833,3 +833,70 @@ fn readers_during_a_scavenge_and_merges_see_every_event_once() {
     assert_eq!(streams_of(&observe(&store)), before);
     store.close().expect("close");
 }
+
+#[test]
+fn exact_appends_during_scavenges_and_merges_find_exact_heads() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = Store::open(dir.path(), opts(true)).expect("open");
+    let mut heads = [None::<u64>; 10];
+    let round = |store: &Store, heads: &mut [Option<u64>; 10]| {
+        let pad = "z".repeat(150);
+        for (k, head) in heads.iter_mut().enumerate() {
+            let s = format!("exact-{k}");
+            let expected = head.map_or(ExpectedRevision::NoStream, ExpectedRevision::Exact);
+            let events = (0..3)
+                .map(|_| NewEvent::json("e", format!("{{\"pad\":\"{pad}\"}}")))
+                .collect();
+            let r = store.append(&s, expected, events).expect("exact append");
+            *head = Some(r.last_revision);
+        }
+    };
+    for k in 0..10 {
+        let meta = StreamMetadata {
+            max_count: Some(2 + k % 3),
+            ..StreamMetadata::default()
+        };
+        store
+            .set_metadata(&format!("exact-{k}"), meta)
+            .expect("meta");
+    }
+    for _ in 0..40 {
+        round(&store, &mut heads);
+    }
+    let stop = Arc::new(AtomicBool::new(false));
+    let merger = {
+        let (store, stop) = (store.clone(), stop.clone());
+        std::thread::spawn(move || {
+            while !stop.load(Ordering::Acquire) {
+                store.merge_indexes().expect("merge");
+            }
+        })
+    };
+    let writer = {
+        let store = store.clone();
+        std::thread::spawn(move || {
+            for _ in 0..60 {
+                round(&store, &mut heads);
+            }
+            heads
+        })
+    };
+    for _ in 0..3 {
+        scavenge(&store);
+    }
+    let heads = writer.join().expect("writer");
+    stop.store(true, Ordering::Release);
+    merger.join().expect("merger");
+    store.close().expect("close");
+    drop(store);
+    for merge in [true, false] {
+        let store = Store::open(dir.path(), opts(merge)).expect("reopen");
+        store.merge_indexes().expect("merge");
+        scavenge(&store);
+        for (k, head) in heads.iter().enumerate() {
+            let s = format!("exact-{k}");
+            assert_eq!(store.head(&s).expect("head").last_revision, *head, "{s}");
+        }
+        store.close().expect("close");
+    }
+}
