@@ -625,6 +625,8 @@ struct Crash {
     armed: AtomicBool,
     calls: AtomicU64,
     trip_at: AtomicU64,
+    /// Numbers of the calls renaming a rewritten segment into place (the commit points).
+    commits: std::sync::Mutex<Vec<u64>>,
 }
 
 impl Crash {
@@ -684,6 +686,10 @@ impl FileIo for CrashIo {
     }
 
     fn rename(&self, from: &Path, to: &Path) -> io::Result<()> {
+        if from.to_string_lossy().ends_with(".seg.scv") {
+            let n = self.0.calls.load(Ordering::Acquire);
+            self.0.commits.lock().expect("commits").push(n);
+        }
         self.0.call()?;
         std::fs::rename(from, to)
     }
@@ -723,7 +729,7 @@ fn a_crash_at_any_step_of_a_scavenge_over_merged_files_loses_nothing() {
         ..opts(true)
     };
     let before = streams_of(&compare_on_off_reads(base.path()));
-    let (calls, after_all) = {
+    let (calls, commits, after_all) = {
         let dir = tempfile::tempdir().expect("tempdir");
         copy_dir(base.path(), dir.path());
         let crash = Arc::new(Crash {
@@ -736,7 +742,8 @@ fn a_crash_at_any_step_of_a_scavenge_over_merged_files_loses_nothing() {
         scavenge(&store);
         let view = observe(&store);
         assert_eq!(streams_of(&view), before);
-        (crash.calls.load(Ordering::Acquire), view)
+        let commits = crash.commits.lock().expect("commits").clone();
+        (crash.calls.load(Ordering::Acquire), commits, view)
     };
     assert!(calls > 10, "{calls} calls");
     // About 16 crash points spread over the run (every one with STRATA_CRASH_ALL=1: minutes).
@@ -745,7 +752,12 @@ fn a_crash_at_any_step_of_a_scavenge_over_merged_files_loses_nothing() {
     } else {
         (calls / 16).max(1)
     };
-    for at in (0..calls).step_by(every as usize) {
+    // And right after every commit point (a swap committed, not finished).
+    let mut points: Vec<u64> = (0..calls).step_by(every as usize).collect();
+    points.extend(commits.iter().map(|c| c + 1));
+    points.sort_unstable();
+    points.dedup();
+    for at in points {
         let dir = tempfile::tempdir().expect("tempdir");
         copy_dir(base.path(), dir.path());
         let crash = Arc::new(Crash {
