@@ -525,12 +525,22 @@ impl Shared {
         candidates.dedup();
         for rev in candidates {
             for (r, p) in self.stream_entries(state, stream, rev, rev, u64::MAX)? {
+                if r != rev {
+                    continue;
+                }
                 // A removed event (no frame) is trusted by its id and stream entries, which a
-                // scavenge keeps for the streams that still exist.
-                let matches = self
-                    .with_event_opt(state, p, |v| v.stream == stream && v.id == id)?
-                    .unwrap_or(true);
-                if r == rev && matches {
+                // scavenge keeps for the streams that still exist, as its segment's own index
+                // says: a merged index file built before the scavenge still lists the ids it
+                // dropped (of deleted streams), which must not answer as a replay.
+                let matches =
+                    match self.with_event_opt(state, p, |v| v.stream == stream && v.id == id)? {
+                        Some(m) => m,
+                        None => match sealed_for(state, p) {
+                            Some(seg) => self.index(seg)?.find_id(hash, id128).contains(&r),
+                            None => true,
+                        },
+                    };
+                if matches {
                     return Ok(Some((r, p)));
                 }
             }

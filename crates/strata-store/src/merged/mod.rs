@@ -18,6 +18,8 @@
 //!   segment index maps a position to its frame. A rewrite of a segment that keeps positions
 //!   (scavenging, repair) leaves merged files valid: a listed position whose event is gone
 //!   reads as "no frame" at the segment level, exactly as through the segment's own index.
+//!   Entries the rewrite dropped may still be listed: for a position without a frame, the
+//!   segment's index is the authority (an id found only in a merged file is not trusted).
 //! - Merged files are derived data. Each is written to `<name>.tmp`, fsynced, renamed, the
 //!   directory fsynced; then the files it replaces are removed. At open only headers are
 //!   checked (mapping plus a fixed-size check, so opening stays independent of the history);

@@ -117,7 +117,18 @@ pub(crate) fn decode(bytes: &[u8]) -> Option<Retained> {
 /// the index input of its rebuild: stream entries only for positions without a frame in
 /// `input`, and their id entries.
 pub(crate) fn apply(seg: &Path, input: &mut IndexInput) {
-    let Ok(bytes) = std::fs::read(path_of(seg)) else {
+    // A swap that committed (its `.seg.scv` renamed into place) but did not finish, seen by a
+    // read-only open (which changes nothing): the segment's removed-events file is still under
+    // its temporary name, and the one under the final name (if any) is the old segment's.
+    let suffix = super::rewrite::TMP_SUFFIX;
+    let pending = PathBuf::from(format!("{}{suffix}", path_of(seg).display()));
+    let seg_tmp = PathBuf::from(format!("{}{suffix}", seg.display()));
+    let path = if pending.exists() && !seg_tmp.exists() {
+        pending
+    } else {
+        path_of(seg)
+    };
+    let Ok(bytes) = std::fs::read(path) else {
         return;
     };
     let Some(r) = decode(&bytes) else {
