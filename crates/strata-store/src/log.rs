@@ -281,12 +281,12 @@ impl Shared {
     ) -> Result<Option<T>> {
         if position >= state.open.first_position {
             let open = &state.open;
-            let Some(offset) = open.offset(position)? else {
+            let Some((offset, end)) = open.locate(position)? else {
                 return Ok(None);
             };
             let mut buf = Vec::new();
-            open.read_frame(offset, &mut buf)?;
-            let (view, _) = decode_frame(&buf).map_err(|e| frame_error(&open.path, offset, e))?;
+            let bytes = open.frame(offset, end, &mut buf)?;
+            let (view, _) = decode_frame(bytes).map_err(|e| frame_error(&open.path, offset, e))?;
             expect_position(&open.path, offset, &view, position)?;
             return Ok(Some(f(&view)));
         }
