@@ -345,18 +345,21 @@ impl OpenSegment {
     /// into `buf`. The caller decodes (and so checks) the frame; a damaged length prefix can
     /// claim no byte past `end`.
     pub fn frame<'a>(&'a self, offset: u64, end: u64, buf: &'a mut Vec<u8>) -> Result<&'a [u8]> {
-        let mapped = self.map.as_ref().and_then(|map| {
-            let start = usize::try_from(offset).ok()?;
-            let end = usize::try_from(end).ok()?;
-            map.get(start..end)
-        });
-        match mapped {
+        match self.mapped(offset, end) {
             Some(bytes) => Ok(bytes),
             None => {
                 self.read_frame(offset, buf)?;
                 Ok(buf)
             }
         }
+    }
+
+    /// The mapped bytes from `offset` to the published `end`, if the map reaches `end`.
+    pub fn mapped(&self, offset: u64, end: u64) -> Option<&[u8]> {
+        let map = self.map.as_ref()?;
+        let start = usize::try_from(offset).ok()?;
+        let end = usize::try_from(end).ok()?;
+        map.get(start..end)
     }
 
     /// Reads the whole frame at `offset` into `buf` (replacing its contents); the caller decodes

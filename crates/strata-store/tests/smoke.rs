@@ -277,7 +277,11 @@ fn the_open_segment_reads_through_its_map_and_past_it() {
     check(&store, 12);
     for i in 12..20u64 {
         store
-            .append("m-1", ExpectedRevision::Any, vec![NewEvent::json("T", data(i))])
+            .append(
+                "m-1",
+                ExpectedRevision::Any,
+                vec![NewEvent::json("T", data(i))],
+            )
             .unwrap();
     }
     check(&store, 20);
