@@ -107,7 +107,7 @@ pub fn encode_index(input: IndexInput) -> Result<Vec<u8>> {
 /// Reads the frame at `offset` of the segment file at `path` through the open segment's `pread`
 /// path (the bytes are not decoded; see [`decode_frame`]).
 pub fn read_open_segment_frame(path: &Path, offset: u64) -> Result<Vec<u8>> {
-    let open = OpenSegment::open(path, 0, Memtable::default())?;
+    let open = OpenSegment::open(path, 0, Memtable::default(), 0)?;
     let mut buf = Vec::new();
     open.read_frame(offset, &mut buf)?;
     Ok(buf)

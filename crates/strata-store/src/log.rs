@@ -281,12 +281,12 @@ impl Shared {
     ) -> Result<Option<T>> {
         if position >= state.open.first_position {
             let open = &state.open;
-            let Some(offset) = open.offset(position)? else {
+            let Some((offset, end)) = open.locate(position)? else {
                 return Ok(None);
             };
             let mut buf = Vec::new();
-            open.read_frame(offset, &mut buf)?;
-            let (view, _) = decode_frame(&buf).map_err(|e| frame_error(&open.path, offset, e))?;
+            let bytes = open.frame(offset, end, &mut buf)?;
+            let (view, _) = decode_frame(bytes).map_err(|e| frame_error(&open.path, offset, e))?;
             expect_position(&open.path, offset, &view, position)?;
             return Ok(Some(f(&view)));
         }
@@ -347,15 +347,16 @@ impl Shared {
         const WINDOW: usize = 4096;
         let mut reader = ChunkReader::new(open);
         while position < to {
-            let window: Vec<u64> = {
+            let (window, end): (Vec<u64>, u64) = {
                 let table = open.table.read();
                 let lo = (position - open.first_position) as usize;
                 let hi = (to - open.first_position).min(table.offsets.len() as u64) as usize;
-                table
+                let window = table
                     .offsets
                     .get(lo..hi.min(lo + WINDOW))
                     .map(<[u64]>::to_vec)
-                    .unwrap_or_default()
+                    .unwrap_or_default();
+                (window, table.end)
             };
             if window.is_empty() {
                 return Ok(());
@@ -368,7 +369,14 @@ impl Shared {
                     open.offset(p).map_err(|e| e.at_position(p))?;
                     continue;
                 }
-                let view = reader.frame_at(offset).map_err(|e| e.at_position(p))?;
+                // From the map where it reaches the published end, else through the buffer.
+                let view = match open.mapped(offset, end) {
+                    Some(bytes) => decode_frame(bytes)
+                        .map(|(view, _)| view)
+                        .map_err(|e| frame_error(&open.path, offset, e)),
+                    None => reader.frame_at(offset),
+                }
+                .map_err(|e| e.at_position(p))?;
                 expect_position(&open.path, offset, &view, p).map_err(|e| e.at_position(p))?;
                 if f(&view).is_break() {
                     return Ok(());

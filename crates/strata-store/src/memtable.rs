@@ -13,6 +13,10 @@ use crate::index_file::{IdEntry, IndexInput, Posting, StreamEntry};
 /// Index entries of the events of the open segment that are committed (or being published).
 #[derive(Default, Debug)]
 pub(crate) struct Memtable {
+    /// Bytes of the segment file that hold committed frames: every offset in `offsets` lies
+    /// below it, and the file is never cut below it while the segment is open. Reads of the
+    /// open segment never look past it.
+    pub end: u64,
     /// `offsets[i]`: frame offset of the event at `first_position + i`, or
     /// [`crate::index_file::NO_FRAME`] for a position without a frame (removed, or lost in
     /// damage: see the open segment's `lost`).
@@ -96,6 +100,14 @@ impl<'a> MemEntry<'a> {
 }
 
 impl Memtable {
+    /// An empty memtable of a segment whose published bytes end at `end` (its header).
+    pub fn empty(end: u64) -> Memtable {
+        Memtable {
+            end,
+            ..Memtable::default()
+        }
+    }
+
     /// Records one committed event. Events must be inserted in position order.
     pub fn insert(&mut self, e: &MemEntry<'_>) {
         self.offsets.push(e.offset);

@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 
 use std::sync::OnceLock;
 
-use memmap2::Mmap;
+use memmap2::{Mmap, MmapOptions};
 use parking_lot::RwLock;
 
 use crate::damage::Damage;
@@ -56,9 +56,10 @@ pub(crate) fn list_segments(dir: &Path) -> Result<Vec<(u64, PathBuf)>> {
 pub(crate) fn map_file(path: &Path) -> Result<Mmap> {
     let file = File::open(path).map_err(|e| Error::io(path, e))?;
     // SAFETY: segment files are only ever appended to by this process's single writer, and the
-    // bytes a map covers are never modified again (sealed segments are immutable; the open segment
-    // is mapped only during recovery, before the writer starts). Outside modification of the data
-    // directory while the store runs is outside the store's contract.
+    // bytes a map covers are never modified again (sealed segments are immutable; the open
+    // segment is mapped whole only during recovery, before the writer starts; see
+    // `OpenSegment::map` for its read map). Outside modification of the data directory while
+    // the store runs is outside the store's contract.
     unsafe { Mmap::map(&file) }.map_err(|e| Error::io(path, e))
 }
 
@@ -259,7 +260,8 @@ pub(crate) fn frame_error(path: &Path, offset: u64, e: FrameError) -> Error {
     Error::corruption(path, offset, frame_error_detail(e))
 }
 
-/// The segment being written: read with `pread` up to the published end, indexed by a memtable.
+/// The segment being written: read through a map (or with `pread` where the map does not
+/// reach) up to the published end ([`Memtable::end`]), indexed by a memtable.
 pub(crate) struct OpenSegment {
     pub path: PathBuf,
     pub first_position: u64,
@@ -268,40 +270,96 @@ pub(crate) struct OpenSegment {
     /// Damage recovery found in this segment (the memtable has [`NO_FRAME`] for the positions
     /// lost in it); the store is read-only while there is any.
     pub lost: Vec<Damage>,
+    /// A read-only map of the file's first `len` bytes, made once when the segment opens: `len`
+    /// is the segment size (or the file's length, if larger), so the map reaches past the
+    /// file's current end and covers what the writer appends later without a remap. Only bytes
+    /// below the memtable's published [`Memtable::end`] are ever read through it (pages past the
+    /// file's end would fault with `SIGBUS`); frames the map does not reach (an append larger
+    /// than the segment size) are read with `pread`. `None` where the map could not be made.
+    map: Option<Mmap>,
 }
 
 impl OpenSegment {
-    /// Opens the read handle of the open segment.
-    pub fn open(path: &Path, first_position: u64, table: Memtable) -> Result<OpenSegment> {
+    /// Opens the read handle of the open segment, mapping its first `map_len` bytes (at least
+    /// the file's current length; 0 = no map, every read is a `pread`).
+    pub fn open(
+        path: &Path,
+        first_position: u64,
+        table: Memtable,
+        map_len: u64,
+    ) -> Result<OpenSegment> {
         let file = File::open(path).map_err(|e| Error::io(path, e))?;
+        let map = if map_len == 0 {
+            None
+        } else {
+            let file_len = file.metadata().map_err(|e| Error::io(path, e))?.len();
+            usize::try_from(map_len.max(file_len))
+                .ok()
+                // SAFETY: the writer only appends to this file, and never changes or cuts the
+                // bytes below the memtable's published end, which are the only ones read
+                // through the map (`OpenSegment::frame`); the map reaching past the file's end
+                // is never touched there. Outside modification of the data directory while the
+                // store runs is outside the store's contract.
+                .and_then(|len| unsafe { MmapOptions::new().len(len).map(&file) }.ok())
+        };
         Ok(OpenSegment {
             path: path.to_owned(),
             first_position,
             file,
             table: RwLock::new(table),
             lost: Vec::new(),
+            map,
         })
     }
 
     /// The frame offset of `position` (in this segment and committed): `Ok(None)` when the
     /// position has no frame (removed), an error naming the damage when it was lost in damage.
     pub fn offset(&self, position: u64) -> Result<Option<u64>> {
-        let offset = {
+        Ok(self.locate(position)?.map(|(offset, _)| offset))
+    }
+
+    /// [`OpenSegment::offset`], with the published end of the segment seen with it (the bound
+    /// of the frame's bytes).
+    pub fn locate(&self, position: u64) -> Result<Option<(u64, u64)>> {
+        let (offset, end) = {
             let table = self.table.read();
-            position
+            let offset = position
                 .checked_sub(self.first_position)
-                .and_then(|i| table.offsets.get(usize::try_from(i).ok()?).copied())
-        }
-        .ok_or_else(|| {
+                .and_then(|i| table.offsets.get(usize::try_from(i).ok()?).copied());
+            (offset, table.end)
+        };
+        let offset = offset.ok_or_else(|| {
             Error::invalid("position", format!("{position} is past the end of the log"))
         })?;
         if offset != NO_FRAME {
-            return Ok(Some(offset));
+            return Ok(Some((offset, end)));
         }
         match self.lost.iter().find(|d| d.holds(position)) {
             Some(d) => Err(d.error_at(position)),
             None => Ok(None),
         }
+    }
+
+    /// The bytes from the frame at `offset` up to at most the published `end` (from
+    /// [`OpenSegment::locate`]): a slice of the map when it reaches `end`, else the frame read
+    /// into `buf`. The caller decodes (and so checks) the frame; a damaged length prefix can
+    /// claim no byte past `end`.
+    pub fn frame<'a>(&'a self, offset: u64, end: u64, buf: &'a mut Vec<u8>) -> Result<&'a [u8]> {
+        match self.mapped(offset, end) {
+            Some(bytes) => Ok(bytes),
+            None => {
+                self.read_frame(offset, buf)?;
+                Ok(buf)
+            }
+        }
+    }
+
+    /// The mapped bytes from `offset` to the published `end`, if the map reaches `end`.
+    pub fn mapped(&self, offset: u64, end: u64) -> Option<&[u8]> {
+        let map = self.map.as_ref()?;
+        let start = usize::try_from(offset).ok()?;
+        let end = usize::try_from(end).ok()?;
+        map.get(start..end)
     }
 
     /// Reads the whole frame at `offset` into `buf` (replacing its contents); the caller decodes

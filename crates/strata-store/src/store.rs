@@ -701,7 +701,8 @@ fn recover(dir: &Path, options: &Options) -> Result<Recovered> {
         // A stream's revision 0 may be lost (or removed) while later ones are here.
         table.list_every_stream_as_created();
     }
-    let mut open = OpenSegment::open(&last_path, last_first, table)?;
+    table.end = open_len;
+    let mut open = OpenSegment::open(&last_path, last_first, table, options.segment_size)?;
     open.lost = lost.clone();
     damage.extend(lost);
     Ok(Recovered {

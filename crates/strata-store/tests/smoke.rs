@@ -222,3 +222,67 @@ fn limits_are_limit_exceeded_and_write_nothing() {
         .unwrap();
     assert_eq!(store.info().next_position, 2);
 }
+
+/// The open segment is read through a map that reaches as far as the segment size: events
+/// appended after it was made, events past its end (an append larger than a segment) and events
+/// recovered at open all read back, before and after a reopen and a seal.
+#[test]
+fn the_open_segment_reads_through_its_map_and_past_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let opts = Options {
+        segment_size: 16 * 1024,
+        ..no_fsync(Options::default())
+    };
+    let big = format!("{{\"pad\":\"{}\"}}", "x".repeat(40_000));
+    let data = |i: u64| {
+        if i % 5 == 4 {
+            big.clone()
+        } else {
+            format!("{{\"i\":{i}}}")
+        }
+    };
+    let check = |store: &Store, upto: u64| {
+        let s = store
+            .read_stream("m-1", ReadFrom::Start, Direction::Forward, 1000)
+            .unwrap();
+        assert_eq!(s.events.len() as u64, upto);
+        for (i, e) in s.events.iter().enumerate() {
+            assert_eq!(e.revision, i as u64);
+            assert_eq!(e.data, data(i as u64).into_bytes(), "revision {i}");
+        }
+        for i in 0..upto {
+            let e = store.read_event("m-1", i).unwrap().expect("event");
+            assert_eq!(e.data, data(i).into_bytes());
+        }
+    };
+    {
+        let store = Store::open(dir.path(), opts.clone()).unwrap();
+        for i in 0..12u64 {
+            store
+                .append(
+                    "m-1",
+                    if i == 0 {
+                        ExpectedRevision::NoStream
+                    } else {
+                        ExpectedRevision::Exact(i - 1)
+                    },
+                    vec![NewEvent::json("T", data(i))],
+                )
+                .unwrap();
+            check(&store, i + 1);
+        }
+        store.close().unwrap();
+    }
+    let store = Store::open(dir.path(), opts).unwrap();
+    check(&store, 12);
+    for i in 12..20u64 {
+        store
+            .append(
+                "m-1",
+                ExpectedRevision::Any,
+                vec![NewEvent::json("T", data(i))],
+            )
+            .unwrap();
+    }
+    check(&store, 20);
+}

@@ -451,6 +451,7 @@ impl Writer {
                         links: e.links,
                     });
                 }
+                table.end = self.seg_len + buf.len() as u64;
             }
             self.seg_len += buf.len() as u64;
             self.next_position = overlay.next_position;

@@ -69,7 +69,13 @@ impl Writer {
             Vec::new(),
         );
         sync_dir(&dir).map_err(|e| Error::io(&dir, e))?;
-        let new_open = OpenSegment::open(&path, self.next_position, Memtable::default())?;
+        let table = Memtable::empty(SEGMENT_HEADER_LEN);
+        let new_open = OpenSegment::open(
+            &path,
+            self.next_position,
+            table,
+            self.shared.options.segment_size,
+        )?;
         // The list is taken from the shared state under its lock (not from the writer's copy):
         // a scavenge may have swapped segments in since, and must not be undone.
         let state = {

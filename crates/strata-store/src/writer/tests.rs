@@ -34,7 +34,13 @@ impl Harness {
         let mut file = options.file_io.open_append(&path).expect("create segment");
         file.write_all(&encode_segment_header(0))
             .expect("write segment header");
-        let open = OpenSegment::open(&path, 0, Memtable::default()).expect("open segment");
+        let open = OpenSegment::open(
+            &path,
+            0,
+            Memtable::empty(SEGMENT_HEADER_LEN),
+            options.segment_size,
+        )
+        .expect("open segment");
         let shared = Arc::new(Shared {
             dir: dir.path().to_owned(),
             state: RwLock::new(Arc::new(LogState {
