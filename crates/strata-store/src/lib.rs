@@ -56,6 +56,7 @@ mod read;
 pub mod repair;
 mod scavenge;
 mod segment;
+mod spin;
 mod stats;
 mod store;
 mod subscription;

@@ -87,6 +87,13 @@ pub(crate) struct Shared {
     /// Bumped by [`Shared::invalidate_heads`]: the writer drops its cached heads when it sees a
     /// new value.
     pub heads_epoch: AtomicU64,
+    /// The callers' spinning slot: at most one caller polls for its append's answer at a time
+    /// (see [`crate::spin`]).
+    pub caller_spin: crate::spin::Spinner,
+    /// Callers of the blocking [`crate::Store::append`] waiting for their answer now: only a
+    /// caller that waits alone spins (with company, group commit already shares the hand-offs,
+    /// and a spinner would take a CPU from the others).
+    pub callers_waiting: std::sync::atomic::AtomicUsize,
 }
 
 /// The disk-full state: whether the last write attempt ran out of space, what it said, and how

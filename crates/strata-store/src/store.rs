@@ -22,7 +22,7 @@ use crate::frame::{encode_segment_header, SEGMENT_HEADER_LEN};
 use crate::index_file::SegmentIndex;
 use crate::log::{LogState, Shared};
 use crate::memtable::{MemEntry, Memtable};
-use crate::options::Options;
+use crate::options::{FsyncPolicy, Options};
 use crate::read;
 use crate::segment::{
     index_file_name, list_segments, map_file, rebuild_index, scan_segment, segment_file_name,
@@ -161,6 +161,8 @@ impl Store {
             scavenge: Default::default(),
             merged: Default::default(),
             heads_epoch: AtomicU64::new(0),
+            caller_spin: Default::default(),
+            callers_waiting: Default::default(),
             options,
         });
         for d in recovered.damage {
@@ -290,9 +292,25 @@ impl Store {
         expected: ExpectedRevision,
         events: Vec<NewEvent>,
     ) -> Result<AppendResult> {
-        self.queue_append(stream, expected, events)?
-            .recv()
-            .unwrap_or(Err(Error::Closed))
+        let waiting = &self.shared.callers_waiting;
+        let alone = waiting.fetch_add(1, Ordering::Relaxed) == 0;
+        let answer = self.queue_append(stream, expected, events).and_then(|rx| {
+            // Without an fsync to wait for, the answer comes within µs: a caller waiting alone
+            // polls for it briefly rather than sleep through a wake-up (bounded and adaptive,
+            // see `crate::spin`).
+            if alone && !matches!(self.shared.options.fsync, FsyncPolicy::Always) {
+                if let Some(answer) = self
+                    .shared
+                    .caller_spin
+                    .spin(crate::spin::CALLER_SPIN, || rx.try_recv().ok())
+                {
+                    return answer;
+                }
+            }
+            rx.recv().unwrap_or(Err(Error::Closed))
+        });
+        waiting.fetch_sub(1, Ordering::Relaxed);
+        answer
     }
 
     /// [`Store::append`] for async callers: waiting for the group commit does not block the

@@ -119,6 +119,10 @@ pub(crate) struct Writer {
     acks: Option<std::sync::mpsc::Sender<Vec<Reply>>>,
     unsynced: bool,
     last_sync: Instant,
+    /// The writer's own spinning slot (see [`Writer::spin_recv`]).
+    spin: crate::spin::Spinner,
+    /// Requests in the last batch the writer drained.
+    last_batch: usize,
 }
 
 impl Writer {
@@ -137,6 +141,8 @@ impl Writer {
             acks: None,
             unsynced: false,
             last_sync: Instant::now(),
+            spin: Default::default(),
+            last_batch: 0,
         }
     }
 
@@ -184,9 +190,12 @@ impl Writer {
                         Err(RecvTimeoutError::Disconnected) => return None,
                     }
                 }
-                None => match rx.recv() {
-                    Ok(r) => r,
-                    Err(_) => return None,
+                None => match self.spin_recv(rx) {
+                    Some(r) => r,
+                    None => match rx.recv() {
+                        Ok(r) => r,
+                        Err(_) => return None,
+                    },
                 },
             };
             let mut batch = vec![first];
@@ -196,10 +205,23 @@ impl Writer {
                     Err(_) => break,
                 }
             }
+            self.last_batch = batch.len();
             if let Some(reply) = self.process(batch) {
                 return Some(reply);
             }
         }
+    }
+
+    /// Polls the queue briefly before the writer sleeps on it, when no fsync paces the callers
+    /// (their next request may be µs away; see `crate::spin`).
+    fn spin_recv(&self, rx: &Receiver<Request>) -> Option<Request> {
+        // Only behind a lone caller: with more, the queue rarely runs dry, and a spinning
+        // writer would take a CPU from the callers it waits for.
+        if matches!(self.shared.options.fsync, FsyncPolicy::Always) || self.last_batch > 1 {
+            return None;
+        }
+        self.spin
+            .spin(crate::spin::WRITER_SPIN, || rx.try_recv().ok())
     }
 
     fn sync_deadline(&self) -> Option<Instant> {

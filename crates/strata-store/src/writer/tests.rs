@@ -58,6 +58,8 @@ impl Harness {
             scavenge: Default::default(),
             merged: Default::default(),
             heads_epoch: AtomicU64::new(0),
+            caller_spin: Default::default(),
+            callers_waiting: Default::default(),
             options,
         });
         Harness {
