@@ -4,106 +4,18 @@
 //! before the scavenge, nothing is left of the interrupted rewrite, and a new scavenge
 //! finishes the job: the log then reads exactly as after an uninterrupted run.
 
-use std::io;
+mod common;
+
 use std::path::Path;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
-use strata_store::file_io::{AppendFile, FileIo, StdFileIo};
+use common::crash_io::{Crash, CrashIo};
 use strata_store::{
     AllFilter, Direction, ExpectedRevision, FsyncPolicy, NewEvent, Options, ReadFrom,
     ScavengeOptions, Store, StreamMetadata,
 };
 use uuid::Uuid;
-
-/// Counts the calls made while armed and fails the one numbered `trip_at` and all after it.
-#[derive(Default)]
-struct Crash {
-    armed: AtomicBool,
-    calls: AtomicU64,
-    trip_at: AtomicU64,
-}
-
-impl Crash {
-    /// `Ok` while the call may go through, the "crash" otherwise.
-    fn call(&self) -> io::Result<()> {
-        if !self.armed.load(Ordering::Acquire) {
-            return Ok(());
-        }
-        let n = self.calls.fetch_add(1, Ordering::AcqRel);
-        if n >= self.trip_at.load(Ordering::Acquire) {
-            return Err(io::Error::other("crashed"));
-        }
-        Ok(())
-    }
-
-    /// Whether the crash has happened.
-    fn crashed(&self) -> bool {
-        self.armed.load(Ordering::Acquire)
-            && self.calls.load(Ordering::Acquire) > self.trip_at.load(Ordering::Acquire)
-    }
-}
-
-struct CrashIo(Arc<Crash>);
-
-struct CrashFile {
-    inner: Box<dyn AppendFile>,
-    crash: Arc<Crash>,
-}
-
-impl AppendFile for CrashFile {
-    fn write_all(&mut self, buf: &[u8]) -> io::Result<()> {
-        if let Err(e) = self.crash.call() {
-            // Torn: half the bytes reach the file.
-            let _ = self.inner.write_all(&buf[..buf.len() / 2]);
-            return Err(e);
-        }
-        self.inner.write_all(buf)
-    }
-
-    fn sync_data(&mut self) -> io::Result<()> {
-        self.crash.call()?;
-        self.inner.sync_data()
-    }
-
-    fn truncate(&mut self, len: u64) -> io::Result<()> {
-        self.crash.call()?;
-        self.inner.truncate(len)
-    }
-}
-
-impl FileIo for CrashIo {
-    fn open_append(&self, path: &Path) -> io::Result<Box<dyn AppendFile>> {
-        self.0.call()?;
-        Ok(Box::new(CrashFile {
-            inner: StdFileIo.open_append(path)?,
-            crash: self.0.clone(),
-        }))
-    }
-
-    fn write_new_file(&self, path: &Path, bytes: &[u8]) -> io::Result<()> {
-        if let Err(e) = self.0.call() {
-            let _ = std::fs::write(path, &bytes[..bytes.len() / 2]);
-            return Err(e);
-        }
-        StdFileIo.write_new_file(path, bytes)
-    }
-
-    fn rename(&self, from: &Path, to: &Path) -> io::Result<()> {
-        self.0.call()?;
-        std::fs::rename(from, to)
-    }
-
-    fn sync_dir(&self, dir: &Path) -> io::Result<()> {
-        self.0.call()?;
-        StdFileIo.sync_dir(dir)
-    }
-
-    fn remove_file(&self, path: &Path) -> io::Result<()> {
-        self.0.call()?;
-        std::fs::remove_file(path)
-    }
-}
 
 fn options(io: Option<Arc<Crash>>) -> Options {
     let mut o = Options {
@@ -207,10 +119,7 @@ fn a_crash_at_any_step_of_a_scavenge_loses_nothing_and_the_next_run_finishes_it(
     let (calls, after_all) = {
         let dir = tempfile::tempdir().expect("tempdir");
         copy_dir(base.path(), dir.path());
-        let crash = Arc::new(Crash {
-            trip_at: AtomicU64::new(u64::MAX),
-            ..Default::default()
-        });
+        let crash = Crash::at(u64::MAX);
         let store = Store::open(dir.path(), options(Some(crash.clone()))).expect("open");
         let segments = store.info().segment_count;
         crash.armed.store(true, Ordering::Release);
@@ -231,10 +140,7 @@ fn a_crash_at_any_step_of_a_scavenge_loses_nothing_and_the_next_run_finishes_it(
     for n in 0..calls {
         let dir = tempfile::tempdir().expect("tempdir");
         copy_dir(base.path(), dir.path());
-        let crash = Arc::new(Crash {
-            trip_at: AtomicU64::new(n),
-            ..Default::default()
-        });
+        let crash = Crash::at(n);
         {
             let store = Store::open(dir.path(), options(Some(crash.clone()))).expect("open");
             crash.armed.store(true, Ordering::Release);

@@ -5,14 +5,15 @@
 //! running concurrently with scavenges, after a crash at any step of a scavenge, and with a
 //! damaged event (still damage, never a skip).
 
+mod common;
+
 use std::collections::BTreeMap;
 use std::path::Path;
 
-use std::io;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
-use strata_store::file_io::{AppendFile, FileIo, StdFileIo};
+use common::crash_io::{Crash, CrashIo};
 use strata_store::{
     AllFilter, Direction, ExpectedRevision, FsyncPolicy, NewEvent, Options, ReadFrom,
     ScavengeOptions, Store, StreamMetadata,
@@ -618,93 +619,6 @@ proptest::proptest! {
     }
 }
 
-/// Fails the `trip_at`-th file-I/O call made while armed and every later one (a crash: no
-/// cleanup runs), as in `tests/scavenge_crash.rs`.
-#[derive(Default)]
-struct Crash {
-    armed: AtomicBool,
-    calls: AtomicU64,
-    trip_at: AtomicU64,
-    /// Numbers of the calls renaming a rewritten segment into place (the commit points).
-    commits: std::sync::Mutex<Vec<u64>>,
-}
-
-impl Crash {
-    fn call(&self) -> io::Result<()> {
-        if !self.armed.load(Ordering::Acquire) {
-            return Ok(());
-        }
-        if self.calls.fetch_add(1, Ordering::AcqRel) >= self.trip_at.load(Ordering::Acquire) {
-            return Err(io::Error::other("crashed"));
-        }
-        Ok(())
-    }
-}
-
-struct CrashIo(Arc<Crash>);
-
-struct CrashFile {
-    inner: Box<dyn AppendFile>,
-    crash: Arc<Crash>,
-}
-
-impl AppendFile for CrashFile {
-    fn write_all(&mut self, buf: &[u8]) -> io::Result<()> {
-        if let Err(e) = self.crash.call() {
-            let _ = self.inner.write_all(&buf[..buf.len() / 2]);
-            return Err(e);
-        }
-        self.inner.write_all(buf)
-    }
-
-    fn sync_data(&mut self) -> io::Result<()> {
-        self.crash.call()?;
-        self.inner.sync_data()
-    }
-
-    fn truncate(&mut self, len: u64) -> io::Result<()> {
-        self.crash.call()?;
-        self.inner.truncate(len)
-    }
-}
-
-impl FileIo for CrashIo {
-    fn open_append(&self, path: &Path) -> io::Result<Box<dyn AppendFile>> {
-        self.0.call()?;
-        Ok(Box::new(CrashFile {
-            inner: StdFileIo.open_append(path)?,
-            crash: self.0.clone(),
-        }))
-    }
-
-    fn write_new_file(&self, path: &Path, bytes: &[u8]) -> io::Result<()> {
-        if let Err(e) = self.0.call() {
-            let _ = std::fs::write(path, &bytes[..bytes.len() / 2]);
-            return Err(e);
-        }
-        StdFileIo.write_new_file(path, bytes)
-    }
-
-    fn rename(&self, from: &Path, to: &Path) -> io::Result<()> {
-        if from.to_string_lossy().ends_with(".seg.scv") {
-            let n = self.0.calls.load(Ordering::Acquire);
-            self.0.commits.lock().expect("commits").push(n);
-        }
-        self.0.call()?;
-        std::fs::rename(from, to)
-    }
-
-    fn sync_dir(&self, dir: &Path) -> io::Result<()> {
-        self.0.call()?;
-        StdFileIo.sync_dir(dir)
-    }
-
-    fn remove_file(&self, path: &Path) -> io::Result<()> {
-        self.0.call()?;
-        std::fs::remove_file(path)
-    }
-}
-
 /// The streams' part of a view (a partial scavenge changes `/all` only).
 fn streams_of(view: &BTreeMap<String, String>) -> BTreeMap<String, String> {
     let mut v = view.clone();
@@ -732,10 +646,7 @@ fn a_crash_at_any_step_of_a_scavenge_over_merged_files_loses_nothing() {
     let (calls, commits, after_all) = {
         let dir = tempfile::tempdir().expect("tempdir");
         copy_dir(base.path(), dir.path());
-        let crash = Arc::new(Crash {
-            trip_at: AtomicU64::new(u64::MAX),
-            ..Crash::default()
-        });
+        let crash = Crash::at(u64::MAX);
         let store = Store::open(dir.path(), crashing(&crash)).expect("open");
         store.merge_indexes().expect("merge");
         crash.armed.store(true, Ordering::Release);
@@ -760,10 +671,7 @@ fn a_crash_at_any_step_of_a_scavenge_over_merged_files_loses_nothing() {
     for at in points {
         let dir = tempfile::tempdir().expect("tempdir");
         copy_dir(base.path(), dir.path());
-        let crash = Arc::new(Crash {
-            trip_at: AtomicU64::new(at),
-            ..Crash::default()
-        });
+        let crash = Crash::at(at);
         {
             let store = Store::open(dir.path(), crashing(&crash)).expect("open");
             store.merge_indexes().expect("merge");

@@ -17,6 +17,8 @@ use strata_store::{
 };
 use uuid::Uuid;
 
+pub mod crash_io;
+
 /// Bytes before the first frame of a segment (docs/ and `frame.rs`).
 pub const SEGMENT_HEADER_LEN: u64 = 32;
 /// Bytes before a frame's body (length + CRC).

@@ -66,6 +66,24 @@ pub(super) struct Plan {
 }
 
 impl Plan {
+    /// Where a read of the plan starts: events still to read (all of them for a
+    /// subscription), the direction, and the first revision or position.
+    fn start(&self) -> (u64, Direction, ReadFrom) {
+        let direction = if self.backwards {
+            Direction::Backward
+        } else {
+            Direction::Forward
+        };
+        let from = match self.from {
+            From::Start => ReadFrom::Start,
+            From::End => ReadFrom::End,
+            From::At(at) => ReadFrom::At(at),
+        };
+        (self.count.unwrap_or(u64::MAX), direction, from)
+    }
+}
+
+impl Plan {
     /// The plan of a `ReadReq`.
     fn new(request: ReadReq) -> Result<Plan, Status> {
         let options = request
@@ -180,17 +198,7 @@ async fn read_stream(
     plan: &Plan,
     tx: &mpsc::Sender<Result<ReadResp, Status>>,
 ) -> Result<(), Status> {
-    let mut remaining = plan.count.unwrap_or(u64::MAX);
-    let direction = if plan.backwards {
-        Direction::Backward
-    } else {
-        Direction::Forward
-    };
-    let mut from = match plan.from {
-        From::Start => ReadFrom::Start,
-        From::End => ReadFrom::End,
-        From::At(r) => ReadFrom::At(r),
-    };
+    let (mut remaining, direction, mut from) = plan.start();
     let is_metadata = name.starts_with(metadata::PREFIX);
     while remaining > 0 {
         let store = app.store().clone();
@@ -284,17 +292,7 @@ async fn read_all(
     plan: &Plan,
     tx: &mpsc::Sender<Result<ReadResp, Status>>,
 ) -> Result<(), Status> {
-    let mut remaining = plan.count.unwrap_or(u64::MAX);
-    let direction = if plan.backwards {
-        Direction::Backward
-    } else {
-        Direction::Forward
-    };
-    let mut from = match plan.from {
-        From::Start => ReadFrom::Start,
-        From::End => ReadFrom::End,
-        From::At(p) => ReadFrom::At(p),
-    };
+    let (mut remaining, direction, mut from) = plan.start();
     let store_filter = store_filter(plan.filter.as_ref());
     while remaining > 0 {
         let store = app.store().clone();
