@@ -754,10 +754,15 @@ pub(crate) fn scan_segment<'a>(
         }
     }
     if mode == ScanMode::Sealed {
-        // A sealed segment is whole appends up to the next segment's first position.
+        // A sealed segment is whole appends up to the next segment's first position: an append
+        // never spans two segments, and a rewrite marks the last frame it keeps as the end of
+        // one. Frames of an unfinished append at the end were cut (their events, intact and
+        // once synced, are still delivered).
+        let unfinished = pending.iter().any(|p| matches!(p, Pending::Event(..)));
         deliver(&mut pending, &mut on_item);
         out.committed_len = bytes.len() as u64;
         out.next_position = position;
+        let mut reported = false;
         if let Some(end) = expected_end.filter(|&end| end > position) {
             // A version-2 segment may end in a gap (a repair moved its last frames out).
             if !gaps_allowed {
@@ -767,9 +772,21 @@ pub(crate) fn scan_segment<'a>(
                     positions: position..end,
                     detail: format!("segment ends before position {end}: frames are missing"),
                 });
+                reported = true;
             }
             on_item(Scanned::Missing(position..end));
             out.next_position = end;
+        }
+        if unfinished && !reported {
+            out.damage.push(ScanDamage {
+                offset: bytes.len() as u64,
+                length: 0,
+                positions: position..position,
+                detail: format!(
+                    "segment ends inside an append: frames after position {} are missing",
+                    position.wrapping_sub(1)
+                ),
+            });
         }
     } else if let Some(first_uncommitted) = pending.iter().find_map(|p| match p {
         Pending::Event(_, o) => Some(*o),
@@ -1045,6 +1062,23 @@ mod tests {
         assert_eq!(out.damage[0].offset, starts[1] as u64);
         assert_eq!(out.damage[0].length, (bytes.len() - starts[1]) as u64);
         assert_eq!(out.next_position, 12);
+    }
+
+    /// A sealed segment cut right after a frame that does not end its append: the frames kept
+    /// are delivered, and the cut is damage even when nothing says which positions followed.
+    #[test]
+    fn a_sealed_segment_ending_inside_an_append_is_damage() {
+        let (bytes, starts) = segment(&[1, 3]);
+        let cut = &bytes[..starts[1] + frame(11, b"{\"a\":1}", false).len()];
+        for end in [None, Some(12)] {
+            let (out, seen, _) = scan_all(cut, ScanMode::Sealed, end);
+            assert_eq!(seen, vec![10, 11], "{end:?}");
+            assert_eq!(out.damage.len(), 1, "{end:?}: {:?}", out.damage);
+            assert_eq!(out.damage[0].offset, cut.len() as u64, "{end:?}");
+        }
+        // Cut where an append ends: a valid, shorter segment.
+        let (out, _, _) = scan_all(&bytes[..starts[1]], ScanMode::Sealed, None);
+        assert!(out.damage.is_empty());
     }
 
     #[test]
