@@ -65,8 +65,23 @@ pub trait AppendFile: Send {
     fn write_all(&mut self, buf: &[u8]) -> io::Result<()>;
     /// Makes every byte written so far durable (`fdatasync`).
     fn sync_data(&mut self) -> io::Result<()>;
-    /// Cuts the file back to `len` bytes (used to drop an unacknowledged, failed write).
+    /// Cuts the file back to `len` bytes, durably (used to drop an unacknowledged, failed
+    /// write, and to cut the space [`AppendFile::extend_to`] added before a segment is sealed).
+    /// The next write goes to `len`.
     fn truncate(&mut self, len: u64) -> io::Result<()>;
+    /// Makes the file at least `len` bytes long, zeros past what was written, without moving
+    /// where the next write goes. The writer keeps the open segment's length ahead of its
+    /// writes, so that the `fdatasync` of an append does not also have to record a longer file
+    /// (on ext4 that was ~0.3 of the sync's time). The zeros are never published: readers are
+    /// bounded by the memtable's end, recovery cuts them, a seal cuts them first.
+    ///
+    /// Returns whether the file is now longer than what was written (then the writer cuts it
+    /// back with [`AppendFile::truncate`] before a seal). Optional: the default does nothing and
+    /// returns `false` (the file then grows with each write).
+    fn extend_to(&mut self, len: u64) -> io::Result<bool> {
+        let _ = len;
+        Ok(false)
+    }
 }
 
 /// The real file system.
@@ -102,7 +117,18 @@ impl AppendFile for StdAppendFile {
     fn truncate(&mut self, len: u64) -> io::Result<()> {
         self.file.set_len(len)?;
         self.file.seek(SeekFrom::Start(len))?;
-        self.file.sync_data()
+        // The shorter length must be durable (not only the data): a sealed segment with the
+        // zeros of `extend_to` still after it would read as damaged.
+        self.file.sync_all()
+    }
+
+    fn extend_to(&mut self, len: u64) -> io::Result<bool> {
+        // A sparse extension (`ftruncate`): measured as fast as `fallocate` for the appends
+        // into it, and it takes no disk space until written.
+        if self.file.metadata()?.len() < len {
+            self.file.set_len(len)?;
+        }
+        Ok(true)
     }
 }
 

@@ -349,6 +349,11 @@ impl OpenSegment {
             Some(bytes) => Ok(bytes),
             None => {
                 self.read_frame(offset, buf)?;
+                // The file may be longer than what is published (the writer extends it ahead of
+                // its writes): a length prefix reaching past `end` is a short frame.
+                if offset.saturating_add(buf.len() as u64) > end {
+                    return Err(frame_error(&self.path, offset, FrameError::Short));
+                }
                 Ok(buf)
             }
         }
@@ -674,6 +679,18 @@ pub(crate) fn scan_segment<'a>(
         let Some((error, decoded)) = problem else {
             continue;
         };
+        if error == FrameError::Zero
+            && mode == ScanMode::Open
+            && bytes[offset..].iter().all(|&b| b == 0)
+        {
+            // Zeros to the end: the space the writer extends the file by ahead of its writes
+            // (or pages of an unsynced write never written). Nothing was acknowledged there.
+            out.torn = Some(format!(
+                "{} bytes of zeros past the last append at offset {offset} cut",
+                bytes.len() as u64 - out.committed_len
+            ));
+            return out;
+        }
         // A valid frame of a later position right here: frames are missing, no bytes damaged.
         if let Some((view, _)) = decoded {
             if view.position > position
@@ -1009,7 +1026,30 @@ mod tests {
         bytes.extend_from_slice(&[0u8; 100]);
         let (out, _) = scan(&bytes, ScanMode::Open);
         assert!(out.damage.is_empty());
+        assert!(out.torn.is_some());
         assert_eq!(out.committed_len, len);
+    }
+
+    /// The space the writer extends the open segment by (zeros, megabytes of them) is the end
+    /// of an open segment, and damage at the end of a sealed one (a seal cuts it first).
+    #[test]
+    fn megabytes_of_zeros_end_an_open_segment_and_damage_a_sealed_one() {
+        let (mut bytes, _) = segment(&[2, 1]);
+        let len = bytes.len() as u64;
+        bytes.resize(bytes.len() + (4 << 20), 0);
+        let (out, seen) = scan(&bytes, ScanMode::Open);
+        assert!(out.damage.is_empty());
+        assert_eq!(seen, vec![10, 11, 12]);
+        assert_eq!(out.committed_len, len);
+        assert!(
+            out.torn.as_deref().is_some_and(|t| t.contains("zeros")),
+            "{:?}",
+            out.torn
+        );
+        let (out, seen, _) = scan_all(&bytes, ScanMode::Sealed, Some(13));
+        assert_eq!(seen, vec![10, 11, 12]);
+        assert_eq!(out.damage.len(), 1);
+        assert_eq!(out.damage[0].offset, len);
     }
 
     /// Damage followed by valid frames: reported with its extent and the position lost, and

@@ -584,3 +584,89 @@ fn crash_states_while_sealing_a_segment_recover() {
         assert_eq!(store.next_position(), next, "{what}");
     }
 }
+
+/// The end of the last frame of a segment file (its data; the file may be longer).
+fn data_end(path: &Path) -> u64 {
+    let bytes = std::fs::read(path).expect("read segment");
+    frames(&bytes)
+        .last()
+        .map_or(SEGMENT_HEADER_LEN, |f| f.offset + f.len)
+}
+
+/// The writer extends the open segment's file ahead of its writes (zeros past the data, so that
+/// a sync need not record a longer file). A seal and a close cut it back to the data; a crash
+/// leaves it, and recovery cuts it and appends right after the last acknowledged append.
+#[test]
+fn space_extended_ahead_of_the_writer_is_cut_by_seal_close_and_recovery() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let opts = crash_opts();
+    let store = Store::open(dir.path(), opts.clone()).expect("open");
+    let mut rng = Rng::new(test_seed("extended"));
+    let mut acks = Vec::new();
+    let mut append = |store: &Store, acks: &mut Vec<Ack>, k: usize| {
+        let stream = format!("s-{}", k % 13);
+        let (events, ids) = tagged_events(&mut rng, &format!("t{k}"), 1 + k % 3, 200);
+        let r = store
+            .append(&stream, ExpectedRevision::Any, events)
+            .expect("append");
+        acks.push(Ack::new(&stream, &r, ids));
+    };
+    for k in 0..1500 {
+        append(&store, &mut acks, k);
+    }
+    let segs = segments(dir.path());
+    assert!(segs.len() >= 4, "{segs:?}");
+    for s in &segs[..segs.len() - 1] {
+        assert_eq!(
+            file_len(s),
+            data_end(s),
+            "sealed {} keeps zeros",
+            s.display()
+        );
+    }
+    let open = segs.last().expect("open segment").clone();
+    assert!(
+        file_len(&open) > data_end(&open),
+        "the open segment is extended ahead of the writes: {} vs {}",
+        file_len(&open),
+        data_end(&open)
+    );
+    let notes = assert_verify_clean(dir.path());
+    assert!(
+        notes
+            .iter()
+            .any(|n| n.contains("zeros past the last append")),
+        "{notes:?}"
+    );
+
+    // A crash now: the files as the page cache holds them.
+    let crashed = tempfile::tempdir().expect("tempdir");
+    copy_dir(dir.path(), crashed.path());
+    let reopened = Store::open(crashed.path(), opts.clone()).expect("reopen after the crash");
+    check_log(&reopened, &acks);
+    let copy_open = segments(crashed.path()).last().expect("open").clone();
+    assert_eq!(
+        file_len(&copy_open),
+        data_end(&copy_open),
+        "recovery cuts the zeros"
+    );
+    let mut crashed_acks = acks.clone();
+    for k in 1500..1600 {
+        append(&reopened, &mut crashed_acks, k);
+    }
+    reopened.close().expect("close");
+    drop(reopened);
+    let reopened = Store::open(crashed.path(), opts.clone()).expect("reopen");
+    check_log(&reopened, &crashed_acks);
+    reopened.close().expect("close");
+
+    // A clean close leaves the open segment as long as its data, and nothing to cut.
+    store.close().expect("close");
+    drop(store);
+    assert_eq!(file_len(&open), data_end(&open));
+    let notes = assert_verify_clean(dir.path());
+    assert!(notes.is_empty(), "{notes:?}");
+    let store = Store::open(dir.path(), opts).expect("reopen");
+    check_log(&store, &acks);
+    store.close().expect("close");
+}

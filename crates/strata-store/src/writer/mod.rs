@@ -38,6 +38,10 @@ pub(crate) use validate::{validate_append, validate_count, validate_event};
 /// Most requests folded into one group commit.
 const MAX_GROUP: usize = 4096;
 
+/// How far past its writes the writer extends the open segment's file (see
+/// [`AppendFile::extend_to`]): one longer file to record per 4 MiB of appends, not one per sync.
+pub(crate) const EXTEND_AHEAD: u64 = 4 << 20;
+
 /// A request to the writer. Each carries the channel its answer goes back on.
 pub(crate) enum Request {
     Append {
@@ -109,6 +113,12 @@ pub(crate) struct Writer {
     state: Arc<LogState>,
     /// Bytes of the open segment that are written and published.
     seg_len: u64,
+    /// The length the open segment's file was extended to ahead of the writes (at least
+    /// `seg_len`; zeros past it, see [`AppendFile::extend_to`]).
+    extended: u64,
+    /// The open segment's file did not extend ([`AppendFile::extend_to`] failed or is not
+    /// supported): it grows with each write.
+    extend_refused: bool,
     /// Next position to assign outside a group (equals `shared.committed` between groups).
     next_position: u64,
     heads: HashMap<String, Head, RandomState>,
@@ -134,6 +144,8 @@ impl Writer {
             file,
             state,
             seg_len,
+            extended: seg_len,
+            extend_refused: false,
             next_position,
             heads: HashMap::default(),
             heads_epoch: 0,
@@ -240,14 +252,46 @@ impl Writer {
     }
 
     fn final_sync(&mut self) -> Result<()> {
-        if self.unsynced && !self.shared.read_only.load(Ordering::Acquire) {
+        let pending = self.unsynced || self.extended > self.seg_len;
+        if pending && !self.shared.read_only.load(Ordering::Acquire) {
             let path = self.state.open.path.clone();
-            self.sync().map_err(|e| {
+            // A closed store leaves the open segment as long as its data.
+            self.cut_extension_and_sync().map_err(|e| {
                 self.shared.poison(format!("fsync failed: {e}"));
                 Error::io(path, e)
             })?;
         }
         Ok(())
+    }
+
+    /// Extends the open segment's file [`EXTEND_AHEAD`] past a write of `len` bytes that would
+    /// pass the extended length. A file (system) that does not extend is not asked again: the
+    /// writes grow it instead, as they would without this.
+    fn extend_ahead(&mut self, len: u64) {
+        let need = self.seg_len + len;
+        if need > self.extended && !self.extend_refused {
+            let to = need + EXTEND_AHEAD;
+            match self.file.extend_to(to) {
+                Ok(true) => self.extended = to,
+                Ok(false) | Err(_) => self.extend_refused = true,
+            }
+        }
+    }
+
+    /// Cuts the open segment's file back to `seg_len` if it was extended past it (durably:
+    /// [`AppendFile::truncate`] syncs), else syncs it.
+    fn cut_extension_and_sync(&mut self) -> std::io::Result<()> {
+        if self.extended > self.seg_len {
+            let t = Instant::now();
+            self.file.truncate(self.seg_len)?;
+            self.shared.stats.record_fsync(t.elapsed());
+            self.extended = self.seg_len;
+            self.unsynced = false;
+            self.last_sync = Instant::now();
+            Ok(())
+        } else {
+            self.sync()
+        }
     }
 
     fn sync(&mut self) -> std::io::Result<()> {
@@ -436,6 +480,7 @@ impl Writer {
             return false;
         }
         if !buf.is_empty() {
+            self.extend_ahead(buf.len() as u64);
             if let Err(e) = self.file.write_all(&buf) {
                 self.write_failed(e, buf.len() as u64, replies);
                 return false;
@@ -450,6 +495,7 @@ impl Writer {
                 self.shared.poison(reason.clone());
                 // Best effort: cut the unacknowledged bytes so a restart does not resurrect them.
                 let _ = self.file.truncate(self.seg_len);
+                self.extended = self.seg_len;
                 for r in replies {
                     r.send_err(Error::ReadOnly {
                         reason: reason.clone(),
@@ -534,6 +580,7 @@ impl Writer {
         if is_out_of_space(&e) {
             match self.file.truncate(self.seg_len) {
                 Ok(()) => {
+                    self.extended = self.seg_len;
                     self.shared.disk_full.set(reason, space_needed(&e, bytes));
                     for r in replies {
                         r.send_err(Error::DiskFull {
@@ -558,6 +605,7 @@ impl Writer {
         self.shared.poison(reason.clone());
         // Best effort: cut the unacknowledged bytes so a restart does not resurrect them.
         let _ = self.file.truncate(self.seg_len);
+        self.extended = self.seg_len;
         for r in replies {
             r.send_err(Error::ReadOnly {
                 reason: reason.clone(),

@@ -1,5 +1,6 @@
 //! Sealing the open segment: when a request's frames would carry it past `segment_size`, the
-//! segment is synced, its index file written, it is mapped, and a new segment starts.
+//! segment is cut to its data (the writer extends it ahead of its writes) and synced, its index
+//! file written, it is mapped, and a new segment starts.
 
 use std::path::Path;
 use std::sync::Arc;
@@ -44,7 +45,10 @@ impl Writer {
     /// (the open segment's fsync above all) is a fault for the caller to poison the store with.
     pub(super) fn roll(&mut self) -> Result<()> {
         let open_path = self.state.open.path.clone();
-        self.sync().map_err(|e| Error::io(&open_path, e))?;
+        // Synced, and as long as its data: the index records that length, and zeros after the
+        // last frame of a sealed segment would read as damage.
+        self.cut_extension_and_sync()
+            .map_err(|e| Error::io(&open_path, e))?;
         let dir = self.shared.dir.clone();
         let open = self.state.open.clone();
         let input = open
@@ -93,6 +97,7 @@ impl Writer {
         self.state = state;
         self.file = file;
         self.seg_len = SEGMENT_HEADER_LEN;
+        self.extended = SEGMENT_HEADER_LEN;
         self.unsynced = false;
         Ok(())
     }
