@@ -119,7 +119,8 @@ pub struct StoreInfo {
     pub next_position: u64,
     /// Number of segment files.
     pub segment_count: usize,
-    /// Bytes of segment, index and removed-events files.
+    /// Bytes of segment, index and removed-events files (of the open segment, the bytes up to
+    /// its published end).
     pub bytes_on_disk: u64,
 }
 
@@ -553,10 +554,12 @@ impl Store {
                 .iter()
                 .map(|s| crate::scavenge::sidecar::path_of(&s.path)),
         );
-        paths.push(state.open.path.clone());
         for p in paths {
             bytes += std::fs::metadata(&p).map(|m| m.len()).unwrap_or(0);
         }
+        // The open segment up to its published end: its file runs up to 4 MiB of zeros past that
+        // (the writer's extension ahead of its writes, no disk space until written).
+        bytes += state.open.table.read().end;
         StoreInfo {
             dir: self.shared.dir.clone(),
             next_position: self.shared.committed(),
